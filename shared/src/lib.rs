@@ -1,0 +1,22 @@
+//! Kho's shared vocabulary: what crosses the wire between an agent and the hub, and the pure logic
+//! both sides must agree on.
+//!
+//! This crate is **pure** (architecture invariant 6): no sockets, no files, no async runtime, no
+//! clock. Anything time-dependent takes the current time as an argument. That keeps every rule in
+//! here unit-testable and identical on both ends of the connection.
+//!
+//! - [`protocol`]: the v1 batch, change, schema, acknowledgement, error and heartbeat types.
+//! - [`codec`]: batch body encoding (JSON → zstd), digest, and bounded decoding.
+//! - [`hash`]: canonical row and key hashes used by snapshot diffing.
+//! - [`types`]: the portable column type set and its mapping from SQL declared types.
+//! - [`ident`]: the rules for dataset and column names, which become warehouse identifiers.
+//! - [`backoff`]: capped exponential backoff with jitter (the random draw is an argument).
+
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod codec;
+pub mod hash;
+pub mod ident;
+pub mod protocol;
+pub mod types;
