@@ -1,0 +1,372 @@
+//! The agent's TOML configuration: parsing, defaults, validation and path resolution.
+//!
+//! Invariants: unknown fields are refused by serde (a typo never silently falls back to a
+//! default); [`AgentConfig::validate`] reports every bad field at once, named by its path
+//! (`hub.url`, `dataset[0].cursor_column`), before any file is opened or any connection is made;
+//! relative paths are resolved against the directory of the config file, so the agent behaves the
+//! same whatever its working directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Outbox bound when none is configured: five million changes is roughly 2–3 GB of disk for
+/// typical rows, days of outage for a busy department, and still small enough to be a warning.
+pub const DEFAULT_MAX_CHANGES: u64 = 5_000_000;
+/// Changes per batch: large enough that per-request overhead is negligible, small enough that one
+/// batch applies in well under a second on the hub.
+pub const DEFAULT_BATCH_MAX_CHANGES: usize = 5_000;
+/// Uncompressed JSON bytes per batch: 8 MiB keeps the agent's and hub's memory per batch small.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// How long a partial batch waits to fill: short enough to feel live, long enough to group a
+/// burst of captured changes into one request.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+/// Per-request timeout: generous for an 8 MiB batch on a slow provincial link.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Heartbeat period: the hub declares an agent offline after a few missed heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// Poll period when a dataset does not say: department databases change at office pace.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub agent: AgentSection,
+    pub hub: HubSection,
+    #[serde(default)]
+    pub outbox: OutboxSection,
+    #[serde(default)]
+    pub forward: ForwardSection,
+    #[serde(default, rename = "dataset")]
+    pub datasets: Vec<DatasetConfig>,
+    /// Where the configuration came from (a file path), for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub id: String,
+    /// Holds `outbox.sqlite`; resolved against the config file's directory.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    pub url: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Trust only this CA (PEM) when set; the platform's roots otherwise.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_dev: bool,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    #[serde(default = "default_max_changes")]
+    pub max_changes: u64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        OutboxSection { max_changes: DEFAULT_MAX_CHANGES }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    #[serde(default = "default_batch_max_changes")]
+    pub batch_max_changes: usize,
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        ForwardSection {
+            batch_max_changes: DEFAULT_BATCH_MAX_CHANGES,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            linger: DEFAULT_LINGER,
+        }
+    }
+}
+
+/// How changes are detected in a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Rows whose cursor column is ≥ the last value seen.
+    Cursor,
+    /// Full read compared with stored row hashes (also finds deletes).
+    Snapshot,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Cursor => "cursor",
+            Mode::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Where a dataset's rows come from. Only SQLite today; PostgreSQL, MySQL, files and HTTP are
+/// further variants.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    Sqlite { path: PathBuf },
+}
+
+/// One dataset the agent captures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub name: String,
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    pub key: Vec<String>,
+    pub mode: Mode,
+    #[serde(default)]
+    pub cursor_column: Option<String>,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub source: SourceConfig,
+}
+
+fn default_max_changes() -> u64 {
+    DEFAULT_MAX_CHANGES
+}
+fn default_batch_max_changes() -> usize {
+    DEFAULT_BATCH_MAX_CHANGES
+}
+fn default_batch_max_bytes() -> usize {
+    DEFAULT_BATCH_MAX_BYTES
+}
+fn default_linger() -> Duration {
+    DEFAULT_LINGER
+}
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
+}
+fn default_heartbeat_interval() -> Duration {
+    DEFAULT_HEARTBEAT_INTERVAL
+}
+fn default_poll_interval() -> Duration {
+    DEFAULT_POLL_INTERVAL
+}
+
+/// One bad field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: {} problem(s):\n  {}", problems.len(), join(problems))]
+    Invalid { origin: String, problems: Vec<FieldError> },
+    #[error("config {origin}: hub.token_file {path}: {source}")]
+    TokenFile { origin: String, path: PathBuf, source: std::io::Error },
+}
+
+fn join(problems: &[FieldError]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+}
+
+impl ConfigError {
+    /// The bad fields, when the error is a validation error.
+    pub fn problems(&self) -> &[FieldError] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads, parses, validates and resolves the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        AgentConfig::from_toml_str(&text, &base, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; relative paths are resolved against `base_dir`, and `origin`
+    /// names the source in error messages.
+    pub fn from_toml_str(text: &str, base_dir: &Path, origin: &str) -> Result<AgentConfig, ConfigError> {
+        let mut config: AgentConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        config.origin = origin.to_string();
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { origin: origin.to_string(), problems });
+        }
+        config.resolve_paths(base_dir);
+        Ok(config)
+    }
+
+    /// Every problem with the configuration, each naming its field; empty when it is usable.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut p = Vec::new();
+        let mut bad = |field: &str, problem: String| p.push(FieldError { field: field.to_string(), problem });
+
+        if self.agent.id.trim().is_empty() {
+            bad("agent.id", "must not be empty".into());
+        }
+        if self.agent.data_dir.as_os_str().is_empty() {
+            bad("agent.data_dir", "must not be empty".into());
+        }
+        match self.hub.url.split_once("://") {
+            Some(("https", rest)) if !rest.is_empty() => {}
+            Some(("http", rest)) if !rest.is_empty() => {
+                if !self.hub.insecure_dev {
+                    bad("hub.url", "http:// is refused; use https:// (or set hub.insecure_dev = true for development)".into());
+                }
+            }
+            _ => bad("hub.url", format!("{:?} is not an https:// URL", self.hub.url)),
+        }
+        match (&self.hub.token, &self.hub.token_file) {
+            (Some(_), Some(_)) => bad("hub.token", "give either token or token_file, not both".into()),
+            (None, None) => bad("hub.token", "missing: give token or token_file".into()),
+            (Some(t), None) if t.trim().is_empty() => bad("hub.token", "must not be empty".into()),
+            _ => {}
+        }
+        if self.hub.request_timeout.is_zero() {
+            bad("hub.request_timeout", "must be greater than zero".into());
+        }
+        if self.hub.heartbeat_interval.is_zero() {
+            bad("hub.heartbeat_interval", "must be greater than zero".into());
+        }
+        if self.outbox.max_changes == 0 {
+            bad("outbox.max_changes", "must be at least 1".into());
+        }
+        if self.forward.batch_max_changes == 0 {
+            bad("forward.batch_max_changes", "must be at least 1".into());
+        }
+        if self.forward.batch_max_bytes < 1024 {
+            bad("forward.batch_max_bytes", "must be at least 1024".into());
+        }
+        if self.datasets.is_empty() {
+            bad("dataset", "no [[dataset]] configured; the agent would have nothing to do".into());
+        }
+        for (i, d) in self.datasets.iter().enumerate() {
+            let f = |name: &str| format!("dataset[{i}].{name}");
+            if let Err(e) = kho_shared::ident::check_dataset_name(&d.name) {
+                bad(&f("name"), e.to_string());
+            }
+            if self.datasets[..i].iter().any(|o| o.name == d.name) {
+                bad(&f("name"), format!("dataset {:?} is configured twice", d.name));
+            }
+            match (&d.table, &d.query) {
+                (Some(_), Some(_)) => bad(&f("table"), "give either table or query, not both".into()),
+                (None, None) => bad(&f("table"), "missing: give table or query".into()),
+                (Some(t), None) if t.trim().is_empty() => bad(&f("table"), "must not be empty".into()),
+                (None, Some(q)) if q.trim().is_empty() => bad(&f("query"), "must not be empty".into()),
+                _ => {}
+            }
+            if d.key.is_empty() {
+                bad(&f("key"), "must name at least one primary-key column".into());
+            }
+            if d.key.iter().any(|k| k.trim().is_empty()) {
+                bad(&f("key"), "key column names must not be empty".into());
+            }
+            match (d.mode, &d.cursor_column) {
+                (Mode::Cursor, None) => bad(&f("cursor_column"), "required when mode = \"cursor\"".into()),
+                (Mode::Cursor, Some(c)) if c.trim().is_empty() => bad(&f("cursor_column"), "must not be empty".into()),
+                (Mode::Snapshot, Some(_)) => {
+                    bad(&f("cursor_column"), "only allowed when mode = \"cursor\"".into())
+                }
+                _ => {}
+            }
+            if d.poll_interval.is_zero() {
+                bad(&f("poll_interval"), "must be greater than zero".into());
+            }
+            match &d.source {
+                SourceConfig::Sqlite { path } if path.as_os_str().is_empty() => {
+                    bad(&f("source.path"), "must not be empty".into())
+                }
+                SourceConfig::Sqlite { .. } => {}
+            }
+        }
+        p
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.agent.data_dir);
+        if let Some(p) = self.hub.token_file.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.hub.ca_cert.as_mut() {
+            resolve(p);
+        }
+        for d in &mut self.datasets {
+            match &mut d.source {
+                SourceConfig::Sqlite { path } => resolve(path),
+            }
+        }
+    }
+
+    /// The outbox database file.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.agent.data_dir.join(crate::outbox::OUTBOX_FILE)
+    }
+
+    /// The bearer token, read from `token_file` when configured (trailing whitespace trimmed).
+    pub fn bearer_token(&self) -> Result<String, ConfigError> {
+        if let Some(t) = &self.hub.token {
+            return Ok(t.clone());
+        }
+        let path = self.hub.token_file.clone().unwrap_or_default();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::TokenFile { origin: self.origin.clone(), path: path.clone(), source })?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidData, "file is empty");
+            return Err(ConfigError::TokenFile { origin: self.origin.clone(), path, source });
+        }
+        Ok(token)
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,192 @@
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use super::*;
+
+const VALID: &str = r#"
+[agent]
+id = "so-y-te-01"
+data_dir = "data"
+
+[hub]
+url = "https://127.0.0.1:8443"
+token = "secret"
+ca_cert = "ca.pem"
+request_timeout = "30s"
+heartbeat_interval = "10s"
+
+[outbox]
+max_changes = 5000000
+
+[forward]
+batch_max_changes = 5000
+batch_max_bytes = 8388608
+linger = "200ms"
+
+[[dataset]]
+name = "ho_so"
+table = "ho_so"
+key = ["id"]
+mode = "cursor"
+cursor_column = "updated_at"
+poll_interval = "2s"
+[dataset.source]
+kind = "sqlite"
+path = "so_y_te.sqlite"
+
+[[dataset]]
+name = "don_vi"
+query = "SELECT ma, ten FROM don_vi"
+key = ["ma"]
+mode = "snapshot"
+[dataset.source]
+kind = "sqlite"
+path = "/abs/so_y_te.sqlite"
+"#;
+
+fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+    AgentConfig::from_toml_str(text, Path::new("/etc/kho"), "agent.toml")
+}
+
+fn fields(e: &ConfigError) -> Vec<String> {
+    e.problems().iter().map(|p| p.field.clone()).collect()
+}
+
+#[test]
+fn valid_example_parses_and_resolves_paths() {
+    let c = parse(VALID).unwrap();
+    assert_eq!(c.agent.id, "so-y-te-01");
+    assert_eq!(c.agent.data_dir, Path::new("/etc/kho/data"));
+    assert_eq!(c.outbox_path(), Path::new("/etc/kho/data/outbox.sqlite"));
+    assert_eq!(c.hub.ca_cert.as_deref(), Some(Path::new("/etc/kho/ca.pem")));
+    assert_eq!(c.forward.linger, Duration::from_millis(200));
+    assert_eq!(c.datasets.len(), 2);
+    assert_eq!(c.datasets[0].mode, Mode::Cursor);
+    assert_eq!(c.datasets[0].poll_interval, Duration::from_secs(2));
+    assert_eq!(c.datasets[0].source, SourceConfig::Sqlite { path: "/etc/kho/so_y_te.sqlite".into() });
+    assert_eq!(c.datasets[1].source, SourceConfig::Sqlite { path: "/abs/so_y_te.sqlite".into() });
+    assert_eq!(c.datasets[1].poll_interval, DEFAULT_POLL_INTERVAL);
+    assert_eq!(c.bearer_token().unwrap(), "secret");
+}
+
+#[test]
+fn defaults_apply_to_optional_sections() {
+    let text = VALID.replace("[outbox]\nmax_changes = 5000000\n", "").replace(
+        "[forward]\nbatch_max_changes = 5000\nbatch_max_bytes = 8388608\nlinger = \"200ms\"\n",
+        "",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.outbox.max_changes, DEFAULT_MAX_CHANGES);
+    assert_eq!(c.forward.batch_max_changes, DEFAULT_BATCH_MAX_CHANGES);
+}
+
+#[test]
+fn missing_field_is_named() {
+    let e = parse(&VALID.replace("id = \"so-y-te-01\"\n", "")).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("agent.toml") && msg.contains("`id`"), "{msg}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let e = parse(&VALID.replace("max_changes = 5000000", "max_changes = \"lots\"")).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("max_changes"), "{msg}");
+    let e = parse(&VALID.replace("linger = \"200ms\"", "linger = \"soon\"")).unwrap_err();
+    assert!(e.to_string().contains("linger"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let e = parse(&VALID.replace("insecure_dev", "x").replace("token = \"secret\"", "token = \"secret\"\ntokn = 1"))
+        .unwrap_err();
+    assert!(e.to_string().contains("tokn"), "{e}");
+    let e = parse(&VALID.replace("kind = \"sqlite\"\npath = \"so_y_te.sqlite\"", "kind = \"sqlite\"\npath = \"a\"\nfile = \"b\""))
+        .unwrap_err();
+    assert!(e.to_string().contains("file"), "{e}");
+    let e = parse(&VALID.replace("kind = \"sqlite\"\npath = \"so_y_te.sqlite\"", "kind = \"oracle\"\npath = \"a\"")).unwrap_err();
+    assert!(e.to_string().contains("oracle"), "{e}");
+}
+
+#[test]
+fn cursor_mode_needs_cursor_column() {
+    let e = parse(&VALID.replace("cursor_column = \"updated_at\"\n", "")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[0].cursor_column"]);
+    assert!(e.to_string().contains("dataset[0].cursor_column: required"), "{e}");
+}
+
+#[test]
+fn snapshot_mode_forbids_cursor_column() {
+    let e = parse(&VALID.replace("mode = \"snapshot\"", "mode = \"snapshot\"\ncursor_column = \"x\"")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[1].cursor_column"]);
+}
+
+#[test]
+fn table_and_query_are_exclusive() {
+    let e = parse(&VALID.replace("table = \"ho_so\"", "table = \"ho_so\"\nquery = \"SELECT 1\"")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[0].table"]);
+}
+
+#[test]
+fn bad_and_duplicate_dataset_names() {
+    let e = parse(&VALID.replace("name = \"ho_so\"", "name = \"Hồ sơ\"")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[0].name"]);
+    let e = parse(&VALID.replace("name = \"don_vi\"", "name = \"ho_so\"")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[1].name"]);
+    assert!(e.to_string().contains("twice"), "{e}");
+}
+
+#[test]
+fn http_needs_insecure_dev() {
+    let text = VALID.replace("https://127.0.0.1:8443", "http://127.0.0.1:8443");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(fields(&e), ["hub.url"]);
+    let ok = parse(&text.replace("token = \"secret\"", "token = \"secret\"\ninsecure_dev = true")).unwrap();
+    assert!(ok.hub.insecure_dev);
+    let e = parse(&VALID.replace("https://127.0.0.1:8443", "ftp://x")).unwrap_err();
+    assert_eq!(fields(&e), ["hub.url"]);
+}
+
+#[test]
+fn token_and_token_file_are_exclusive() {
+    let e = parse(&VALID.replace("token = \"secret\"", "token = \"secret\"\ntoken_file = \"t\"")).unwrap_err();
+    assert_eq!(fields(&e), ["hub.token"]);
+    let e = parse(&VALID.replace("token = \"secret\"", "")).unwrap_err();
+    assert_eq!(fields(&e), ["hub.token"]);
+}
+
+#[test]
+fn token_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let text = VALID.replace("token = \"secret\"", "token_file = \"token\"");
+    let c = AgentConfig::from_toml_str(&text, dir.path(), "x.toml").unwrap();
+    assert_eq!(c.bearer_token().unwrap(), "s3cret");
+    std::fs::remove_file(dir.path().join("token")).unwrap();
+    assert!(c.bearer_token().unwrap_err().to_string().contains("hub.token_file"));
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let text = VALID
+        .replace("https://127.0.0.1:8443", "http://127.0.0.1:8443")
+        .replace("cursor_column = \"updated_at\"\n", "")
+        .replace("name = \"don_vi\"", "name = \"Don-Vi\"")
+        .replace("key = [\"ma\"]", "key = []");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(fields(&e), ["hub.url", "dataset[0].cursor_column", "dataset[1].name", "dataset[1].key"]);
+    let msg = e.to_string();
+    assert!(msg.contains("4 problem(s)"), "{msg}");
+}
+
+#[test]
+fn load_names_the_file() {
+    let e = AgentConfig::load(Path::new("/nonexistent/agent.toml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/agent.toml"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("agent.toml");
+    std::fs::write(&p, VALID).unwrap();
+    let c = AgentConfig::load(&p).unwrap();
+    assert_eq!(c.agent.data_dir, dir.path().join("data"));
+}

@@ -1,0 +1,224 @@
+//! Change detection: turns a source's current rows into changes in the outbox.
+//!
+//! One [`Capture`] per dataset owns its own outbox connection and runs one poll at a time on a
+//! blocking thread. A poll opens the source, discovers its schema (recording a changed schema),
+//! then runs a [`cursor`] or [`snapshot`] pass. Invariants:
+//!
+//! - **Capture is atomic.** Changes are written in chunks; each chunk is one outbox transaction
+//!   that also holds the new cursor / boundary rows / snapshot hashes. A crash or error loses at
+//!   most the open chunk, and then the source position was not advanced either.
+//! - **Bounded memory.** Rows are streamed and encoded into reused buffers; a chunk is bounded by
+//!   [`CHUNK_CHANGES`] changes and [`CHUNK_ROWS`] rows read.
+//! - **Bounded outbox.** Before each chunk, capture waits while the outbox holds `max_changes`
+//!   or more unacknowledged changes, with an ERROR log; nothing is dropped.
+//! - **Shutdown never races a commit.** Cancellation is checked only between chunks.
+
+pub mod cursor;
+pub mod encode;
+pub mod snapshot;
+
+use std::time::Duration;
+
+use kho_shared::protocol::DatasetSchema;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatasetConfig, Mode};
+use crate::outbox::{Outbox, OutboxError, now_ms};
+use crate::source::{self, Source, SourceError};
+
+/// Changes per capture transaction (both modes): big enough that commit cost (one fsync) is
+/// amortised, small enough that a chunk commits in tens of milliseconds.
+pub const CHUNK_CHANGES: usize = 5_000;
+/// Rows read per capture transaction even when few of them changed, so the outbox write lock is
+/// never held for long and cancellation is noticed promptly.
+pub const CHUNK_ROWS: usize = 50_000;
+/// How often a capture paused on a full outbox re-checks it.
+const FULL_RECHECK: Duration = Duration::from_millis(250);
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("dataset {dataset}: {source}")]
+    Outbox { dataset: String, source: Box<OutboxError> },
+}
+
+impl DetectError {
+    /// Whether the outbox's disk is full (the chunk was rolled back; the poll is retried).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, DetectError::Outbox { source, .. } if matches!(**source, OutboxError::DiskFull { .. }))
+    }
+
+    /// Whether the next poll may succeed without an operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DetectError::Source(e) => e.is_transient(),
+            DetectError::Outbox { source, .. } => source.is_transient(),
+        }
+    }
+}
+
+/// What a poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub rows_read: u64,
+    pub changes: u64,
+    pub deletes: u64,
+    pub null_cursor_rows: u64,
+    /// Rows skipped because a key column is NULL or the key repeats within the pass.
+    pub unaddressable_rows: u64,
+    /// Shutdown interrupted the pass (all committed chunks stand; the rest is read next time).
+    pub interrupted: bool,
+    pub schema_changed: bool,
+}
+
+/// Capture for one dataset.
+pub struct Capture {
+    pub(crate) config: DatasetConfig,
+    pub(crate) outbox: Outbox,
+    pub(crate) max_changes: u64,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) on_commit: Box<dyn FnMut() + Send>,
+    pub(crate) chunk_changes: usize,
+    pub(crate) chunk_rows: usize,
+    full_logged: bool,
+}
+
+impl Capture {
+    /// A capture writing to `outbox`; `on_commit` runs after every committed chunk (it wakes the
+    /// forwarder); `cancel` interrupts a pass between chunks.
+    pub fn new(
+        config: DatasetConfig,
+        outbox: Outbox,
+        max_changes: u64,
+        cancel: CancellationToken,
+        on_commit: Box<dyn FnMut() + Send>,
+    ) -> Result<Capture, DetectError> {
+        let mut c = Capture {
+            config,
+            outbox,
+            max_changes,
+            cancel,
+            on_commit,
+            chunk_changes: CHUNK_CHANGES,
+            chunk_rows: CHUNK_ROWS,
+            full_logged: false,
+        };
+        c.outbox
+            .prepare_dataset(&c.config.name, c.config.mode, c.config.cursor_column.as_deref())
+            .map_err(|e| c.outbox_err(e))?;
+        Ok(c)
+    }
+
+    /// Overrides the chunk bounds (tests use tiny chunks).
+    pub fn with_chunk_limits(mut self, changes: usize, rows: usize) -> Capture {
+        self.chunk_changes = changes.max(1);
+        self.chunk_rows = rows.max(1);
+        self
+    }
+
+    pub fn dataset(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The outbox connection (tests inspect it).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub(crate) fn outbox_err(&self, source: OutboxError) -> DetectError {
+        DetectError::Outbox { dataset: self.config.name.clone(), source: Box::new(source) }
+    }
+
+    /// Runs one poll. Records success (with `captured_through_seq`) or the error in the outbox's
+    /// dataset state; errors are also returned for logging.
+    pub fn poll(&mut self) -> Result<PollReport, DetectError> {
+        let result = self.poll_inner();
+        self.outbox.rollback_chunk();
+        let now = now_ms();
+        match &result {
+            Ok(report) if !report.interrupted => {
+                if let Err(e) = self.outbox.record_poll_ok(&self.config.name, now, report.null_cursor_rows) {
+                    return Err(self.outbox_err(e));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if let Err(rec) = self.outbox.record_poll_error(&self.config.name, now, &e.to_string()) {
+                    tracing::warn!(dataset = %self.config.name, error = %rec, "could not record the poll error in the outbox");
+                }
+            }
+        }
+        result
+    }
+
+    fn poll_inner(&mut self) -> Result<PollReport, DetectError> {
+        let mut source = source::open(&self.config)?;
+        let schema = source.discover(&self.config.key, self.config.cursor_column.as_deref())?;
+        let schema_changed = self.outbox.record_schema(&schema).map_err(|e| self.outbox_err(e))?;
+        if schema_changed {
+            tracing::info!(dataset = %self.config.name, columns = schema.columns.len(), "source schema recorded");
+        }
+        let mut report = match self.config.mode {
+            Mode::Cursor => cursor::pass(self, source.as_mut(), &schema)?,
+            Mode::Snapshot => snapshot::pass(self, source.as_mut(), &schema)?,
+        };
+        report.schema_changed = schema_changed;
+        Ok(report)
+    }
+
+    /// Opens a chunk, first waiting while the outbox is full. Returns false if shutdown was
+    /// requested while waiting.
+    pub(crate) fn begin_chunk(&mut self) -> Result<bool, DetectError> {
+        loop {
+            let depth = self.outbox.depth().map_err(|e| self.outbox_err(e))?;
+            if depth < self.max_changes {
+                if self.full_logged {
+                    tracing::info!(dataset = %self.config.name, depth, "outbox has room again; capture resumed");
+                    self.full_logged = false;
+                }
+                break;
+            }
+            if !self.full_logged {
+                tracing::error!(
+                    dataset = %self.config.name,
+                    depth,
+                    max_changes = self.max_changes,
+                    "outbox is full: capture is paused until the hub acknowledges changes (nothing is dropped)"
+                );
+                self.full_logged = true;
+            }
+            if self.cancel.is_cancelled() {
+                return Ok(false);
+            }
+            std::thread::sleep(FULL_RECHECK);
+        }
+        self.outbox.begin_chunk(now_ms()).map_err(|e| self.outbox_err(e))?;
+        Ok(true)
+    }
+
+    /// Commits the open chunk and wakes the forwarder if it held changes.
+    pub(crate) fn commit_chunk(&mut self) -> Result<(), DetectError> {
+        let had_changes = self.outbox.chunk_changes() > 0;
+        self.outbox.commit_chunk().map_err(|e| self.outbox_err(e))?;
+        if had_changes {
+            (self.on_commit)();
+        }
+        Ok(())
+    }
+
+    /// Whether shutdown was requested (checked only between chunks).
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// Checks that a dataset's source opens and returns its discovered schema (`kho-agent check`).
+pub fn discover(config: &DatasetConfig) -> Result<DatasetSchema, SourceError> {
+    let mut source: Box<dyn Source> = source::open(config)?;
+    source.discover(&config.key, config.cursor_column.as_deref())
+}
+
+#[cfg(test)]
+mod tests;

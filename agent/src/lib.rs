@@ -1,0 +1,131 @@
+//! Kho's department agent: reads local sources, detects changes, keeps them in a durable outbox,
+//! and forwards them to the provincial hub until the hub acknowledges them.
+//!
+//! One change's path, by module: [`source`] (read the department's database, read-only) →
+//! [`detect`] (cursor or snapshot change detection, scheduled by [`scheduler`]) → [`outbox`]
+//! (durable, bounded, gapless per-agent sequence) → [`forward`] (batch, compress, send over a
+//! [`forward::Transport`]; delete only on the hub's ack). [`heartbeat`] reports liveness and
+//! per-dataset capture state; [`status`] reads the outbox for operators.
+//!
+//! Invariants: capture is atomic (changes and the source position commit together); nothing
+//! leaves the outbox unacknowledged; memory is bounded (streamed reads, bounded chunks, one batch
+//! in flight); blocking SQLite work never runs on the async runtime; shutdown never abandons a
+//! commit.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod detect;
+pub mod forward;
+pub mod heartbeat;
+pub mod outbox;
+pub mod scheduler;
+pub mod source;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::{AgentConfig, ConfigError};
+
+use forward::https::HttpsTransport;
+use forward::{Forwarder, TransportError};
+use outbox::{Outbox, OutboxError};
+
+/// How long shutdown waits for capture chunks, acks and in-flight requests to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("startup task failed: {0}")]
+    Join(String),
+}
+
+/// Runs the agent until `shutdown` is cancelled. Returns an error only if it cannot start.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let token = config.bearer_token()?;
+    let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+    let path = config.outbox_path();
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, OutboxError> {
+            let forward = Outbox::open(&path)?;
+            let heartbeat = Outbox::open(&path)?;
+            let meta = forward.meta()?;
+            Ok((forward, heartbeat, meta))
+        })
+        .await
+        .map_err(|e| AgentError::Join(e.to_string()))??
+    };
+    let (forward_outbox, heartbeat_outbox, meta) = opened;
+    tracing::info!(
+        agent = %config.agent.id,
+        outbox = %path.display(),
+        pending = meta.depth(),
+        acked_through = meta.acked_through,
+        datasets = config.datasets.len(),
+        "agent starting"
+    );
+
+    let notify = Arc::new(Notify::new());
+    let tracker = TaskTracker::new();
+    for d in &config.datasets {
+        let span = tracing::info_span!("capture", dataset = %d.name);
+        tracker.spawn(
+            scheduler::run(d.clone(), path.clone(), config.outbox.max_changes, Arc::clone(&notify), shutdown.child_token())
+                .instrument(span),
+        );
+    }
+    let forwarder = Forwarder::new(
+        forward_outbox,
+        Arc::clone(&transport),
+        config.forward.clone(),
+        config.agent.id.clone(),
+        Arc::clone(&notify),
+    );
+    let forward_cancel = shutdown.child_token();
+    let agent_id = config.agent.id.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = forwarder.run(forward_cancel).await {
+                tracing::error!(error = %e, "forwarder stopped: the outbox cannot be read; changes stay queued on disk");
+            }
+        }
+        .instrument(tracing::info_span!("forward", agent = %agent_id)),
+    );
+    tracker.spawn(
+        heartbeat::run(
+            heartbeat_outbox,
+            Arc::clone(&transport),
+            config.agent.id.clone(),
+            config.datasets.iter().map(|d| d.name.clone()).collect(),
+            config.hub.heartbeat_interval,
+            shutdown.child_token(),
+        )
+        .instrument(tracing::info_span!("heartbeat")),
+    );
+    tracker.close();
+
+    shutdown.cancelled().await;
+    tracing::info!("shutdown requested; finishing in-flight work");
+    match tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await {
+        Ok(()) => tracing::info!("agent stopped cleanly"),
+        Err(_) => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "agent stopped before all tasks finished; committed data is safe and uncommitted chunks are re-read on restart"
+        ),
+    }
+    Ok(())
+}

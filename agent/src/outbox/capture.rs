@@ -1,0 +1,239 @@
+//! Capture chunks: the one write transaction that holds a group of changes together with the
+//! source position that produced them.
+//!
+//! Invariant (architecture invariant 1): between [`Outbox::begin_chunk`] and
+//! [`Outbox::commit_chunk`] everything — change rows, their sequence numbers, the new cursor, the
+//! boundary rows, snapshot hashes and the "seen" marks — lives in one `BEGIN IMMEDIATE`
+//! transaction. If the process dies, or the chunk fails (disk full), or the `Outbox` is dropped
+//! before the commit, all of it disappears together and the next poll reads the same source rows
+//! again. Sequence numbers come from `meta.next_seq` read inside the transaction, so they are
+//! gapless and never reused.
+
+use std::io::Write;
+
+use kho_shared::hash::{KeyHash, RowHash};
+use kho_shared::protocol::Op;
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params};
+
+use super::{Outbox, OutboxError};
+use crate::source::CursorValue;
+
+/// A stored snapshot row missing from the current pass: `(canonical key, key object JSON)`.
+pub type UnseenRow = (Vec<u8>, Vec<u8>);
+
+/// State of an open chunk.
+#[derive(Debug)]
+pub(crate) struct ChunkState {
+    /// Released when the chunk is committed, rolled back or dropped.
+    _pass: super::gate::Pass,
+    next_seq: u64,
+    changes: usize,
+    captured_at_ms: i64,
+    payload: Vec<u8>,
+}
+
+fn hash32(v: Vec<u8>) -> Option<RowHash> {
+    <[u8; 32]>::try_from(v.as_slice()).ok()
+}
+
+impl Outbox {
+    /// Starts a chunk (takes the outbox write lock). A chunk still open is rolled back first.
+    pub fn begin_chunk(&mut self, now_ms: i64) -> Result<(), OutboxError> {
+        if self.capture.is_some() {
+            self.rollback_chunk();
+        }
+        let pass = super::gate::enter_capture();
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err("begin chunk", e))?;
+        let next_seq = match self.meta() {
+            Ok(m) => m.next_seq,
+            Err(e) => {
+                self.rollback_chunk();
+                return Err(e);
+            }
+        };
+        self.capture = Some(ChunkState { _pass: pass, next_seq, changes: 0, captured_at_ms: now_ms, payload: Vec::with_capacity(1024) });
+        Ok(())
+    }
+
+    /// Whether a chunk is open.
+    pub fn in_chunk(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Changes added to the open chunk so far.
+    pub fn chunk_changes(&self) -> usize {
+        self.capture.as_ref().map_or(0, |c| c.changes)
+    }
+
+    /// Appends a change to the open chunk; `body` is the row object (upsert) or key object
+    /// (delete), already JSON. Returns its sequence number.
+    pub fn push_change(&mut self, dataset: &str, op: Op, body: &[u8]) -> Result<u64, OutboxError> {
+        let Some(chunk) = self.capture.as_mut() else {
+            return Err(self.err("add change", rusqlite::Error::InvalidQuery));
+        };
+        let seq = chunk.next_seq;
+        let p = &mut chunk.payload;
+        p.clear();
+        p.extend_from_slice(b"{\"seq\":");
+        // Writing into a Vec cannot fail.
+        write!(p, "{seq}").ok();
+        p.extend_from_slice(b",\"dataset\":");
+        // Writing a &str into a Vec cannot fail.
+        serde_json::to_writer(&mut *p, dataset).ok();
+        p.extend_from_slice(match op {
+            Op::Upsert => b",\"op\":\"upsert\",\"row\":".as_slice(),
+            Op::Delete => b",\"op\":\"delete\",\"key\":".as_slice(),
+        });
+        p.extend_from_slice(body);
+        p.push(b'}');
+        let captured_at = chunk.captured_at_ms;
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO changes (seq, dataset, captured_at_ms, payload) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(|e| super::sql_err(&self.path, "prepare insert", e))?;
+        stmt.execute(params![seq as i64, dataset, captured_at, p.as_slice()])
+            .map_err(|e| super::sql_err(&self.path, "insert change", e))?;
+        chunk.next_seq += 1;
+        chunk.changes += 1;
+        Ok(seq)
+    }
+
+    /// Commits the open chunk (sequence counter included). Nothing happens without an open chunk.
+    pub fn commit_chunk(&mut self) -> Result<(), OutboxError> {
+        let Some(chunk) = self.capture.take() else { return Ok(()) };
+        // A chunk without changes leaves the counter alone, so an idle poll writes nothing.
+        let result = if chunk.changes > 0 {
+            self.conn.execute("UPDATE meta SET next_seq = ?1 WHERE id = 1", [chunk.next_seq as i64]).map(|_| ())
+        } else {
+            Ok(())
+        }
+        .and_then(|_| self.conn.execute_batch("COMMIT"));
+        if let Err(e) = result {
+            let err = self.err("commit chunk", e);
+            self.capture = Some(chunk);
+            self.rollback_chunk();
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Abandons the open chunk: none of its changes or positions are kept.
+    pub fn rollback_chunk(&mut self) {
+        // The gate is released only after the rollback (when `_chunk` drops).
+        let _chunk = self.capture.take();
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(outbox = %self.path.display(), error = %e, "rollback of a capture chunk failed");
+        }
+    }
+
+    /// Stores the cursor position (in the open chunk).
+    pub fn set_cursor(&self, dataset: &str, cursor: Option<&CursorValue>) -> Result<(), OutboxError> {
+        let v = match cursor {
+            None => Value::Null,
+            Some(CursorValue::Int(i)) => Value::Integer(*i),
+            Some(CursorValue::Real(f)) => Value::Real(*f),
+            Some(CursorValue::Text(t)) => Value::Text(t.clone()),
+            Some(CursorValue::Blob(b)) => Value::Blob(b.clone()),
+        };
+        self.conn
+            .prepare_cached("UPDATE datasets SET cursor_value = ?2 WHERE name = ?1")
+            .and_then(|mut s| s.execute(params![dataset, v]))
+            .map_err(|e| self.err("store cursor", e))?;
+        Ok(())
+    }
+
+    /// The row hash stored for a boundary row.
+    pub fn boundary_get(&self, dataset: &str, key: &KeyHash) -> Result<Option<RowHash>, OutboxError> {
+        self.conn
+            .prepare_cached("SELECT row_hash FROM cursor_boundary WHERE dataset = ?1 AND key_hash = ?2")
+            .and_then(|mut s| s.query_row(params![dataset, key.as_slice()], |r| r.get::<_, Vec<u8>>(0)).optional())
+            .map(|v| v.and_then(hash32))
+            .map_err(|e| self.err("read boundary", e))
+    }
+
+    /// Forgets every boundary row of `dataset` (the cursor moved to a new value).
+    pub fn boundary_clear(&self, dataset: &str) -> Result<(), OutboxError> {
+        self.conn
+            .prepare_cached("DELETE FROM cursor_boundary WHERE dataset = ?1")
+            .and_then(|mut s| s.execute([dataset]))
+            .map_err(|e| self.err("clear boundary", e))?;
+        Ok(())
+    }
+
+    /// Remembers a row at the current cursor value.
+    pub fn boundary_put(&self, dataset: &str, key: &KeyHash, row: &RowHash) -> Result<(), OutboxError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO cursor_boundary (dataset, key_hash, row_hash) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![dataset, key.as_slice(), row.as_slice()]))
+            .map_err(|e| self.err("store boundary", e))?;
+        Ok(())
+    }
+
+    /// The row hash last captured for a snapshot row, by canonical key.
+    pub fn snapshot_get(&self, dataset: &str, key: &[u8]) -> Result<Option<RowHash>, OutboxError> {
+        self.conn
+            .prepare_cached("SELECT row_hash FROM snapshot_rows WHERE dataset = ?1 AND key = ?2")
+            .and_then(|mut s| s.query_row(params![dataset, key], |r| r.get::<_, Vec<u8>>(0)).optional())
+            .map(|v| v.and_then(hash32))
+            .map_err(|e| self.err("read snapshot hash", e))
+    }
+
+    /// Stores a snapshot row's new hash and its key.
+    pub fn snapshot_put(&self, dataset: &str, key: &[u8], row: &RowHash, key_json: &[u8]) -> Result<(), OutboxError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO snapshot_rows (dataset, key, row_hash, key_json) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![dataset, key, row.as_slice(), key_json]))
+            .map_err(|e| self.err("store snapshot hash", e))?;
+        Ok(())
+    }
+
+    /// Forgets a deleted snapshot row.
+    pub fn snapshot_remove(&self, dataset: &str, key: &[u8]) -> Result<(), OutboxError> {
+        self.conn
+            .prepare_cached("DELETE FROM snapshot_rows WHERE dataset = ?1 AND key = ?2")
+            .and_then(|mut s| s.execute(params![dataset, key]))
+            .map_err(|e| self.err("remove snapshot hash", e))?;
+        Ok(())
+    }
+
+    /// Starts a snapshot pass: an empty TEMP table of the keys seen so far (on disk when large,
+    /// so memory stays bounded whatever the table size).
+    pub fn seen_reset(&self) -> Result<(), OutboxError> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp.seen;",
+            )
+            .map_err(|e| self.err("reset seen keys", e))
+    }
+
+    /// Marks a key as seen in this pass; false if it was already seen (a duplicate key).
+    pub fn seen_insert(&self, key: &[u8]) -> Result<bool, OutboxError> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO temp.seen (key) VALUES (?1)")
+            .and_then(|mut s| s.execute([key]))
+            .map(|n| n == 1)
+            .map_err(|e| self.err("mark key seen", e))
+    }
+
+    /// Up to `limit` stored snapshot rows not seen in this pass, with key > `after`, in key
+    /// order: `(key, key_json)`. An empty `after` starts from the first.
+    pub fn snapshot_unseen(&self, dataset: &str, after: &[u8], limit: usize) -> Result<Vec<UnseenRow>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT s.key, s.key_json FROM snapshot_rows s
+                 WHERE s.dataset = ?1 AND s.key > ?2
+                   AND NOT EXISTS (SELECT 1 FROM temp.seen t WHERE t.key = s.key)
+                 ORDER BY s.key LIMIT ?3",
+            )
+            .map_err(|e| self.err("find deleted rows", e))?;
+        stmt.query_map(params![dataset, after, limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err("find deleted rows", e))
+    }
+}

@@ -1,0 +1,180 @@
+//! Sources: where a dataset's rows come from.
+//!
+//! A [`Source`] discovers a dataset's columns and streams its rows, one borrowed row at a time, to
+//! a visitor; it never holds a table in memory and never writes to the department's database.
+//! Sources are blocking (database drivers are) and run on a blocking thread, never on the async
+//! runtime. Only SQLite exists today ([`sqlite`]); PostgreSQL, MySQL, file folders and HTTP APIs
+//! are further implementations of the same trait, chosen by [`open`] from the dataset's config.
+
+pub mod sqlite;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use kho_shared::protocol::DatasetSchema;
+
+use crate::config::{DatasetConfig, SourceConfig};
+
+/// One value of a row as the source stores it, borrowed from the driver's buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    /// Text bytes as stored (normally UTF-8).
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+/// A stored cursor position, with the exact type and value the source returned, so it can be
+/// bound back without losing precision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl CursorValue {
+    /// The owned form of a non-null cell.
+    pub fn from_cell(cell: Cell<'_>) -> Option<CursorValue> {
+        match cell {
+            Cell::Null => None,
+            Cell::Int(i) => Some(CursorValue::Int(i)),
+            Cell::Real(f) => Some(CursorValue::Real(f)),
+            Cell::Text(t) => Some(CursorValue::Text(String::from_utf8_lossy(t).into_owned())),
+            Cell::Blob(b) => Some(CursorValue::Blob(b.to_vec())),
+        }
+    }
+
+    /// Whether `cell` is the same value, without allocating.
+    pub fn matches(&self, cell: Cell<'_>) -> bool {
+        match (self, cell) {
+            (CursorValue::Int(a), Cell::Int(b)) => *a == b,
+            (CursorValue::Real(a), Cell::Real(b)) => *a == b,
+            // SQLite compares integers and reals numerically.
+            (CursorValue::Int(a), Cell::Real(b)) => (*a as f64) == b,
+            (CursorValue::Real(a), Cell::Int(b)) => *a == (b as f64),
+            (CursorValue::Text(a), Cell::Text(b)) => a.as_bytes() == b,
+            (CursorValue::Blob(a), Cell::Blob(b)) => a.as_slice() == b,
+            _ => false,
+        }
+    }
+
+    /// Human-readable form for status output.
+    pub fn display(&self) -> String {
+        match self {
+            CursorValue::Int(i) => i.to_string(),
+            CursorValue::Real(f) => format!("{f:?}"),
+            CursorValue::Text(t) => t.clone(),
+            CursorValue::Blob(b) => format!("x'{}'", hex::encode(b)),
+        }
+    }
+}
+
+/// Access to one row while it is being visited.
+pub trait RowView {
+    /// The value of column `idx` (schema order).
+    fn cell(&self, idx: usize) -> Result<Cell<'_>, SourceError>;
+}
+
+/// Which rows a scan returns.
+#[derive(Debug, Clone, Copy)]
+pub enum ScanRange<'a> {
+    /// Every row, in key order where the source can do that cheaply (snapshot mode). The order
+    /// only affects speed, never correctness.
+    KeyOrder,
+    /// Rows whose cursor column is not NULL and ≥ `from` (all non-NULL rows without `from`), in
+    /// cursor order.
+    CursorFrom { column: &'a str, from: Option<&'a CursorValue> },
+}
+
+/// A dataset's rows.
+pub trait Source: Send {
+    /// Reads the column list and types, and checks that `key` and `cursor` columns exist.
+    fn discover(&mut self, key: &[String], cursor: Option<&str>) -> Result<DatasetSchema, SourceError>;
+
+    /// Streams the rows of `range`, columns in `schema` order, to `visit` until it breaks.
+    fn scan(
+        &mut self,
+        schema: &DatasetSchema,
+        range: ScanRange<'_>,
+        visit: &mut dyn FnMut(&dyn RowView) -> ControlFlow<()>,
+    ) -> Result<(), SourceError>;
+
+    /// Number of rows whose `column` is NULL.
+    fn count_null(&mut self, column: &str) -> Result<u64, SourceError>;
+}
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("dataset {dataset}: source file {path} does not exist")]
+    Missing { dataset: String, path: PathBuf },
+    #[error("dataset {dataset}: cannot open source {path} read-only: {source}")]
+    Open { dataset: String, path: PathBuf, source: rusqlite::Error },
+    #[error("dataset {dataset}: source {what} not found in {path}")]
+    NoSuchRelation { dataset: String, what: String, path: PathBuf },
+    #[error("dataset {dataset}: {role} column {column:?} is not a column of the source (columns: {available})")]
+    MissingColumn { dataset: String, role: &'static str, column: String, available: String },
+    #[error("dataset {dataset}: unusable schema: {problem}")]
+    Schema { dataset: String, problem: String },
+    #[error("dataset {dataset}: reading {path}: {source}")]
+    Read { dataset: String, path: PathBuf, source: rusqlite::Error },
+}
+
+impl SourceError {
+    /// Whether the next poll may succeed without anyone changing the configuration (a locked or
+    /// temporarily missing file); schema problems need an operator.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Missing { .. } | SourceError::Open { .. } | SourceError::Read { .. })
+    }
+}
+
+/// Opens the source a dataset's config names.
+pub fn open(dataset: &DatasetConfig) -> Result<Box<dyn Source>, SourceError> {
+    match &dataset.source {
+        SourceConfig::Sqlite { path } => Ok(Box::new(sqlite::SqliteSource::open(
+            &dataset.name,
+            path,
+            dataset.table.as_deref(),
+            dataset.query.as_deref(),
+        )?)),
+    }
+}
+
+/// Double-quotes an SQL identifier, doubling embedded quotes.
+pub fn quote_ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("ho_so"), "\"ho_so\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn cursor_values_match_cells_exactly() {
+        assert!(CursorValue::Real(0.1 + 0.2).matches(Cell::Real(0.1 + 0.2)));
+        assert!(!CursorValue::Real(0.3).matches(Cell::Real(0.1 + 0.2)));
+        assert!(CursorValue::Int(3).matches(Cell::Real(3.0)));
+        assert!(CursorValue::Text("2026-01-01T00:00:00.123456Z".into()).matches(Cell::Text(b"2026-01-01T00:00:00.123456Z")));
+        assert!(!CursorValue::Text("1".into()).matches(Cell::Int(1)));
+    }
+}

@@ -1,0 +1,277 @@
+//! The single writer: every batch and heartbeat goes through one thread that owns the
+//! warehouse's write connection.
+//!
+//! Invariants:
+//! - **Exactly once** (architecture invariant 3). Per agent the ledger holds `L`, the highest applied
+//!   sequence, and is written in the same transaction as the rows. [`plan`] decides from `L` alone:
+//!   a batch ending at or below `L` is acknowledged with `L` and applies nothing; a batch that
+//!   overlaps `L` (the agent re-batched after a lost ack) applies only its changes above `L`; a
+//!   batch starting past `L + 1` is refused with the expected sequence.
+//! - **Per-agent order** (invariant 4): one thread applies everything, in queue order; an agent sends
+//!   its next batch only after the previous one's ack.
+//! - **Group commit**: the thread drains what is waiting (up to [`MAX_GROUP_JOBS`] jobs or
+//!   [`MAX_GROUP_CHANGES`] changes) into one transaction. Each job runs inside its own savepoint and
+//!   reads the ledger inside the transaction, so a later job of the same agent sees the earlier
+//!   one's ledger update, and one job's failure (a schema conflict) rolls back only that job.
+//!   Replies go out only after `COMMIT` returned: nothing is acknowledged that is not durable.
+//! - **Bounded**: the queue holds [`QUEUE_CAPACITY`] jobs; when it is full, handlers wait (and time
+//!   out with 503), so memory stays bounded under any load.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kho_shared::protocol::{Batch, Heartbeat};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::warehouse::{Warehouse, WarehouseError};
+
+/// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
+/// this bounds the hub's memory as much as it bounds latency.
+pub const QUEUE_CAPACITY: usize = 32;
+/// Most jobs committed in one transaction: enough to amortise the fsync across many agents.
+pub const MAX_GROUP_JOBS: usize = 64;
+/// Stop adding jobs to a group past this many changes, so one commit stays a few seconds at most.
+pub const MAX_GROUP_CHANGES: usize = 200_000;
+
+/// What the ledger says to do with a batch `first..=last` when `applied` is the ledger's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Everything is already applied: acknowledge `applied` again.
+    Duplicate,
+    /// Apply the changes from index `skip` on (those with a sequence above the ledger).
+    Apply { skip: usize },
+    /// The batch starts past the next expected sequence.
+    Gap { expected: u64 },
+}
+
+/// The ledger decision. Pure: the whole exactly-once rule is here.
+pub fn plan(applied: u64, first: u64, last: u64) -> Plan {
+    if last <= applied {
+        Plan::Duplicate
+    } else if first > applied.saturating_add(1) {
+        Plan::Gap { expected: applied + 1 }
+    } else {
+        Plan::Apply { skip: (applied + 1).saturating_sub(first) as usize }
+    }
+}
+
+/// A batch's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub applied_through: u64,
+    /// Changes written by this batch (0 for a duplicate).
+    pub changes: u64,
+    pub duplicate: bool,
+}
+
+/// Why a job was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("sequence gap: expected {expected}")]
+    Gap { expected: u64 },
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    /// The group's transaction failed as a whole; nothing of it was written.
+    #[error("warehouse transaction failed: {0}")]
+    Transaction(String),
+    #[error("the applier has stopped")]
+    Stopped,
+}
+
+enum Job {
+    Batch { batch: Box<Batch>, queued: Instant, reply: oneshot::Sender<Result<Applied, ApplyError>> },
+    Heartbeat { heartbeat: Heartbeat, reply: oneshot::Sender<Result<(), ApplyError>> },
+}
+
+impl Job {
+    fn changes(&self) -> usize {
+        match self {
+            Job::Batch { batch, .. } => batch.changes.len(),
+            Job::Heartbeat { .. } => 1,
+        }
+    }
+}
+
+/// The async side's handle to the writer thread. Cloning is cheap; the thread stops once every
+/// handle is dropped and the queue is empty.
+#[derive(Clone)]
+pub struct ApplierHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl ApplierHandle {
+    /// Queues a validated, authorised batch and waits until it is committed (or refused).
+    pub async fn apply(&self, batch: Batch) -> Result<Applied, ApplyError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Batch { batch: Box::new(batch), queued: Instant::now(), reply };
+        self.tx.send(job).await.map_err(|_| ApplyError::Stopped)?;
+        rx.await.map_err(|_| ApplyError::Stopped)?
+    }
+
+    /// Queues a heartbeat and waits until it is stored.
+    pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<(), ApplyError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Heartbeat { heartbeat, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        rx.await.map_err(|_| ApplyError::Stopped)?
+    }
+}
+
+/// Starts the writer thread. Join the returned handle after dropping every [`ApplierHandle`] to
+/// be sure the last commit finished.
+pub fn spawn(
+    warehouse: Box<dyn Warehouse>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(ApplierHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let thread = std::thread::Builder::new().name("kho-applier".into()).spawn(move || {
+        let span = tracing::info_span!("applier");
+        let _entered = span.enter();
+        run(warehouse, rx, &metrics);
+    })?;
+    Ok((ApplierHandle { tx }, thread))
+}
+
+fn run(mut warehouse: Box<dyn Warehouse>, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP_JOBS);
+    while let Some(first) = rx.blocking_recv() {
+        let mut changes = first.changes();
+        group.push(first);
+        while group.len() < MAX_GROUP_JOBS && changes < MAX_GROUP_CHANGES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    changes += job.changes();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(warehouse.as_mut(), &mut group, metrics);
+    }
+    tracing::info!("applier stopped: queue closed and drained");
+}
+
+enum Outcome {
+    Batch(Result<Applied, ApplyError>),
+    Heartbeat(Result<(), ApplyError>),
+}
+
+fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, metrics: &Metrics) {
+    let now = now_rfc3339();
+    let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
+        wh.begin()?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in group.iter() {
+            wh.savepoint()?;
+            let outcome = match job {
+                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now)),
+                Job::Heartbeat { heartbeat, .. } => {
+                    Outcome::Heartbeat(wh.record_heartbeat(heartbeat, &now).map_err(ApplyError::from))
+                }
+            };
+            let failed = matches!(&outcome, Outcome::Batch(Err(_)) | Outcome::Heartbeat(Err(_)));
+            if failed {
+                wh.rollback_to_savepoint()?;
+            } else {
+                wh.release_savepoint()?;
+            }
+            outcomes.push(outcome);
+        }
+        wh.commit()?;
+        Ok(outcomes)
+    })();
+    let outcomes = match result {
+        Ok(outcomes) => {
+            metrics.commit_group();
+            outcomes
+        }
+        Err(e) => {
+            // Logged once here; each waiting request answers 503/500 without logging again.
+            tracing::error!(error = %e, jobs = group.len(), "warehouse transaction failed; the agents will retry");
+            wh.rollback();
+            let msg = e.to_string();
+            group
+                .iter()
+                .map(|job| {
+                    let err = || ApplyError::Transaction(msg.clone());
+                    match job {
+                        Job::Batch { .. } => Outcome::Batch(Err(err())),
+                        Job::Heartbeat { .. } => Outcome::Heartbeat(Err(err())),
+                    }
+                })
+                .collect()
+        }
+    };
+    for (job, outcome) in group.drain(..).zip(outcomes) {
+        match (job, outcome) {
+            (Job::Batch { batch, queued, reply }, Outcome::Batch(result)) => {
+                if let Ok(a) = &result {
+                    metrics.batch_done(&batch.agent, a.applied_through, a.changes, a.duplicate, queued.elapsed());
+                }
+                // The requester may have timed out; the batch is applied either way and the
+                // agent's retry will be acknowledged as a duplicate.
+                let _gone = reply.send(result);
+            }
+            (Job::Heartbeat { reply, .. }, Outcome::Heartbeat(result)) => {
+                if result.is_ok() {
+                    metrics.heartbeat();
+                }
+                let _gone = reply.send(result);
+            }
+            // Outcomes are built from the jobs in order, so kinds always match.
+            _ => {}
+        }
+    }
+}
+
+fn apply_batch(wh: &mut dyn Warehouse, batch: &Batch, now: &str) -> Result<Applied, ApplyError> {
+    let agent = batch.agent.as_str();
+    let applied = wh.applied_seq(agent)?;
+    match plan(applied, batch.first_seq, batch.last_seq) {
+        Plan::Duplicate => {
+            tracing::info!(agent, first_seq = batch.first_seq, last_seq = batch.last_seq, applied, "duplicate batch acknowledged again");
+            Ok(Applied { applied_through: applied, changes: 0, duplicate: true })
+        }
+        Plan::Gap { expected } => Err(ApplyError::Gap { expected }),
+        Plan::Apply { skip } => {
+            let changes = &batch.changes[skip..];
+            for schema in &batch.schemas {
+                if changes.iter().any(|c| c.dataset == schema.dataset) {
+                    wh.prepare_dataset(schema, now)?;
+                }
+            }
+            wh.apply_changes(agent, &batch.schemas, changes, now)?;
+            wh.set_applied_seq(agent, batch.last_seq, now)?;
+            tracing::debug!(agent, first_seq = batch.first_seq, last_seq = batch.last_seq, skipped = skip, "batch applied");
+            Ok(Applied { applied_through: batch.last_seq, changes: changes.len() as u64, duplicate: false })
+        }
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds, the format of every `_kho_*_at` column.
+pub fn now_rfc3339() -> String {
+    format!("{:.3}", jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_plan_covers_every_case() {
+        assert_eq!(plan(0, 1, 10), Plan::Apply { skip: 0 });
+        assert_eq!(plan(10, 11, 20), Plan::Apply { skip: 0 });
+        assert_eq!(plan(10, 1, 10), Plan::Duplicate);
+        assert_eq!(plan(10, 5, 8), Plan::Duplicate);
+        assert_eq!(plan(10, 6, 15), Plan::Apply { skip: 5 });
+        assert_eq!(plan(10, 10, 11), Plan::Apply { skip: 1 });
+        assert_eq!(plan(10, 12, 20), Plan::Gap { expected: 11 });
+        assert_eq!(plan(0, 2, 3), Plan::Gap { expected: 1 });
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let t = now_rfc3339();
+        assert!(t.ends_with('Z') && t.len() == "2024-01-01T00:00:00.000Z".len(), "{t}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Who is calling, and what they may write.
+//!
+//! Agents authenticate with a bearer token from the config. The hub keeps only each token's
+//! sha256 and compares digests in constant time against *every* agent (no early exit), so neither
+//! the comparison nor the position of the match in the list leaks through timing. Permissions are
+//! deny by default: an agent writes exactly the datasets listed for it.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::AgentSection;
+
+/// An authenticated agent and its permissions.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    pub id: String,
+    datasets: HashSet<String>,
+}
+
+impl AgentIdentity {
+    /// Whether this agent may write `dataset`.
+    pub fn may_write(&self, dataset: &str) -> bool {
+        self.datasets.contains(dataset)
+    }
+}
+
+/// The configured agents, by token digest.
+#[derive(Debug, Default)]
+pub struct AgentRegistry {
+    entries: Vec<([u8; 32], AgentIdentity)>,
+}
+
+impl AgentRegistry {
+    /// Builds the registry from validated config (agents without a token are skipped; validation
+    /// has already refused them).
+    pub fn new(agents: &[AgentSection]) -> AgentRegistry {
+        let entries = agents
+            .iter()
+            .filter_map(|a| {
+                let token = a.token.as_deref()?;
+                let identity =
+                    AgentIdentity { id: a.id.clone(), datasets: a.datasets.iter().cloned().collect() };
+                Some((digest(token), identity))
+            })
+            .collect();
+        AgentRegistry { entries }
+    }
+
+    /// The agent holding `token`, if any.
+    pub fn authenticate(&self, token: &str) -> Option<&AgentIdentity> {
+        let presented = digest(token);
+        let mut found = None;
+        for (known, identity) in &self.entries {
+            if constant_time_eq(known, &presented) {
+                found = Some(identity);
+            }
+        }
+        found
+    }
+
+    /// The agent from an `Authorization: Bearer <token>` header value.
+    pub fn authenticate_header(&self, header: Option<&str>) -> Option<&AgentIdentity> {
+        let value = header?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        self.authenticate(token.trim())
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, token: &str, datasets: &[&str]) -> AgentSection {
+        AgentSection {
+            id: id.into(),
+            token: Some(token.into()),
+            token_file: None,
+            token_from_file: false,
+            datasets: datasets.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tokens_map_to_agents_and_permissions() {
+        let reg = AgentRegistry::new(&[agent("a", "tok-a", &["ho_so"]), agent("b", "tok-b", &[])]);
+        let a = reg.authenticate_header(Some("Bearer tok-a")).expect("a");
+        assert_eq!(a.id, "a");
+        assert!(a.may_write("ho_so") && !a.may_write("other"));
+        assert_eq!(reg.authenticate_header(Some("bearer  tok-b")).map(|i| i.id.as_str()), Some("b"));
+        assert!(reg.authenticate_header(Some("Bearer nope")).is_none());
+        assert!(reg.authenticate_header(Some("Basic tok-a")).is_none());
+        assert!(reg.authenticate_header(None).is_none());
+    }
+}

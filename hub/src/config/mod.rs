@@ -1,0 +1,444 @@
+//! The hub's TOML configuration: what to listen on, where to keep data, which agents exist and
+//! what each may write.
+//!
+//! Loading is two steps. Parsing ([`HubConfig::from_toml_str`]) refuses unknown fields, fills
+//! defaults from the named constants below and resolves relative paths against the config
+//! file's directory (`hub.data_dir`) or the data directory (`warehouse.path`). Validation
+//! ([`HubConfig::validate`], called by both loaders) then reports *every* bad field by name in one
+//! error, before any port is bound or any file written — an operator fixes the file once, not
+//! once per run.
+//!
+//! ```toml
+//! [hub]
+//! listen = "127.0.0.1:8443"
+//! data_dir = "/var/lib/kho-hub"
+//! insecure_dev_http = false
+//!
+//! [tls]
+//! self_signed = true
+//! self_signed_names = ["hub.sonla.vnpt.vn"]
+//!
+//! [limits]
+//! max_body_bytes = "16 MiB"
+//! max_decoded_bytes = "128 MiB"
+//! request_timeout = "60s"
+//! max_concurrent_requests = 256
+//!
+//! [warehouse]
+//! kind = "sqlite"
+//! path = "warehouse.sqlite"
+//!
+//! [[agent]]
+//! id = "so-y-te-01"
+//! token_file = "tokens/so-y-te-01"
+//! datasets = ["ho_so"]
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Loopback only: a hub is reachable from the network only when the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// FHS location for a service's mutable state.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/kho-hub";
+/// Agents send batches of a few MB; 16 MiB leaves room for wide rows without letting one request
+/// pin much memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
+/// JSON rows compress about 8×; 128 MiB accepts any honest 16 MiB body and stops zip bombs.
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 128 << 20;
+/// Long enough for a slow provincial link to upload 16 MiB and for the applier to commit it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A province has a few hundred agents; more concurrent requests than that is a retry storm.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// The embedded warehouse file, relative to the data directory.
+pub const DEFAULT_WAREHOUSE_PATH: &str = "warehouse.sqlite";
+/// Longest agent id; agent ids appear in logs, metrics labels and certificate CNs.
+pub const MAX_AGENT_ID_LEN: usize = 63;
+
+/// The whole configuration, with paths resolved and tokens read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    #[serde(default)]
+    pub hub: HubSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub warehouse: WarehouseSection,
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Serve plain HTTP: for development on one machine only.
+    #[serde(default)]
+    pub insecure_dev_http: bool,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection { listen: default_listen(), data_dir: default_data_dir(), insecure_dev_http: false }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Generate a local CA and server certificate under `<data_dir>/tls/`.
+    #[serde(default)]
+    pub self_signed: bool,
+    /// Extra DNS names or IP addresses for the self-signed certificate.
+    #[serde(default)]
+    pub self_signed_names: Vec<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection { self_signed: true, self_signed_names: Vec::new(), cert: None, key: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    #[serde(default = "default_max_body", deserialize_with = "byte_size")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_max_decoded", deserialize_with = "byte_size")]
+    pub max_decoded_bytes: u64,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+/// Which warehouse backend stores the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarehouseKind {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseSection {
+    #[serde(default = "default_warehouse_kind")]
+    pub kind: WarehouseKind,
+    #[serde(default = "default_warehouse_path")]
+    pub path: PathBuf,
+}
+
+impl Default for WarehouseSection {
+    fn default() -> Self {
+        WarehouseSection { kind: WarehouseKind::Sqlite, path: PathBuf::from(DEFAULT_WAREHOUSE_PATH) }
+    }
+}
+
+/// One agent allowed to push.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub id: String,
+    /// The bearer token inline; after loading, also holds the contents of `token_file`.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Datasets this agent may write; anything else is refused with 403.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Set when `token` was read from `token_file` (so validating again does not see both).
+    #[serde(skip)]
+    pub token_from_file: bool,
+}
+
+impl fmt::Debug for AgentSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentSection")
+            .field("id", &self.id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("datasets", &self.datasets)
+            .finish()
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+fn default_max_body() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_decoded() -> u64 {
+    DEFAULT_MAX_DECODED_BYTES
+}
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
+}
+fn default_max_concurrent() -> usize {
+    DEFAULT_MAX_CONCURRENT_REQUESTS
+}
+fn default_warehouse_kind() -> WarehouseKind {
+    WarehouseKind::Sqlite
+}
+fn default_warehouse_path() -> PathBuf {
+    PathBuf::from(DEFAULT_WAREHOUSE_PATH)
+}
+
+/// A size given as a number of bytes or a string such as `"16 MiB"`.
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `"1048576"`, `"512 KiB"`, `"16MiB"`, `"1 GB"` (decimal and binary units).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like \"16 MiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// One bad field: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid { origin: String, problems: Vec<FieldProblem> },
+}
+
+fn list(problems: &[FieldProblem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+impl HubConfig {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        HubConfig::from_toml_str(&text, &base, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; relative paths are taken relative to `base_dir`, and
+    /// `origin` names the text in errors (usually the file path).
+    pub fn from_toml_str(text: &str, base_dir: &Path, origin: &str) -> Result<HubConfig, ConfigError> {
+        let mut config: HubConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        config.resolve_paths(base_dir);
+        let mut problems = Vec::new();
+        config.read_token_files(&mut problems);
+        problems.extend(config.validate());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { origin: origin.to_string(), problems })
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        self.hub.data_dir = base.join(&self.hub.data_dir);
+        self.warehouse.path = self.hub.data_dir.join(&self.warehouse.path);
+        for p in [&mut self.tls.cert, &mut self.tls.key].into_iter().flatten() {
+            *p = base.join(&*p);
+        }
+        for agent in &mut self.agents {
+            if let Some(p) = agent.token_file.as_mut() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    fn read_token_files(&mut self, problems: &mut Vec<FieldProblem>) {
+        for (i, agent) in self.agents.iter_mut().enumerate() {
+            let (Some(path), None) = (&agent.token_file, &agent.token) else { continue };
+            match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    agent.token = Some(text.trim().to_string());
+                    agent.token_from_file = true;
+                }
+                Ok(_) => problems.push(problem(format!("agent[{i}].token_file"), format!("{} is empty", path.display()))),
+                Err(e) => problems.push(problem(format!("agent[{i}].token_file"), format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+    }
+
+    /// The listen address (valid after [`HubConfig::validate`] found no problem).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.hub.listen.parse().ok()
+    }
+
+    /// Every problem with the configuration, each naming its field. Empty means usable.
+    pub fn validate(&self) -> Vec<FieldProblem> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, why: String| out.push(problem(field.to_string(), why));
+        if self.hub.listen.parse::<SocketAddr>().is_err() {
+            bad("hub.listen", format!("{:?} is not an address like \"127.0.0.1:8443\"", self.hub.listen));
+        }
+        if self.hub.data_dir.as_os_str().is_empty() {
+            bad("hub.data_dir", "must not be empty".into());
+        }
+        let tls = &self.tls;
+        match (tls.self_signed, &tls.cert, &tls.key) {
+            (true, None, None) => {}
+            (true, _, _) => bad("tls", "set either self_signed = true or cert + key, not both".into()),
+            (false, Some(cert), Some(key)) => {
+                for (field, path) in [("tls.cert", cert), ("tls.key", key)] {
+                    if !path.is_file() {
+                        bad(field, format!("{} does not exist or is not a file", path.display()));
+                    }
+                }
+            }
+            (false, None, None) => bad("tls", "set self_signed = true, or both cert and key".into()),
+            (false, Some(_), None) => bad("tls.key", "cert is set but key is missing".into()),
+            (false, None, Some(_)) => bad("tls.cert", "key is set but cert is missing".into()),
+        }
+        for (i, name) in tls.self_signed_names.iter().enumerate() {
+            if !valid_host_name(name) {
+                bad(&format!("tls.self_signed_names[{i}]"), format!("{name:?} is not a DNS name or IP address"));
+            }
+        }
+        let l = &self.limits;
+        if l.max_body_bytes == 0 {
+            bad("limits.max_body_bytes", "must be greater than 0".into());
+        }
+        if l.max_decoded_bytes < l.max_body_bytes {
+            bad("limits.max_decoded_bytes", "must be at least limits.max_body_bytes".into());
+        }
+        if usize::try_from(l.max_decoded_bytes).is_err() {
+            bad("limits.max_decoded_bytes", "too large for this machine".into());
+        }
+        if l.request_timeout.is_zero() {
+            bad("limits.request_timeout", "must be greater than 0".into());
+        }
+        if l.max_concurrent_requests == 0 {
+            bad("limits.max_concurrent_requests", "must be at least 1".into());
+        }
+        if self.warehouse.path.as_os_str().is_empty() {
+            bad("warehouse.path", "must not be empty".into());
+        }
+        let mut ids = HashSet::new();
+        let mut tokens = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            if let Err(why) = check_agent_id(&a.id) {
+                bad(&format!("agent[{i}].id"), why);
+            }
+            if !ids.insert(a.id.as_str()) {
+                bad(&format!("agent[{i}].id"), format!("agent id {:?} appears more than once", a.id));
+            }
+            match (&a.token, &a.token_file) {
+                (Some(_), Some(_)) if !a.token_from_file => bad(&format!("agent[{i}].token"), "set token or token_file, not both".into()),
+                (None, None) => bad(&format!("agent[{i}].token"), "missing: set token or token_file".into()),
+                (Some(t), _) if t.trim().is_empty() => bad(&format!("agent[{i}].token"), "must not be empty".into()),
+                (Some(t), _) if !tokens.insert(t.as_str()) => {
+                    bad(&format!("agent[{i}].token"), "the same token is given to another agent".into())
+                }
+                _ => {}
+            }
+            for (j, d) in a.datasets.iter().enumerate() {
+                if let Err(e) = kho_shared::ident::check_dataset_name(d) {
+                    bad(&format!("agent[{i}].datasets[{j}]"), e.to_string());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn problem(field: String, problem: String) -> FieldProblem {
+    FieldProblem { field, problem }
+}
+
+/// Agent ids: `[a-z0-9][a-z0-9_-]*`, at most [`MAX_AGENT_ID_LEN`] bytes. They end up in metric
+/// labels, log fields and (later) certificate CNs, so the alphabet is kept boring.
+pub fn check_agent_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > MAX_AGENT_ID_LEN {
+        return Err(format!("{id:?} is longer than {MAX_AGENT_ID_LEN} bytes"));
+    }
+    let first_ok = id.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !first_ok || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        return Err(format!("{id:?} must use only a-z, 0-9, - and _ and start with a letter or digit"));
+    }
+    Ok(())
+}
+
+fn valid_host_name(name: &str) -> bool {
+    if name.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! The HTTPS transport for ingest: `POST /v1/batches` and `POST /v1/heartbeat`.
+//!
+//! The token is checked before the body is read, so an unknown caller cannot make the hub buffer
+//! anything. Bodies are read with a hard byte limit (a declared `content-length` over the limit is
+//! refused before reading; a chunked body is cut off at the limit), so one request holds at most
+//! `max_body_bytes` of memory.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::routing::post;
+use kho_shared::protocol::{Ack, BATCH_CONTENT_ENCODING, BATCHES_PATH, DIGEST_HEADER, ErrorCode, HEARTBEAT_PATH};
+
+use tracing::Instrument;
+
+use super::{Ingest, MAX_HEARTBEAT_BYTES};
+use crate::error::ApiError;
+
+/// The ingest routes.
+pub fn routes(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route(BATCHES_PATH, post(post_batch))
+        .route(HEARTBEAT_PATH, post(post_heartbeat))
+        .with_state(ingest)
+}
+
+fn header_str(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Result<Json<Ack>, ApiError> {
+    let span = tracing::info_span!("batch", agent = tracing::field::Empty);
+    let result = handle_batch(&ingest, &headers, body).instrument(span.clone()).await;
+    result.map(Json).map_err(|e| {
+        ingest.metrics.refused(e.code());
+        span.in_scope(|| e.log())
+    })
+}
+
+async fn handle_batch(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Ack, ApiError> {
+    let agent = ingest.authenticate(header_str(headers, header::AUTHORIZATION))?;
+    tracing::Span::current().record("agent", agent.id.as_str());
+    let encoding = header_str(headers, header::CONTENT_ENCODING).unwrap_or("");
+    if !encoding.trim().eq_ignore_ascii_case(BATCH_CONTENT_ENCODING) {
+        return Err(ApiError::new(
+            ErrorCode::Malformed,
+            format!("content-encoding must be {BATCH_CONTENT_ENCODING}, got {encoding:?}"),
+        ));
+    }
+    let bytes = read_bounded(headers, body, ingest.max_body_bytes).await?;
+    ingest.metrics.bytes_received(bytes.len());
+    ingest.batch(agent, bytes, header_str(headers, DIGEST_HEADER)).await
+}
+
+async fn post_heartbeat(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let span = tracing::info_span!("heartbeat", agent = tracing::field::Empty);
+    let result = async {
+        let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION))?;
+        tracing::Span::current().record("agent", agent.id.as_str());
+        let bytes = read_bounded(&headers, body, MAX_HEARTBEAT_BYTES).await?;
+        ingest.metrics.bytes_received(bytes.len());
+        ingest.heartbeat(agent, &bytes).await
+    }
+    .instrument(span.clone())
+    .await;
+    result.map(|()| Json(serde_json::json!({"ok": true}))).map_err(|e| {
+        ingest.metrics.refused(e.code());
+        span.in_scope(|| e.log())
+    })
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_bounded(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(ErrorCode::TooLarge, format!("request body exceeds the limit of {limit} bytes"));
+    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let capacity = declared.map_or(64 * 1024, |n| n as usize);
+    let mut buf: Vec<u8> = Vec::with_capacity(capacity);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| ApiError::new(ErrorCode::Malformed, format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}

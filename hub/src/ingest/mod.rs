@@ -1,0 +1,124 @@
+//! Ingest: from an authenticated request body to the applier's answer, independent of the
+//! transport that carried it ([`https`] today; MQTT will be a sibling).
+//!
+//! The checks run in this order, and a batch that fails any of them writes nothing:
+//! 1. the body's sha256 matches the declared digest (`digest_mismatch`);
+//! 2. it decompresses within `max_decoded_bytes` (`too_large`) into a v1 batch (`malformed`);
+//! 3. the batch names the authenticated agent (`forbidden`);
+//! 4. it follows the protocol's structural rules (`malformed` / `unsupported_version`);
+//! 5. the agent may write every dataset in it (`forbidden`);
+//! 6. the applier checks the ledger and applies it in one transaction (`sequence_gap`,
+//!    `schema_conflict`).
+//!
+//! Decoding (zstd + JSON parse of up to `max_decoded_bytes`) is CPU work and runs on the blocking
+//! pool, never on the async workers.
+
+pub mod https;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use kho_shared::codec::{self, CodecError};
+use kho_shared::protocol::{Ack, Batch, ErrorCode, Heartbeat, PROTOCOL_VERSION, ProtocolError};
+
+use crate::apply::ApplierHandle;
+use crate::auth::{AgentIdentity, AgentRegistry};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Largest heartbeat body: a report for a few hundred datasets fits in far less.
+pub const MAX_HEARTBEAT_BYTES: usize = 1 << 20;
+
+/// Shared state of the ingest path.
+pub struct Ingest {
+    pub registry: AgentRegistry,
+    pub applier: ApplierHandle,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    pub max_decoded_bytes: usize,
+}
+
+impl Ingest {
+    /// The agent behind an `Authorization` header value, or 401.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<&AgentIdentity, ApiError> {
+        self.registry
+            .authenticate_header(authorization)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing or unknown bearer token"))
+    }
+
+    /// Checks, decodes and applies one batch body from `agent`.
+    pub async fn batch(&self, agent: &AgentIdentity, body: Bytes, digest: Option<&str>) -> Result<Ack, ApiError> {
+        let digest = digest
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::new(ErrorCode::DigestMismatch, "missing x-kho-content-sha256 header"))?;
+        let max_decoded = self.max_decoded_bytes;
+        let decoded = tokio::task::spawn_blocking(move || -> Result<Batch, ApiError> {
+            let batch = codec::decode(&body, &digest, max_decoded).map_err(codec_error)?;
+            Ok(batch)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("decoder task failed: {e}")))?;
+        let batch = decoded?;
+        if batch.agent != agent.id {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("batch names agent {:?} but the token belongs to {:?}", batch.agent, agent.id),
+            ));
+        }
+        batch.validate().map_err(protocol_error)?;
+        let datasets = batch.datasets().into_iter().chain(batch.schemas.iter().map(|s| s.dataset.as_str()));
+        for dataset in datasets {
+            if !agent.may_write(dataset) {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("agent {} may not write dataset {dataset}", agent.id),
+                ));
+            }
+        }
+        let (first_seq, last_seq, changes) = (batch.first_seq, batch.last_seq, batch.changes.len());
+        let applied = self.applier.apply(batch).await?;
+        tracing::info!(
+            agent = %agent.id, first_seq, last_seq, changes, applied = applied.changes,
+            duplicate = applied.duplicate, "batch acknowledged"
+        );
+        Ok(Ack { applied_through: applied.applied_through })
+    }
+
+    /// Parses and stores a heartbeat from `agent`.
+    pub async fn heartbeat(&self, agent: &AgentIdentity, body: &[u8]) -> Result<(), ApiError> {
+        let hb: Heartbeat = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("heartbeat is not valid JSON: {e}")))?;
+        if hb.v != PROTOCOL_VERSION {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedVersion,
+                format!("heartbeat version {} (this hub speaks {PROTOCOL_VERSION})", hb.v),
+            ));
+        }
+        if hb.agent != agent.id {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("heartbeat names agent {:?} but the token belongs to {:?}", hb.agent, agent.id),
+            ));
+        }
+        tracing::debug!(agent = %agent.id, outbox_depth = hb.outbox_depth, "heartbeat");
+        self.applier.heartbeat(hb).await?;
+        Ok(())
+    }
+}
+
+fn codec_error(e: CodecError) -> ApiError {
+    let code = match &e {
+        CodecError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
+        CodecError::TooLarge { .. } => ErrorCode::TooLarge,
+        CodecError::Decompress(_) | CodecError::Json(_) | CodecError::Compress(_) => ErrorCode::Malformed,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn protocol_error(e: ProtocolError) -> ApiError {
+    let code = match e {
+        ProtocolError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        _ => ErrorCode::Malformed,
+    };
+    ApiError::new(code, e.to_string())
+}

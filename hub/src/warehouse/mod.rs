@@ -1,0 +1,148 @@
+//! Where applied data lives, behind two narrow traits so the rest of the hub never knows which
+//! database it talks to.
+//!
+//! - [`Warehouse`] is the single writer. The applier ([`crate::apply`]) drives it: `begin`, then
+//!   per batch a savepoint, the ledger read, the rows, the ledger write, then one `commit` for the
+//!   group. Everything between `begin` and `commit` is one database transaction, which is what
+//!   makes apply atomic and idempotent (architecture invariant 3).
+//! - [`WarehouseReader`] answers status questions from a separate read-only connection, so a slow
+//!   status page never holds up the writer.
+//!
+//! Every warehouse keeps, besides one table per dataset, the same three metadata tables:
+//! the ledger (agent → highest applied sequence), the dataset catalogue (key, columns, last
+//! change) and the agents' last heartbeats. Implementations: [`sqlite`] (embedded default);
+//! PostgreSQL comes later.
+
+pub mod sqlite;
+
+use kho_shared::protocol::{Change, DatasetSchema, Heartbeat};
+use serde::Serialize;
+
+/// Why the warehouse refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// The batch does not fit the dataset's existing table (e.g. a changed primary key). Only
+    /// that batch is refused; resending it unchanged cannot succeed.
+    #[error("dataset {dataset}: {problem}")]
+    SchemaConflict { dataset: String, problem: String },
+    /// The database failed; the transaction was rolled back and a retry may succeed.
+    #[error("warehouse {context}: {source}")]
+    Database { context: String, source: rusqlite::Error },
+    #[error("warehouse file {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+impl WarehouseError {
+    /// Whether the same request can succeed later without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, WarehouseError::SchemaConflict { .. })
+    }
+}
+
+/// What applying a run of changes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub upserts: u64,
+    pub deletes: u64,
+}
+
+/// The single writer's view of a warehouse. All methods run on the applier thread.
+pub trait Warehouse: Send {
+    /// Starts the transaction that the following calls run in.
+    fn begin(&mut self) -> Result<(), WarehouseError>;
+    /// Makes everything since [`Warehouse::begin`] durable.
+    fn commit(&mut self) -> Result<(), WarehouseError>;
+    /// Abandons everything since [`Warehouse::begin`]. Must leave the warehouse usable.
+    fn rollback(&mut self);
+    /// Marks a point inside the transaction that one batch's failure can return to.
+    fn savepoint(&mut self) -> Result<(), WarehouseError>;
+    /// Keeps the work since the last savepoint.
+    fn release_savepoint(&mut self) -> Result<(), WarehouseError>;
+    /// Undoes the work since the last savepoint (and forgets any schema learned since).
+    fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError>;
+
+    /// The highest sequence applied for `agent` (0 if none), as of this transaction.
+    fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError>;
+    /// Records that `agent`'s changes up to `seq` are applied.
+    fn set_applied_seq(&mut self, agent: &str, seq: u64, now: &str) -> Result<(), WarehouseError>;
+    /// Creates or widens the dataset's table for `schema`; refuses incompatible changes.
+    fn prepare_dataset(&mut self, schema: &DatasetSchema, now: &str) -> Result<(), WarehouseError>;
+    /// Applies changes of one agent (all of whose datasets were prepared) in order.
+    fn apply_changes(
+        &mut self,
+        agent: &str,
+        schemas: &[DatasetSchema],
+        changes: &[Change],
+        now: &str,
+    ) -> Result<ApplyStats, WarehouseError>;
+    /// Stores an agent's latest heartbeat.
+    fn record_heartbeat(&mut self, heartbeat: &Heartbeat, now: &str) -> Result<(), WarehouseError>;
+}
+
+/// Read-only questions, answered from a connection separate from the writer's.
+pub trait WarehouseReader: Send + Sync {
+    fn status(&self) -> Result<WarehouseStatus, WarehouseError>;
+}
+
+/// Everything the status API shows that the warehouse knows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WarehouseStatus {
+    pub datasets: Vec<DatasetStatus>,
+    pub agents: Vec<AgentStatus>,
+}
+
+/// One dataset's row counts and last change.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetStatus {
+    pub dataset: String,
+    pub rows: u64,
+    pub deleted_rows: u64,
+    pub key: Vec<String>,
+    pub columns: Vec<kho_shared::protocol::Column>,
+    pub created_at: String,
+    pub last_change_at: Option<String>,
+    pub last_seq: Option<u64>,
+    pub last_agent: Option<String>,
+}
+
+/// One agent's ledger position and last heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    pub id: String,
+    pub applied_through: u64,
+    pub applied_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub version: Option<String>,
+    pub outbox_depth: Option<u64>,
+    pub acked_through: Option<u64>,
+    pub report: Option<Vec<kho_shared::protocol::DatasetReport>>,
+}
+
+/// Quotes an identifier for SQL: wrapped in double quotes, inner quotes doubled. Names are also
+/// restricted by [`kho_shared::ident`]; quoting is the second wall.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A warehouse's writer (for the applier thread) and its status reader.
+pub type Opened = (Box<dyn Warehouse>, std::sync::Arc<dyn WarehouseReader>);
+
+/// Opens the configured warehouse: its single writer and its status reader.
+pub fn open(config: &crate::config::WarehouseSection) -> Result<Opened, WarehouseError> {
+    match config.kind {
+        crate::config::WarehouseKind::Sqlite => {
+            let writer = sqlite::SqliteWarehouse::open(&config.path)?;
+            let reader = sqlite::SqliteReader::open(&config.path)?;
+            Ok((Box::new(writer), std::sync::Arc::new(reader)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(super::quote_ident("ho_so"), "\"ho_so\"");
+        assert_eq!(super::quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

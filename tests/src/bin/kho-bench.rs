@@ -1,0 +1,110 @@
+//! Initial-sync benchmark: a generated N-row department table (default 1,000,000) synced by a real
+//! `kho-agent` into a real `kho-hub` with the embedded SQLite warehouse, against a baseline that
+//! copies the same rows between two SQLite files with one `INSERT … SELECT` (the fastest a local
+//! SQLite-to-SQLite copy gets, with no network, encoding or bookkeeping).
+//!
+//! Prints wall times, rows/s, the ratio to the baseline, peak and idle RSS of both processes, and
+//! the latency from a source update to the warehouse. Run it with `tests/bench.sh` (release build).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, rss_kib, wait_for};
+use kho_tests::source::SourceDb;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rows: u64 = arg(&args, "--rows").map_or(Ok(1_000_000), |v| v.parse())?;
+    let poll: &'static str = if args.iter().any(|a| a == "--fast-poll") { "100ms" } else { "1s" };
+    let keep = tempfile::Builder::new().prefix("kho-bench-").tempdir()?;
+    let dir = keep.path();
+    println!("kho-bench: {rows} rows, working in {}", dir.display());
+
+    let t = Instant::now();
+    let mut src = SourceDb::create(&dir.join("so_y_te.sqlite"), rows)?;
+    println!("generated source in {:.2} s", t.elapsed().as_secs_f64());
+
+    let baseline = baseline_copy(&src.path, &dir.join("baseline.sqlite"))?;
+    println!("baseline  SQLite INSERT…SELECT copy: {:.2} s ({:.0} rows/s)", baseline, rows as f64 / baseline);
+
+    let spec = AgentSpec { id: "bench".into(), token: "bench-token".into(), datasets: vec!["ho_so".into()] };
+    let hub = HubProc::start(&dir.join("hub"), std::slice::from_ref(&spec));
+    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
+    let opts = AgentOptions { batch_max_changes: 5_000, poll_interval: poll, ..AgentOptions::default() };
+    let t = Instant::now();
+    let agent = AgentProc::start(&dir.join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts);
+    let (hub_pid, agent_pid) = (hub.pid().unwrap_or(0), agent.pid().unwrap_or(0));
+    let mut peak = (0u64, 0u64);
+    wait_for(Duration::from_secs(1_800), "the initial sync", || agent.log_tail(), || {
+        if let (Some(h), Some(a)) = (rss_kib(hub_pid), rss_kib(agent_pid)) {
+            peak = (peak.0.max(h.1), peak.1.max(a.1));
+        }
+        hub.ledger("bench") >= rows
+    });
+    let sync = t.elapsed().as_secs_f64();
+    println!(
+        "kho       initial sync over HTTPS:     {:.2} s ({:.0} rows/s) = {:.1}x the baseline time",
+        sync,
+        rows as f64 / sync,
+        sync / baseline
+    );
+    println!("peak RSS  hub {:.1} MiB, agent {:.1} MiB", peak.0 as f64 / 1024.0, peak.1 as f64 / 1024.0);
+
+    std::thread::sleep(Duration::from_secs(15));
+    let idle_agent = rss_kib(agent_pid).map_or(0, |r| r.0);
+    let idle_hub = rss_kib(hub_pid).map_or(0, |r| r.0);
+    println!("idle RSS  hub {:.1} MiB, agent {:.1} MiB (15 s after the sync)", idle_hub as f64 / 1024.0, idle_agent as f64 / 1024.0);
+
+    let mut lat = Vec::new();
+    let conn = rusqlite::Connection::open_with_flags(hub.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    for i in 0..20u64 {
+        let id = 1 + i * 997 % rows;
+        let marker = format!("bench-{i}");
+        let t = Instant::now();
+        src.update([id], &marker)?;
+        loop {
+            let got: Option<String> = conn
+                .query_row("SELECT trang_thai FROM ho_so WHERE id = ?1", [id as i64], |r| r.get(0))
+                .ok();
+            if got.as_deref() == Some(marker.as_str()) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("update of row {id} did not reach the warehouse in 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "latency   source update → warehouse (poll every {poll}): median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        lat[lat.len() / 2],
+        lat[lat.len() * 95 / 100],
+        lat[lat.len() - 1]
+    );
+    Ok(())
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+/// Copies the source table into a fresh SQLite file with the same schema; returns seconds.
+fn baseline_copy(src: &Path, dst: &Path) -> rusqlite::Result<f64> {
+    let conn = rusqlite::Connection::open(dst)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+    conn.execute("ATTACH DATABASE ?1 AS src", [src.to_string_lossy()])?;
+    let t = Instant::now();
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE ho_so (
+            id INTEGER PRIMARY KEY, ma_ho_so TEXT NOT NULL, linh_vuc TEXT, don_vi TEXT,
+            trang_thai TEXT, ngay_nhan DATE, ngay_hen_tra DATE, so_tien NUMERIC, ghi_chu TEXT,
+            updated_at TEXT NOT NULL);
+         INSERT INTO ho_so SELECT * FROM src.ho_so;
+         COMMIT;",
+    )?;
+    Ok(t.elapsed().as_secs_f64())
+}

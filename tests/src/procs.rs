@@ -1,0 +1,331 @@
+//! Real `kho-hub` and `kho-agent` processes for end-to-end tests: config files, start, kill -9,
+//! restart, and waiting for conditions with a deadline.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bin_path;
+
+/// A free loopback port (bound then released; the small race is acceptable in tests).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 50 ms until it returns true; panics with `what` and `context()` after `timeout`.
+pub fn wait_for(timeout: Duration, what: &str, context: impl Fn() -> String, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}\n{}", context());
+}
+
+/// Resident set size (`VmRSS`) and its peak (`VmHWM`) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An agent the hub knows.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub id: String,
+    pub token: String,
+    pub datasets: Vec<String>,
+}
+
+/// A running (or killed) hub process with its own data directory.
+pub struct HubProc {
+    pub dir: PathBuf,
+    pub port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl HubProc {
+    /// Writes `hub.toml` in `dir` for `agents` on a fixed free port, starts the hub, waits until it listens.
+    pub fn start(dir: &Path, agents: &[AgentSpec]) -> HubProc {
+        let hub = HubProc::configure(dir, free_port(), agents);
+        let mut hub = hub;
+        hub.spawn();
+        hub
+    }
+
+    /// Writes the config without starting the process (for "hub down" tests).
+    pub fn configure(dir: &Path, port: u16, agents: &[AgentSpec]) -> HubProc {
+        fs::create_dir_all(dir).expect("hub dir");
+        let mut toml = format!(
+            "[hub]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n[tls]\nself_signed = true\n\n[warehouse]\nkind = \"sqlite\"\npath = \"warehouse.sqlite\"\n"
+        );
+        for a in agents {
+            let ds: Vec<String> = a.datasets.iter().map(|d| format!("\"{d}\"")).collect();
+            toml.push_str(&format!(
+                "\n[[agent]]\nid = \"{}\"\ntoken = \"{}\"\ndatasets = [{}]\n",
+                a.id,
+                a.token,
+                ds.join(", ")
+            ));
+        }
+        let config = dir.join("hub.toml");
+        fs::write(&config, toml).expect("write hub.toml");
+        HubProc { dir: dir.to_path_buf(), port, config, log: dir.join("hub.log"), child: None, starts: 0 }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn warehouse(&self) -> PathBuf {
+        self.data_dir().join("warehouse.sqlite")
+    }
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir().join("tls").join("ca.pem")
+    }
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+    pub fn log_tail(&self) -> String {
+        format!("--- hub log ({}) ---\n{}", self.log.display(), tail(&self.log, 40))
+    }
+
+    /// Starts the process (again) and waits until it accepts connections.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "hub already running");
+        let addr_file = self.data_dir().join("listen.addr");
+        let _ = fs::remove_file(&addr_file);
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("hub log");
+        let child = Command::new(bin_path("kho-hub"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kho-hub");
+        self.child = Some(child);
+        self.starts += 1;
+        let port = self.port;
+        wait_for(Duration::from_secs(30), "hub to listen", || self.log_tail(), || {
+            addr_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status success.
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(c) => terminate(c),
+            None => true,
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Highest sequence applied for `agent`, from the warehouse ledger (0 if none yet).
+    pub fn ledger(&self, agent: &str) -> u64 {
+        let Ok(conn) = rusqlite::Connection::open_with_flags(&self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
+            return 0;
+        };
+        let _ = conn.busy_timeout(Duration::from_secs(5));
+        conn.query_row("SELECT applied_seq FROM _kho_ledger WHERE agent = ?1", [agent], |r| r.get::<_, i64>(0))
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for HubProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn terminate(mut c: Child) -> bool {
+    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(status)) = c.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    false
+}
+
+/// How one dataset is read.
+#[derive(Debug, Clone)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub table: String,
+    pub key: Vec<String>,
+    /// `Some(column)` for cursor mode, `None` for snapshot mode.
+    pub cursor: Option<String>,
+}
+
+/// Agent settings the tests vary.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub batch_max_changes: u64,
+    pub poll_interval: &'static str,
+    pub max_outbox: u64,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions { batch_max_changes: 2000, poll_interval: "200ms", max_outbox: 5_000_000 }
+    }
+}
+
+/// A running (or killed) agent process with its own data directory.
+pub struct AgentProc {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl AgentProc {
+    /// Writes `agent.toml` in `dir` reading `source` and starts the agent.
+    pub fn start(
+        dir: &Path,
+        spec: &AgentSpec,
+        hub_url: &str,
+        ca: &Path,
+        source: &Path,
+        datasets: &[DatasetSpec],
+        opts: &AgentOptions,
+    ) -> AgentProc {
+        fs::create_dir_all(dir).expect("agent dir");
+        let mut toml = format!(
+            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
+            spec.id,
+            spec.token,
+            ca.display(),
+            opts.max_outbox,
+            opts.batch_max_changes,
+        );
+        for d in datasets {
+            let key: Vec<String> = d.key.iter().map(|k| format!("\"{k}\"")).collect();
+            let mode = match &d.cursor {
+                Some(c) => format!("mode = \"cursor\"\ncursor_column = \"{c}\""),
+                None => "mode = \"snapshot\"".to_string(),
+            };
+            toml.push_str(&format!(
+                "\n[[dataset]]\nname = \"{}\"\ntable = \"{}\"\nkey = [{}]\n{mode}\npoll_interval = \"{}\"\n[dataset.source]\nkind = \"sqlite\"\npath = \"{}\"\n",
+                d.name,
+                d.table,
+                key.join(", "),
+                opts.poll_interval,
+                source.display()
+            ));
+        }
+        let config = dir.join("agent.toml");
+        fs::write(&config, toml).expect("write agent.toml");
+        let mut agent = AgentProc { dir: dir.to_path_buf(), config, log: dir.join("agent.log"), child: None };
+        agent.spawn();
+        agent
+    }
+
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("agent log");
+        let child = Command::new(bin_path("kho-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kho-agent");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(c) => terminate(c),
+            None => true,
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_tail(&self) -> String {
+        format!("--- agent log ({}) ---\n{}", self.log.display(), tail(&self.log, 40))
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.join("data").join("outbox.sqlite")
+    }
+
+    /// `kho-agent status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(bin_path("kho-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("status")
+            .arg("--json")
+            .output()
+            .expect("run kho-agent status");
+        assert!(out.status.success(), "kho-agent status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
