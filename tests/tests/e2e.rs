@@ -147,3 +147,31 @@ fn hub_status(hub: &HubProc) -> serde_json::Value {
         serde_json::from_slice(&body).unwrap()
     })
 }
+
+#[test]
+fn missing_source_file_is_reported_and_retried_until_it_appears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_path = tmp.path().join("so_y_te.sqlite");
+    let a = spec("so-y-te-04", &["ho_so"]);
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
+    let mut agent = AgentProc::start(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &src_path,
+        &[ho_so("ho_so", Some("updated_at"))],
+        &AgentOptions::default(),
+    );
+    let path_shown = src_path.display().to_string();
+    wait_for(Duration::from_secs(30), "status to name the missing source file", || agent.log_tail(), || {
+        agent.status()["datasets"][0]["last_error"].as_str().is_some_and(|e| e.contains(&path_shown))
+    });
+    assert!(agent.is_running(), "the agent keeps running without its source\n{}", agent.log_tail());
+
+    let src = SourceDb::create(&src_path, 300).unwrap();
+    wait_converged(&src, &hub, &agent, "ho_so");
+    wait_for(Duration::from_secs(30), "the error to clear", || agent.log_tail(), || {
+        agent.status()["datasets"][0]["last_error"].is_null()
+    });
+}

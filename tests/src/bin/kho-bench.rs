@@ -9,16 +9,17 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, rss_kib, wait_for};
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, cpu_seconds, rss_kib, wait_for};
 use kho_tests::source::SourceDb;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rows: u64 = arg(&args, "--rows").map_or(Ok(1_000_000), |v| v.parse())?;
+    let batch: u64 = arg(&args, "--batch").map_or(Ok(5_000), |v| v.parse())?;
     let poll: &'static str = if args.iter().any(|a| a == "--fast-poll") { "100ms" } else { "1s" };
     let keep = tempfile::Builder::new().prefix("kho-bench-").tempdir()?;
     let dir = keep.path();
-    println!("kho-bench: {rows} rows, working in {}", dir.display());
+    println!("kho-bench: {rows} rows, batches of {batch} changes, working in {}", dir.display());
 
     let t = Instant::now();
     let mut src = SourceDb::create(&dir.join("so_y_te.sqlite"), rows)?;
@@ -30,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let spec = AgentSpec { id: "bench".into(), token: "bench-token".into(), datasets: vec!["ho_so".into()] };
     let hub = HubProc::start(&dir.join("hub"), std::slice::from_ref(&spec));
     let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
-    let opts = AgentOptions { batch_max_changes: 5_000, poll_interval: poll, ..AgentOptions::default() };
+    let opts = AgentOptions { batch_max_changes: batch, poll_interval: poll, ..AgentOptions::default() };
     let t = Instant::now();
     let agent = AgentProc::start(&dir.join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts);
     let (hub_pid, agent_pid) = (hub.pid().unwrap_or(0), agent.pid().unwrap_or(0));
@@ -42,11 +43,17 @@ fn main() -> anyhow::Result<()> {
         hub.ledger("bench") >= rows
     });
     let sync = t.elapsed().as_secs_f64();
+    let (hub_cpu, agent_cpu) = (cpu_seconds(hub_pid).unwrap_or(0.0), cpu_seconds(agent_pid).unwrap_or(0.0));
     println!(
         "kho       initial sync over HTTPS:     {:.2} s ({:.0} rows/s) = {:.1}x the baseline time",
         sync,
         rows as f64 / sync,
         sync / baseline
+    );
+    println!(
+        "CPU       hub {hub_cpu:.2} s, agent {agent_cpu:.2} s during the sync ({:.0}% of the 2 cores' {:.1} s)",
+        100.0 * (hub_cpu + agent_cpu) / (2.0 * sync),
+        2.0 * sync
     );
     println!("peak RSS  hub {:.1} MiB, agent {:.1} MiB", peak.0 as f64 / 1024.0, peak.1 as f64 / 1024.0);
 
