@@ -10,6 +10,13 @@ use kho_agent::{AgentConfig, detect, outbox::Outbox, status};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc hands freed memory back to the OS (background purging, options in
+/// `.cargo/config.toml`). With glibc's malloc, what a large sync freed stayed resident in
+/// per-thread arenas: 34–38 MiB idle after a 1M-row sync instead of 13 MiB. `unprefixed_malloc`
+/// makes SQLite and zstd use it too.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Kho department agent.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -16,9 +16,11 @@
 //!   Replies go out only after `COMMIT` returned: nothing is acknowledged that is not durable.
 //! - **Bounded**: the queue holds [`QUEUE_CAPACITY`] jobs; when it is full, handlers wait (and time
 //!   out with 503), so memory stays bounded under any load.
+//! - **Idle is small**: once no batch has arrived for [`IDLE_RELEASE_AFTER`], the writer's page
+//!   cache (sized for bulk loads) is handed back; heartbeats alone do not keep it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kho_shared::protocol::{Batch, Heartbeat};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +35,9 @@ pub const QUEUE_CAPACITY: usize = 32;
 pub const MAX_GROUP_JOBS: usize = 64;
 /// Stop adding jobs to a group past this many changes, so one commit stays a few seconds at most.
 pub const MAX_GROUP_CHANGES: usize = 200_000;
+/// Quiet time after the last batch before the writer releases its page cache: long enough that a
+/// sync in progress never pays for re-reading pages, short enough that a hub between syncs is small.
+pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(3);
 
 /// What the ledger says to do with a batch `first..=last` when `applied` is the ledger's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,17 +129,50 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(ApplierHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    // Without a runtime (never the case in the hub) the idle release is simply skipped.
+    let runtime = tokio::runtime::Handle::try_current().ok();
     let thread = std::thread::Builder::new().name("kho-applier".into()).spawn(move || {
         let span = tracing::info_span!("applier");
         let _entered = span.enter();
-        run(warehouse, rx, &metrics);
+        run(warehouse, rx, &metrics, runtime.as_ref());
     })?;
     Ok((ApplierHandle { tx }, thread))
 }
 
-fn run(mut warehouse: Box<dyn Warehouse>, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
+/// Waits for the next job. While the cache holds a burst's pages (`last_batch` is set), waits at
+/// most until [`IDLE_RELEASE_AFTER`] has passed since that batch, then releases the cache.
+fn next_job(
+    warehouse: &mut dyn Warehouse,
+    rx: &mut mpsc::Receiver<Job>,
+    runtime: Option<&tokio::runtime::Handle>,
+    last_batch: &mut Option<Instant>,
+) -> Option<Job> {
+    loop {
+        let (Some(rt), Some(at)) = (runtime, *last_batch) else {
+            return rx.blocking_recv();
+        };
+        let left = IDLE_RELEASE_AFTER.saturating_sub(at.elapsed());
+        // The timer must be created inside the runtime's context, hence the async block.
+        match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+            Ok(job) => return job,
+            Err(_quiet) => {
+                warehouse.release_memory();
+                tracing::debug!("no batch for a while; warehouse cache released");
+                *last_batch = None;
+            }
+        }
+    }
+}
+
+fn run(
+    mut warehouse: Box<dyn Warehouse>,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: &Metrics,
+    runtime: Option<&tokio::runtime::Handle>,
+) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP_JOBS);
-    while let Some(first) = rx.blocking_recv() {
+    let mut last_batch: Option<Instant> = None;
+    while let Some(first) = next_job(warehouse.as_mut(), &mut rx, runtime, &mut last_batch) {
         let mut changes = first.changes();
         group.push(first);
         while group.len() < MAX_GROUP_JOBS && changes < MAX_GROUP_CHANGES {
@@ -145,6 +183,9 @@ fn run(mut warehouse: Box<dyn Warehouse>, mut rx: mpsc::Receiver<Job>, metrics: 
                 }
                 Err(_) => break,
             }
+        }
+        if group.iter().any(|job| matches!(job, Job::Batch { .. })) {
+            last_batch = Some(Instant::now());
         }
         commit_group(warehouse.as_mut(), &mut group, metrics);
     }

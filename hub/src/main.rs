@@ -10,6 +10,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc hands freed memory back to the OS (background purging of dirty pages); glibc's malloc
+/// keeps what a large batch's decoding freed in per-thread arenas, so an idle hub stayed at its
+/// peak. `unprefixed_malloc` makes SQLite and zstd use it too.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Kho hub: receives department agents' changes and applies them exactly once into the warehouse.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -6,7 +6,7 @@
 //! at `max_decoded` bytes, so a small "zip bomb" body cannot exhaust the hub's memory
 //! (architecture invariant 5).
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use sha2::{Digest, Sha256};
 
@@ -49,26 +49,66 @@ pub struct BatchHeader<'a> {
 /// Writes the JSON of a batch whose changes are already JSON-encoded [`crate::protocol::Change`]s.
 pub fn assemble<'c>(header: &BatchHeader<'_>, changes: impl IntoIterator<Item = &'c [u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
-    out.extend_from_slice(format!("{{\"v\":{PROTOCOL_VERSION},\"agent\":").as_bytes());
-    // Serialising a &str or a slice of plain structs into a Vec cannot fail.
-    serde_json::to_writer(&mut out, header.agent).ok();
-    out.extend_from_slice(
-        format!(
-            ",\"first_seq\":{},\"last_seq\":{},\"created_at_ms\":{},\"schemas\":",
-            header.first_seq, header.last_seq, header.created_at_ms
-        )
-        .as_bytes(),
-    );
-    serde_json::to_writer(&mut out, header.schemas).ok();
-    out.extend_from_slice(b",\"changes\":[");
+    // Writing into a Vec cannot fail.
+    write_assembled(&mut out, header, changes).ok();
+    out
+}
+
+/// Streams the JSON of [`assemble`] into `out`.
+fn write_assembled<'c>(
+    out: &mut impl Write,
+    header: &BatchHeader<'_>,
+    changes: impl IntoIterator<Item = &'c [u8]>,
+) -> std::io::Result<()> {
+    write!(out, "{{\"v\":{PROTOCOL_VERSION},\"agent\":")?;
+    serde_json::to_writer(&mut *out, header.agent)?;
+    write!(
+        out,
+        ",\"first_seq\":{},\"last_seq\":{},\"created_at_ms\":{},\"schemas\":",
+        header.first_seq, header.last_seq, header.created_at_ms
+    )?;
+    serde_json::to_writer(&mut *out, header.schemas)?;
+    out.write_all(b",\"changes\":[")?;
     for (i, c) in changes.into_iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.write_all(b",")?;
         }
-        out.extend_from_slice(c);
+        out.write_all(c)?;
     }
-    out.extend_from_slice(b"]}");
-    out
+    out.write_all(b"]}")
+}
+
+/// Counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    written: usize,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// [`assemble`] then [`compress`] in one pass: the JSON is compressed as it is written and never
+/// held whole, so a batch costs its compressed size in memory rather than twice its JSON size.
+pub fn assemble_compressed<'c>(
+    header: &BatchHeader<'_>,
+    changes: impl IntoIterator<Item = &'c [u8]>,
+) -> Result<EncodedBody, CodecError> {
+    let compress_err = |e: std::io::Error| CodecError::Compress(e.to_string());
+    let encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(compress_err)?;
+    let mut counted = Counted { inner: encoder, written: 0 };
+    write_assembled(&mut counted, header, changes).map_err(compress_err)?;
+    let body = counted.inner.finish().map_err(compress_err)?;
+    let digest_hex = sha256_hex(&body);
+    Ok(EncodedBody { body, digest_hex, raw_len: counted.written })
 }
 
 /// A compressed body and its digest, ready to send.
@@ -121,6 +161,7 @@ pub fn decompress_bounded(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecErr
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::protocol::{Change, Column, Op};
     use crate::types::ColumnType;
@@ -159,6 +200,19 @@ mod tests {
         assert_eq!(batch.schemas, schemas);
         assert_eq!((batch.agent.as_str(), batch.first_seq, batch.last_seq, batch.created_at_ms), ("so-y-te", 1, 3, 42));
         batch.validate().unwrap();
+    }
+
+    #[test]
+    fn streamed_compression_matches_assembled_json() {
+        let (schemas, changes) = sample();
+        let encoded: Vec<Vec<u8>> = changes.iter().map(|c| serde_json::to_vec(c).unwrap()).collect();
+        let header = BatchHeader { agent: "so-y-te", first_seq: 1, last_seq: 3, created_at_ms: 42, schemas: &schemas };
+        let json = assemble(&header, encoded.iter().map(|v| v.as_slice()));
+        let body = assemble_compressed(&header, encoded.iter().map(|v| v.as_slice())).unwrap();
+        assert_eq!(body.raw_len, json.len());
+        assert_eq!(decompress_bounded(&body.body, 1 << 20).unwrap(), json);
+        let batch = decode(&body.body, &body.digest_hex, 1 << 20).unwrap();
+        assert_eq!(batch.changes, changes);
     }
 
     #[test]

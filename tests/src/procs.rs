@@ -169,7 +169,7 @@ impl HubProc {
 
     /// Highest sequence applied for `agent`, from the warehouse ledger (0 if none yet).
     pub fn ledger(&self, agent: &str) -> u64 {
-        let Ok(conn) = rusqlite::Connection::open_with_flags(&self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let Ok(conn) = rusqlite::Connection::open_with_flags(self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         else {
             return 0;
         };
@@ -220,7 +220,7 @@ pub struct AgentOptions {
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { batch_max_changes: 2000, poll_interval: "200ms", max_outbox: 5_000_000 }
+        AgentOptions { batch_max_changes: 20_000, poll_interval: "200ms", max_outbox: 5_000_000 }
     }
 }
 

@@ -2,6 +2,8 @@
 //! and again while they sync a 100,000-row table; after the last restart the warehouse must equal
 //! the source row by row — 0 rows lost, 0 applied twice, ledger equal to the agent's last sequence.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use kho_tests::compare::{Diff, ho_so_diff, seq_stats};

@@ -1,6 +1,8 @@
 //! End to end: real `kho-hub` and `kho-agent` processes over HTTPS on loopback, a generated
 //! department database, and row-by-row comparison of source and warehouse.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use kho_tests::compare::{Diff, ho_so_diff, seq_stats};

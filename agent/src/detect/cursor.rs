@@ -25,6 +25,11 @@ struct Position {
     current: Option<CursorValue>,
     /// Boundary rows at `current` not yet written (at most one chunk's changes).
     pending: Vec<(KeyHash, RowHash)>,
+    /// The row still held by the encoder was emitted and belongs in `pending`, but is not hashed
+    /// yet: most rows are the only one at their cursor value, and the next row's new value drops
+    /// them from `pending`, so they are hashed only if they are still there at a commit or a row
+    /// with the same value follows.
+    unhashed: bool,
     /// `current` differs from `stored`: the boundary table must be cleared at the next commit.
     reset: bool,
     /// `current` changed since the last commit.
@@ -62,7 +67,15 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
         return Ok(report);
     }
     let from = stored.clone();
-    let mut pos = Position { stored, current: from.clone(), pending: Vec::new(), reset: false, dirty: false, rows_in_chunk: 0 };
+    let mut pos = Position {
+        stored,
+        current: from.clone(),
+        pending: Vec::new(),
+        unhashed: false,
+        reset: false,
+        dirty: false,
+        rows_in_chunk: 0,
+    };
     let mut enc = RowEncoder::new(schema);
     let mut failure = None;
     let range = ScanRange::CursorFrom { column: &column, from: from.as_ref() };
@@ -81,6 +94,7 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
         return Err(e);
     }
     if cap.outbox.in_chunk() {
+        settle(&mut pos, &enc);
         flush(cap, &dataset, &mut pos)?;
         cap.commit_chunk()?;
     }
@@ -102,7 +116,6 @@ fn step(
 ) -> Result<bool, DetectError> {
     report.rows_read += 1;
     pos.rows_in_chunk += 1;
-    enc.encode(row)?;
     let cell = row.cell(cursor_idx)?;
     if cell == Cell::Null {
         return Ok(true);
@@ -111,21 +124,31 @@ fn step(
     if !at_stored && !pos.current.as_ref().is_some_and(|c| c.matches(cell)) {
         pos.current = CursorValue::from_cell(cell);
         pos.pending.clear();
+        pos.unhashed = false;
         pos.reset = true;
         pos.dirty = true;
+    } else {
+        // The previous row shares this row's cursor value: it stays a boundary row.
+        settle(pos, enc);
     }
+    enc.encode(row)?;
     if enc.key_has_null() {
         report.unaddressable_rows += 1;
-    } else {
+    } else if at_stored {
         let (kh, rh) = (enc.key_hash(), enc.row_hash());
-        let unchanged = at_stored && cap.outbox.boundary_get(dataset, &kh).map_err(|e| cap.outbox_err(e))? == Some(rh);
+        let unchanged = cap.outbox.boundary_get(dataset, &kh).map_err(|e| cap.outbox_err(e))? == Some(rh);
         if !unchanged {
             cap.outbox.push_change(dataset, Op::Upsert, enc.row()).map_err(|e| cap.outbox_err(e))?;
             report.changes += 1;
             pos.pending.push((kh, rh));
         }
+    } else {
+        cap.outbox.push_change(dataset, Op::Upsert, enc.row()).map_err(|e| cap.outbox_err(e))?;
+        report.changes += 1;
+        pos.unhashed = true;
     }
     if cap.outbox.chunk_changes() >= cap.chunk_changes || pos.rows_in_chunk >= cap.chunk_rows {
+        settle(pos, enc);
         flush(cap, dataset, pos)?;
         cap.commit_chunk()?;
         pos.rows_in_chunk = 0;
@@ -134,6 +157,14 @@ fn step(
         }
     }
     Ok(true)
+}
+
+/// Hashes the encoder's row into `pending` if it was left unhashed (see [`Position::unhashed`]).
+fn settle(pos: &mut Position, enc: &RowEncoder) {
+    if pos.unhashed {
+        pos.pending.push((enc.key_hash(), enc.row_hash()));
+        pos.unhashed = false;
+    }
 }
 
 /// Writes the position into the open chunk: boundary rows and cursor value.

@@ -136,6 +136,11 @@ impl Capture {
     pub fn poll(&mut self) -> Result<PollReport, DetectError> {
         let result = self.poll_inner();
         self.outbox.rollback_chunk();
+        if result.as_ref().is_ok_and(|r| r.changes > 0)
+            && let Err(e) = self.outbox.release_memory()
+        {
+            tracing::debug!(dataset = %self.config.name, error = %e, "could not release the outbox cache");
+        }
         let now = now_ms();
         match &result {
             Ok(report) if !report.interrupted => {

@@ -1,10 +1,10 @@
 //! The forwarder: sends the outbox's changes to the hub, in sequence order, and deletes them only
 //! when the hub acknowledges them.
 //!
-//! Loop: read up to `batch_max_changes` / `batch_max_bytes` changes starting at
-//! `acked_through + 1`; if the batch would be partial, linger once for more; assemble the batch
-//! (pre-encoded change payloads + the current schema of each dataset touched), compress, send it
-//! through a [`Transport`], and act on the answer:
+//! Loop: read up to `batch_max_changes` / `batch_max_bytes` changes starting after the last
+//! acknowledged one; if the batch would be partial, linger once for more; assemble the batch
+//! (pre-encoded change payloads + the current schema of each dataset touched) and compress it in
+//! one streamed pass, send it through a [`Transport`], and act on the answer:
 //!
 //! - applied through `n` → [`Outbox::ack`]`(n)` deletes `≤ n` (the only deletion path);
 //! - sequence gap, hub expects `E` with `acked_through ≤ E-1 < next_seq` → the hub already has
@@ -14,9 +14,16 @@
 //! - any other failure → retry with capped exponential backoff and jitter, forever; WARN when a
 //!   retry may help by itself, ERROR when an operator must act (401/403/400/413/422).
 //!
-//! One batch is in flight at a time, so acks arrive in order and `acked_through` only grows.
-//! The ack transaction runs on a blocking thread and is awaited to completion even during
-//! shutdown; cancellation only interrupts waiting and sending.
+//! One batch is in flight at a time, so acks arrive in order and `acked_through` only grows (the
+//! hub refuses out-of-order batches). The work around it overlaps: while batch `k` travels, batch
+//! `k+1` is read, assembled and compressed on a blocking thread (a read-ahead of exactly one
+//! batch, discarded if a gap reply moves the start), and acks are written by a separate task that
+//! coalesces the ones that arrive while it is busy, so neither the next send nor capture waits for
+//! a delete's fsync. Deleting after the next send has started is safe: until the delete commits,
+//! a restart resends those changes and the hub acknowledges them as duplicates. The last ack is
+//! always written before [`Forwarder::run`] returns, even during shutdown; cancellation only
+//! interrupts waiting, reading ahead and sending. When the outbox drains, the connection's page
+//! cache is released, so an idle agent does not keep memory sized for a large sync.
 
 pub mod https;
 
@@ -25,9 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kho_shared::backoff::Backoff;
-use kho_shared::codec::{self, BatchHeader, EncodedBody};
+use kho_shared::codec::{self, BatchHeader, CodecError, EncodedBody};
 use kho_shared::protocol::{ErrorCode, Heartbeat};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ForwardSection;
@@ -95,7 +103,7 @@ pub struct Forwarder<T: Transport> {
     outbox: Arc<Mutex<Outbox>>,
     transport: Arc<T>,
     config: ForwardSection,
-    agent: String,
+    agent: Arc<str>,
     notify: Arc<Notify>,
     backoff: Backoff,
 }
@@ -151,9 +159,94 @@ fn on_gap(expected: u64, acked_through: u64, next_seq: u64) -> Result<Next, Stri
     }
 }
 
+/// A batch read, assembled and compressed, ready to send (and to resend unchanged).
+struct Prepared {
+    first_seq: u64,
+    last_seq: u64,
+    body: EncodedBody,
+}
+
+/// The outcome of preparing the batch that starts at a given sequence.
+enum Ready {
+    Batch(Prepared),
+    /// Nothing captured at or after that sequence yet.
+    Empty,
+    /// The batch could not be compressed (never expected); retried after a backoff.
+    Unencodable(CodecError),
+}
+
+/// A batch being prepared in the background while the previous one is in flight. The task hands
+/// back the read buffer with its result, so a burst reuses one buffer rather than allocating (and
+/// leaving the allocator to purge) megabytes per batch.
+struct ReadAhead {
+    from: u64,
+    task: JoinHandle<Result<(Ready, Pending), ForwardError>>,
+}
+
+/// Reads, assembles and compresses the batch starting at `from` (blocking; one outbox read).
+fn prepare_now(
+    o: &mut Outbox,
+    from: u64,
+    max_changes: usize,
+    max_bytes: usize,
+    agent: &str,
+    pending: &mut Pending,
+) -> Result<Ready, OutboxError> {
+    o.read_pending(from, max_changes, max_bytes, pending)?;
+    if pending.is_empty() {
+        return Ok(Ready::Empty);
+    }
+    if pending.first_seq != from {
+        tracing::error!(
+            expected = from,
+            found = pending.first_seq,
+            "outbox is missing changes before the oldest one it holds; run `kho-agent check`"
+        );
+    }
+    let schemas = o.schemas(&pending.datasets)?;
+    let header = BatchHeader {
+        agent,
+        first_seq: pending.first_seq,
+        last_seq: pending.last_seq,
+        created_at_ms: now_ms(),
+        schemas: &schemas,
+    };
+    Ok(match codec::assemble_compressed(&header, pending.payloads()) {
+        Ok(body) => Ready::Batch(Prepared { first_seq: pending.first_seq, last_seq: pending.last_seq, body }),
+        Err(e) => Ready::Unencodable(e),
+    })
+}
+
+/// Persists acknowledgements: deletes through the latest value published on `acks`, one
+/// transaction at a time. Acks that arrive while one is being written are coalesced into the next,
+/// so a slow disk never holds up sending. When the forwarder drops its sender, the last value is
+/// still written before this returns: an ack the hub gave is not forgotten at shutdown.
+async fn persist_acks(outbox: Arc<Mutex<Outbox>>, mut acks: watch::Receiver<u64>) -> Result<(), ForwardError> {
+    let mut written = *acks.borrow_and_update();
+    loop {
+        let open = acks.changed().await.is_ok();
+        let through = *acks.borrow_and_update();
+        if through > written {
+            let deleted = blocking(&outbox, move |o| o.ack(through, now_ms())).await?;
+            tracing::debug!(through, deleted, "acknowledged changes deleted");
+            written = through;
+        }
+        if !open {
+            return Ok(());
+        }
+    }
+}
+
 impl<T: Transport> Forwarder<T> {
     pub fn new(outbox: Outbox, transport: Arc<T>, config: ForwardSection, agent: String, notify: Arc<Notify>) -> Self {
-        Forwarder { outbox: Arc::new(Mutex::new(outbox)), transport, config, agent, notify, backoff: Backoff::default() }
+        Forwarder {
+            outbox: Arc::new(Mutex::new(outbox)),
+            transport,
+            config,
+            agent: agent.into(),
+            notify,
+            backoff: Backoff::default(),
+        }
     }
 
     /// Overrides the retry schedule (tests use short delays).
@@ -162,71 +255,117 @@ impl<T: Transport> Forwarder<T> {
         self
     }
 
-    /// Forwards until `cancel` fires. Only outbox failures stop it.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), ForwardError> {
-        let mut attempt: u32 = 0;
-        let mut pending = Pending::default();
-        let max_changes = self.config.batch_max_changes;
-        loop {
-            if cancel.is_cancelled() {
-                return Ok(());
+    /// Starts preparing the batch that begins at `from` in the background. When fewer than a
+    /// full batch are waiting it first lingers once, so a trickle of changes travels in one batch.
+    fn read_ahead(&self, from: u64, mut pending: Pending) -> ReadAhead {
+        let outbox = Arc::clone(&self.outbox);
+        let (max_changes, max_bytes, linger) =
+            (self.config.batch_max_changes, self.config.batch_max_bytes, self.config.linger);
+        let agent = Arc::clone(&self.agent);
+        let task = tokio::spawn(async move {
+            let waiting = blocking(&outbox, |o| o.meta()).await?.next_seq.saturating_sub(from);
+            if waiting == 0 {
+                return Ok((Ready::Empty, pending));
             }
-            let meta = blocking(&self.outbox, |o| o.meta()).await?;
-            let depth = meta.depth();
-            if depth == 0 {
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = self.notify.notified() => {}
-                    _ = tokio::time::sleep(IDLE_RECHECK) => {}
-                }
-                continue;
+            if (waiting as usize) < max_changes && !linger.is_zero() {
+                tokio::time::sleep(linger).await;
             }
-            if (depth as usize) < max_changes && attempt == 0 && !self.config.linger.is_zero() {
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(self.config.linger) => {}
-                }
-            }
-            let from = meta.acked_through + 1;
-            let max_bytes = self.config.batch_max_bytes;
-            let (p, schemas) = blocking(&self.outbox, move |o| {
-                o.read_pending(from, max_changes, max_bytes, &mut pending)?;
-                let schemas = o.schemas(&pending.datasets)?;
-                Ok((pending, schemas))
+            blocking(&outbox, move |o| {
+                let ready = prepare_now(o, from, max_changes, max_bytes, &agent, &mut pending)?;
+                Ok((ready, pending))
             })
-            .await?;
-            pending = p;
-            if pending.is_empty() {
-                continue;
+            .await
+        });
+        ReadAhead { from, task }
+    }
+
+    /// Forwards until `cancel` fires. Only outbox failures stop it. Acknowledged changes are
+    /// deleted before this returns.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), ForwardError> {
+        let acked = blocking(&self.outbox, |o| o.meta()).await?.acked_through;
+        let (acks, ack_rx) = watch::channel(acked);
+        let persister = tokio::spawn(persist_acks(Arc::clone(&self.outbox), ack_rx));
+        let sent = self.send_loop(acked, &acks, &persister, &cancel).await;
+        drop(acks);
+        // Not cancellable: the last ack's transaction always runs to completion.
+        let persisted = persister.await.map_err(|e| ForwardError::Join(e.to_string())).and_then(|r| r);
+        sent.and(persisted)
+    }
+
+    /// The sending loop. At most one batch is in flight; the next one is read, assembled and
+    /// compressed while it travels, and acks are persisted by [`persist_acks`] meanwhile.
+    async fn send_loop(
+        &self,
+        mut acked: u64,
+        acks: &watch::Sender<u64>,
+        persister: &JoinHandle<Result<(), ForwardError>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), ForwardError> {
+        let mut attempt: u32 = 0;
+        let mut current: Option<Prepared> = None;
+        let mut ahead: Option<ReadAhead> = None;
+        // The read buffer while no read-ahead holds it; dropped when the outbox drains.
+        let mut spare: Option<Pending> = None;
+        let mut released = false;
+        loop {
+            if cancel.is_cancelled() || persister.is_finished() {
+                break;
             }
-            if pending.first_seq != from {
-                tracing::error!(
-                    expected = from,
-                    found = pending.first_seq,
-                    "outbox is missing changes before the oldest one it holds; run `kho-agent check`"
-                );
-            }
-            let header = BatchHeader {
-                agent: &self.agent,
-                first_seq: pending.first_seq,
-                last_seq: pending.last_seq,
-                created_at_ms: now_ms(),
-                schemas: &schemas,
-            };
-            let json = codec::assemble(&header, pending.payloads());
-            let body = match codec::compress(&json) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not compress a batch");
-                    attempt = self.wait_retry(attempt, &cancel).await;
-                    continue;
+            let batch = match current.take() {
+                Some(b) => b,
+                None => {
+                    let next = match ahead.take() {
+                        Some(a) if a.from == acked + 1 => a,
+                        Some(stale) => {
+                            stale.task.abort();
+                            self.read_ahead(acked + 1, spare.take().unwrap_or_default())
+                        }
+                        None => self.read_ahead(acked + 1, spare.take().unwrap_or_default()),
+                    };
+                    let mut task = next.task;
+                    let ready = tokio::select! {
+                        _ = cancel.cancelled() => {
+                            task.abort();
+                            break;
+                        }
+                        r = &mut task => r.map_err(|e| ForwardError::Join(e.to_string()))??,
+                    };
+                    let (ready, buffer) = ready;
+                    spare = Some(buffer);
+                    match ready {
+                        Ready::Batch(b) => {
+                            released = false;
+                            b
+                        }
+                        Ready::Empty => {
+                            if !released {
+                                // The burst is over: give back what it grew.
+                                spare = None;
+                                blocking(&self.outbox, |o| o.release_memory()).await?;
+                                released = true;
+                            }
+                            tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                _ = self.notify.notified() => {}
+                                _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                            }
+                            continue;
+                        }
+                        Ready::Unencodable(e) => {
+                            tracing::error!(error = %e, "could not compress a batch");
+                            attempt = self.wait_retry(attempt, cancel).await;
+                            continue;
+                        }
+                    }
                 }
             };
-            drop(json);
-            let (first, last) = (pending.first_seq, pending.last_seq);
+            let (first, last) = (batch.first_seq, batch.last_seq);
+            if ahead.is_none() {
+                ahead = Some(self.read_ahead(last + 1, spare.take().unwrap_or_default()));
+            }
             let result = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = self.transport.send_batch(&body) => r,
+                _ = cancel.cancelled() => break,
+                r = self.transport.send_batch(&batch.body) => r,
             };
             let next = match result {
                 Ok(Delivery::Applied { through }) if through >= first => {
@@ -239,16 +378,19 @@ impl<T: Transport> Forwarder<T> {
                     tracing::warn!(through, first_seq = first, "hub acknowledged less than the batch; resending");
                     Next::Retry
                 }
-                Ok(Delivery::Gap { expected }) => match on_gap(expected, meta.acked_through, meta.next_seq) {
-                    Ok(next) => {
-                        tracing::info!(expected, "hub already has earlier changes; continuing from its expected sequence");
-                        next
+                Ok(Delivery::Gap { expected }) => {
+                    let next_seq = blocking(&self.outbox, |o| o.meta()).await?.next_seq;
+                    match on_gap(expected, acked, next_seq) {
+                        Ok(next) => {
+                            tracing::info!(expected, "hub already has earlier changes; continuing from its expected sequence");
+                            next
+                        }
+                        Err(problem) => {
+                            tracing::error!(expected, acked_through = acked, "{problem}");
+                            Next::Retry
+                        }
                     }
-                    Err(problem) => {
-                        tracing::error!(expected, acked_through = meta.acked_through, "{problem}");
-                        Next::Retry
-                    }
-                },
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(first_seq = first, last_seq = last, attempt, error = %e, "batch not delivered; will retry");
                     Next::Retry
@@ -260,14 +402,21 @@ impl<T: Transport> Forwarder<T> {
             };
             match next {
                 Next::Ack(through) => {
-                    // Not cancellable: the ack's transaction always runs to completion.
-                    let deleted = blocking(&self.outbox, move |o| o.ack(through, now_ms())).await?;
-                    tracing::debug!(through, deleted, "acknowledged");
+                    acked = acked.max(through);
+                    acks.send_replace(acked);
+                    tracing::debug!(first_seq = first, through, "batch acknowledged");
                     attempt = 0;
                 }
-                Next::Retry => attempt = self.wait_retry(attempt, &cancel).await,
+                Next::Retry => {
+                    current = Some(batch);
+                    attempt = self.wait_retry(attempt, cancel).await;
+                }
             }
         }
+        if let Some(a) = ahead {
+            a.task.abort();
+        }
+        Ok(())
     }
 
     async fn wait_retry(&self, attempt: u32, cancel: &CancellationToken) -> u32 {

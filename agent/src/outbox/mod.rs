@@ -328,6 +328,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// Hands the connection's page cache back to the allocator. Called when a burst of work is
+    /// over (the outbox drained, a poll finished), so an idle agent does not keep a cache sized
+    /// for a million-row sync.
+    pub fn release_memory(&self) -> Result<(), OutboxError> {
+        self.conn.execute_batch("PRAGMA shrink_memory").map_err(|e| self.err("release cache memory", e))
+    }
+
     /// Sequence of the oldest change still held, if any.
     pub fn oldest_seq(&self) -> Result<Option<u64>, OutboxError> {
         self.conn

@@ -77,6 +77,9 @@ pub trait Warehouse: Send {
     ) -> Result<ApplyStats, WarehouseError>;
     /// Stores an agent's latest heartbeat.
     fn record_heartbeat(&mut self, heartbeat: &Heartbeat, now: &str) -> Result<(), WarehouseError>;
+    /// Gives back memory kept only to make the next batch faster (page caches), outside any
+    /// transaction. The applier calls it when batches have stopped arriving for a while.
+    fn release_memory(&mut self) {}
 }
 
 /// Read-only questions, answered from a connection separate from the writer's.

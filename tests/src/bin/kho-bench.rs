@@ -15,7 +15,7 @@ use kho_tests::source::SourceDb;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rows: u64 = arg(&args, "--rows").map_or(Ok(1_000_000), |v| v.parse())?;
-    let batch: u64 = arg(&args, "--batch").map_or(Ok(5_000), |v| v.parse())?;
+    let batch: u64 = arg(&args, "--batch").map_or(Ok(20_000), |v| v.parse())?;
     let poll: &'static str = if args.iter().any(|a| a == "--fast-poll") { "100ms" } else { "1s" };
     let keep = tempfile::Builder::new().prefix("kho-bench-").tempdir()?;
     let dir = keep.path();

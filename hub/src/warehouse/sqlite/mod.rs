@@ -322,6 +322,12 @@ impl Warehouse for SqliteWarehouse {
             .map_err(db("write heartbeat"))?;
         Ok(())
     }
+
+    fn release_memory(&mut self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "could not release the writer's page cache");
+        }
+    }
 }
 
 /// Rows of a dataset table by state, for tests and tools: `(live, deleted)`.

@@ -1,7 +1,12 @@
-//! Throughput and memory of the real binary: N source rows → a minimal in-process hub that acks
-//! everything. Ignored by default (it is a benchmark); run with
-//! `cargo test --release -p kho-agent --test throughput -- --ignored --nocapture`
-//! (`KHO_BENCH_ROWS` sets N, default 1,000,000; `KHO_BENCH_MODE` = cursor | snapshot).
+//! Agent benchmarks: `cargo bench -p kho-agent` (release profile; add a name to run one).
+//!
+//! - `end_to_end`: throughput and memory of the real binary, N source rows → a minimal
+//!   in-process hub that acks everything (`KHO_BENCH_ROWS` sets N, default 1,000,000;
+//!   `KHO_BENCH_MODE` = cursor | snapshot).
+//! - `capture_only`: capture alone, no forwarding, to separate detection cost from transport
+//!   cost (`KHO_BENCH_ROWS`, default 300,000).
+//!
+//! For the whole system (real hub, HTTPS, warehouse) see `tests/bench.sh`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,9 +38,19 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-#[ignore = "benchmark"]
-fn one_million_rows_end_to_end() {
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument selects benchmarks by name.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let selected = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if selected("end_to_end") {
+        end_to_end();
+    }
+    if selected("capture_only") {
+        capture_only();
+    }
+}
+
+fn end_to_end() {
     let rows: u64 = std::env::var("KHO_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let mode = std::env::var("KHO_BENCH_MODE").unwrap_or_else(|_| "cursor".into());
     let dir = tempfile::tempdir().unwrap();
@@ -124,8 +139,6 @@ fn one_million_rows_end_to_end() {
 }
 
 /// Capture alone (no forwarding), to separate detection cost from transport cost.
-#[test]
-#[ignore = "benchmark"]
 fn capture_only() {
     use kho_agent::config::{DatasetConfig, Mode, SourceConfig};
     use kho_agent::detect::Capture;

@@ -1,8 +1,10 @@
-//! Apply throughput: an initial sync of many rows, sent as an agent sends them (5,000 changes per
-//! batch, one batch at a time). Ignored by default; run in release mode:
-//! `cargo test --release -p kho-hub --test throughput -- --ignored --nocapture`
-//! (`KHO_BENCH_ROWS` sets the row count, default 1,000,000).
+//! Hub apply throughput: `cargo bench -p kho-hub` (release profile). An initial sync of many
+//! rows, sent as an agent sends them (`KHO_BENCH_BATCH` changes per batch, default 20,000 like the
+//! agent's default, one batch at a time). `KHO_BENCH_ROWS` sets the row count, default 1,000,000.
 
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
@@ -11,8 +13,6 @@ use common::*;
 use kho_shared::protocol::{Batch, Column, DatasetSchema};
 use kho_shared::types::ColumnType;
 use serde_json::json;
-
-const BATCH: u64 = 5_000;
 
 fn schema() -> DatasetSchema {
     let col = |name: &str, ty| Column { name: name.into(), ty };
@@ -34,16 +34,20 @@ fn schema() -> DatasetSchema {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark; run in release mode"]
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(initial_sync_throughput());
+}
+
 async fn initial_sync_throughput() {
     let rows: u64 = std::env::var("KHO_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let batch_size: u64 = std::env::var("KHO_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let hub = TestHub::start_with(false, 16 << 20, 128 << 20).await;
     let mut encode_time = std::time::Duration::ZERO;
     let start = Instant::now();
     let mut first = 1;
     while first <= rows {
-        let last = (first + BATCH - 1).min(rows);
+        let last = (first + batch_size - 1).min(rows);
         let t = Instant::now();
         let changes = (first..=last)
             .map(|id| {
