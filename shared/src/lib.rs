@@ -11,6 +11,7 @@
 //! - [`types`]: the portable column type set and its mapping from SQL declared types.
 //! - [`ident`]: the rules for dataset and column names, which become warehouse identifiers.
 //! - [`backoff`]: capped exponential backoff with jitter (the random draw is an argument).
+//! - [`schedule`]: cadences, calendar periods in Asia/Ho_Chi_Minh, deadlines and grace.
 
 #![forbid(unsafe_code)]
 
@@ -19,4 +20,5 @@ pub mod codec;
 pub mod hash;
 pub mod ident;
 pub mod protocol;
+pub mod schedule;
 pub mod types;
