@@ -423,15 +423,16 @@ mod tests {
             hour in 0i8..24,
         ) {
             let time = Some(Time::constant(hour, 0, 0, 0));
+            let d = Deadline::default();
             let (cadence, deadline) = match which {
-                0 => (Cadence::Daily, Deadline { time, ..Deadline::default() }),
-                1 => (Cadence::Weekly, Deadline { weekday: Some(DeadlineWeekday::Sunday), time, ..Deadline::default() }),
-                2 => (Cadence::Monthly, Deadline { day: Some(day), time, ..Deadline::default() }),
-                3 => (Cadence::Quarterly, Deadline { day: Some(day), ..Deadline::default() }),
-                4 => (Cadence::Quarterly, Deadline { days_after: Some(u16::from(day) * 2), ..Deadline::default() }),
-                5 => (Cadence::Yearly, Deadline { month: Some(month), day: Some(day), time, ..Deadline::default() }),
-                6 => (Cadence::Monthly, Deadline { days_after: Some(u16::from(day.min(28))), ..Deadline::default() }),
-                _ => (Cadence::Every(Duration::from_secs(3600)), Deadline::default()),
+                0 => (Cadence::Daily, Deadline { time, ..d }),
+                1 => (Cadence::Weekly, Deadline { weekday: Some(DeadlineWeekday::Sunday), time, ..d }),
+                2 => (Cadence::Monthly, Deadline { day: Some(day), time, ..d }),
+                3 => (Cadence::Quarterly, Deadline { day: Some(day), ..d }),
+                4 => (Cadence::Quarterly, Deadline { days_after: Some(u16::from(day) * 2), ..d }),
+                5 => (Cadence::Yearly, Deadline { month: Some(month), day: Some(day), time, ..d }),
+                6 => (Cadence::Monthly, Deadline { days_after: Some(u16::from(day.min(28))), ..d }),
+                _ => (Cadence::Every(Duration::from_secs(3600)), d),
             };
             let s = Schedule { cadence, deadline, grace: Duration::ZERO };
             proptest::prop_assert!(s.validate().is_ok());
