@@ -3,9 +3,12 @@
 //! [`CatalogHandle`] holds an `Arc<Catalog>` behind a lock that is only held to clone or swap the
 //! `Arc`, so readers (ingest permission checks, the evaluator, the API) never wait on a reload.
 //! [`watch`] reloads when told to (SIGHUP, forwarded by `main` through a `Notify`) and when the
-//! file's modification time or size changes (checked every `reload_interval`). A new file that
-//! does not parse or validate is logged at ERROR with every problem, counted in
-//! `kho_hub_catalog_reload_failures_total`, and the old catalogue stays in force.
+//! file's modification time or size changes (checked every `reload_interval`). A change is loaded
+//! only once the file has looked the same on two consecutive checks, so an editor caught halfway
+//! through a non-atomic write is not read. A new file that does not parse or validate — or that is
+//! empty while the catalogue in force is not, the usual sign of a truncated write — is logged at
+//! ERROR with every problem, counted in `kho_hub_catalog_reload_failures_total`, and the old
+//! catalogue stays in force.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -67,6 +70,7 @@ pub struct Watch {
 /// Reloads the catalogue on demand and on file changes until `shutdown`.
 pub async fn watch(w: Watch, shutdown: CancellationToken) {
     let mut seen = fingerprint(&w.path);
+    let mut settling = seen;
     let mut tick = tokio::time::interval(w.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,15 +80,28 @@ pub async fn watch(w: Watch, shutdown: CancellationToken) {
             _ = tick.tick() => false,
         };
         let now = fingerprint(&w.path);
-        if !forced && now == seen {
+        if !forced && (now == seen || now != settling) {
+            settling = now;
             continue;
         }
         seen = now;
+        settling = now;
         let path = w.path.clone();
         let loaded = tokio::task::spawn_blocking(move || Catalog::load(&path)).await;
         let loaded = match loaded {
             Ok(result) => result,
             Err(e) => Err(CatalogError::Parse { origin: w.path.display().to_string(), message: e.to_string() }),
+        };
+        let emptied = |c: &Catalog| {
+            let old = w.handle.get();
+            c.datasets.is_empty() && c.departments.is_empty() && !(old.datasets.is_empty() && old.departments.is_empty())
+        };
+        let loaded = match loaded {
+            Ok(c) if emptied(&c) => Err(CatalogError::Parse {
+                origin: w.path.display().to_string(),
+                message: "the new file is empty (truncated?) while the catalogue in force is not".into(),
+            }),
+            other => other,
         };
         match loaded {
             Ok(catalog) => {
