@@ -226,3 +226,47 @@ async fn catalogue_reloads_and_a_bad_file_keeps_the_old_one() {
     assert!(problems.contains("dataset[ho_so].deadline.day") && problems.contains("scenario[kb_y_te].inputs[1].dataset"), "{problems}");
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_command_prints_the_table_from_a_running_hub() {
+    let hub = FreshHub::start(CATALOG, None, local("2026-03-06T09:00:00")).await;
+    assert_eq!(hub.post(TOKEN_A, &ho_so(1, 1)).await.0, 200);
+    hub.at(local("2026-03-06T09:00:01")).await;
+    let url = hub.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kho-hub"))
+            .args(["status", "--url", &url, "--color", "never"])
+            .output()
+            .expect("run kho-hub status")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains('\x1b'), "plain when not asked for colour: {text}");
+    assert!(text.contains("so_y_te — Sở Y tế") && text.contains("so_tai_chinh — Sở Tài chính"), "{text}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("ho_so")).expect("ho_so row");
+    for cell in ["on_time", "online", "monthly", "2026-02", "2026-03-05 17:00", "2026-03-06 09:00"] {
+        assert!(row.contains(cell), "{cell} missing in {row:?}");
+    }
+    let row = text.lines().find(|l| l.trim_start().starts_with("ngan_sach")).expect("ngan_sach row");
+    assert!(row.contains("never_received") && row.contains("offline"), "{row:?}");
+    hub.stop().await;
+}
+
+#[test]
+fn check_validates_the_example_catalogue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/catalog.toml");
+    std::fs::copy(example, dir.path().join("catalog.toml")).expect("copy");
+    let hub_toml = dir.path().join("hub.toml");
+    std::fs::write(&hub_toml, "[hub]\ndata_dir = \"data\"\n[catalog]\npath = \"catalog.toml\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kho-hub")).arg("--config").arg(&hub_toml).arg("check").output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("9 departments, 17 datasets, 5 scenarios"), "{stdout}");
+    std::fs::write(dir.path().join("catalog.toml"), "[[dataset]]\nid = \"x\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kho-hub")).arg("--config").arg(&hub_toml).arg("check").output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("catalog.toml"));
+}
