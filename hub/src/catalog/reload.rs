@@ -47,12 +47,19 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Logs catalogue agents the hub config does not know: they grant nothing.
+/// Logs (once, as one line) catalogue agents the hub config does not know: they grant nothing.
 pub fn warn_unknown_agents(catalog: &Catalog, configured: &[String]) {
-    for d in &catalog.datasets {
-        for a in d.agents.iter().filter(|a| !configured.contains(a)) {
-            tracing::warn!(dataset = %d.id, agent = %a, "catalogue names an agent that is not in the hub config; it grants nothing");
-        }
+    let mut unknown: Vec<&str> = catalog
+        .datasets
+        .iter()
+        .flat_map(|d| d.agents.iter())
+        .filter(|a| !configured.contains(a))
+        .map(String::as_str)
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        tracing::warn!(agents = ?unknown, "catalogue names agents that are not in the hub config; they have no token and grant nothing");
     }
 }
 

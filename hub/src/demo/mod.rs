@@ -38,7 +38,6 @@ agents = [\"so-y-te-01\"]
 cadence = \"daily\"
 deadline = { time = \"08:00\" }
 update_kind = \"sync\"
-freshness_field = \"ngay_nhan\"
 ";
 
 /// Agent id used by the demo.
@@ -172,6 +171,7 @@ fn write_configs(dir: &Path, port: u16) -> Result<(), DemoError> {
          [tls]\nself_signed = true\n\n\
          [warehouse]\nkind = \"sqlite\"\npath = \"warehouse.sqlite\"\n\n\
          [catalog]\npath = \"catalog.toml\"\n\n\
+         [freshness]\nevaluate_interval = \"2s\"\n\n\
          [[agent]]\nid = \"{DEMO_AGENT}\"\ntoken_file = \"agent.token\"\ndatasets = [\"ho_so\"]\n"
     );
     let agent = format!(
