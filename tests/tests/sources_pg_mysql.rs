@@ -74,8 +74,12 @@ fn run(kind: Kind) {
     assert_eq!(warehouse_rows(&hub.warehouse(), "ho_so_cur", true).unwrap().len(), 3_000);
 
     // The broken dataset is reported, and did not stop the others.
-    let status = agent.status().to_string();
-    assert!(status.contains("khong_co_bang_nay"), "the missing table is named in the status: {status}");
+    wait_for(
+        Duration::from_secs(30),
+        "the missing table to be named in the agent's status",
+        || format!("{}\n{}", agent.status(), agent.log_tail()),
+        || agent.status().to_string().contains("khong_co_bang_nay"),
+    );
 
     agent.kill9();
     db.update((1..=3_000).step_by(29), "Đã trả kết quả — cập nhật");
