@@ -70,6 +70,22 @@ fn snapshot_mode_converges_through_inserts_updates_and_deletes() {
     let (rows, distinct, max) = seq_stats(&hub.warehouse(), "ho_so").unwrap();
     assert_eq!(rows, distinct, "two rows carry the same change sequence");
     assert_eq!(max, hub.ledger("so-y-te-01"), "ledger and newest applied change agree");
+
+    // A new source column becomes a new warehouse column, with its values.
+    src.execute(
+        "ALTER TABLE ho_so ADD COLUMN so_dien_thoai TEXT;
+         UPDATE ho_so SET so_dien_thoai = '0212 385 ' || printf('%04d', id) WHERE id % 100 = 0;",
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(60), "the new column and its values in the warehouse", || agent.log_tail(), || {
+        conn.query_row(
+            "SELECT count(*) FROM ho_so WHERE so_dien_thoai LIKE '0212 385 %' AND _kho_deleted = 0",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n == 20)
+    });
+    wait_converged(&src, &hub, &agent, "ho_so");
 }
 
 #[test]
@@ -78,7 +94,7 @@ fn cursor_mode_converges_and_status_reports_it() {
     let mut src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 3_000).unwrap();
     let a = spec("so-y-te-02", &["ho_so"]);
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
-    let agent = AgentProc::start(
+    let mut agent = AgentProc::start(
         &tmp.path().join("agent"),
         &a,
         &hub.url(),
@@ -96,6 +112,8 @@ fn cursor_mode_converges_and_status_reports_it() {
     let status = hub_status(&hub);
     let ds = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "ho_so").cloned().unwrap();
     assert_eq!(ds["rows"], 3_030, "status: {status}");
+    assert!(ds["last_change_at"].is_string() && ds["last_contact_at"].is_string(), "status: {status}");
+    assert!(agent.stop(), "the agent exits cleanly on SIGTERM\n{}", agent.log_tail());
 }
 
 #[test]

@@ -210,10 +210,10 @@ impl Outbox {
         if version > SCHEMA_VERSION {
             return Err(OutboxError::NewerSchema { path: path.to_path_buf(), found: version });
         }
-        out.conn.execute_batch(SCHEMA).map_err(|e| out.err("create tables", e))?;
+        // One transaction, so a concurrent `status` sees either no schema or all of it.
         out.conn
-            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(|e| out.err("write version", e))?;
+            .execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .map_err(|e| out.err("create tables", e))?;
         Ok(out)
     }
 
@@ -225,6 +225,13 @@ impl Outbox {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| sql_err(path, "open read-only", e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_err(path, "set busy timeout", e))?;
+        // The agent may have created the file a moment ago and not yet its tables (or it is a
+        // stray empty file): either way there is no outbox to report on yet.
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| sql_err(path, "read version", e))?;
+        if version == 0 {
+            return Err(OutboxError::Missing { path: path.to_path_buf() });
+        }
         Ok(Outbox { conn, path: path.to_path_buf(), capture: None })
     }
 
