@@ -129,12 +129,14 @@ impl Mode {
     }
 }
 
-/// Where a dataset's rows come from. Only SQLite today; PostgreSQL, MySQL, files and HTTP are
-/// further variants.
+/// Where a dataset's rows come from: a SQLite file, or a PostgreSQL or MySQL/MariaDB server
+/// (`url`, `password_env`/`password_file`, `sslmode`); files and HTTP are further variants.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     Sqlite { path: PathBuf },
+    Postgres(crate::source::remote::RemoteSourceConfig),
+    Mysql(crate::source::remote::RemoteSourceConfig),
 }
 
 /// One dataset the agent captures.
@@ -322,6 +324,16 @@ impl AgentConfig {
                     bad(&f("source.path"), "must not be empty".into())
                 }
                 SourceConfig::Sqlite { .. } => {}
+                SourceConfig::Postgres(r) => {
+                    for (field, problem) in r.validate(crate::source::remote::RemoteKind::Postgres, &f("source")) {
+                        bad(&field, problem);
+                    }
+                }
+                SourceConfig::Mysql(r) => {
+                    for (field, problem) in r.validate(crate::source::remote::RemoteKind::Mysql, &f("source")) {
+                        bad(&field, problem);
+                    }
+                }
             }
         }
         p
@@ -343,6 +355,9 @@ impl AgentConfig {
         for d in &mut self.datasets {
             match &mut d.source {
                 SourceConfig::Sqlite { path } => resolve(path),
+                SourceConfig::Postgres(r) | SourceConfig::Mysql(r) => {
+                    r.password_file.iter_mut().chain(r.ssl_root_cert.iter_mut()).for_each(resolve);
+                }
             }
         }
     }

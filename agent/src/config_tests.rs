@@ -190,3 +190,51 @@ fn load_names_the_file() {
     let c = AgentConfig::load(&p).unwrap();
     assert_eq!(c.agent.data_dir, dir.path().join("data"));
 }
+
+const NETWORK_SOURCES: &str = r#"
+[[dataset]]
+name = "ho_so_pg"
+table = "public.ho_so"
+key = ["id"]
+mode = "snapshot"
+[dataset.source]
+kind = "postgres"
+url = "postgres://kho@db.so-y-te.local:5432/hanh_chinh"
+password_file = "secrets/pg.txt"
+sslmode = "require"
+ssl_root_cert = "ca/db.pem"
+
+[[dataset]]
+name = "ho_so_my"
+query = "SELECT id, ten FROM ho_so"
+key = ["id"]
+mode = "snapshot"
+[dataset.source]
+kind = "mysql"
+url = "mysql://kho@127.0.0.1:3306/hanh_chinh"
+password_env = "KHO_MYSQL_PASSWORD"
+"#;
+
+#[test]
+fn postgres_and_mysql_sources_parse_and_resolve_paths() {
+    let c = parse(&format!("{}{NETWORK_SOURCES}", VALID)).unwrap();
+    let SourceConfig::Postgres(pg) = &c.datasets[2].source else { panic!("not postgres") };
+    assert_eq!(pg.sslmode, crate::source::remote::SslMode::Require);
+    assert_eq!(pg.password_file.as_deref(), Some(Path::new("/etc/kho/secrets/pg.txt")));
+    assert_eq!(pg.ssl_root_cert.as_deref(), Some(Path::new("/etc/kho/ca/db.pem")));
+    let SourceConfig::Mysql(my) = &c.datasets[3].source else { panic!("not mysql") };
+    assert_eq!(my.password_env.as_deref(), Some("KHO_MYSQL_PASSWORD"));
+}
+
+#[test]
+fn network_source_problems_are_named() {
+    let text = format!("{VALID}{NETWORK_SOURCES}")
+        .replace("postgres://kho@db", "postgres://kho:hunter2@db")
+        .replace("password_env = \"KHO_MYSQL_PASSWORD\"", "password_env = \"X\"\npassword_file = \"y\"\nsslmode = \"disable\"\nssl_root_cert = \"z\"");
+    let e = parse(&text).unwrap_err();
+    let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["dataset[2].source.url", "dataset[3].source.password_env", "dataset[3].source.ssl_root_cert"], "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = parse(&format!("{VALID}{NETWORK_SOURCES}").replace("sslmode = \"require\"", "sslmode = \"verify\"\nport = 1")).unwrap_err();
+    assert!(e.to_string().contains("sslmode") || e.to_string().contains("port"), "{e}");
+}

@@ -18,15 +18,21 @@
 //!   out with 503), so memory stays bounded under any load.
 //! - **Idle is small**: once no batch has arrived for [`IDLE_RELEASE_AFTER`], the writer's page
 //!   cache (sized for bulk loads) is handed back; heartbeats alone do not keep it.
+//! - **Freshness evidence with the data**: the batch's last-change time, the maximum of each
+//!   dataset's catalogue `freshness_field` among the batch's rows (computed here, never by a table
+//!   scan), and the confirmation of pending syncs are written in the batch's own savepoint. The
+//!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kho_shared::protocol::{Batch, Heartbeat};
+use kho_shared::protocol::{Batch, Change, Heartbeat, Op};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::catalog::CatalogHandle;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::warehouse::{Warehouse, WarehouseError};
+use crate::warehouse::{DatasetActivity, StoredTransition, Warehouse, WarehouseError};
 
 /// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
 /// this bounds the hub's memory as much as it bounds latency.
@@ -87,6 +93,7 @@ pub enum ApplyError {
 enum Job {
     Batch { batch: Box<Batch>, queued: Instant, reply: oneshot::Sender<Result<Applied, ApplyError>> },
     Heartbeat { heartbeat: Heartbeat, reply: oneshot::Sender<Result<(), ApplyError>> },
+    Transitions { rows: Vec<StoredTransition>, reply: oneshot::Sender<Result<(), ApplyError>> },
 }
 
 impl Job {
@@ -94,6 +101,7 @@ impl Job {
         match self {
             Job::Batch { batch, .. } => batch.changes.len(),
             Job::Heartbeat { .. } => 1,
+            Job::Transitions { rows, .. } => rows.len(),
         }
     }
 }
@@ -120,13 +128,29 @@ impl ApplierHandle {
         self.tx.send(Job::Heartbeat { heartbeat, reply }).await.map_err(|_| ApplyError::Stopped)?;
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
+
+    /// Queues freshness status transitions and waits until they are stored.
+    pub async fn transitions(&self, rows: Vec<StoredTransition>) -> Result<(), ApplyError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Transitions { rows, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        rx.await.map_err(|_| ApplyError::Stopped)?
+    }
+}
+
+/// What the writer thread needs besides the warehouse.
+#[derive(Clone)]
+pub struct ApplierContext {
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// For each dataset's `freshness_field`.
+    pub catalog: CatalogHandle,
 }
 
 /// Starts the writer thread. Join the returned handle after dropping every [`ApplierHandle`] to
 /// be sure the last commit finished.
 pub fn spawn(
     warehouse: Box<dyn Warehouse>,
-    metrics: Arc<Metrics>,
+    ctx: ApplierContext,
 ) -> std::io::Result<(ApplierHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     // Without a runtime (never the case in the hub) the idle release is simply skipped.
@@ -134,7 +158,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new().name("kho-applier".into()).spawn(move || {
         let span = tracing::info_span!("applier");
         let _entered = span.enter();
-        run(warehouse, rx, &metrics, runtime.as_ref());
+        run(warehouse, rx, &ctx, runtime.as_ref());
     })?;
     Ok((ApplierHandle { tx }, thread))
 }
@@ -167,7 +191,7 @@ fn next_job(
 fn run(
     mut warehouse: Box<dyn Warehouse>,
     mut rx: mpsc::Receiver<Job>,
-    metrics: &Metrics,
+    ctx: &ApplierContext,
     runtime: Option<&tokio::runtime::Handle>,
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP_JOBS);
@@ -187,7 +211,7 @@ fn run(
         if group.iter().any(|job| matches!(job, Job::Batch { .. })) {
             last_batch = Some(Instant::now());
         }
-        commit_group(warehouse.as_mut(), &mut group, metrics);
+        commit_group(warehouse.as_mut(), &mut group, ctx);
     }
     tracing::info!("applier stopped: queue closed and drained");
 }
@@ -197,17 +221,22 @@ enum Outcome {
     Heartbeat(Result<(), ApplyError>),
 }
 
-fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, metrics: &Metrics) {
-    let now = now_rfc3339();
+fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierContext) {
+    let metrics = &ctx.metrics;
+    let now = ctx.clock.now_rfc3339();
+    let catalog = ctx.catalog.get();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         let mut outcomes = Vec::with_capacity(group.len());
         for job in group.iter() {
             wh.savepoint()?;
             let outcome = match job {
-                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now)),
+                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now, &catalog)),
                 Job::Heartbeat { heartbeat, .. } => {
                     Outcome::Heartbeat(wh.record_heartbeat(heartbeat, &now).map_err(ApplyError::from))
+                }
+                Job::Transitions { rows, .. } => {
+                    Outcome::Heartbeat(wh.record_transitions(rows).map_err(ApplyError::from))
                 }
             };
             let failed = matches!(&outcome, Outcome::Batch(Err(_)) | Outcome::Heartbeat(Err(_)));
@@ -237,7 +266,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, metrics: &Metrics)
                     let err = || ApplyError::Transaction(msg.clone());
                     match job {
                         Job::Batch { .. } => Outcome::Batch(Err(err())),
-                        Job::Heartbeat { .. } => Outcome::Heartbeat(Err(err())),
+                        Job::Heartbeat { .. } | Job::Transitions { .. } => Outcome::Heartbeat(Err(err())),
                     }
                 })
                 .collect()
@@ -259,13 +288,21 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, metrics: &Metrics)
                 }
                 let _gone = reply.send(result);
             }
+            (Job::Transitions { reply, .. }, Outcome::Heartbeat(result)) => {
+                let _gone = reply.send(result);
+            }
             // Outcomes are built from the jobs in order, so kinds always match.
             _ => {}
         }
     }
 }
 
-fn apply_batch(wh: &mut dyn Warehouse, batch: &Batch, now: &str) -> Result<Applied, ApplyError> {
+fn apply_batch(
+    wh: &mut dyn Warehouse,
+    batch: &Batch,
+    now: &str,
+    catalog: &crate::catalog::Catalog,
+) -> Result<Applied, ApplyError> {
     let agent = batch.agent.as_str();
     let applied = wh.applied_seq(agent)?;
     match plan(applied, batch.first_seq, batch.last_seq) {
@@ -282,7 +319,9 @@ fn apply_batch(wh: &mut dyn Warehouse, batch: &Batch, now: &str) -> Result<Appli
                 }
             }
             wh.apply_changes(agent, &batch.schemas, changes, now)?;
+            wh.record_activity(&activity(changes, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
             wh.set_applied_seq(agent, batch.last_seq, now)?;
+            wh.promote_syncs(agent, batch.last_seq)?;
             tracing::debug!(agent, first_seq = batch.first_seq, last_seq = batch.last_seq, skipped = skip, "batch applied");
             Ok(Applied { applied_through: batch.last_seq, changes: changes.len() as u64, duplicate: false })
         }
@@ -292,6 +331,48 @@ fn apply_batch(wh: &mut dyn Warehouse, batch: &Batch, now: &str) -> Result<Appli
 /// Now as RFC 3339 UTC with milliseconds, the format of every `_kho_*_at` column.
 pub fn now_rfc3339() -> String {
     format!("{:.3}", jiff::Timestamp::now())
+}
+
+/// Per dataset touched by `changes`: the largest business date among its upserted rows'
+/// `freshness_field` (deletes never lower it: the evidence only moves forward). Pure.
+pub fn activity<'a>(changes: &[Change], field_of: impl Fn(&str) -> Option<&'a str>) -> Vec<DatasetActivity> {
+    let mut out: Vec<DatasetActivity> = Vec::new();
+    for c in changes {
+        let pos = match out.iter().position(|a| a.dataset == c.dataset) {
+            Some(i) => i,
+            None => {
+                out.push(DatasetActivity { dataset: c.dataset.clone(), max_business_date: None });
+                out.len() - 1
+            }
+        };
+        let Some(field) = field_of(&c.dataset) else { continue };
+        if c.op != Op::Upsert {
+            continue;
+        }
+        let date = c.row.as_ref().and_then(|r| r.get(field)).and_then(business_date);
+        let entry = &mut out[pos].max_business_date;
+        if date.is_some() && date > *entry {
+            *entry = date;
+        }
+    }
+    out
+}
+
+/// A `freshness_field` value as a `YYYY-MM-DD` date: a date or timestamp (`2026-02-01`,
+/// `2026-02-01T08:00:00Z`), a month (`2026-02` → its first day) or a year (`2026` → 1 January).
+pub fn business_date(value: &serde_json::Value) -> Option<String> {
+    let text = match value {
+        serde_json::Value::String(s) => s.trim().to_string(),
+        serde_json::Value::Number(n) => n.as_i64()?.to_string(),
+        _ => return None,
+    };
+    let date = |s: &str| s.parse::<jiff::civil::Date>().ok();
+    let found = text
+        .get(..10)
+        .and_then(date)
+        .or_else(|| text.get(..7).and_then(|m| date(&format!("{m}-01"))))
+        .or_else(|| text.get(..4).filter(|_| text.len() == 4).and_then(|y| date(&format!("{y}-01-01"))))?;
+    Some(found.to_string())
 }
 
 #[cfg(test)]
@@ -308,6 +389,29 @@ mod tests {
         assert_eq!(plan(10, 10, 11), Plan::Apply { skip: 1 });
         assert_eq!(plan(10, 12, 20), Plan::Gap { expected: 11 });
         assert_eq!(plan(0, 2, 3), Plan::Gap { expected: 1 });
+    }
+
+    #[test]
+    fn business_dates_from_dates_months_and_years() {
+        use serde_json::json;
+        assert_eq!(business_date(&json!("2026-02-01")).as_deref(), Some("2026-02-01"));
+        assert_eq!(business_date(&json!("2026-02-14T08:00:00Z")).as_deref(), Some("2026-02-14"));
+        assert_eq!(business_date(&json!("2026-02")).as_deref(), Some("2026-02-01"));
+        assert_eq!(business_date(&json!(2025)).as_deref(), Some("2025-01-01"));
+        assert_eq!(business_date(&json!("tháng 2")), None);
+        assert_eq!(business_date(&json!(null)), None);
+        let up = |seq, d: &str, v: serde_json::Value| Change {
+            seq,
+            dataset: d.into(),
+            op: Op::Upsert,
+            key: None,
+            row: json!({"ky": v}).as_object().cloned(),
+        };
+        let changes = [up(1, "a", json!("2026-01")), up(2, "a", json!("2026-03")), up(3, "a", json!("2026-02")), up(4, "b", json!("2026-05"))];
+        let got = activity(&changes, |d| (d == "a").then_some("ky"));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].max_business_date.as_deref(), Some("2026-03-01"));
+        assert_eq!(got[1].max_business_date, None, "b has no freshness_field");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum HubError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),

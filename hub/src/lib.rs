@@ -4,21 +4,32 @@
 //! A change record's path through this crate, by module:
 //! [`ingest::https`] (HTTP request, token, body limit) → [`ingest`] (digest, bounded decode,
 //! protocol and permission checks) → [`apply`] (the single writer: ledger decision and rows in one
-//! transaction) → [`warehouse`] (SQLite tables, ledger, catalogue) → [`api`] (status, metrics).
-//! [`config`] and [`tls`] set the stage; [`demo`] runs a hub and a real agent side by side.
+//! transaction) → [`warehouse`] (SQLite tables, ledger, freshness evidence) → [`freshness`] (the
+//! periodic evaluator: statuses, history, alerts via [`alerts`]) → [`api`] (status, catalogue,
+//! freshness, scorecards, readiness, metrics). [`catalog`] is the dataset catalogue (reloadable);
+//! [`config`], [`clock`] and [`tls`] set the stage; [`demo`] runs a hub and a real agent side by
+//! side; [`cli`] is `kho-hub status`.
 //!
-//! [`run`] is the whole service: it validates the config, prepares TLS and the warehouse, binds the
-//! listener (writing the bound address to `<data_dir>/listen.addr`), serves until the shutdown
-//! token is cancelled, then lets the applier commit everything already queued before returning.
+//! [`run`] is the whole service: it validates the config and the catalogue, prepares TLS and the
+//! warehouse, evaluates freshness once, binds the listener (writing the bound address to
+//! `<data_dir>/listen.addr`), serves until the shutdown token is cancelled, stops the evaluator,
+//! catalogue watcher and alert sender, then lets the applier commit everything already queued
+//! before returning. [`run_with`] does the same with an injected [`clock::Clock`] and reload
+//! trigger (tests move time; `main` forwards SIGHUP).
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod apply;
 pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod freshness;
 pub mod ingest;
 pub mod metrics;
 pub mod server;
@@ -29,7 +40,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use config::HubConfig;
 pub use error::HubError;
@@ -43,12 +57,47 @@ pub fn listen_addr_file(data_dir: &Path) -> PathBuf {
     data_dir.join(LISTEN_ADDR_FILE)
 }
 
+/// What the embedding program (or a test) injects into the hub.
+#[derive(Clone)]
+pub struct Hooks {
+    /// The clock every timestamp and freshness judgement uses.
+    pub clock: Arc<dyn clock::Clock>,
+    /// Notify to reload the catalogue now (`main` forwards SIGHUP here).
+    pub reload_catalog: Arc<Notify>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { clock: Arc::new(clock::SystemClock), reload_catalog: Arc::new(Notify::new()) }
+    }
+}
+
 /// Runs the hub until `shutdown` is cancelled.
 pub async fn run(config: HubConfig, shutdown: CancellationToken) -> Result<(), HubError> {
+    run_with(config, Hooks::default(), shutdown).await
+}
+
+/// Loads the configured catalogue, or an empty one when none is configured.
+pub fn load_catalog(config: &HubConfig) -> Result<catalog::Catalog, catalog::CatalogError> {
+    match &config.catalog.path {
+        Some(path) => catalog::Catalog::load(path),
+        None => Ok(catalog::Catalog::default()),
+    }
+}
+
+/// Runs the hub with injected hooks until `shutdown` is cancelled.
+pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationToken) -> Result<(), HubError> {
     let problems = config.validate();
     if !problems.is_empty() {
         return Err(config::ConfigError::Invalid { origin: "hub config".into(), problems }.into());
     }
+    let configured: freshness::ConfiguredAgents =
+        config.agents.iter().map(|a| (a.id.clone(), a.datasets.clone())).collect();
+    let configured_ids: Vec<String> = configured.iter().map(|(id, _)| id.clone()).collect();
+    let loaded = load_catalog(&config)?;
+    catalog::reload::warn_unknown_agents(&loaded, &configured_ids);
+    tracing::info!(datasets = loaded.datasets.len(), scenarios = loaded.scenarios.len(), "catalogue loaded");
+    let catalog = catalog::CatalogHandle::new(loaded);
     tls::install_crypto_provider();
     let data_dir = config.hub.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| HubError::Io { path: data_dir.clone(), source })?;
@@ -67,9 +116,58 @@ pub async fn run(config: HubConfig, shutdown: CancellationToken) -> Result<(), H
 
     let (writer, reader) = warehouse::open(&config.warehouse)?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let (applier, applier_thread) = apply::spawn(writer, Arc::clone(&metrics)).map_err(HubError::Thread)?;
+    let ctx = apply::ApplierContext {
+        metrics: Arc::clone(&metrics),
+        clock: Arc::clone(&hooks.clock),
+        catalog: catalog.clone(),
+    };
+    let (applier, applier_thread) = apply::spawn(writer, ctx).map_err(HubError::Thread)?;
+
+    // Background tasks stop on `tasks` (cancelled with the hub, or when serving fails).
+    let tasks = shutdown.child_token();
+    let tracker = TaskTracker::new();
+    let (alert_sender, alert_task) = alerts::spawn(&config.alerts, Arc::clone(&metrics), tasks.clone())?;
+    let snapshot = freshness::SnapshotCell::default();
+    let mut evaluator = freshness::evaluator::Evaluator::new(
+        Arc::clone(&reader),
+        applier.clone(),
+        catalog.clone(),
+        Arc::clone(&hooks.clock),
+        configured.clone(),
+        config.freshness.agent_offline_after,
+        snapshot.clone(),
+        Arc::clone(&metrics),
+        alert_sender,
+    );
+    if let Err(e) = evaluator.load_history().await {
+        tracing::error!(error = %e, "cannot read the freshness history; transitions may repeat");
+    }
+    if let Err(e) = evaluator.pass().await {
+        tracing::error!(error = %e, "first freshness evaluation failed");
+    }
+    let interval = config.freshness.evaluate_interval;
+    tracker.spawn(evaluator.run(interval, tasks.clone()).instrument(tracing::info_span!("evaluator")));
+    if let Some(path) = config.catalog.path.clone() {
+        let watch = catalog::reload::Watch {
+            handle: catalog.clone(),
+            path,
+            interval: config.catalog.reload_interval,
+            trigger: Arc::clone(&hooks.reload_catalog),
+            configured_agents: configured_ids,
+            metrics: Arc::clone(&metrics),
+        };
+        tracker.spawn(catalog::reload::watch(watch, tasks.clone()).instrument(tracing::info_span!("catalog_watch")));
+    }
+    if let Some(task) = alert_task {
+        tracker.spawn(async move {
+            let _ = task.await;
+        });
+    }
+    tracker.close();
+
     let limits = &config.limits;
     let ingest = Arc::new(ingest::Ingest {
+        catalog: catalog.clone(),
         registry: auth::AgentRegistry::new(&config.agents),
         applier,
         metrics: Arc::clone(&metrics),
@@ -84,7 +182,9 @@ pub async fn run(config: HubConfig, shutdown: CancellationToken) -> Result<(), H
         permits: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
         timeout: limits.request_timeout,
     });
-    let routes = ingest::https::routes(Arc::clone(&ingest)).merge(api::routes(status, Arc::clone(&metrics)));
+    let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
+    let routes =
+        ingest::https::routes(Arc::clone(&ingest)).merge(api::routes(status, fresh_api, Arc::clone(&metrics)));
     let router = server::router(routes, request_limits);
     drop(ingest);
 
@@ -103,7 +203,10 @@ pub async fn run(config: HubConfig, shutdown: CancellationToken) -> Result<(), H
     }
     .await;
 
-    // Every ApplierHandle went with the router; the applier now commits what is queued and stops.
+    // The evaluator holds the last ApplierHandle besides the router's: stop it first.
+    tasks.cancel();
+    tracker.wait().await;
+    // Every ApplierHandle is gone; the applier now commits what is queued and stops.
     let joined = tokio::task::spawn_blocking(move || applier_thread.join()).await;
     let clean = matches!(joined, Ok(Ok(())));
     let _gone = std::fs::remove_file(&addr_file);

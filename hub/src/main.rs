@@ -1,5 +1,6 @@
-//! `kho-hub`: parses arguments, loads the config, sets up logging and signals, then hands over to
-//! [`kho_hub::run`] (or [`kho_hub::demo::run`]).
+//! `kho-hub`: parses arguments, loads the config, sets up logging and signals (SIGINT/SIGTERM
+//! stop, SIGHUP reloads the catalogue), then hands over to [`kho_hub::run_with`] (or
+//! [`kho_hub::demo::run`], or [`kho_hub::cli`] for `status`).
 
 #![forbid(unsafe_code)]
 
@@ -34,8 +35,23 @@ struct Cli {
 enum Command {
     /// Run the hub (the default).
     Run,
-    /// Check the config file and exit.
+    /// Check the config file (and the catalogue it names) and exit.
     Check,
+    /// Show every catalogue dataset's freshness, fetched from a running hub's API.
+    Status {
+        /// Base URL of the hub (default: from the config's `hub.listen`).
+        #[arg(long)]
+        url: Option<String>,
+        /// CA certificate to trust (default: `<data_dir>/tls/ca.pem` when it exists).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Only this department's datasets.
+        #[arg(long)]
+        department: Option<String>,
+        /// Colour: auto (when stdout is a terminal), always or never.
+        #[arg(long, default_value = "auto")]
+        color: ColorChoice,
+    },
     /// Run a hub and a real agent on a generated sample database.
     Demo {
         /// Directory for the sample database, configs and data.
@@ -56,6 +72,13 @@ enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -71,27 +94,82 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::Check = command {
-        kho_hub::HubConfig::load(&cli.config)?;
-        println!("{}: ok", cli.config.display());
+        let config = kho_hub::HubConfig::load(&cli.config)?;
+        let catalog = kho_hub::load_catalog(&config)?;
+        println!(
+            "{}: ok ({} departments, {} datasets, {} scenarios in the catalogue)",
+            cli.config.display(),
+            catalog.departments.len(),
+            catalog.datasets.len(),
+            catalog.scenarios.len()
+        );
         return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if let Command::Status { url, ca, department, color } = command {
+        return runtime.block_on(status(&cli.config, url, ca, department, color));
+    }
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let hooks = kho_hub::Hooks::default();
+        tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&hooks.reload_catalog)));
         match command {
             Command::Demo { dir, rows, port, live, fresh } => {
                 let opts = kho_hub::demo::DemoOptions { dir, rows, port, live, fresh };
                 kho_hub::demo::run(opts, shutdown).await?;
             }
-            Command::Run | Command::Check => {
+            Command::Run | Command::Check | Command::Status { .. } => {
                 let mut config = kho_hub::HubConfig::load(&cli.config)?;
                 config.hub.insecure_dev_http |= cli.insecure_dev_http;
-                kho_hub::run(config, shutdown).await?;
+                kho_hub::run_with(config, hooks, shutdown).await?;
             }
         }
         Ok(())
     })
+}
+
+async fn status(
+    config_path: &std::path::Path,
+    url: Option<String>,
+    ca: Option<PathBuf>,
+    department: Option<String>,
+    color: ColorChoice,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let (url, ca) = match url {
+        Some(url) => (url, ca),
+        None => {
+            let config = kho_hub::HubConfig::load(config_path).context("no --url given, and the config cannot be read")?;
+            let scheme = if config.hub.insecure_dev_http { "http" } else { "https" };
+            let default_ca = config.hub.data_dir.join("tls/ca.pem");
+            (format!("{scheme}://{}", config.hub.listen), ca.or(default_ca.exists().then_some(default_ca)))
+        }
+    };
+    let query = department.map(|d| format!("?department={d}")).unwrap_or_default();
+    let freshness = kho_hub::cli::fetch(&url, &format!("/api/v1/freshness{query}"), ca.as_deref()).await?;
+    let catalog = kho_hub::cli::fetch(&url, "/api/v1/catalog", ca.as_deref()).await?;
+    let colour = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stdout().is_terminal(),
+    };
+    print!("{}", kho_hub::cli::render(&freshness, &catalog, colour));
+    Ok(())
+}
+
+async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the catalogue still reloads when its file changes");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading the catalogue");
+        reload.notify_one();
+    }
 }
 
 fn init_tracing() {

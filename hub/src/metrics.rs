@@ -2,7 +2,8 @@
 //!
 //! Counters are plain atomics bumped where the event happens (handlers for refusals, the applier
 //! after a commit), so reading them never takes a lock on the data path. The per-agent gauge and
-//! the per-code refusals sit behind small mutexes: they change once per batch, not per row.
+//! the per-code refusals sit behind small mutexes: they change once per batch, not per row. The
+//! freshness gauges are rendered by the evaluator once per pass and served as text.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +26,13 @@ pub struct Metrics {
     commit_groups: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     applied_seq: Mutex<BTreeMap<String, u64>>,
+    catalog_reloads: AtomicU64,
+    catalog_reload_failures: AtomicU64,
+    alerts_sent: AtomicU64,
+    alerts_failed: AtomicU64,
+    alerts_dropped: AtomicU64,
+    /// Per-dataset and per-agent freshness gauges, rendered by the evaluator after each pass.
+    freshness: Mutex<String>,
 }
 
 fn code_label(code: ErrorCode) -> &'static str {
@@ -74,6 +82,29 @@ impl Metrics {
         self.commit_groups.fetch_add(1, Relaxed);
     }
 
+    pub fn catalog_reload(&self, ok: bool) {
+        let c = if ok { &self.catalog_reloads } else { &self.catalog_reload_failures };
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn alert_sent(&self) {
+        self.alerts_sent.fetch_add(1, Relaxed);
+    }
+
+    pub fn alert_failed(&self) {
+        self.alerts_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn alert_dropped(&self) {
+        self.alerts_dropped.fetch_add(1, Relaxed);
+    }
+
+    /// Replaces the freshness gauges with those of `s`.
+    pub fn set_freshness(&self, s: &crate::freshness::Snapshot) {
+        let text = freshness_gauges(s);
+        *self.freshness.lock().unwrap_or_else(|p| p.into_inner()) = text;
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
@@ -86,6 +117,11 @@ impl Metrics {
         counter("kho_hub_bytes_received_total", "Request body bytes received (compressed).", self.bytes_received.load(Relaxed));
         counter("kho_hub_heartbeats_total", "Heartbeats stored.", self.heartbeats.load(Relaxed));
         counter("kho_hub_commit_groups_total", "Warehouse transactions committed by the applier.", self.commit_groups.load(Relaxed));
+        counter("kho_hub_catalog_reloads_total", "Catalogue files loaded after start.", self.catalog_reloads.load(Relaxed));
+        counter("kho_hub_catalog_reload_failures_total", "New catalogue files refused (the old one stayed).", self.catalog_reload_failures.load(Relaxed));
+        counter("kho_hub_alerts_sent_total", "Alerts delivered to the webhook.", self.alerts_sent.load(Relaxed));
+        counter("kho_hub_alerts_failed_total", "Webhook delivery attempts that failed (retried).", self.alerts_failed.load(Relaxed));
+        counter("kho_hub_alerts_dropped_total", "Alerts dropped because the alert queue was full.", self.alerts_dropped.load(Relaxed));
         let _ = writeln!(out, "# HELP kho_hub_batches_refused_total Requests refused, by error code.");
         let _ = writeln!(out, "# TYPE kho_hub_batches_refused_total counter");
         for (code, n) in self.refused.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -101,8 +137,47 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE kho_hub_apply_latency_seconds summary");
         let _ = writeln!(out, "kho_hub_apply_latency_seconds_sum {sum}");
         let _ = writeln!(out, "kho_hub_apply_latency_seconds_count {}", self.apply_latency_count.load(Relaxed));
+        out.push_str(&self.freshness.lock().unwrap_or_else(|p| p.into_inner()));
         out
     }
+}
+
+/// Freshness gauges: staleness and status per dataset, last contact per agent.
+fn freshness_gauges(s: &crate::freshness::Snapshot) -> String {
+    use kho_shared::freshness::Status;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP kho_hub_dataset_staleness_seconds Seconds since the dataset was last known current (latest change or confirmed sync).");
+    let _ = writeln!(out, "# TYPE kho_hub_dataset_staleness_seconds gauge");
+    for d in &s.datasets {
+        if let Some(age) = d.freshness.as_ref().and_then(|f| f.age_s) {
+            let _ = writeln!(out, "kho_hub_dataset_staleness_seconds{{dataset=\"{}\",department=\"{}\"}} {age}", escape_label(&d.dataset), escape_label(&d.department));
+        }
+    }
+    let _ = writeln!(out, "# HELP kho_hub_dataset_status 1 for the dataset's current freshness status, 0 for the others.");
+    let _ = writeln!(out, "# TYPE kho_hub_dataset_status gauge");
+    for d in &s.datasets {
+        let Some(f) = &d.freshness else { continue };
+        for st in [Status::OnTime, Status::Due, Status::Overdue, Status::NeverReceived] {
+            let _ = writeln!(
+                out,
+                "kho_hub_dataset_status{{dataset=\"{}\",department=\"{}\",status=\"{}\"}} {}",
+                escape_label(&d.dataset), escape_label(&d.department), st.as_str(), u8::from(f.status == st)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP kho_hub_agent_last_seen_timestamp_seconds Unix time of the agent's last heartbeat or applied batch.");
+    let _ = writeln!(out, "# TYPE kho_hub_agent_last_seen_timestamp_seconds gauge");
+    for a in &s.agents {
+        if let Some(t) = a.last_seen_at {
+            let _ = writeln!(out, "kho_hub_agent_last_seen_timestamp_seconds{{agent=\"{}\"}} {}", escape_label(&a.agent), t.as_second());
+        }
+    }
+    let _ = writeln!(out, "# HELP kho_hub_agent_offline 1 when the agent is out of contact longer than agent_offline_after.");
+    let _ = writeln!(out, "# TYPE kho_hub_agent_offline gauge");
+    for a in &s.agents {
+        let _ = writeln!(out, "kho_hub_agent_offline{{agent=\"{}\"}} {}", escape_label(&a.agent), u8::from(a.offline));
+    }
+    out
 }
 
 fn escape_label(v: &str) -> String {

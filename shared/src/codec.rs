@@ -191,15 +191,15 @@ mod tests {
     #[test]
     fn assembled_batch_round_trips() {
         let (schemas, changes) = sample();
-        let encoded: Vec<Vec<u8>> = changes.iter().map(|c| serde_json::to_vec(c).unwrap()).collect();
+        let encoded: Vec<Vec<u8>> = changes.iter().map(|c| serde_json::to_vec(c).expect("change encodes")).collect();
         let header = BatchHeader { agent: "so-y-te", first_seq: 1, last_seq: 3, created_at_ms: 42, schemas: &schemas };
         let json = assemble(&header, encoded.iter().map(|v| v.as_slice()));
-        let body = compress(&json).unwrap();
-        let batch = decode(&body.body, &body.digest_hex, 1 << 20).unwrap();
+        let body = compress(&json).expect("compress");
+        let batch = decode(&body.body, &body.digest_hex, 1 << 20).expect("decode");
         assert_eq!(batch.changes, changes);
         assert_eq!(batch.schemas, schemas);
         assert_eq!((batch.agent.as_str(), batch.first_seq, batch.last_seq, batch.created_at_ms), ("so-y-te", 1, 3, 42));
-        batch.validate().unwrap();
+        batch.validate().expect("valid batch");
     }
 
     #[test]
@@ -219,7 +219,7 @@ mod tests {
     fn digest_mismatch_is_detected_before_decompressing() {
         let (schemas, changes) = sample();
         let batch = Batch { v: 1, agent: "a".into(), first_seq: 1, last_seq: 3, created_at_ms: 0, schemas, changes };
-        let mut body = encode(&batch).unwrap();
+        let mut body = encode(&batch).expect("encode");
         let declared = body.digest_hex.clone();
         body.body[10] ^= 0xff;
         assert!(matches!(decode(&body.body, &declared, 1 << 20), Err(CodecError::DigestMismatch { .. })));
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn decompression_is_bounded() {
-        let bomb = compress(&vec![b' '; 10 << 20]).unwrap();
+        let bomb = compress(&vec![b' '; 10 << 20]).expect("compress");
         assert!(bomb.body.len() < 10_000, "zeros compress well");
         assert!(matches!(decode(&bomb.body, &bomb.digest_hex, 1 << 20), Err(CodecError::TooLarge { limit }) if limit == 1 << 20));
     }
@@ -236,7 +236,7 @@ mod tests {
     fn garbage_is_a_clear_error() {
         let junk = b"definitely not zstd".to_vec();
         assert!(matches!(decode(&junk, &sha256_hex(&junk), 1 << 20), Err(CodecError::Decompress(_))));
-        let truncated = compress(b"{\"v\":1,\"agent\":").unwrap();
+        let truncated = compress(b"{\"v\":1,\"agent\":").expect("compress");
         assert!(matches!(decode(&truncated.body, &truncated.digest_hex, 1 << 20), Err(CodecError::Json(_))));
     }
 }

@@ -11,12 +11,17 @@
 //! - [`types`]: the portable column type set and its mapping from SQL declared types.
 //! - [`ident`]: the rules for dataset and column names, which become warehouse identifiers.
 //! - [`backoff`]: capped exponential backoff with jitter (the random draw is an argument).
+//! - [`schedule`]: cadences, calendar periods in Asia/Ho_Chi_Minh, deadlines and grace.
+//! - [`freshness`]: per-dataset freshness status, history of transitions, department scorecards
+//!   and scenario readiness, all with the clock passed in.
 
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod codec;
+pub mod freshness;
 pub mod hash;
 pub mod ident;
 pub mod protocol;
+pub mod schedule;
 pub mod types;

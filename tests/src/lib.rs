@@ -9,6 +9,7 @@
 
 pub mod compare;
 pub mod procs;
+pub mod remote;
 pub mod source;
 
 use std::path::PathBuf;

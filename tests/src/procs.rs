@@ -210,6 +210,25 @@ pub struct DatasetSpec {
     pub cursor: Option<String>,
 }
 
+impl DatasetSpec {
+    /// The `[[dataset]]` section reading `table` from the source described by `source_toml` (the
+    /// body of `[dataset.source]`, e.g. `kind = "postgres"\nurl = "..."`).
+    pub fn toml(&self, source_toml: &str, opts: &AgentOptions) -> String {
+        let key: Vec<String> = self.key.iter().map(|k| format!("\"{k}\"")).collect();
+        let mode = match &self.cursor {
+            Some(c) => format!("mode = \"cursor\"\ncursor_column = \"{c}\""),
+            None => "mode = \"snapshot\"".to_string(),
+        };
+        format!(
+            "\n[[dataset]]\nname = \"{}\"\ntable = \"{}\"\nkey = [{}]\n{mode}\npoll_interval = \"{}\"\n[dataset.source]\n{source_toml}",
+            self.name,
+            self.table,
+            key.join(", "),
+            opts.poll_interval,
+        )
+    }
+}
+
 /// Agent settings the tests vary.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -243,6 +262,14 @@ impl AgentProc {
         datasets: &[DatasetSpec],
         opts: &AgentOptions,
     ) -> AgentProc {
+        let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", source.display());
+        let toml: String = datasets.iter().map(|d| d.toml(&source_toml, opts)).collect();
+        AgentProc::start_with(dir, spec, hub_url, ca, &toml, opts)
+    }
+
+    /// Writes `agent.toml` in `dir` with the given `[[dataset]]` sections (any source kind; see
+    /// [`DatasetSpec::toml`]) and starts the agent.
+    pub fn start_with(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
         fs::create_dir_all(dir).expect("agent dir");
         let mut toml = format!(
             "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
@@ -252,21 +279,7 @@ impl AgentProc {
             opts.max_outbox,
             opts.batch_max_changes,
         );
-        for d in datasets {
-            let key: Vec<String> = d.key.iter().map(|k| format!("\"{k}\"")).collect();
-            let mode = match &d.cursor {
-                Some(c) => format!("mode = \"cursor\"\ncursor_column = \"{c}\""),
-                None => "mode = \"snapshot\"".to_string(),
-            };
-            toml.push_str(&format!(
-                "\n[[dataset]]\nname = \"{}\"\ntable = \"{}\"\nkey = [{}]\n{mode}\npoll_interval = \"{}\"\n[dataset.source]\nkind = \"sqlite\"\npath = \"{}\"\n",
-                d.name,
-                d.table,
-                key.join(", "),
-                opts.poll_interval,
-                source.display()
-            ));
-        }
+        toml.push_str(datasets_toml);
         let config = dir.join("agent.toml");
         fs::write(&config, toml).expect("write agent.toml");
         let mut agent = AgentProc { dir: dir.to_path_buf(), config, log: dir.join("agent.log"), child: None };

@@ -227,3 +227,5 @@ pub fn discover(config: &DatasetConfig) -> Result<DatasetSchema, SourceError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;

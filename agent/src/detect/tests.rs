@@ -75,7 +75,7 @@ impl Fixture {
 }
 
 /// Reads and acknowledges every pending change.
-fn take(path: &Path) -> Vec<Change> {
+pub(super) fn take(path: &Path) -> Vec<Change> {
     let mut o = Outbox::open(path).unwrap();
     let meta = o.meta().unwrap();
     let mut p = Pending::default();

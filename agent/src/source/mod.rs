@@ -3,15 +3,24 @@
 //! A [`Source`] discovers a dataset's columns and streams its rows, one borrowed row at a time, to
 //! a visitor; it never holds a table in memory and never writes to the department's database.
 //! Sources are blocking (database drivers are) and run on a blocking thread, never on the async
-//! runtime. Only SQLite exists today ([`sqlite`]); PostgreSQL, MySQL, file folders and HTTP APIs
+//! runtime. Implementations: [`sqlite`] (a file), [`postgres`] and [`mysql`] (network servers,
+//! settings in [`remote`], rows decoded into a reused [`row::RowBuf`]); file folders and HTTP APIs
 //! are further implementations of the same trait, chosen by [`open`] from the dataset's config.
+//!
+//! Network sources read each scan inside one read-only REPEATABLE READ transaction (a consistent
+//! snapshot) and stream it (a PostgreSQL portal fetched in bounded pages; MySQL's row-by-row
+//! result), so memory does not grow with the table.
 
+pub mod mysql;
+pub mod postgres;
+pub mod remote;
+pub mod row;
 pub mod sqlite;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use kho_shared::protocol::DatasetSchema;
+use kho_shared::protocol::{Column, DatasetSchema};
 
 use crate::config::{DatasetConfig, SourceConfig};
 
@@ -122,13 +131,23 @@ pub enum SourceError {
     Schema { dataset: String, problem: String },
     #[error("dataset {dataset}: reading {path}: {source}")]
     Read { dataset: String, path: PathBuf, source: rusqlite::Error },
+    #[error("dataset {dataset}: cannot connect to {server}: {source}")]
+    Connect { dataset: String, server: String, source: remote::RemoteError },
+    #[error("dataset {dataset}: reading {server}: {source}")]
+    Query { dataset: String, server: String, source: remote::RemoteError },
+    #[error("dataset {dataset}: {problem}")]
+    Credential { dataset: String, problem: String },
 }
 
 impl SourceError {
     /// Whether the next poll may succeed without anyone changing the configuration (a locked or
     /// temporarily missing file); schema problems need an operator.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Missing { .. } | SourceError::Open { .. } | SourceError::Read { .. })
+        match self {
+            SourceError::Missing { .. } | SourceError::Open { .. } | SourceError::Read { .. } => true,
+            SourceError::Connect { source, .. } | SourceError::Query { source, .. } => source.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -141,7 +160,70 @@ pub fn open(dataset: &DatasetConfig) -> Result<Box<dyn Source>, SourceError> {
             dataset.table.as_deref(),
             dataset.query.as_deref(),
         )?)),
+        SourceConfig::Postgres(remote) => Ok(Box::new(postgres::PgSource::open(
+            &dataset.name,
+            remote,
+            dataset.table.as_deref(),
+            dataset.query.as_deref(),
+        )?)),
+        SourceConfig::Mysql(remote) => Ok(Box::new(mysql::MysqlSource::open(
+            &dataset.name,
+            remote,
+            dataset.table.as_deref(),
+            dataset.query.as_deref(),
+        )?)),
     }
+}
+
+/// The text a cursor value is bound back as, for sources that cast it to the column's own type in
+/// SQL (so a timestamp, numeric or float cursor compares exactly, in the source's type).
+pub fn cursor_text(v: &CursorValue) -> String {
+    match v {
+        CursorValue::Int(i) => i.to_string(),
+        CursorValue::Real(f) if f.is_nan() => "NaN".to_string(),
+        CursorValue::Real(f) if f.is_infinite() => if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_string(),
+        // Debug prints the shortest digits that parse back to the same f64.
+        CursorValue::Real(f) => format!("{f:?}"),
+        CursorValue::Text(t) => t.clone(),
+        CursorValue::Blob(b) => format!("\\x{}", hex::encode(b)),
+    }
+}
+
+/// Splits an optionally schema-qualified table name (`schema.table`) into its parts.
+pub fn table_parts(table: &str) -> Vec<&str> {
+    match table.split_once('.') {
+        Some((schema, name)) if !schema.is_empty() && !name.is_empty() => vec![schema, name],
+        _ => vec![table],
+    }
+}
+
+/// Checks that the `key` and `cursor` columns are among `columns` and builds the schema.
+pub(crate) fn check_schema(
+    dataset: &str,
+    columns: Vec<Column>,
+    key: &[String],
+    cursor: Option<&str>,
+) -> Result<DatasetSchema, SourceError> {
+    let available = || columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+    let missing = |role: &'static str, column: &str| SourceError::MissingColumn {
+        dataset: dataset.to_string(),
+        role,
+        column: column.to_string(),
+        available: available(),
+    };
+    if let Some(k) = key.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
+        return Err(missing("key", k));
+    }
+    if let Some(c) = cursor
+        && !columns.iter().any(|col| col.name == c)
+    {
+        return Err(missing("cursor", c));
+    }
+    let schema = DatasetSchema { dataset: dataset.to_string(), key: key.to_vec(), columns };
+    schema
+        .validate()
+        .map_err(|e| SourceError::Schema { dataset: dataset.to_string(), problem: e.to_string() })?;
+    Ok(schema)
 }
 
 /// Double-quotes an SQL identifier, doubling embedded quotes.

@@ -100,28 +100,7 @@ impl SqliteSource {
 impl Source for SqliteSource {
     fn discover(&mut self, key: &[String], cursor: Option<&str>) -> Result<DatasetSchema, SourceError> {
         let columns = self.columns()?;
-        let available = || columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-        let missing = |role: &'static str, column: &str| SourceError::MissingColumn {
-            dataset: self.dataset.clone(),
-            role,
-            column: column.to_string(),
-            available: available(),
-        };
-        for k in key {
-            if !columns.iter().any(|c| &c.name == k) {
-                return Err(missing("key", k));
-            }
-        }
-        if let Some(c) = cursor
-            && !columns.iter().any(|col| col.name == c)
-        {
-            return Err(missing("cursor", c));
-        }
-        let schema = DatasetSchema { dataset: self.dataset.clone(), key: key.to_vec(), columns };
-        schema
-            .validate()
-            .map_err(|e| SourceError::Schema { dataset: self.dataset.clone(), problem: e.to_string() })?;
-        Ok(schema)
+        super::check_schema(&self.dataset, columns, key, cursor)
     }
 
     fn scan(

@@ -1,9 +1,11 @@
 //! The hub's read-only HTTP surface for people and monitoring: `GET /api/v1/status` (JSON),
-//! `GET /metrics` (Prometheus text) and `GET /healthz`.
+//! the catalogue and freshness endpoints of [`freshness`] (JSON), `GET /metrics` (Prometheus
+//! text) and `GET /healthz`. The whole surface is described in `docs/openapi.yaml`.
 //!
 //! Nothing here writes, and nothing here shares the writer's connection: status reads go through
 //! the warehouse's read-only connection on the blocking pool.
 
+pub mod freshness;
 pub mod status;
 
 use std::sync::Arc;
@@ -20,8 +22,15 @@ use crate::metrics::Metrics;
 pub const STATUS_PATH: &str = "/api/v1/status";
 
 /// The read-only routes.
-pub fn routes(status: Arc<status::StatusService>, metrics: Arc<Metrics>) -> Router {
+pub fn routes(status: Arc<status::StatusService>, fresh: freshness::FreshnessApi, metrics: Arc<Metrics>) -> Router {
+    let fresh_routes = Router::new()
+        .route("/api/v1/catalog", get(freshness::get_catalog))
+        .route("/api/v1/freshness", get(freshness::get_freshness))
+        .route("/api/v1/departments/{code}/scorecard", get(freshness::get_scorecard))
+        .route("/api/v1/scenarios/{id}/readiness", get(freshness::get_readiness))
+        .with_state(fresh);
     Router::new()
+        .merge(fresh_routes)
         .route(STATUS_PATH, get(status::get_status).with_state(status))
         .route("/metrics", get(get_metrics).with_state(metrics))
         .route("/healthz", get(|| async { "ok" }))

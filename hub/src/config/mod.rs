@@ -33,6 +33,9 @@
 //! token_file = "tokens/so-y-te-01"
 //! datasets = ["ho_so"]
 //! ```
+//!
+//! The `[catalog]`, `[freshness]` and `[alerts]` sections are described in `config/freshness.rs`. An agent's `datasets` are merged with the catalogue's grants:
+//! see [`crate::catalog`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -41,6 +44,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+mod freshness;
+pub use freshness::*;
 
 /// Loopback only: a hub is reachable from the network only when the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -74,6 +80,12 @@ pub struct HubConfig {
     pub warehouse: WarehouseSection,
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentSection>,
+    #[serde(default)]
+    pub catalog: CatalogSection,
+    #[serde(default)]
+    pub freshness: FreshnessSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,7 +313,7 @@ impl HubConfig {
     fn resolve_paths(&mut self, base: &Path) {
         self.hub.data_dir = base.join(&self.hub.data_dir);
         self.warehouse.path = self.hub.data_dir.join(&self.warehouse.path);
-        for p in [&mut self.tls.cert, &mut self.tls.key].into_iter().flatten() {
+        for p in [&mut self.tls.cert, &mut self.tls.key, &mut self.catalog.path].into_iter().flatten() {
             *p = base.join(&*p);
         }
         for agent in &mut self.agents {
@@ -355,6 +367,7 @@ impl HubConfig {
             (false, Some(_), None) => bad("tls.key", "cert is set but key is missing".into()),
             (false, None, Some(_)) => bad("tls.cert", "key is set but cert is missing".into()),
         }
+        freshness::validate(&self.catalog, &self.freshness, &self.alerts, &mut |f, why| bad(f, why));
         for (i, name) in tls.self_signed_names.iter().enumerate() {
             if !valid_host_name(name) {
                 bad(&format!("tls.self_signed_names[{i}]"), format!("{name:?} is not a DNS name or IP address"));

@@ -8,6 +8,7 @@
 //! | `so_y_te.sqlite`  | the sample source database (regenerated only with `--fresh`)     |
 //! | `agent.token`     | the shared bearer token (0600), created once                     |
 //! | `hub.toml`        | the hub's config (rewritten each run: the port may change)       |
+//! | `catalog.toml`    | the example Sơn La catalogue plus the demo dataset `ho_so`       |
 //! | `agent.toml`      | the agent's config, pinning `hub-data/tls/ca.pem`                |
 //! | `hub-data/`       | the hub's data dir: `warehouse.sqlite`, `tls/`, `listen.addr`    |
 //! | `agent-data/`     | the agent's data dir: its outbox                                 |
@@ -24,6 +25,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, HubConfig};
 use crate::error::HubError;
+
+/// The demo's catalogue: the example Sơn La catalogue plus `ho_so`, owned by Sở Y tế and written
+/// by the demo agent (a continuously captured one-stop-shop database, so `sync` counts).
+const DEMO_CATALOG_EXTRA: &str = "
+# ── Added by `kho-hub demo`: the sample database the demo agent reads ──────────
+[[dataset]]
+id = \"ho_so\"
+title = \"Hồ sơ tiếp nhận tại Sở Y tế (dữ liệu mẫu)\"
+department = \"so_y_te\"
+agents = [\"so-y-te-01\"]
+cadence = \"daily\"
+deadline = { time = \"08:00\" }
+update_kind = \"sync\"
+";
 
 /// Agent id used by the demo.
 pub const DEMO_AGENT: &str = "so-y-te-01";
@@ -155,6 +170,8 @@ fn write_configs(dir: &Path, port: u16) -> Result<(), DemoError> {
          [hub]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"hub-data\"\n\n\
          [tls]\nself_signed = true\n\n\
          [warehouse]\nkind = \"sqlite\"\npath = \"warehouse.sqlite\"\n\n\
+         [catalog]\npath = \"catalog.toml\"\n\n\
+         [freshness]\nevaluate_interval = \"2s\"\n\n\
          [[agent]]\nid = \"{DEMO_AGENT}\"\ntoken_file = \"agent.token\"\ndatasets = [\"ho_so\"]\n"
     );
     let agent = format!(
@@ -166,7 +183,11 @@ fn write_configs(dir: &Path, port: u16) -> Result<(), DemoError> {
          cursor_column = \"updated_at\"\npoll_interval = \"1s\"\n\
          source = {{ kind = \"sqlite\", path = \"so_y_te.sqlite\" }}\n"
     );
-    for (name, text) in [("hub.toml", hub), ("agent.toml", agent)] {
+    let catalog = format!(
+        "# Written by `kho-hub demo`; rewritten on every run.\n{}{DEMO_CATALOG_EXTRA}",
+        include_str!("../../../deploy/examples/catalog.toml")
+    );
+    for (name, text) in [("hub.toml", hub), ("agent.toml", agent), ("catalog.toml", catalog)] {
         let path = dir.join(name);
         crate::tls::write_atomic(&path, text.as_bytes(), 0o644)
             .map_err(|e| DemoError::Agent(format!("cannot write {}: {e}", path.display())))?;
@@ -194,6 +215,7 @@ fn print_banner(addr: &str, warehouse: &Path, db: &Path, live: bool) {
         "\n\
          Kho demo is running: a hub and the agent of Sở Y tế (Department of Health) in one process.\n\n\
          \x20 Status:     curl -k https://{addr}/api/v1/status\n\
+         \x20 Freshness:  kho-hub status --url https://{addr} --ca {ca}\n\
          \x20 Metrics:    curl -k https://{addr}/metrics\n\
          \x20 Warehouse:  {warehouse}\n\
          \x20 Sample DB:  {db}\n\n\
@@ -204,6 +226,7 @@ fn print_banner(addr: &str, warehouse: &Path, db: &Path, live: bool) {
          \x20 Press Ctrl-C to stop both.\n",
         warehouse = warehouse.display(),
         db = db.display(),
+        ca = warehouse.parent().unwrap_or(Path::new(".")).join("tls/ca.pem").display(),
     );
 }
 

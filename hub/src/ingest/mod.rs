@@ -32,6 +32,8 @@ pub const MAX_HEARTBEAT_BYTES: usize = 1 << 20;
 /// Shared state of the ingest path.
 pub struct Ingest {
     pub registry: AgentRegistry,
+    /// Adds catalogue write grants to the registry's (see [`crate::catalog`]'s merge rule).
+    pub catalog: crate::catalog::CatalogHandle,
     pub applier: ApplierHandle,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
@@ -67,8 +69,9 @@ impl Ingest {
         }
         batch.validate().map_err(protocol_error)?;
         let datasets = batch.datasets().into_iter().chain(batch.schemas.iter().map(|s| s.dataset.as_str()));
+        let catalog = self.catalog.get();
         for dataset in datasets {
-            if !agent.may_write(dataset) {
+            if !agent.may_write(dataset) && !catalog.allows(&agent.id, dataset) {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
                     format!("agent {} may not write dataset {dataset}", agent.id),
@@ -86,7 +89,7 @@ impl Ingest {
 
     /// Parses and stores a heartbeat from `agent`.
     pub async fn heartbeat(&self, agent: &AgentIdentity, body: &[u8]) -> Result<(), ApiError> {
-        let hb: Heartbeat = serde_json::from_slice(body)
+        let mut hb: Heartbeat = serde_json::from_slice(body)
             .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("heartbeat is not valid JSON: {e}")))?;
         if hb.v != PROTOCOL_VERSION {
             return Err(ApiError::new(
@@ -100,6 +103,15 @@ impl Ingest {
                 format!("heartbeat names agent {:?} but the token belongs to {:?}", hb.agent, agent.id),
             ));
         }
+        // A report only counts as sync evidence for datasets the agent may write.
+        let catalog = self.catalog.get();
+        hb.datasets.retain(|r| {
+            let allowed = agent.may_write(&r.dataset) || catalog.allows(&agent.id, &r.dataset);
+            if !allowed {
+                tracing::warn!(agent = %agent.id, dataset = %r.dataset, "heartbeat reports a dataset the agent may not write; ignored");
+            }
+            allowed
+        });
         tracing::debug!(agent = %agent.id, outbox_depth = hb.outbox_depth, "heartbeat");
         self.applier.heartbeat(hb).await?;
         Ok(())

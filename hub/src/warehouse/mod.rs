@@ -8,9 +8,9 @@
 //! - [`WarehouseReader`] answers status questions from a separate read-only connection, so a slow
 //!   status page never holds up the writer.
 //!
-//! Every warehouse keeps, besides one table per dataset, the same three metadata tables:
+//! Every warehouse keeps, besides one table per dataset, the same metadata tables:
 //! the ledger (agent → highest applied sequence), the dataset catalogue (key, columns, last
-//! change) and the agents' last heartbeats. Implementations: [`sqlite`] (embedded default);
+//! change), the agents' last heartbeats, and freshness evidence and status history. Implementations: [`sqlite`] (embedded default);
 //! PostgreSQL comes later.
 
 pub mod sqlite;
@@ -75,8 +75,15 @@ pub trait Warehouse: Send {
         changes: &[Change],
         now: &str,
     ) -> Result<ApplyStats, WarehouseError>;
-    /// Stores an agent's latest heartbeat.
+    /// Stores an agent's latest heartbeat and the sync evidence of its dataset reports (confirmed
+    /// at once if the ledger already holds `captured_through_seq`, else kept pending).
     fn record_heartbeat(&mut self, heartbeat: &Heartbeat, now: &str) -> Result<(), WarehouseError>;
+    /// Records what an applied batch changed, per dataset (freshness evidence).
+    fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError>;
+    /// Confirms `agent`'s pending polls now that its ledger reached `applied`.
+    fn promote_syncs(&mut self, agent: &str, applied: u64) -> Result<(), WarehouseError>;
+    /// Appends freshness status transitions.
+    fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError>;
     /// Gives back memory kept only to make the next batch faster (page caches), outside any
     /// transaction. The applier calls it when batches have stopped arriving for a while.
     fn release_memory(&mut self) {}
@@ -85,6 +92,42 @@ pub trait Warehouse: Send {
 /// Read-only questions, answered from a connection separate from the writer's.
 pub trait WarehouseReader: Send + Sync {
     fn status(&self) -> Result<WarehouseStatus, WarehouseError>;
+    /// Freshness evidence per dataset and agents' last contact.
+    fn evidence(&self) -> Result<Evidence, WarehouseError>;
+    /// Every recorded status transition, oldest first.
+    fn transitions(&self) -> Result<Vec<StoredTransition>, WarehouseError>;
+}
+
+/// What one applied batch changed in one dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetActivity {
+    pub dataset: String,
+    /// Largest `freshness_field` value among the batch's upserts, as `YYYY-MM-DD`.
+    pub max_business_date: Option<String>,
+}
+
+/// A dataset's freshness evidence as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetEvidence {
+    pub first_received_at: Option<jiff::Timestamp>,
+    pub last_change_at: Option<jiff::Timestamp>,
+    pub last_sync_at: Option<jiff::Timestamp>,
+    pub max_business_date: Option<jiff::civil::Date>,
+}
+
+/// All freshness evidence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    pub datasets: std::collections::HashMap<String, DatasetEvidence>,
+    /// Latest heartbeat or applied batch per agent.
+    pub agents_last_seen: std::collections::HashMap<String, jiff::Timestamp>,
+}
+
+/// One recorded status transition of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTransition {
+    pub dataset: String,
+    pub transition: kho_shared::freshness::history::Transition,
 }
 
 /// Everything the status API shows that the warehouse knows.

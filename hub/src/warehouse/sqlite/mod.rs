@@ -11,7 +11,9 @@
 //! - `_kho_datasets(dataset PRIMARY KEY, key_json, columns_json, created_at, last_change_at,
 //!   last_seq, last_agent)`: the catalogue the hub creates tables from and checks batches against;
 //! - `_kho_agents(agent PRIMARY KEY, last_seen_at, version, outbox_depth, acked_through,
-//!   report_json)`: each agent's latest heartbeat.
+//!   report_json)`: each agent's latest heartbeat;
+//! - `_kho_observations` and `_kho_freshness_history`: freshness evidence and status transitions
+//!   (see [`freshness`]).
 //!
 //! ## Crash story
 //! WAL journal with `synchronous = FULL`: `COMMIT` returns only after the WAL is on disk. Rows,
@@ -20,6 +22,7 @@
 //! agent whose batch was lost resends it, and the ledger tells the hub which part is new. Nothing is
 //! acknowledged that is not on disk, and nothing on disk is applied twice.
 
+mod freshness;
 mod reader;
 mod table;
 mod values;
@@ -33,7 +36,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use reader::SqliteReader;
 use table::TableInfo;
 
-use super::{ApplyStats, Warehouse, WarehouseError};
+use super::{ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
 use crate::warehouse::quote_ident;
 
 /// Prepared statements kept per connection: a few per dataset (upsert, delete) plus the
@@ -97,6 +100,7 @@ impl SqliteWarehouse {
         ))
         .map_err(db("pragmas"))?;
         conn.execute_batch(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
+        conn.execute_batch(freshness::SCHEMA).map_err(db("create freshness tables"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut wh = SqliteWarehouse { conn, tables: HashMap::new() };
         wh.reload_catalogue()?;
@@ -320,7 +324,21 @@ impl Warehouse for SqliteWarehouse {
             .map_err(db("write heartbeat"))?;
         stmt.execute(params![hb.agent, now, hb.version, hb.outbox_depth as i64, hb.acked_through as i64, report])
             .map_err(db("write heartbeat"))?;
-        Ok(())
+        drop(stmt);
+        let applied = self.applied_seq(&hb.agent)?;
+        freshness::record_syncs(&self.conn, &hb.agent, applied, &hb.datasets, now)
+    }
+
+    fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
+        freshness::record_activity(&self.conn, activity, now)
+    }
+
+    fn promote_syncs(&mut self, agent: &str, applied: u64) -> Result<(), WarehouseError> {
+        freshness::promote_syncs(&self.conn, agent, applied)
+    }
+
+    fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
+        freshness::record_transitions(&self.conn, rows)
     }
 
     fn release_memory(&mut self) {

@@ -11,7 +11,9 @@ use kho_shared::protocol::DatasetReport;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{count_rows, db};
-use crate::warehouse::{AgentStatus, DatasetStatus, WarehouseError, WarehouseReader, WarehouseStatus};
+use crate::warehouse::{
+    AgentStatus, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader, WarehouseStatus,
+};
 
 /// Status reader over a read-only connection.
 pub struct SqliteReader {
@@ -29,6 +31,19 @@ impl SqliteReader {
 }
 
 impl WarehouseReader for SqliteReader {
+    fn evidence(&self) -> Result<Evidence, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = conn.unchecked_transaction().map_err(db("evidence"))?;
+        let ev = super::freshness::read_evidence(&tx)?;
+        tx.finish().map_err(db("evidence"))?;
+        Ok(ev)
+    }
+
+    fn transitions(&self) -> Result<Vec<StoredTransition>, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        super::freshness::read_transitions(&conn)
+    }
+
     fn status(&self) -> Result<WarehouseStatus, WarehouseError> {
         let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // One read transaction: counts and catalogue are from the same commit.
