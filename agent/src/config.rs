@@ -6,7 +6,7 @@
 //! relative paths are resolved against the directory of the config file, so the agent behaves the
 //! same whatever its working directory.
 
-use std::fmt;
+use kho_shared::fields::{self, FieldProblem};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -179,19 +179,6 @@ fn default_poll_interval() -> Duration {
     DEFAULT_POLL_INTERVAL
 }
 
-/// One bad field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
-    }
-}
-
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -199,19 +186,15 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config {origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("config {origin}: {} problem(s):\n  {}", problems.len(), join(problems))]
-    Invalid { origin: String, problems: Vec<FieldError> },
+    #[error("config {origin} has {} problem(s):\n{}", problems.len(), fields::list(problems))]
+    Invalid { origin: String, problems: Vec<FieldProblem> },
     #[error("config {origin}: hub.token_file {path}: {source}")]
     TokenFile { origin: String, path: PathBuf, source: std::io::Error },
 }
 
-fn join(problems: &[FieldError]) -> String {
-    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
-}
-
 impl ConfigError {
     /// The bad fields, when the error is a validation error.
-    pub fn problems(&self) -> &[FieldError] {
+    pub fn problems(&self) -> &[FieldProblem] {
         match self {
             ConfigError::Invalid { problems, .. } => problems,
             _ => &[],
@@ -244,9 +227,9 @@ impl AgentConfig {
     }
 
     /// Every problem with the configuration, each naming its field; empty when it is usable.
-    pub fn validate(&self) -> Vec<FieldError> {
+    pub fn validate(&self) -> Vec<FieldProblem> {
         let mut p = Vec::new();
-        let mut bad = |field: &str, problem: String| p.push(FieldError { field: field.to_string(), problem });
+        let mut bad = |field: &str, problem: String| p.push(FieldProblem { field: field.to_string(), problem });
 
         if self.agent.id.trim().is_empty() {
             bad("agent.id", "must not be empty".into());

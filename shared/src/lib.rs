@@ -9,6 +9,7 @@
 //! - [`codec`]: batch body encoding (JSON → zstd), digest, and bounded decoding.
 //! - [`hash`]: canonical row and key hashes used by snapshot diffing.
 //! - [`types`]: the portable column type set and its mapping from SQL declared types.
+//! - [`fields`]: configuration problems named by field, shared by both programs.
 //! - [`ident`]: the rules for dataset and column names, which become warehouse identifiers.
 //! - [`backoff`]: capped exponential backoff with jitter (the random draw is an argument).
 //! - [`schedule`]: cadences, calendar periods in Asia/Ho_Chi_Minh, deadlines and grace.
@@ -19,6 +20,7 @@
 
 pub mod backoff;
 pub mod codec;
+pub mod fields;
 pub mod freshness;
 pub mod hash;
 pub mod ident;

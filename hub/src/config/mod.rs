@@ -256,18 +256,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// One bad field: where and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldProblem {
-    pub field: String,
-    pub problem: String,
-}
-
-impl fmt::Display for FieldProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
-    }
-}
+pub use kho_shared::fields::FieldProblem;
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -276,12 +265,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config {origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("config {origin} has {} problem(s):\n{}", problems.len(), list(problems))]
+    #[error("config {origin} has {} problem(s):\n{}", problems.len(), kho_shared::fields::list(problems))]
     Invalid { origin: String, problems: Vec<FieldProblem> },
-}
-
-fn list(problems: &[FieldProblem]) -> String {
-    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 impl HubConfig {
