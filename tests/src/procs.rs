@@ -124,18 +124,7 @@ impl HubProc {
         assert!(self.child.is_none(), "hub already running");
         let addr_file = self.data_dir().join("listen.addr");
         let _ = fs::remove_file(&addr_file);
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("hub log");
-        let child = Command::new(bin_path("kho-hub"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn kho-hub");
-        self.child = Some(child);
+        self.child = Some(spawn_run("kho-hub", &self.config, &self.log));
         self.starts += 1;
         let port = self.port;
         wait_for(Duration::from_secs(30), "hub to listen", || self.log_tail(), || {
@@ -145,18 +134,12 @@ impl HubProc {
 
     /// SIGKILL, no chance to clean up.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill9(&mut self.child);
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status success.
     pub fn stop(&mut self) -> bool {
-        match self.child.take() {
-            Some(c) => terminate(c),
-            None => true,
-        }
+        self.child.take().is_none_or(terminate)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -183,6 +166,29 @@ impl HubProc {
 impl Drop for HubProc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Starts `<binary> --config <config> run` with its output appended to `log`.
+fn spawn_run(binary: &str, config: &Path, log: &Path) -> Child {
+    let log = fs::OpenOptions::new().create(true).append(true).open(log).expect("process log");
+    Command::new(bin_path(binary))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {binary}: {e}"))
+}
+
+/// SIGKILL, no chance to clean up.
+fn kill9(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
@@ -289,32 +295,15 @@ impl AgentProc {
 
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "agent already running");
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("agent log");
-        let child = Command::new(bin_path("kho-agent"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn kho-agent");
-        self.child = Some(child);
+        self.child = Some(spawn_run("kho-agent", &self.config, &self.log));
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill9(&mut self.child);
     }
 
     pub fn stop(&mut self) -> bool {
-        match self.child.take() {
-            Some(c) => terminate(c),
-            None => true,
-        }
+        self.child.take().is_none_or(terminate)
     }
 
     pub fn is_running(&mut self) -> bool {
