@@ -129,14 +129,24 @@ impl Mode {
     }
 }
 
-/// Where a dataset's rows come from: a SQLite file, or a PostgreSQL or MySQL/MariaDB server
-/// (`url`, `password_env`/`password_file`, `sslmode`); files and HTTP are further variants.
+/// Where a dataset's rows come from: a SQLite file, a PostgreSQL or MySQL/MariaDB server
+/// (`url`, `password_env`/`password_file`, `sslmode`), a drop folder of CSV/XLSX files
+/// ([`crate::source::folder`]) or a JSON REST API ([`crate::source::rest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     Sqlite { path: PathBuf },
     Postgres(crate::source::remote::RemoteSourceConfig),
     Mysql(crate::source::remote::RemoteSourceConfig),
+    Folder(crate::source::folder::FolderSourceConfig),
+    Rest(crate::source::rest::RestSourceConfig),
+}
+
+impl SourceConfig {
+    /// Whether rows come from a database (which needs `table` or `query`).
+    pub fn is_database(&self) -> bool {
+        matches!(self, SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_))
+    }
 }
 
 /// One dataset the agent captures.
@@ -279,6 +289,13 @@ impl AgentConfig {
                 bad(&f("name"), format!("dataset {:?} is configured twice", d.name));
             }
             match (&d.table, &d.query) {
+                (Some(_), _) if !d.source.is_database() => {
+                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql)".into())
+                }
+                (None, Some(_)) if !d.source.is_database() => {
+                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql)".into())
+                }
+                (None, None) if !d.source.is_database() => {}
                 (Some(_), Some(_)) => bad(&f("table"), "give either table or query, not both".into()),
                 (None, None) => bad(&f("table"), "missing: give table or query".into()),
                 (Some(t), None) if t.trim().is_empty() => bad(&f("table"), "must not be empty".into()),
@@ -291,7 +308,14 @@ impl AgentConfig {
             if d.key.iter().any(|k| k.trim().is_empty()) {
                 bad(&f("key"), "key column names must not be empty".into());
             }
+            let folder = matches!(d.source, SourceConfig::Folder(_));
             match (d.mode, &d.cursor_column) {
+                // A folder in cursor mode upserts every row of each new file (see source::folder).
+                (Mode::Cursor, None) if folder => {}
+                (Mode::Cursor, Some(_)) if folder => bad(
+                    &f("cursor_column"),
+                    "not used for folder sources: in cursor mode every row of each new file is upserted".into(),
+                ),
                 (Mode::Cursor, None) => bad(&f("cursor_column"), "required when mode = \"cursor\"".into()),
                 (Mode::Cursor, Some(c)) if c.trim().is_empty() => bad(&f("cursor_column"), "must not be empty".into()),
                 (Mode::Snapshot, Some(_)) => {
@@ -314,6 +338,16 @@ impl AgentConfig {
                 }
                 SourceConfig::Mysql(r) => {
                     for (field, problem) in r.validate(crate::source::remote::RemoteKind::Mysql, &f("source")) {
+                        bad(&field, problem);
+                    }
+                }
+                SourceConfig::Folder(c) => {
+                    for (field, problem) in c.validate(&f("source")) {
+                        bad(&field, problem);
+                    }
+                }
+                SourceConfig::Rest(c) => {
+                    for (field, problem) in c.validate(d.mode, &f("source")) {
                         bad(&field, problem);
                     }
                 }
@@ -340,6 +374,12 @@ impl AgentConfig {
                 SourceConfig::Sqlite { path } => resolve(path),
                 SourceConfig::Postgres(r) | SourceConfig::Mysql(r) => {
                     r.password_file.iter_mut().chain(r.ssl_root_cert.iter_mut()).for_each(resolve);
+                }
+                SourceConfig::Folder(c) => resolve(&mut c.path),
+                SourceConfig::Rest(c) => {
+                    if let Some(a) = c.auth.as_mut() {
+                        a.secret_file.iter_mut().for_each(resolve);
+                    }
                 }
             }
         }

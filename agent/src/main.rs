@@ -136,11 +136,26 @@ fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
         }
     }
     for d in &config.datasets {
-        match detect::discover(d) {
-            Ok(schema) => {
-                println!("dataset {} ({}): ok, key [{}]", d.name, d.mode.as_str(), schema.key.join(", "));
-                for c in &schema.columns {
+        match detect::check(d) {
+            Ok(r) => {
+                println!("dataset {} ({}): ok, key [{}]", d.name, d.mode.as_str(), r.schema.key.join(", "));
+                if let Some(what) = &r.what {
+                    println!("  source: {what}");
+                }
+                for c in &r.schema.columns {
                     println!("  {:<32} {}", c.name, c.ty.as_str());
+                }
+                println!("  rows: {}", r.rows);
+                if r.null_keys == 0 && r.duplicate_keys == 0 {
+                    println!("  primary key: ok (no NULL, no duplicate)");
+                } else {
+                    println!(
+                        "  primary key: PROBLEM: {} row(s) with a NULL key, {} duplicate key(s); e.g. {}",
+                        r.null_keys,
+                        r.duplicate_keys,
+                        r.examples.join(", ")
+                    );
+                    problems += 1;
                 }
             }
             Err(e) => {

@@ -15,6 +15,7 @@
 
 pub mod cursor;
 pub mod encode;
+pub mod files;
 pub mod snapshot;
 
 use std::time::Duration;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use kho_shared::protocol::DatasetSchema;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatasetConfig, Mode};
+use crate::config::{DatasetConfig, Mode, SourceConfig};
 use crate::outbox::{Outbox, OutboxError, now_ms};
 use crate::source::{self, Source, SourceError};
 
@@ -83,6 +84,10 @@ pub struct Capture {
     pub(crate) chunk_changes: usize,
     pub(crate) chunk_rows: usize,
     full_logged: bool,
+    /// Drop-folder bookkeeping kept across polls (settle observations, hash cache).
+    pub(crate) folder: files::FolderState,
+    /// The file whose changes the running pass captures: marked processed in its last chunk.
+    pub(crate) file_done: Option<files::PendingFile>,
 }
 
 impl Capture {
@@ -104,6 +109,8 @@ impl Capture {
             chunk_changes: CHUNK_CHANGES,
             chunk_rows: CHUNK_ROWS,
             full_logged: false,
+            folder: files::FolderState::default(),
+            file_done: None,
         };
         c.outbox
             .prepare_dataset(&c.config.name, c.config.mode, c.config.cursor_column.as_deref())
@@ -159,7 +166,19 @@ impl Capture {
     }
 
     fn poll_inner(&mut self) -> Result<PollReport, DetectError> {
-        let mut source = source::open(&self.config)?;
+        if let SourceConfig::Folder(folder) = &self.config.source {
+            let folder = folder.clone();
+            return files::poll(self, &folder);
+        }
+        let since = match self.config.mode {
+            Mode::Cursor => self
+                .outbox
+                .dataset_state(&self.config.name)
+                .map_err(|e| self.outbox_err(e))?
+                .and_then(|s| s.cursor_value),
+            Mode::Snapshot => None,
+        };
+        let mut source = source::open(&self.config, since.as_ref())?;
         let schema = source.discover(&self.config.key, self.config.cursor_column.as_deref())?;
         let schema_changed = self.outbox.record_schema(&schema).map_err(|e| self.outbox_err(e))?;
         if schema_changed {
@@ -203,6 +222,15 @@ impl Capture {
         Ok(true)
     }
 
+    /// Before a pass's final commit: marks the file being captured (if any) as processed, in the
+    /// same transaction as its last changes.
+    pub(crate) fn mark_file_done(&mut self) -> Result<(), DetectError> {
+        if let Some(f) = self.file_done.take() {
+            files::mark_done(self, &f)?;
+        }
+        Ok(())
+    }
+
     /// Commits the open chunk and wakes the forwarder if it held changes.
     pub(crate) fn commit_chunk(&mut self) -> Result<(), DetectError> {
         let had_changes = self.outbox.chunk_changes() > 0;
@@ -219,10 +247,67 @@ impl Capture {
     }
 }
 
-/// Checks that a dataset's source opens and returns its discovered schema (`kho-agent check`).
+/// Checks that a dataset's source opens and returns its discovered schema.
 pub fn discover(config: &DatasetConfig) -> Result<DatasetSchema, SourceError> {
-    let mut source: Box<dyn Source> = source::open(config)?;
+    let mut source: Box<dyn Source> = source::open(config, None)?;
     source.discover(&config.key, config.cursor_column.as_deref())
+}
+
+/// What `kho-agent check` found in a dataset's source.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub schema: DatasetSchema,
+    /// What was read (a folder's file), when the source says.
+    pub what: Option<String>,
+    pub rows: u64,
+    /// Rows with a NULL key column.
+    pub null_keys: u64,
+    /// Rows whose key repeats an earlier row's.
+    pub duplicate_keys: u64,
+    /// The first few offending keys, for the operator.
+    pub examples: Vec<String>,
+}
+
+/// Opens a dataset's source, discovers its schema and reads it once: row count and primary-key
+/// validity (NULL and duplicate keys are counted, never merged). Memory: 16 bytes per row for the
+/// duplicate check (an operator command, run by hand).
+pub fn check(config: &DatasetConfig) -> Result<CheckReport, SourceError> {
+    let mut source: Box<dyn Source> = source::open(config, None)?;
+    let schema = source.discover(&config.key, config.cursor_column.as_deref())?;
+    let mut enc = encode::RowEncoder::new(&schema);
+    let mut seen: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
+    let mut report = CheckReport {
+        schema: schema.clone(),
+        what: source.describe(),
+        rows: 0,
+        null_keys: 0,
+        duplicate_keys: 0,
+        examples: Vec::new(),
+    };
+    let mut failure = None;
+    source.scan(&schema, source::ScanRange::KeyOrder, &mut |row| {
+        if let Err(e) = enc.encode(row) {
+            failure = Some(e);
+            return std::ops::ControlFlow::Break(());
+        }
+        report.rows += 1;
+        let bad = if enc.key_has_null() {
+            report.null_keys += 1;
+            true
+        } else {
+            let dup = !seen.insert(enc.key_hash());
+            report.duplicate_keys += u64::from(dup);
+            dup
+        };
+        if bad && report.examples.len() < 5 {
+            report.examples.push(String::from_utf8_lossy(enc.key_object()).into_owned());
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -81,6 +81,7 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
             return Ok(report);
         }
     }
+    cap.mark_file_done()?;
     cap.commit_chunk()?;
     Ok(report)
 }

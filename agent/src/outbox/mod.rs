@@ -20,6 +20,9 @@
 //!   key object (to emit deletes). Keyed by the canonical key rather than its hash because a
 //!   snapshot reads the source in key order: inserts then land next to each other in the B-tree
 //!   instead of dirtying a random page per row (4× faster on a million-row first load).
+//! - `source_files(dataset, sha256, file, status, error, at_ms)`: files of a drop-folder dataset
+//!   by content hash: `done` (written in the same transaction as the file's last chunk, so a file
+//!   is applied exactly once) or `refused` (with the reason, reported until the file changes).
 //!
 //! ## A change's life
 //! **Captured**: inserted in one transaction together with the new cursor, boundary rows or
@@ -42,6 +45,7 @@
 //! at most one chunk. Nothing is ever dropped.
 
 pub mod capture;
+mod files;
 mod gate;
 mod state;
 
@@ -50,6 +54,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+pub use files::FileStatus;
 pub use state::{DatasetState, OutboxStatus, VerifyReport};
 
 /// File name of the outbox inside `data_dir`.
@@ -98,6 +103,15 @@ CREATE TABLE IF NOT EXISTS snapshot_rows (
     row_hash BLOB NOT NULL,
     key_json BLOB NOT NULL,
     PRIMARY KEY (dataset, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_files (
+    dataset TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    file TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (dataset, sha256)
 ) WITHOUT ROWID;
 ";
 

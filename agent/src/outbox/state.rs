@@ -105,6 +105,8 @@ impl Outbox {
                     .map_err(|err| e("reset boundary", err))?;
                 tx.execute("DELETE FROM snapshot_rows WHERE dataset = ?1", [dataset])
                     .map_err(|err| e("reset snapshot", err))?;
+                tx.execute("DELETE FROM source_files WHERE dataset = ?1", [dataset])
+                    .map_err(|err| e("reset processed files", err))?;
             }
             None => {
                 tx.execute(

@@ -11,11 +11,14 @@
 //! snapshot) and stream it (a PostgreSQL portal fetched in bounded pages; MySQL's row-by-row
 //! result), so memory does not grow with the table.
 
+pub mod folder;
 pub mod mysql;
 pub mod postgres;
 pub mod remote;
+pub mod rest;
 pub mod row;
 pub mod sqlite;
+pub mod values;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -114,6 +117,11 @@ pub trait Source: Send {
 
     /// Number of rows whose `column` is NULL.
     fn count_null(&mut self, column: &str) -> Result<u64, SourceError>;
+
+    /// What exactly is being read, for `check` (a folder names its file); None for databases.
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a source could not be read.
@@ -137,6 +145,15 @@ pub enum SourceError {
     Query { dataset: String, server: String, source: remote::RemoteError },
     #[error("dataset {dataset}: {problem}")]
     Credential { dataset: String, problem: String },
+    /// A dropped file that cannot be read as a whole (bad row, bad encoding, bad key): the file is
+    /// refused and nothing of it is applied.
+    #[error("dataset {dataset}: file {path} refused: {problem}")]
+    File { dataset: String, path: PathBuf, problem: String },
+    #[error("dataset {dataset}: reading {path}: {source}")]
+    Io { dataset: String, path: PathBuf, source: std::io::Error },
+    /// An HTTP API that failed or answered something that is not the expected JSON.
+    #[error("dataset {dataset}: {url}: {problem}")]
+    Http { dataset: String, url: String, problem: String, transient: bool },
 }
 
 impl SourceError {
@@ -144,15 +161,22 @@ impl SourceError {
     /// temporarily missing file); schema problems need an operator.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Missing { .. } | SourceError::Open { .. } | SourceError::Read { .. } => true,
+            SourceError::Missing { .. }
+            | SourceError::Open { .. }
+            | SourceError::Read { .. }
+            | SourceError::Io { .. } => true,
+            SourceError::Http { transient, .. } => *transient,
             SourceError::Connect { source, .. } | SourceError::Query { source, .. } => source.is_transient(),
             _ => false,
         }
     }
 }
 
-/// Opens the source a dataset's config names.
-pub fn open(dataset: &DatasetConfig) -> Result<Box<dyn Source>, SourceError> {
+/// Opens the source a dataset's config names. `since` is the stored cursor of a cursor-mode
+/// dataset: an HTTP API is asked only for records changed since then (database sources bind it in
+/// [`Source::scan`] instead). A folder opens its newest stable file (what `check` inspects;
+/// capture picks files itself, see [`folder`]).
+pub fn open(dataset: &DatasetConfig, since: Option<&CursorValue>) -> Result<Box<dyn Source>, SourceError> {
     match &dataset.source {
         SourceConfig::Sqlite { path } => Ok(Box::new(sqlite::SqliteSource::open(
             &dataset.name,
@@ -171,6 +195,19 @@ pub fn open(dataset: &DatasetConfig) -> Result<Box<dyn Source>, SourceError> {
             remote,
             dataset.table.as_deref(),
             dataset.query.as_deref(),
+        )?)),
+        SourceConfig::Folder(folder) => {
+            let files = folder::list_files(&dataset.name, folder)?;
+            let now = std::time::SystemTime::now();
+            let newest = files.into_iter().rev().find(|f| f.settled_at(now, folder.settle)).ok_or_else(|| {
+                SourceError::Missing { dataset: dataset.name.clone(), path: folder.path.join(&folder.pattern) }
+            })?;
+            Ok(Box::new(folder::FolderSource::open(&dataset.name, folder, &newest.path)?))
+        }
+        SourceConfig::Rest(rest) => Ok(Box::new(rest::RestSource::open(
+            &dataset.name,
+            rest,
+            since,
         )?)),
     }
 }

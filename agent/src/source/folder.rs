@@ -1,0 +1,734 @@
+//! A drop folder of CSV or XLSX files as a source.
+//!
+//! A department's application exports a file into a folder on a schedule; the agent reads each
+//! new or changed file. Config: `path`, `pattern` (`*.csv`, `ho_so_*.xlsx`; `*` and `?`), `sheet`
+//! (XLSX; first sheet by default), `delimiter` (CSV; `,` by default), `settle`, and `types`
+//! (declared column types, replacing inference for those columns).
+//!
+//! Invariants:
+//! - **Half-written files are never read.** Temporary names (`~$*`, `*.tmp`, `*.part`,
+//!   `*.crdownload`, dotfiles) are ignored, and capture reads a file only after its size and
+//!   modification time were seen unchanged for `settle` (observed across polls; `check`, which has
+//!   no history, uses the modification time's age). After reading, size and mtime are checked
+//!   again; a file that changed meanwhile is not marked processed and is read again.
+//! - **A file is applied whole or not at all.** Before any row is emitted the whole file is
+//!   validated ([`FolderSource::discover`]): header (non-empty, unique names, declared key
+//!   present), UTF-8 (a BOM is accepted and dropped), field count of every line, every value
+//!   against its column type, and the key of every row (no NULL, no duplicate). The first problem
+//!   refuses the file with an error naming dataset, file and line; the refusal is remembered by
+//!   the file's sha256 and reported on every poll until the file changes (new hash) or is removed.
+//!   Other datasets are unaffected.
+//! - **Processed files are remembered by content sha256** in the outbox (`source_files`), written
+//!   in the same transaction as the file's last chunk of changes, so a file is never applied twice
+//!   (a copy dropped again under another name too) and a crash mid-file re-reads it.
+//! - **Text is kept byte for byte**: fields are taken as UTF-8 bytes; an empty field is NULL (CSV
+//!   cannot tell an empty string from a missing value).
+//!
+//! Detection modes:
+//! - `snapshot`: the newest settled file is the dataset's full current state. Its rows are diffed
+//!   against the stored row hashes; rows missing from it become deletes. Older unprocessed files
+//!   are superseded and skipped.
+//! - `cursor`: each file holds new or changed rows; every row of every new file is upserted, files
+//!   in modification-time order (then name). No cursor column is used (a file is the unit of
+//!   progress). Deletes cannot be expressed. A refused file stops the dataset at that file, so
+//!   later files are never applied before it; fix or remove it.
+//!
+//! Memory: CSV is streamed (twice: validation, then capture) and the duplicate-key check keeps
+//! 16 bytes per row; an XLSX sheet is loaded whole by `calamine` (department exports are small),
+//! so prefer CSV for very large exports.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use calamine::{Data, Reader};
+use kho_shared::protocol::{Column, DatasetSchema};
+use kho_shared::types::ColumnType;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::row::RowBuf;
+use super::values::{self, Class, Infer};
+use super::{RowView, ScanRange, Source, SourceError};
+
+/// Settle time when the config does not say: long enough for an export to finish writing over a
+/// network share, short next to a typical export schedule.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
+
+/// `[dataset.source]` for `kind = "folder"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderSourceConfig {
+    pub path: PathBuf,
+    pub pattern: String,
+    /// XLSX worksheet name; the first sheet when absent.
+    #[serde(default)]
+    pub sheet: Option<String>,
+    /// CSV field delimiter (one ASCII character); `,` when absent.
+    #[serde(default)]
+    pub delimiter: Option<char>,
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// Declared column types (`int`, `decimal`, `float`, `bool`, `date`, `timestamp`, `text`,
+    /// `json`), replacing inference for those columns.
+    #[serde(default)]
+    pub types: BTreeMap<String, ColumnType>,
+}
+
+fn default_settle() -> Duration {
+    DEFAULT_SETTLE
+}
+
+impl FolderSourceConfig {
+    /// Problems as `(field, problem)`; `field` prefixes the names.
+    pub fn validate(&self, field: &str) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let f = |name: &str| format!("{field}.{name}");
+        if self.path.as_os_str().is_empty() {
+            p.push((f("path"), "must not be empty".into()));
+        }
+        if self.pattern.trim().is_empty() || self.pattern.contains('/') || self.pattern.contains('\\') {
+            p.push((f("pattern"), "must be a file name pattern such as \"*.csv\" (no directory)".into()));
+        } else if Format::of(Path::new(&self.pattern)).is_none() {
+            p.push((f("pattern"), "must end in .csv, .tsv, .txt or .xlsx (the file format is taken from the extension)".into()));
+        }
+        if let Some(d) = self.delimiter
+            && (!d.is_ascii() || d == '"' || d == '\n' || d == '\r')
+        {
+            p.push((f("delimiter"), format!("{d:?} cannot be a delimiter: use one ASCII character such as ',' ';' or '\\t'")));
+        }
+        if self.sheet.is_some() && Format::of(Path::new(&self.pattern)) != Some(Format::Xlsx) {
+            p.push((f("sheet"), "only for .xlsx patterns".into()));
+        }
+        if let Some((col, _)) = self.types.iter().find(|(_, t)| **t == ColumnType::Bytes) {
+            p.push((f(&format!("types.{col}")), "bytes cannot be read from a text file; use text".into()));
+        }
+        p
+    }
+}
+
+/// A file format, from the extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Xlsx,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" | "tsv" | "txt" => Some(Format::Csv),
+            "xlsx" | "xlsm" => Some(Format::Xlsx),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `name` is a temporary or hidden file another program may still be writing.
+pub fn is_temp_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    name.starts_with('.')
+        || name.starts_with("~$")
+        || name.starts_with('~')
+        || [".tmp", ".part", ".crdownload", ".partial", ".swp", "~"].iter().any(|s| lower.ends_with(s))
+}
+
+/// Glob match of a file name: `*` any run, `?` one character; case-insensitive for ASCII.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
+    let n: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A candidate file in the drop folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+impl DroppedFile {
+    /// Whether the file's modification time is at least `settle` old (the stateless test).
+    pub fn settled_at(&self, now: SystemTime, settle: Duration) -> bool {
+        now.duration_since(self.mtime).is_ok_and(|age| age >= settle)
+    }
+
+    /// Size and mtime, to notice a change.
+    pub fn stamp(&self) -> (u64, SystemTime) {
+        (self.size, self.mtime)
+    }
+}
+
+/// Files in the folder matching the pattern, temporary names excluded, oldest first (mtime, then
+/// name).
+pub fn list_files(dataset: &str, config: &FolderSourceConfig) -> Result<Vec<DroppedFile>, SourceError> {
+    let io = |source| SourceError::Io { dataset: dataset.to_string(), path: config.path.clone(), source };
+    if !config.path.is_dir() {
+        return Err(SourceError::Missing { dataset: dataset.to_string(), path: config.path.clone() });
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&config.path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_name(name) || !glob_match(&config.pattern, name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        out.push(DroppedFile { path: entry.path(), size: meta.len(), mtime: meta.modified().map_err(io)? });
+    }
+    out.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path)));
+    Ok(out)
+}
+
+/// The sha256 of a file's content.
+pub fn file_sha256(dataset: &str, path: &Path) -> Result<[u8; 32], SourceError> {
+    let io = |source| SourceError::Io { dataset: dataset.to_string(), path: path.to_path_buf(), source };
+    let mut f = File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// One file of a drop folder, validated by `discover` and then streamed by `scan`.
+pub struct FolderSource {
+    dataset: String,
+    path: PathBuf,
+    format: Format,
+    delimiter: u8,
+    sheet: Option<String>,
+    declared: BTreeMap<String, ColumnType>,
+    /// Size and mtime when opened, to notice a file changing while it is read.
+    stamp: (u64, SystemTime),
+    /// The loaded worksheet (XLSX only), from `discover`.
+    sheet_data: Option<calamine::Range<Data>>,
+    row: RowBuf,
+}
+
+impl FolderSource {
+    /// Opens `path` (a file of the folder `config` describes).
+    pub fn open(dataset: &str, config: &FolderSourceConfig, path: &Path) -> Result<FolderSource, SourceError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|source| SourceError::Io { dataset: dataset.to_string(), path: path.to_path_buf(), source })?;
+        let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        let format = Format::of(path).ok_or_else(|| SourceError::File {
+            dataset: dataset.to_string(),
+            path: path.to_path_buf(),
+            problem: "unknown extension (expected .csv, .tsv, .txt or .xlsx)".into(),
+        })?;
+        let tsv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+        let delimiter = config.delimiter.map(|c| c as u8).unwrap_or(if tsv { b'\t' } else { b',' });
+        Ok(FolderSource {
+            dataset: dataset.to_string(),
+            path: path.to_path_buf(),
+            format,
+            delimiter,
+            sheet: config.sheet.clone(),
+            declared: config.types.clone(),
+            stamp,
+            sheet_data: None,
+            row: RowBuf::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn refuse(&self, problem: String) -> SourceError {
+        SourceError::File { dataset: self.dataset.clone(), path: self.path.clone(), problem }
+    }
+
+    fn io(&self, source: std::io::Error) -> SourceError {
+        SourceError::Io { dataset: self.dataset.clone(), path: self.path.clone(), source }
+    }
+
+    /// Whether the file still has the size and mtime it had when opened.
+    pub fn unchanged(&self) -> Result<bool, SourceError> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| self.io(e))?;
+        Ok((meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)) == self.stamp)
+    }
+
+    fn csv_reader(&self) -> Result<csv::Reader<BufReader<File>>, SourceError> {
+        let mut file = BufReader::new(File::open(&self.path).map_err(|e| self.io(e))?);
+        // Drop a UTF-8 byte order mark; otherwise start again from the first byte.
+        let mut bom = [0u8; 3];
+        let n = read_up_to(&mut file, &mut bom).map_err(|e| self.io(e))?;
+        if !(n == 3 && bom == [0xEF, 0xBB, 0xBF]) {
+            file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        }
+        Ok(csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(file))
+    }
+
+    /// Header names, checked: non-empty, unique, trimmed.
+    fn header(&self, fields: Vec<String>) -> Result<Vec<String>, SourceError> {
+        let mut names: Vec<String> = Vec::with_capacity(fields.len());
+        for (i, f) in fields.into_iter().enumerate() {
+            let name = f.trim().to_string();
+            if name.is_empty() {
+                return Err(self.refuse(format!("line 1 (header): column {} has no name", i + 1)));
+            }
+            if names.contains(&name) {
+                return Err(self.refuse(format!("line 1 (header): column name {name:?} appears twice")));
+            }
+            names.push(name);
+        }
+        if names.is_empty() {
+            return Err(self.refuse("the file is empty (no header row)".into()));
+        }
+        Ok(names)
+    }
+
+    /// Validates the whole file and returns its columns. `key` positions are checked for NULL and
+    /// duplicates; declared types are checked value by value.
+    fn validate(&mut self, key: &[String]) -> Result<Vec<Column>, SourceError> {
+        match self.format {
+            Format::Csv => self.validate_csv(key),
+            Format::Xlsx => self.validate_xlsx(key),
+        }
+    }
+
+    fn check_key_columns(&self, names: &[String], key: &[String]) -> Result<Vec<usize>, SourceError> {
+        key.iter()
+            .map(|k| {
+                names.iter().position(|n| n == k).ok_or_else(|| SourceError::MissingColumn {
+                    dataset: self.dataset.clone(),
+                    role: "key",
+                    column: k.clone(),
+                    available: names.join(", "),
+                })
+            })
+            .collect()
+    }
+
+    fn validate_csv(&mut self, key: &[String]) -> Result<Vec<Column>, SourceError> {
+        let mut rdr = self.csv_reader()?;
+        let mut rec = csv::ByteRecord::new();
+        let has = rdr.read_byte_record(&mut rec).map_err(|e| self.csv_err(e))?;
+        if !has {
+            return Err(self.refuse("the file is empty (no header row)".into()));
+        }
+        let mut fields = Vec::with_capacity(rec.len());
+        for f in rec.iter() {
+            fields.push(String::from_utf8(f.to_vec()).map_err(|_| self.refuse(not_utf8(1)))?);
+        }
+        let names = self.header(fields)?;
+        let key_idx = self.check_key_columns(&names, key)?;
+        let declared: Vec<Option<ColumnType>> = names.iter().map(|n| self.declared.get(n).copied()).collect();
+        let mut infer = vec![Infer::default(); names.len()];
+        let mut keys = KeySet::default();
+        let mut scratch = RowBuf::default();
+        let mut line = 1u64;
+        while rdr.read_byte_record(&mut rec).map_err(|e| self.csv_err(e))? {
+            line = rec.position().map_or(line + 1, |p| p.line());
+            if rec.len() == 1 && rec.get(0).is_some_and(<[u8]>::is_empty) {
+                continue; // a blank line
+            }
+            if rec.len() != names.len() {
+                return Err(self.refuse(format!("line {line}: {} fields, the header has {}", rec.len(), names.len())));
+            }
+            for (i, f) in rec.iter().enumerate() {
+                let s = std::str::from_utf8(f).map_err(|_| self.refuse(not_utf8(line)))?;
+                if s.is_empty() {
+                    continue;
+                }
+                match declared[i] {
+                    Some(ty) => {
+                        scratch.clear();
+                        values::push_typed(&mut scratch, ty, s)
+                            .map_err(|e| self.refuse(format!("line {line}, column {:?}: {e}", names[i])))?;
+                    }
+                    None => infer[i].observe(values::classify_text(s)),
+                }
+            }
+            let key_vals: Vec<&[u8]> = key_idx.iter().map(|&i| rec.get(i).unwrap_or(b"")).collect();
+            self.check_key(&mut keys, &names, &key_idx, &key_vals, &format!("line {line}"))?;
+        }
+        Ok(columns(names, &declared, &infer))
+    }
+
+    fn check_key(&self, keys: &mut KeySet, names: &[String], key_idx: &[usize], vals: &[&[u8]], at: &str) -> Result<(), SourceError> {
+        if let Some(n) = vals.iter().position(|v| v.is_empty()) {
+            return Err(self.refuse(format!("{at}: key column {:?} is empty", names[key_idx[n]])));
+        }
+        if !keys.insert(vals) {
+            let shown: Vec<String> = vals.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+            return Err(self.refuse(format!("{at}: duplicate key [{}]", shown.join(", "))));
+        }
+        Ok(())
+    }
+
+    fn csv_err(&self, e: csv::Error) -> SourceError {
+        let line = e.position().map(|p| p.line());
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => self.io(io),
+            other => self.refuse(format!("line {}: {other:?}", line.unwrap_or(0))),
+        }
+    }
+
+    fn load_sheet(&mut self) -> Result<calamine::Range<Data>, SourceError> {
+        let mut wb = calamine::open_workbook_auto(&self.path).map_err(|e| self.refuse(format!("not a readable workbook: {e}")))?;
+        let name = match &self.sheet {
+            Some(s) => s.clone(),
+            None => wb.sheet_names().first().cloned().ok_or_else(|| self.refuse("the workbook has no sheet".into()))?,
+        };
+        wb.worksheet_range(&name).map_err(|e| self.refuse(format!("sheet {name:?}: {e}")))
+    }
+
+    fn validate_xlsx(&mut self, key: &[String]) -> Result<Vec<Column>, SourceError> {
+        let range = self.load_sheet()?;
+        let mut rows = range.rows();
+        let Some(head) = rows.next() else { return Err(self.refuse("the sheet is empty (no header row)".into())) };
+        let head: Vec<String> = head.iter().map(|c| xlsx_text(c).ok().flatten().map(|(s, _)| s).unwrap_or_default()).collect();
+        // Trailing empty header cells are formatting, not columns.
+        let used = head.iter().rposition(|h| !h.trim().is_empty()).map_or(0, |i| i + 1);
+        let names = self.header(head[..used].to_vec())?;
+        let key_idx = self.check_key_columns(&names, key)?;
+        let declared: Vec<Option<ColumnType>> = names.iter().map(|n| self.declared.get(n).copied()).collect();
+        let mut infer = vec![Infer::default(); names.len()];
+        let mut keys = KeySet::default();
+        let mut scratch = RowBuf::default();
+        let first_row = range.start().map_or(0, |(r, _)| r) + 1;
+        for (n, row) in rows.enumerate() {
+            let line = u64::from(first_row) + 1 + n as u64;
+            if row.iter().all(|c| matches!(c, Data::Empty)) {
+                continue;
+            }
+            if let Some(extra) = row.iter().skip(names.len()).position(|c| !matches!(c, Data::Empty)) {
+                return Err(self.refuse(format!("row {line}: a value in column {} has no header", names.len() + extra + 1)));
+            }
+            let mut key_vals: Vec<Vec<u8>> = Vec::with_capacity(key_idx.len());
+            for (i, name) in names.iter().enumerate() {
+                let cell = row.get(i).unwrap_or(&Data::Empty);
+                let v = xlsx_text(cell).map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
+                let Some((s, class)) = v else { continue };
+                match declared[i] {
+                    Some(ty) => {
+                        scratch.clear();
+                        values::push_typed(&mut scratch, ty, &s)
+                            .map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
+                    }
+                    None => infer[i].observe(class),
+                }
+            }
+            for &k in &key_idx {
+                let v = xlsx_text(row.get(k).unwrap_or(&Data::Empty)).ok().flatten().map(|(s, _)| s).unwrap_or_default();
+                key_vals.push(v.into_bytes());
+            }
+            let refs: Vec<&[u8]> = key_vals.iter().map(Vec::as_slice).collect();
+            self.check_key(&mut keys, &names, &key_idx, &refs, &format!("row {line}"))?;
+        }
+        self.sheet_data = Some(range);
+        Ok(columns(names, &declared, &infer))
+    }
+}
+
+fn not_utf8(line: u64) -> String {
+    format!("line {line}: text is not UTF-8 (export the file as \"CSV UTF-8\")")
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn columns(names: Vec<String>, declared: &[Option<ColumnType>], infer: &[Infer]) -> Vec<Column> {
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| Column { name, ty: declared[i].unwrap_or_else(|| infer[i].column_type()) })
+        .collect()
+}
+
+/// Keys seen in a file: 16 bytes of the sha256 of each key (collisions are negligible).
+#[derive(Default)]
+struct KeySet(HashSet<[u8; 16]>);
+
+impl KeySet {
+    /// False if the key was seen before.
+    fn insert(&mut self, vals: &[&[u8]]) -> bool {
+        let mut h = Sha256::new();
+        for v in vals {
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
+        let d: [u8; 32] = h.finalize().into();
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        self.0.insert(k)
+    }
+}
+
+/// An XLSX cell as text plus its class; None when empty. Errors for `#N/A`-style error cells.
+pub fn xlsx_text(cell: &Data) -> Result<Option<(String, Class)>, String> {
+    Ok(Some(match cell {
+        Data::Empty => return Ok(None),
+        Data::String(s) if s.is_empty() => return Ok(None),
+        Data::String(s) => (s.clone(), values::classify_text(s)),
+        Data::Int(i) => (i.to_string(), Class::Int),
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => (format!("{}", *f as i64), Class::Int),
+        // Shortest digits that read back as the stored double: what Excel displays at full precision.
+        Data::Float(f) if f.is_finite() => (format!("{f}"), Class::Decimal),
+        Data::Float(f) => return Err(format!("{f} is not a finite number")),
+        Data::Bool(b) => (b.to_string(), Class::Bool),
+        Data::DateTime(dt) => {
+            let s = values::excel_serial_to_iso(dt.as_f64()).ok_or_else(|| format!("date {} out of range", dt.as_f64()))?;
+            let class = if s.len() == 10 { Class::Date } else { Class::Timestamp };
+            (s, class)
+        }
+        Data::DateTimeIso(s) | Data::DurationIso(s) => (s.clone(), values::classify_text(s)),
+        Data::Error(e) => return Err(format!("the cell holds an error ({e})")),
+    }))
+}
+
+impl Source for FolderSource {
+    fn discover(&mut self, key: &[String], cursor: Option<&str>) -> Result<DatasetSchema, SourceError> {
+        let columns = self.validate(key)?;
+        super::check_schema(&self.dataset, columns, key, cursor)
+    }
+
+    fn scan(
+        &mut self,
+        schema: &DatasetSchema,
+        _range: ScanRange<'_>,
+        visit: &mut dyn FnMut(&dyn RowView) -> ControlFlow<()>,
+    ) -> Result<(), SourceError> {
+        // Files were validated whole by `discover`; any failure here means the file changed
+        // under us, which is reported as transient I/O (the file is read again next poll).
+        let types: Vec<ColumnType> = schema.columns.iter().map(|c| c.ty).collect();
+        let (dataset, path) = (self.dataset.clone(), self.path.clone());
+        let changed = |e: String| SourceError::Io {
+            dataset: dataset.clone(),
+            path: path.clone(),
+            source: std::io::Error::other(format!("the file changed while it was read: {e}")),
+        };
+        match self.format {
+            Format::Csv => {
+                let mut rdr = self.csv_reader()?;
+                let mut rec = csv::ByteRecord::new();
+                let mut header = true;
+                let mut row = std::mem::take(&mut self.row);
+                loop {
+                    let more = rdr.read_byte_record(&mut rec).map_err(|e| changed(e.to_string()))?;
+                    if !more {
+                        break;
+                    }
+                    if std::mem::take(&mut header) || (rec.len() == 1 && rec.get(0).is_some_and(<[u8]>::is_empty)) {
+                        continue;
+                    }
+                    if rec.len() != types.len() {
+                        return Err(changed("field count".into()));
+                    }
+                    row.clear();
+                    for (i, f) in rec.iter().enumerate() {
+                        if f.is_empty() {
+                            row.push_null();
+                            continue;
+                        }
+                        let s = std::str::from_utf8(f).map_err(|_| changed("UTF-8".into()))?;
+                        values::push_typed(&mut row, types[i], s).map_err(changed)?;
+                    }
+                    if visit(&row).is_break() {
+                        break;
+                    }
+                }
+                self.row = row;
+            }
+            Format::Xlsx => {
+                let range = match self.sheet_data.take() {
+                    Some(r) => r,
+                    None => self.load_sheet()?,
+                };
+                let mut row = std::mem::take(&mut self.row);
+                for cells in range.rows().skip(1) {
+                    if cells.iter().all(|c| matches!(c, Data::Empty)) {
+                        continue;
+                    }
+                    row.clear();
+                    for (i, ty) in types.iter().enumerate() {
+                        match xlsx_text(cells.get(i).unwrap_or(&Data::Empty)).map_err(changed)? {
+                            None => row.push_null(),
+                            Some((s, _)) => values::push_typed(&mut row, *ty, &s).map_err(changed)?,
+                        }
+                    }
+                    if visit(&row).is_break() {
+                        break;
+                    }
+                }
+                self.row = row;
+                self.sheet_data = Some(range);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_null(&mut self, _column: &str) -> Result<u64, SourceError> {
+        // Folders have no cursor column (see the module doc).
+        Ok(0)
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(format!("file {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn temp_names_are_ignored_and_globs_match() {
+        for n in ["~$bao_cao.xlsx", ".ho_so.csv", "ho_so.csv.tmp", "ho_so.csv.part", "x.crdownload"] {
+            assert!(is_temp_name(n), "{n}");
+        }
+        assert!(!is_temp_name("ho_so_2026.csv"));
+        assert!(glob_match("*.csv", "ho_so.CSV"));
+        assert!(glob_match("ho_so_*.xlsx", "ho_so_2026-01.xlsx"));
+        assert!(glob_match("a?c.csv", "abc.csv"));
+        assert!(!glob_match("*.csv", "ho_so.csv.tmp"));
+        assert!(!glob_match("ho_so_*.csv", "khac.csv"));
+        assert!(glob_match("*", "x"));
+    }
+
+    fn cfg(dir: &Path, pattern: &str) -> FolderSourceConfig {
+        FolderSourceConfig {
+            path: dir.to_path_buf(),
+            pattern: pattern.into(),
+            sheet: None,
+            delimiter: None,
+            settle: Duration::ZERO,
+            types: BTreeMap::new(),
+        }
+    }
+
+    fn read_all(src: &mut FolderSource, key: &[&str]) -> Result<(DatasetSchema, Vec<String>), SourceError> {
+        let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
+        let schema = src.discover(&key, None)?;
+        let mut enc = crate::detect::encode::RowEncoder::new(&schema);
+        let mut rows = Vec::new();
+        src.scan(&schema, ScanRange::KeyOrder, &mut |r| {
+            enc.encode(r).unwrap();
+            rows.push(String::from_utf8(enc.row().to_vec()).unwrap());
+            ControlFlow::Continue(())
+        })?;
+        Ok((schema, rows))
+    }
+
+    #[test]
+    fn csv_with_bom_is_typed_and_kept_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.csv");
+        std::fs::write(&p, "\u{feff}ma,ten,so_tien,ngay,ma_xa\n1,Nguyễn Văn Ánh,1234.50,2026-01-05,007\n2,\"Lò Thị Hồng, Sơn La\",,2026-02-01,012\n").unwrap();
+        let c = cfg(dir.path(), "*.csv");
+        let mut src = FolderSource::open("d", &c, &p).unwrap();
+        let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
+        let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
+        assert_eq!(types, ["int", "text", "decimal", "date", "text"]);
+        assert_eq!(schema.columns[0].name, "ma", "the BOM is not part of the first name");
+        assert_eq!(rows[0], r#"{"ma":1,"ten":"Nguyễn Văn Ánh","so_tien":"1234.50","ngay":"2026-01-05","ma_xa":"007"}"#);
+        assert_eq!(rows[1], r#"{"ma":2,"ten":"Lò Thị Hồng, Sơn La","so_tien":null,"ngay":"2026-02-01","ma_xa":"012"}"#);
+    }
+
+    #[test]
+    fn malformed_files_are_refused_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), "*.csv");
+        let cases: [(&[u8], &str); 5] = [
+            (b"ma,ten\n1,a\n2,b,c\n", "line 3: 3 fields"),
+            (b"ma,ten\n1,a\n2,\xff\xfe\n", "line 3: text is not UTF-8"),
+            (b"ma,ten\n1,a\n1,b\n", "line 3: duplicate key [1]"),
+            (b"ma,ten\n1,a\n,b\n", "line 3: key column \"ma\" is empty"),
+            (b"ma,ma\n1,a\n", "appears twice"),
+        ];
+        for (i, (content, want)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("bad{i}.csv"));
+            std::fs::write(&p, content).unwrap();
+            let mut src = FolderSource::open("ds", &c, &p).unwrap();
+            let err = read_all(&mut src, &["ma"]).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("dataset ds") && err.contains(&format!("bad{i}.csv")), "{err}");
+        }
+    }
+
+    #[test]
+    fn declared_types_override_inference() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.csv");
+        std::fs::write(&p, "ma;ngay;so\n007;05/01/2026;12\n").unwrap();
+        let mut c = cfg(dir.path(), "*.csv");
+        c.delimiter = Some(';');
+        c.types.insert("ngay".into(), ColumnType::Date);
+        c.types.insert("so".into(), ColumnType::Decimal);
+        let mut src = FolderSource::open("d", &c, &p).unwrap();
+        let (_, rows) = read_all(&mut src, &["ma"]).unwrap();
+        assert_eq!(rows[0], r#"{"ma":"007","ngay":"2026-01-05","so":"12"}"#);
+    }
+
+    #[test]
+    fn xlsx_cells_are_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.xlsx");
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let ws = wb.add_worksheet();
+        for (i, h) in ["ma", "ten", "so_tien", "ngay", "dung"].iter().enumerate() {
+            ws.write_string(0, i as u16, *h).unwrap();
+        }
+        let fmt = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd");
+        ws.write_number(1, 0, 1.0).unwrap();
+        ws.write_string(1, 1, "Điện Biên Phủ").unwrap();
+        ws.write_number(1, 2, 1234.5).unwrap();
+        let d = rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 1, 5).unwrap();
+        ws.write_datetime_with_format(1, 3, &d, &fmt).unwrap();
+        ws.write_boolean(1, 4, true).unwrap();
+        wb.save(&p).unwrap();
+        let c = cfg(dir.path(), "*.xlsx");
+        let mut src = FolderSource::open("d", &c, &p).unwrap();
+        let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
+        let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
+        assert_eq!(types, ["int", "text", "decimal", "date", "bool"]);
+        assert_eq!(rows[0], r#"{"ma":1,"ten":"Điện Biên Phủ","so_tien":"1234.5","ngay":"2026-01-05","dung":true}"#);
+    }
+}
