@@ -313,4 +313,6 @@ pub fn check(config: &DatasetConfig) -> Result<CheckReport, SourceError> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_files;
+#[cfg(test)]
 mod tests_remote;
