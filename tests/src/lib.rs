@@ -30,3 +30,33 @@ pub fn bin_path(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A warehouse table's live rows as `key column value → [column values as text]` (NULL as None),
+/// for comparing with what a file or an API served.
+pub fn warehouse_text_rows(
+    warehouse: &std::path::Path,
+    table: &str,
+    columns: &[&str],
+) -> rusqlite::Result<std::collections::BTreeMap<String, Vec<Option<String>>>> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open_with_flags(warehouse, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let cols: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM \"{table}\" WHERE _kho_deleted = 0", cols.join(", ")))?;
+    let mut rows = stmt.query([])?;
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let mut vals = Vec::with_capacity(columns.len());
+        for i in 0..columns.len() {
+            vals.push(match r.get_ref(i)? {
+                ValueRef::Null => None,
+                ValueRef::Integer(v) => Some(v.to_string()),
+                ValueRef::Real(v) => Some(v.to_string()),
+                ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Some(format!("x'{}'", hex::encode(b))),
+            });
+        }
+        out.insert(vals[0].clone().unwrap_or_default(), vals);
+    }
+    Ok(out)
+}
