@@ -139,7 +139,8 @@ pub enum SourceConfig {
     Postgres(crate::source::remote::RemoteSourceConfig),
     Mysql(crate::source::remote::RemoteSourceConfig),
     Folder(crate::source::folder::FolderSourceConfig),
-    Rest(crate::source::rest::RestSourceConfig),
+    // Boxed: much larger than the other variants.
+    Rest(Box<crate::source::rest::RestSourceConfig>),
 }
 
 impl SourceConfig {

@@ -238,3 +238,114 @@ fn network_source_problems_are_named() {
     let e = parse(&format!("{VALID}{NETWORK_SOURCES}").replace("sslmode = \"require\"", "sslmode = \"verify\"\nport = 1")).unwrap_err();
     assert!(e.to_string().contains("sslmode") || e.to_string().contains("port"), "{e}");
 }
+
+const HEAD: &str =
+    "[agent]\nid = \"a\"\ndata_dir = \"data\"\n[hub]\nurl = \"https://h\"\ntoken = \"t\"\n";
+
+#[test]
+fn folder_and_rest_sources_parse_with_defaults_and_resolve_paths() {
+    let text = format!(
+        "{HEAD}
+[[dataset]]
+name = \"ho_so_csv\"
+key = [\"ma\"]
+mode = \"snapshot\"
+[dataset.source]
+kind = \"folder\"
+path = \"drop\"
+pattern = \"*.csv\"
+delimiter = \";\"
+types = {{ so_tien = \"decimal\", ngay = \"date\" }}
+
+[[dataset]]
+name = \"api\"
+key = [\"id\"]
+mode = \"cursor\"
+cursor_column = \"updated_at\"
+[dataset.source]
+kind = \"rest\"
+url = \"https://api.example/v1/ho-so\"
+records = \"/data\"
+cursor_param = \"updated_since\"
+headers = {{ Accept-Language = \"vi\" }}
+[dataset.source.pagination]
+style = \"offset\"
+limit = 100
+[dataset.source.auth]
+kind = \"bearer\"
+secret_file = \"api.token\"
+"
+    );
+    let c = parse(&text).unwrap();
+    let SourceConfig::Folder(f) = &c.datasets[0].source else {
+        panic!("folder")
+    };
+    assert_eq!(f.path, Path::new("/etc/kho/drop"));
+    assert_eq!(f.settle, crate::source::folder::DEFAULT_SETTLE);
+    assert_eq!(f.types["so_tien"], kho_shared::types::ColumnType::Decimal);
+    let SourceConfig::Rest(r) = &c.datasets[1].source else {
+        panic!("rest")
+    };
+    assert_eq!(
+        r.auth.as_ref().unwrap().secret_file.as_deref(),
+        Some(Path::new("/etc/kho/api.token"))
+    );
+    assert_eq!(r.max_pages, 1000);
+    assert!(
+        !format!("{c:?}").contains("secret_value"),
+        "config Debug holds only where the secret is"
+    );
+}
+
+#[test]
+fn folder_and_rest_problems_are_named() {
+    let text = format!(
+        "{HEAD}
+[[dataset]]
+name = \"a\"
+table = \"t\"
+key = [\"ma\"]
+mode = \"cursor\"
+cursor_column = \"x\"
+[dataset.source]
+kind = \"folder\"
+path = \"drop\"
+pattern = \"*.pdf\"
+delimiter = \"ă\"
+
+[[dataset]]
+name = \"b\"
+key = [\"id\"]
+mode = \"snapshot\"
+[dataset.source]
+kind = \"rest\"
+url = \"ftp://x\"
+records = \"data\"
+max_pages = 0
+cursor_param = \"since\"
+[dataset.source.auth]
+kind = \"basic\"
+secret_env = \"X\"
+"
+    );
+    let e = parse(&text).unwrap_err();
+    let f = fields(&e);
+    for want in [
+        "dataset[0].table",
+        "dataset[0].cursor_column",
+        "dataset[0].source.pattern",
+        "dataset[0].source.delimiter",
+        "dataset[1].source.url",
+        "dataset[1].source.records",
+        "dataset[1].source.max_pages",
+        "dataset[1].source.cursor_param",
+        "dataset[1].source.auth.username",
+    ] {
+        assert!(f.iter().any(|x| x == want), "{want} not in {f:?}");
+    }
+    // A folder in cursor mode needs no cursor column.
+    let ok = format!(
+        "{HEAD}[[dataset]]\nname = \"a\"\nkey = [\"ma\"]\nmode = \"cursor\"\n[dataset.source]\nkind = \"folder\"\npath = \"d\"\npattern = \"*.xlsx\"\nsheet = \"Sheet1\"\n"
+    );
+    parse(&ok).unwrap();
+}

@@ -60,13 +60,17 @@ impl FolderState {
     }
 
     fn forget_missing(&mut self, files: &[DroppedFile]) {
-        self.observed.retain(|p, _| files.iter().any(|f| &f.path == p));
-        self.hashes.retain(|p, _| files.iter().any(|f| &f.path == p));
+        self.observed
+            .retain(|p, _| files.iter().any(|f| &f.path == p));
+        self.hashes
+            .retain(|p, _| files.iter().any(|f| &f.path == p));
     }
 }
 
 fn file_name(p: &std::path::Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The content hash of `f`, from the cache when its size and mtime did not change.
@@ -89,7 +93,9 @@ pub fn poll(cap: &mut Capture, config: &FolderSourceConfig) -> Result<PollReport
     let mut report = PollReport::default();
     match cap.config.mode {
         Mode::Snapshot => {
-            let Some(newest) = files.last() else { return Ok(report) };
+            let Some(newest) = files.last() else {
+                return Ok(report);
+            };
             if !cap.folder.settled(newest, config.settle, now) {
                 tracing::debug!(dataset = %cap.config.name, file = %newest.path.display(), "newest file not settled yet");
                 return Ok(report);
@@ -125,20 +131,37 @@ pub fn poll(cap: &mut Capture, config: &FolderSourceConfig) -> Result<PollReport
 }
 
 /// Captures one settled file unless its content was processed; None when it was.
-fn capture_file(cap: &mut Capture, config: &FolderSourceConfig, f: &DroppedFile) -> Result<Option<PollReport>, DetectError> {
+fn capture_file(
+    cap: &mut Capture,
+    config: &FolderSourceConfig,
+    f: &DroppedFile,
+) -> Result<Option<PollReport>, DetectError> {
     let dataset = cap.config.name.clone();
     let sha = hash_of(cap, f)?;
-    match cap.outbox.file_status(&dataset, &sha).map_err(|e| cap.outbox_err(e))? {
+    match cap
+        .outbox
+        .file_status(&dataset, &sha)
+        .map_err(|e| cap.outbox_err(e))?
+    {
         Some(FileStatus::Done) => return Ok(None),
         Some(FileStatus::Refused(problem)) => {
-            return Err(SourceError::File { dataset, path: f.path.clone(), problem: format!("(unchanged since refused) {problem}") }.into());
+            return Err(SourceError::File {
+                dataset,
+                path: f.path.clone(),
+                problem: format!("(unchanged since refused) {problem}"),
+            }
+            .into());
         }
         None => {}
     }
     let mut src = FolderSource::open(&dataset, config, &f.path)?;
     let schema = match src.discover(&cap.config.key, None) {
         Ok(s) => s,
-        Err(e @ (SourceError::File { .. } | SourceError::MissingColumn { .. } | SourceError::Schema { .. })) => {
+        Err(
+            e @ (SourceError::File { .. }
+            | SourceError::MissingColumn { .. }
+            | SourceError::Schema { .. }),
+        ) => {
             let problem = match &e {
                 SourceError::File { problem, .. } => problem.clone(),
                 other => other.to_string(),
@@ -151,9 +174,16 @@ fn capture_file(cap: &mut Capture, config: &FolderSourceConfig, f: &DroppedFile)
         }
         Err(e) => return Err(e.into()),
     };
-    let schema_changed = cap.outbox.record_schema(&schema).map_err(|e| cap.outbox_err(e))?;
+    let schema_changed = cap
+        .outbox
+        .record_schema(&schema)
+        .map_err(|e| cap.outbox_err(e))?;
     tracing::info!(dataset = %dataset, file = %f.path.display(), "reading dropped file");
-    cap.file_done = Some(PendingFile { path: f.path.clone(), sha256: sha, stamp: f.stamp() });
+    cap.file_done = Some(PendingFile {
+        path: f.path.clone(),
+        sha256: sha,
+        stamp: f.stamp(),
+    });
     let result = match cap.config.mode {
         Mode::Snapshot => super::snapshot::pass(cap, &mut src, &schema),
         Mode::Cursor => delta_pass(cap, &mut src, &schema),
@@ -166,9 +196,15 @@ fn capture_file(cap: &mut Capture, config: &FolderSourceConfig, f: &DroppedFile)
 
 /// Marks the pending file processed in the open chunk, if it did not change while being read.
 pub(crate) fn mark_done(cap: &mut Capture, f: &PendingFile) -> Result<(), DetectError> {
-    let meta = std::fs::metadata(&f.path)
-        .map_err(|source| SourceError::Io { dataset: cap.config.name.clone(), path: f.path.clone(), source })?;
-    let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+    let meta = std::fs::metadata(&f.path).map_err(|source| SourceError::Io {
+        dataset: cap.config.name.clone(),
+        path: f.path.clone(),
+        source,
+    })?;
+    let stamp = (
+        meta.len(),
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    );
     if stamp != f.stamp {
         tracing::warn!(dataset = %cap.config.name, file = %f.path.display(), "file changed while it was read; it will be read again");
         return Ok(());
@@ -180,7 +216,11 @@ pub(crate) fn mark_done(cap: &mut Capture, f: &PendingFile) -> Result<(), Detect
 
 /// Cursor mode for files: every row of the file is an upsert (the file was validated whole, so
 /// keys are present and unique).
-pub fn delta_pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) -> Result<PollReport, DetectError> {
+pub fn delta_pass(
+    cap: &mut Capture,
+    source: &mut dyn Source,
+    schema: &DatasetSchema,
+) -> Result<PollReport, DetectError> {
     let dataset = cap.config.name.clone();
     let mut report = PollReport::default();
     if !cap.begin_chunk()? {
@@ -195,7 +235,9 @@ pub fn delta_pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSc
             report.rows_read += 1;
             rows_in_chunk += 1;
             enc.encode(row)?;
-            cap.outbox.push_change(&dataset, Op::Upsert, enc.row()).map_err(|e| cap.outbox_err(e))?;
+            cap.outbox
+                .push_change(&dataset, Op::Upsert, enc.row())
+                .map_err(|e| cap.outbox_err(e))?;
             report.changes += 1;
             if cap.outbox.chunk_changes() >= cap.chunk_changes || rows_in_chunk >= cap.chunk_rows {
                 cap.commit_chunk()?;

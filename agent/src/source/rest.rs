@@ -189,18 +189,37 @@ impl RestSourceConfig {
             Err(e) => p.push((f("url"), format!("{:?} is not a URL: {e}", self.url))),
         }
         for (name, value) in &self.headers {
-            if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {
-                p.push((f(&format!("headers.{name}")), "not a valid HTTP header".into()));
+            if HeaderName::from_bytes(name.as_bytes()).is_err()
+                || HeaderValue::from_str(value).is_err()
+            {
+                p.push((
+                    f(&format!("headers.{name}")),
+                    "not a valid HTTP header".into(),
+                ));
             }
         }
         if !self.records.is_empty() && !self.records.starts_with('/') {
-            p.push((f("records"), "must be a JSON pointer such as \"/data/items\" (or empty for a top-level array)".into()));
+            p.push((
+                f("records"),
+                "must be a JSON pointer such as \"/data/items\" (or empty for a top-level array)"
+                    .into(),
+            ));
         }
         match &self.pagination {
-            Pagination::Offset { limit: 0, .. } => p.push((f("pagination.limit"), "must be at least 1".into())),
-            Pagination::Page { size: Some(0), .. } => p.push((f("pagination.size"), "must be at least 1".into())),
-            Pagination::NextLink { pointer: Some(ptr) } | Pagination::Cursor { pointer: ptr, .. } if !ptr.starts_with('/') => {
-                p.push((f("pagination.pointer"), "must be a JSON pointer such as \"/next\"".into()))
+            Pagination::Offset { limit: 0, .. } => {
+                p.push((f("pagination.limit"), "must be at least 1".into()))
+            }
+            Pagination::Page { size: Some(0), .. } => {
+                p.push((f("pagination.size"), "must be at least 1".into()))
+            }
+            Pagination::NextLink { pointer: Some(ptr) }
+            | Pagination::Cursor { pointer: ptr, .. }
+                if !ptr.starts_with('/') =>
+            {
+                p.push((
+                    f("pagination.pointer"),
+                    "must be a JSON pointer such as \"/next\"".into(),
+                ))
             }
             _ => {}
         }
@@ -210,7 +229,10 @@ impl RestSourceConfig {
         if let Some(r) = self.rate_limit
             && !(r > 0.0 && r.is_finite())
         {
-            p.push((f("rate_limit"), "must be a positive number of requests per second".into()));
+            p.push((
+                f("rate_limit"),
+                "must be a positive number of requests per second".into(),
+            ));
         }
         if self.timeout.is_zero() {
             p.push((f("timeout"), "must be greater than zero".into()));
@@ -220,16 +242,30 @@ impl RestSourceConfig {
         }
         if let Some(a) = &self.auth {
             match (&a.secret_env, &a.secret_file) {
-                (Some(_), Some(_)) => p.push((f("auth.secret_env"), "give either secret_env or secret_file, not both".into())),
-                (None, None) => p.push((f("auth.secret_env"), "missing: give secret_env or secret_file".into())),
+                (Some(_), Some(_)) => p.push((
+                    f("auth.secret_env"),
+                    "give either secret_env or secret_file, not both".into(),
+                )),
+                (None, None) => p.push((
+                    f("auth.secret_env"),
+                    "missing: give secret_env or secret_file".into(),
+                )),
                 _ => {}
             }
             match a.kind {
                 AuthKind::Basic if a.username.as_deref().is_none_or(str::is_empty) => {
                     p.push((f("auth.username"), "required for kind = \"basic\"".into()))
                 }
-                AuthKind::ApiKey if a.header.as_deref().is_none_or(|h| HeaderName::from_bytes(h.as_bytes()).is_err()) => {
-                    p.push((f("auth.header"), "required for kind = \"api_key\": the header name, e.g. \"X-API-Key\"".into()))
+                AuthKind::ApiKey
+                    if a.header
+                        .as_deref()
+                        .is_none_or(|h| HeaderName::from_bytes(h.as_bytes()).is_err()) =>
+                {
+                    p.push((
+                        f("auth.header"),
+                        "required for kind = \"api_key\": the header name, e.g. \"X-API-Key\""
+                            .into(),
+                    ))
                 }
                 _ => {}
             }
@@ -250,15 +286,19 @@ impl std::fmt::Debug for Secret {
 impl RestAuth {
     fn secret(&self) -> Result<Secret, String> {
         if let Some(var) = &self.secret_env {
-            return std::env::var(var)
-                .map(Secret)
-                .map_err(|_| format!("auth.secret_env: environment variable {var} is not set (or not UTF-8)"));
+            return std::env::var(var).map(Secret).map_err(|_| {
+                format!("auth.secret_env: environment variable {var} is not set (or not UTF-8)")
+            });
         }
         let path = self.secret_file.clone().unwrap_or_default();
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("auth.secret_file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("auth.secret_file {}: {e}", path.display()))?;
         let line = text.lines().next().unwrap_or("").trim_end().to_string();
         if line.is_empty() {
-            return Err(format!("auth.secret_file {}: file is empty", path.display()));
+            return Err(format!(
+                "auth.secret_file {}: file is empty",
+                path.display()
+            ));
         }
         Ok(Secret(line))
     }
@@ -268,20 +308,26 @@ impl RestAuth {
         use base64::Engine;
         let secret = self.secret()?;
         let (name, value) = match self.kind {
-            AuthKind::Bearer => (reqwest::header::AUTHORIZATION, format!("Bearer {}", secret.0)),
+            AuthKind::Bearer => (
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", secret.0),
+            ),
             AuthKind::Basic => {
                 let user = self.username.clone().unwrap_or_default();
-                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", secret.0));
+                let enc = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", secret.0));
                 (reqwest::header::AUTHORIZATION, format!("Basic {enc}"))
             }
             AuthKind::ApiKey => {
                 let h = self.header.clone().unwrap_or_default();
-                let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("auth.header {h:?} is not a header name"))?;
+                let name = HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("auth.header {h:?} is not a header name"))?;
                 (name, secret.0.clone())
             }
         };
-        let mut value =
-            HeaderValue::from_str(&value).map_err(|_| "auth: the secret contains characters not allowed in an HTTP header".to_string())?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            "auth: the secret contains characters not allowed in an HTTP header".to_string()
+        })?;
         value.set_sensitive(true);
         Ok((name, value))
     }
@@ -289,7 +335,9 @@ impl RestAuth {
 
 /// Unescapes one RFC 6901 pointer segment.
 fn pointer_segments(ptr: &str) -> impl Iterator<Item = String> + '_ {
-    ptr.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~"))
+    ptr.split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
 }
 
 /// The value at JSON pointer `ptr` inside `root`, without parsing numbers (pure).
@@ -320,7 +368,11 @@ fn raw_text(root: &RawValue, ptr: &str) -> Option<String> {
     if t == "null" {
         return None;
     }
-    let s = if t.starts_with('"') { serde_json::from_str::<String>(t).ok()? } else { t.to_string() };
+    let s = if t.starts_with('"') {
+        serde_json::from_str::<String>(t).ok()?
+    } else {
+        t.to_string()
+    };
     (!s.is_empty()).then_some(s)
 }
 
@@ -346,7 +398,8 @@ pub fn retry_after(value: &str) -> Option<Duration> {
 
 /// Exponential backoff before retry `attempt` (0-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1u64 << attempt.min(6))).min(Duration::from_secs(30))
+    Duration::from_millis(500u64.saturating_mul(1u64 << attempt.min(6)))
+        .min(Duration::from_secs(30))
 }
 
 /// Walks the pages of a listing (pure: URLs in, URLs out).
@@ -365,15 +418,23 @@ impl Pager {
             Pagination::Page { first, .. } => *first,
             _ => 0,
         };
-        Pager { pagination, base, page, offset: 0 }
+        Pager {
+            pagination,
+            base,
+            page,
+            offset: 0,
+        }
     }
 
     fn with(&self, params: &[(&str, String)]) -> Url {
         let mut u = self.base.clone();
         {
             let drop: Vec<&str> = params.iter().map(|(k, _)| *k).collect();
-            let kept: Vec<(String, String)> =
-                u.query_pairs().filter(|(k, _)| !drop.contains(&k.as_ref())).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let kept: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| !drop.contains(&k.as_ref()))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
             let mut q = u.query_pairs_mut();
             q.clear();
             for (k, v) in &kept {
@@ -392,26 +453,47 @@ impl Pager {
     /// The first page's URL.
     pub fn first(&self) -> Url {
         match &self.pagination {
-            Pagination::Page { param, size_param, size, .. } => {
+            Pagination::Page {
+                param,
+                size_param,
+                size,
+                ..
+            } => {
                 let mut ps = vec![(param.as_str(), self.page.to_string())];
                 if let (Some(sp), Some(s)) = (size_param, size) {
                     ps.push((sp.as_str(), s.to_string()));
                 }
                 self.with(&ps)
             }
-            Pagination::Offset { offset_param, limit_param, limit } => {
-                self.with(&[(offset_param.as_str(), "0".into()), (limit_param.as_str(), limit.to_string())])
-            }
+            Pagination::Offset {
+                offset_param,
+                limit_param,
+                limit,
+            } => self.with(&[
+                (offset_param.as_str(), "0".into()),
+                (limit_param.as_str(), limit.to_string()),
+            ]),
             _ => self.base.clone(),
         }
     }
 
     /// The next page's URL after `current` returned `records` records, `body` and `link`
     /// (the Link header); None when the listing is complete.
-    pub fn next(&mut self, current: &Url, records: usize, body: &RawValue, link: Option<&str>) -> Option<Url> {
+    pub fn next(
+        &mut self,
+        current: &Url,
+        records: usize,
+        body: &RawValue,
+        link: Option<&str>,
+    ) -> Option<Url> {
         match self.pagination.clone() {
             Pagination::None => None,
-            Pagination::Page { param, size_param, size, .. } => {
+            Pagination::Page {
+                param,
+                size_param,
+                size,
+                ..
+            } => {
                 if records == 0 || size.is_some_and(|s| (records as u64) < s) {
                     return None;
                 }
@@ -422,12 +504,19 @@ impl Pager {
                 }
                 Some(self.with(&ps))
             }
-            Pagination::Offset { offset_param, limit_param, limit } => {
+            Pagination::Offset {
+                offset_param,
+                limit_param,
+                limit,
+            } => {
                 if (records as u64) < limit {
                     return None;
                 }
                 self.offset += records as u64;
-                Some(self.with(&[(offset_param.as_str(), self.offset.to_string()), (limit_param.as_str(), limit.to_string())]))
+                Some(self.with(&[
+                    (offset_param.as_str(), self.offset.to_string()),
+                    (limit_param.as_str(), limit.to_string()),
+                ]))
             }
             Pagination::NextLink { pointer } => {
                 let next = match pointer {
@@ -457,7 +546,17 @@ fn classify_raw(raw: &RawValue) -> Option<Class> {
         b'n' => None,
         b't' | b'f' => Some(Class::Bool),
         b'{' | b'[' => Some(Class::Json),
-        b'"' => Some(serde_json::from_str::<String>(t).map(|s| if s.is_empty() { Class::Text } else { values::classify_text(&s) }).unwrap_or(Class::Text)),
+        b'"' => Some(
+            serde_json::from_str::<String>(t)
+                .map(|s| {
+                    if s.is_empty() {
+                        Class::Text
+                    } else {
+                        values::classify_text(&s)
+                    }
+                })
+                .unwrap_or(Class::Text),
+        ),
         _ if values::is_int(t) => Some(Class::Int),
         _ if values::is_decimal(t) => Some(Class::Decimal),
         _ => Some(Class::Text),
@@ -493,7 +592,10 @@ fn push_raw(out: &mut RowBuf, ty: ColumnType, raw: Option<&RawValue>) -> Result<
             out.push_int(i64::from(t == "true"));
             Ok(())
         }
-        Some(b'{' | b'[') if ty != ColumnType::Text => Err(format!("an object or array where {} was expected", ty.as_str())),
+        Some(b'{' | b'[') if ty != ColumnType::Text => Err(format!(
+            "an object or array where {} was expected",
+            ty.as_str()
+        )),
         _ if ty == ColumnType::Text => {
             out.push_text(t.as_bytes());
             Ok(())
@@ -525,13 +627,22 @@ impl RestSource {
         crate::forward::https::install_crypto_provider();
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 headers.insert(k, v);
             }
         }
-        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(a) = &config.auth {
-            let (k, v) = a.header().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })?;
+            let (k, v) = a.header().map_err(|problem| SourceError::Credential {
+                dataset: dataset.to_string(),
+                problem,
+            })?;
             headers.insert(k, v);
         }
         let client = reqwest::blocking::Client::builder()
@@ -558,7 +669,12 @@ impl RestSource {
     }
 
     fn http_err(&self, url: &Url, problem: String, transient: bool) -> SourceError {
-        SourceError::Http { dataset: self.dataset.clone(), url: url.to_string(), problem, transient }
+        SourceError::Http {
+            dataset: self.dataset.clone(),
+            url: url.to_string(),
+            problem,
+            transient,
+        }
     }
 
     /// The first URL: configured URL plus `cursor_param` when there is a stored cursor.
@@ -570,7 +686,8 @@ impl RestSource {
             transient: false,
         })?;
         if let (Some(param), Some(since)) = (&self.config.cursor_param, &self.since) {
-            u.query_pairs_mut().append_pair(param, &super::cursor_text(since));
+            u.query_pairs_mut()
+                .append_pair(param, &super::cursor_text(since));
         }
         Ok(u)
     }
@@ -590,12 +707,25 @@ impl RestSource {
                 Err(e) => (true, format!("request failed: {}", error_chain(&e)), None),
                 Ok(resp) => {
                     let status = resp.status();
-                    let header = |name| resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+                    let header = |name| {
+                        resp.headers()
+                            .get(name)
+                            .and_then(|v: &HeaderValue| v.to_str().ok())
+                            .map(str::to_string)
+                    };
                     let ctype = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
                     let link = header(reqwest::header::LINK);
-                    let wait = header(reqwest::header::RETRY_AFTER).as_deref().and_then(retry_after);
+                    let wait = header(reqwest::header::RETRY_AFTER)
+                        .as_deref()
+                        .and_then(retry_after);
                     if status.is_success() {
-                        let body = resp.text().map_err(|e| self.http_err(url, format!("reading the body: {}", error_chain(&e)), true))?;
+                        let body = resp.text().map_err(|e| {
+                            self.http_err(
+                                url,
+                                format!("reading the body: {}", error_chain(&e)),
+                                true,
+                            )
+                        })?;
                         if ctype.contains("html") || body.trim_start().starts_with('<') {
                             return Err(self.http_err(
                                 url,
@@ -616,7 +746,11 @@ impl RestSource {
             };
             debug_assert!(retry);
             if attempt >= self.config.retries {
-                return Err(self.http_err(url, format!("{problem} (gave up after {} attempt(s))", attempt + 1), true));
+                return Err(self.http_err(
+                    url,
+                    format!("{problem} (gave up after {} attempt(s))", attempt + 1),
+                    true,
+                ));
             }
             let wait = wait.unwrap_or_else(|| backoff(attempt));
             if wait > self.config.max_retry_wait {
@@ -641,20 +775,44 @@ impl RestSource {
         for _ in 0..self.config.max_pages {
             seen_urls.insert(url.to_string());
             let (body, link) = self.get(&url)?;
-            let root: &RawValue = serde_json::from_str(&body)
-                .map_err(|e| self.http_err(&url, format!("answer is not valid JSON ({e}): {}", snippet(&body)), false))?;
+            let root: &RawValue = serde_json::from_str(&body).map_err(|e| {
+                self.http_err(
+                    &url,
+                    format!("answer is not valid JSON ({e}): {}", snippet(&body)),
+                    false,
+                )
+            })?;
             let list = raw_pointer(root, &self.config.records).ok_or_else(|| {
-                self.http_err(&url, format!("no records at JSON pointer {:?}: {}", self.config.records, snippet(&body)), false)
+                self.http_err(
+                    &url,
+                    format!(
+                        "no records at JSON pointer {:?}: {}",
+                        self.config.records,
+                        snippet(&body)
+                    ),
+                    false,
+                )
             })?;
             let list: Vec<Record> = serde_json::from_str(list.get()).map_err(|e| {
-                self.http_err(&url, format!("the value at {:?} is not an array of objects: {e}", self.config.records), false)
+                self.http_err(
+                    &url,
+                    format!(
+                        "the value at {:?} is not an array of objects: {e}",
+                        self.config.records
+                    ),
+                    false,
+                )
             })?;
             let n = list.len();
             out.extend(list);
             match pager.next(&url, n, root, link.as_deref()) {
                 None => return Ok(out),
                 Some(next) if seen_urls.contains(next.as_str()) => {
-                    return Err(self.http_err(&next, "pagination loops back to a page already read".into(), false));
+                    return Err(self.http_err(
+                        &next,
+                        "pagination loops back to a page already read".into(),
+                        false,
+                    ));
                 }
                 Some(next) => url = next,
             }
@@ -683,8 +841,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The start of a body, on one line, for an error message.
 fn snippet(body: &str) -> String {
-    let one: String = body.chars().take(160).map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if body.chars().count() > 160 { format!("{one}…") } else { one }
+    let one: String = body
+        .chars()
+        .take(160)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.chars().count() > 160 {
+        format!("{one}…")
+    } else {
+        one
+    }
 }
 
 /// Orders a cell against a cursor value: integers numerically, everything else as text.
@@ -707,33 +873,49 @@ fn cmp_cells(a: Cell<'_>, b: Cell<'_>) -> std::cmp::Ordering {
 }
 
 impl Source for RestSource {
-    fn discover(&mut self, key: &[String], cursor: Option<&str>) -> Result<DatasetSchema, SourceError> {
+    fn discover(
+        &mut self,
+        key: &[String],
+        cursor: Option<&str>,
+    ) -> Result<DatasetSchema, SourceError> {
         let records = self.fetch()?;
-        let names: BTreeSet<&str> = records.iter().flat_map(|r| r.keys().map(String::as_str)).collect();
+        let names: BTreeSet<&str> = records
+            .iter()
+            .flat_map(|r| r.keys().map(String::as_str))
+            .collect();
         let mut columns = Vec::with_capacity(names.len());
         for name in &names {
             let ty = match self.config.types.get(*name) {
                 Some(t) => *t,
                 None => {
                     let mut inf = Infer::default();
-                    for c in records.iter().filter_map(|r| r.get(*name)).filter_map(|v| classify_raw(v)) {
+                    for c in records
+                        .iter()
+                        .filter_map(|r| r.get(*name))
+                        .filter_map(|v| classify_raw(v))
+                    {
                         inf.observe(c);
                     }
                     inf.column_type()
                 }
             };
-            columns.push(Column { name: (*name).to_string(), ty });
+            columns.push(Column {
+                name: (*name).to_string(),
+                ty,
+            });
         }
         let url = self.config.url.clone();
         let mut rows = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             let mut row = RowBuf::default();
             for c in &columns {
-                push_raw(&mut row, c.ty, r.get(&c.name).map(|b| &**b)).map_err(|e| SourceError::Http {
-                    dataset: self.dataset.clone(),
-                    url: url.clone(),
-                    problem: format!("record {} field {:?}: {e}", i + 1, c.name),
-                    transient: false,
+                push_raw(&mut row, c.ty, r.get(&c.name).map(|b| &**b)).map_err(|e| {
+                    SourceError::Http {
+                        dataset: self.dataset.clone(),
+                        url: url.clone(),
+                        problem: format!("record {} field {:?}: {e}", i + 1, c.name),
+                        transient: false,
+                    }
                 })?;
             }
             rows.push(row);
@@ -746,7 +928,15 @@ impl Source for RestSource {
             let mut cols: Vec<Column> = Vec::new();
             for k in key.iter().map(String::as_str).chain(cursor) {
                 if !cols.iter().any(|c| c.name == k) {
-                    cols.push(Column { name: k.to_string(), ty: self.config.types.get(k).copied().unwrap_or(ColumnType::Text) });
+                    cols.push(Column {
+                        name: k.to_string(),
+                        ty: self
+                            .config
+                            .types
+                            .get(k)
+                            .copied()
+                            .unwrap_or(ColumnType::Text),
+                    });
                 }
             }
             return super::check_schema(&self.dataset, cols, key, cursor);
@@ -769,14 +959,21 @@ impl Source for RestSource {
                 }
             }
             ScanRange::CursorFrom { column, from } => {
-                let idx = schema.columns.iter().position(|c| c.name == column).unwrap_or(usize::MAX);
+                let idx = schema
+                    .columns
+                    .iter()
+                    .position(|c| c.name == column)
+                    .unwrap_or(usize::MAX);
                 fn at(r: &RowBuf, idx: usize) -> Cell<'_> {
                     r.cell(idx).unwrap_or(Cell::Null)
                 }
                 let mut picked: Vec<&RowBuf> = self
                     .rows
                     .iter()
-                    .filter(|r| at(r, idx) != Cell::Null && from.is_none_or(|f| cmp_cursor(at(r, idx), f).is_ge()))
+                    .filter(|r| {
+                        at(r, idx) != Cell::Null
+                            && from.is_none_or(|f| cmp_cursor(at(r, idx), f).is_ge())
+                    })
                     .collect();
                 picked.sort_by(|a, b| cmp_cells(at(a, idx), at(b, idx)));
                 for row in picked {
@@ -790,12 +987,22 @@ impl Source for RestSource {
     }
 
     fn count_null(&mut self, column: &str) -> Result<u64, SourceError> {
-        let Some(idx) = self.columns.iter().position(|c| c == column) else { return Ok(0) };
-        Ok(self.rows.iter().filter(|r| r.cell(idx).is_ok_and(|c| c == Cell::Null)).count() as u64)
+        let Some(idx) = self.columns.iter().position(|c| c == column) else {
+            return Ok(0);
+        };
+        Ok(self
+            .rows
+            .iter()
+            .filter(|r| r.cell(idx).is_ok_and(|c| c == Cell::Null))
+            .count() as u64)
     }
 
     fn describe(&self) -> Option<String> {
-        Some(format!("{} record(s) from {}", self.rows.len(), self.config.url))
+        Some(format!(
+            "{} record(s) from {}",
+            self.rows.len(),
+            self.config.url
+        ))
     }
 }
 
@@ -810,7 +1017,9 @@ mod tests {
 
     #[test]
     fn pointers_find_records_without_touching_numbers() {
-        let body = raw(r#"{"data":{"items":[{"so_tien":12345678901234567890.123456789}]},"next":"/p?page=2"}"#);
+        let body = raw(
+            r#"{"data":{"items":[{"so_tien":12345678901234567890.123456789}]},"next":"/p?page=2"}"#,
+        );
         let items = raw_pointer(&body, "/data/items").unwrap();
         let list: Vec<Record> = serde_json::from_str(items.get()).unwrap();
         assert_eq!(list[0]["so_tien"].get(), "12345678901234567890.123456789");
@@ -834,29 +1043,75 @@ mod tests {
     fn pagers_walk_each_style() {
         let base = Url::parse("http://h/api?x=1").unwrap();
         let empty = raw("{}");
-        let mut p = Pager::new(Pagination::Page { param: "page".into(), first: 1, size_param: Some("size".into()), size: Some(2) }, base.clone());
+        let mut p = Pager::new(
+            Pagination::Page {
+                param: "page".into(),
+                first: 1,
+                size_param: Some("size".into()),
+                size: Some(2),
+            },
+            base.clone(),
+        );
         let u1 = p.first();
         assert_eq!(u1.as_str(), "http://h/api?x=1&page=1&size=2");
         let u2 = p.next(&u1, 2, &empty, None).unwrap();
         assert_eq!(u2.as_str(), "http://h/api?x=1&page=2&size=2");
-        assert!(p.next(&u2, 1, &empty, None).is_none(), "a short page ends the listing");
+        assert!(
+            p.next(&u2, 1, &empty, None).is_none(),
+            "a short page ends the listing"
+        );
 
-        let mut p = Pager::new(Pagination::Offset { offset_param: "offset".into(), limit_param: "limit".into(), limit: 2 }, base.clone());
+        let mut p = Pager::new(
+            Pagination::Offset {
+                offset_param: "offset".into(),
+                limit_param: "limit".into(),
+                limit: 2,
+            },
+            base.clone(),
+        );
         let u1 = p.first();
         assert_eq!(u1.as_str(), "http://h/api?x=1&offset=0&limit=2");
-        assert_eq!(p.next(&u1, 2, &empty, None).unwrap().as_str(), "http://h/api?x=1&offset=2&limit=2");
+        assert_eq!(
+            p.next(&u1, 2, &empty, None).unwrap().as_str(),
+            "http://h/api?x=1&offset=2&limit=2"
+        );
         assert!(p.next(&u1, 0, &empty, None).is_none());
 
-        let mut p = Pager::new(Pagination::NextLink { pointer: Some("/links/next".into()) }, base.clone());
+        let mut p = Pager::new(
+            Pagination::NextLink {
+                pointer: Some("/links/next".into()),
+            },
+            base.clone(),
+        );
         let body = raw(r#"{"links":{"next":"/api?after=9"}}"#);
-        assert_eq!(p.next(&base, 5, &body, None).unwrap().as_str(), "http://h/api?after=9");
-        assert!(p.next(&base, 5, &raw(r#"{"links":{"next":null}}"#), None).is_none());
+        assert_eq!(
+            p.next(&base, 5, &body, None).unwrap().as_str(),
+            "http://h/api?after=9"
+        );
+        assert!(
+            p.next(&base, 5, &raw(r#"{"links":{"next":null}}"#), None)
+                .is_none()
+        );
         let mut p = Pager::new(Pagination::NextLink { pointer: None }, base.clone());
-        assert_eq!(p.next(&base, 5, &empty, Some("<http://h/api?p=2>; rel=\"next\"")).unwrap().as_str(), "http://h/api?p=2");
+        assert_eq!(
+            p.next(&base, 5, &empty, Some("<http://h/api?p=2>; rel=\"next\""))
+                .unwrap()
+                .as_str(),
+            "http://h/api?p=2"
+        );
 
-        let mut p = Pager::new(Pagination::Cursor { pointer: "/meta/next".into(), param: "cursor".into() }, base.clone());
+        let mut p = Pager::new(
+            Pagination::Cursor {
+                pointer: "/meta/next".into(),
+                param: "cursor".into(),
+            },
+            base.clone(),
+        );
         let body = raw(r#"{"meta":{"next":"abc"}}"#);
-        assert_eq!(p.next(&base, 5, &body, None).unwrap().as_str(), "http://h/api?x=1&cursor=abc");
+        assert_eq!(
+            p.next(&base, 5, &body, None).unwrap().as_str(),
+            "http://h/api?x=1&cursor=abc"
+        );
         assert!(p.next(&base, 5, &raw(r#"{"meta":{}}"#), None).is_none());
     }
 
@@ -866,10 +1121,22 @@ mod tests {
         let classes: Vec<Option<Class>> = vals.iter().map(|v| classify_raw(&raw(v))).collect();
         assert_eq!(
             classes,
-            [Some(Class::Int), Some(Class::Decimal), Some(Class::Text), Some(Class::Bool), Some(Class::Json), None]
+            [
+                Some(Class::Int),
+                Some(Class::Decimal),
+                Some(Class::Text),
+                Some(Class::Bool),
+                Some(Class::Json),
+                None
+            ]
         );
         let mut r = RowBuf::default();
-        push_raw(&mut r, ColumnType::Decimal, Some(&raw("12345678901234567890.10"))).unwrap();
+        push_raw(
+            &mut r,
+            ColumnType::Decimal,
+            Some(&raw("12345678901234567890.10")),
+        )
+        .unwrap();
         push_raw(&mut r, ColumnType::Json, Some(&raw("{\"a\": [1, 2]}"))).unwrap();
         push_raw(&mut r, ColumnType::Text, Some(&raw("\"Sơn La\""))).unwrap();
         push_raw(&mut r, ColumnType::Bool, Some(&raw("false"))).unwrap();
