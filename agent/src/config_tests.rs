@@ -349,3 +349,11 @@ secret_env = \"X\"
     );
     parse(&ok).unwrap();
 }
+
+#[test]
+fn the_deployment_example_is_valid() {
+    let text = include_str!("../../deploy/examples/agent.toml");
+    let c = parse(text).unwrap();
+    assert!(c.datasets.iter().any(|d| matches!(d.source, SourceConfig::Folder(_))));
+    assert!(c.datasets.iter().any(|d| matches!(d.source, SourceConfig::Rest(_))));
+}
