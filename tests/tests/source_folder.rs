@@ -145,7 +145,7 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
         dataset("hong", &bad, "*.csv", "snapshot"),
     ]
     .concat();
-    let agent = AgentProc::start_with(
+    let mut agent = AgentProc::start_with(
         &tmp.path().join("agent"),
         &a,
         &hub.url(),
@@ -235,6 +235,37 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
         .collect();
     wait_rows(&hub, &agent, "hong", &["ma", "ten"], &want_h);
 
+    // A large third file with a new column; the agent is killed (-9) while reading it and
+    // restarted: committed chunks stand, the file is not marked processed, and it is read again.
+    let v3: Rows = rows(1..=30_000, " (bản 3)");
+    let mut text = String::from("ma,ten,so_tien,ghi_chu\n");
+    for v in v3.values() {
+        text.push_str(&format!(
+            "{},\"{}\",{},\"Ghi chú {}\"\n",
+            v[0].clone().unwrap(),
+            v[1].clone().unwrap(),
+            v[2].clone().unwrap(),
+            v[0].clone().unwrap()
+        ));
+    }
+    let before = hub.ledger("so-tai-chinh");
+    std::fs::write(snap.join("ho_so_03.csv"), text).unwrap();
+    wait_for(
+        CONVERGE,
+        "the agent to start on the third file",
+        || agent.log_tail(),
+        || hub.ledger("so-tai-chinh") > before,
+    );
+    agent.kill9();
+    agent.spawn();
+    wait_rows(&hub, &agent, "ho_so_csv", &cols, &v3);
+    let notes = warehouse_text_rows(&hub.warehouse(), "ho_so_csv", &["ma", "ghi_chu"]).unwrap();
+    assert_eq!(
+        notes["29999"][1].as_deref(),
+        Some("Ghi chú 29999"),
+        "the new column arrived"
+    );
+
     // `kho-agent check` reports file, columns, rows and key validity for folder datasets.
     let out = std::process::Command::new(kho_tests::bin_path("kho-agent"))
         .arg("--config")
@@ -244,8 +275,8 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("ho_so_02.csv")
-            && text.contains(&format!("rows: {}", v2.len()))
+        text.contains("ho_so_03.csv")
+            && text.contains(&format!("rows: {}", v3.len()))
             && text.contains("so_tien")
             && text.contains("decimal"),
         "{text}"
