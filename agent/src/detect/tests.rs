@@ -381,3 +381,11 @@ fn full_outbox_pauses_capture_until_acknowledged() {
     assert_eq!(report.changes, 12);
     assert_eq!(take(&f.outbox).len(), 2);
 }
+
+#[test]
+fn chunk_budget_is_a_quarter_of_the_space_and_waits_below_the_minimum() {
+    use super::{MIN_FREE_SPACE, chunk_budget};
+    assert_eq!(chunk_budget(MIN_FREE_SPACE - 1), None, "too little room: wait");
+    assert_eq!(chunk_budget(MIN_FREE_SPACE), Some((MIN_FREE_SPACE / 4) as usize));
+    assert_eq!(chunk_budget(3 << 20), Some(3 << 18), "3 MiB free: 768 KiB chunks");
+}
