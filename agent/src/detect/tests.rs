@@ -60,6 +60,7 @@ impl Fixture {
             mode,
             cursor_column: cursor.map(Into::into),
             poll_interval: std::time::Duration::from_secs(1),
+            schedule: None,
             source: SourceConfig::Sqlite { path: self.src.clone() },
         }
     }
