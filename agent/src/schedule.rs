@@ -139,6 +139,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn bad_schedules_say_what_is_wrong() {
         let e = CronSchedule::parse("0 2 * *").map(|_| ()).unwrap_err();
         assert!(e.contains("expected 5"), "{e}");
