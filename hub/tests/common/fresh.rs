@@ -136,6 +136,25 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits until `n` alerts of `kind` about `subject` arrived; returns the `n`th.
+    pub async fn wait_for_nth(&self, kind: &str, subject: &str, n: usize) -> Value {
+        for _ in 0..400 {
+            let found: Vec<Value> = self
+                .received
+                .lock()
+                .expect("received")
+                .iter()
+                .filter(|a| a["kind"] == kind && (a["dataset"] == subject || a["agent"] == subject))
+                .cloned()
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {kind} alert number {n} for {subject}; got {:?}", self.kinds());
+    }
+
     /// Waits until an alert of `kind` about `subject` arrived.
     pub async fn wait_for(&self, kind: &str, subject: &str) -> Value {
         for _ in 0..400 {
