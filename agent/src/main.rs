@@ -40,6 +40,18 @@ enum Command {
     },
     /// Validate the config, open each source and show its schema, verify the outbox.
     Check,
+    /// Capture the datasets once now (all, or those named) and forward until the hub has
+    /// acknowledged everything; for a first sync or a catch-up. Refuses to run beside `run`.
+    Sync {
+        /// One pass, then exit (the only mode; required so the command says what it does).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Give up waiting for the hub after this long (what was captured stays queued).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Datasets to sync (default: all).
+        datasets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,7 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::Status { json } => show_status(&config, json),
         Command::Check => check(&config),
+        Command::Sync { once: _, timeout, datasets } => sync(config, &datasets, timeout),
     };
     match result {
         Ok(code) => code,
@@ -81,6 +94,57 @@ fn run(config: AgentConfig) -> anyhow::Result<ExitCode> {
         kho_agent::run(config, shutdown).await.context("agent failed")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn sync(config: AgentConfig, datasets: &[String], timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let show = |p: &kho_agent::sync_once::SyncProgress| {
+            let phase = if p.capturing > 0 { format!("reading {} dataset(s)", p.capturing) } else { "sending".into() };
+            bar.set_message(format!("{phase}: {} change(s) captured, {} waiting for the hub", p.captured, p.pending));
+            bar.tick();
+        };
+        let summary = kho_agent::sync_once::sync_once(config, datasets, timeout, show, shutdown).await;
+        bar.finish_and_clear();
+        summary
+    })?;
+    let mut failed = 0;
+    for (name, result) in &summary.datasets {
+        match result {
+            Ok(r) => println!(
+                "dataset {name}: {} row(s) read, {} change(s) ({} delete(s)){}",
+                r.rows_read,
+                r.changes,
+                r.deletes,
+                if r.interrupted { ", interrupted" } else { "" }
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("dataset {name}: FAILED: {e}");
+            }
+        }
+    }
+    println!(
+        "{} change(s) captured in {:.1} s; {} still waiting for the hub",
+        summary.captured,
+        summary.elapsed.as_secs_f64(),
+        summary.pending
+    );
+    if summary.pending > 0 {
+        println!("the waiting changes are safe in the outbox and are sent by the next `run` or `sync`");
+    }
+    Ok(if failed > 0 || summary.pending > 0 || summary.stopped_early { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

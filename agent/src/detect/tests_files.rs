@@ -60,6 +60,7 @@ impl Folder {
             mode,
             cursor_column: None,
             poll_interval: Duration::from_secs(1),
+            schedule: None,
             source: SourceConfig::Folder(FolderSourceConfig {
                 path: self.drop.clone(),
                 pattern: "*.csv".into(),
