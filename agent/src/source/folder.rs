@@ -90,35 +90,27 @@ impl FolderSourceConfig {
         if self.path.as_os_str().is_empty() {
             p.push((f("path"), "must not be empty".into()));
         }
-        if self.pattern.trim().is_empty()
-            || self.pattern.contains('/')
-            || self.pattern.contains('\\')
-        {
+        if self.pattern.trim().is_empty() || self.pattern.contains('/') || self.pattern.contains('\\') {
+            p.push((f("pattern"), "must be a file name pattern such as \"*.csv\" (no directory)".into()));
+        } else if Format::of(Path::new(&self.pattern)).is_none() {
             p.push((
                 f("pattern"),
-                "must be a file name pattern such as \"*.csv\" (no directory)".into(),
+                "must end in .csv, .tsv, .txt or .xlsx (the file format is taken from the extension)".into(),
             ));
-        } else if Format::of(Path::new(&self.pattern)).is_none() {
-            p.push((f("pattern"), "must end in .csv, .tsv, .txt or .xlsx (the file format is taken from the extension)".into()));
         }
         if let Some(d) = self.delimiter
             && (!d.is_ascii() || d == '"' || d == '\n' || d == '\r')
         {
             p.push((
                 f("delimiter"),
-                format!(
-                    "{d:?} cannot be a delimiter: use one ASCII character such as ',' ';' or '\\t'"
-                ),
+                format!("{d:?} cannot be a delimiter: use one ASCII character such as ',' ';' or '\\t'"),
             ));
         }
         if self.sheet.is_some() && Format::of(Path::new(&self.pattern)) != Some(Format::Xlsx) {
             p.push((f("sheet"), "only for .xlsx patterns".into()));
         }
         if let Some((col, _)) = self.types.iter().find(|(_, t)| **t == ColumnType::Bytes) {
-            p.push((
-                f(&format!("types.{col}")),
-                "bytes cannot be read from a text file; use text".into(),
-            ));
+            p.push((f(&format!("types.{col}")), "bytes cannot be read from a text file; use text".into()));
         }
         p
     }
@@ -148,9 +140,7 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.')
         || name.starts_with("~$")
         || name.starts_with('~')
-        || [".tmp", ".part", ".crdownload", ".partial", ".swp", "~"]
-            .iter()
-            .any(|s| lower.ends_with(s))
+        || [".tmp", ".part", ".crdownload", ".partial", ".swp", "~"].iter().any(|s| lower.ends_with(s))
 }
 
 /// Glob match of a file name: `*` any run, `?` one character; case-insensitive for ASCII.
@@ -189,8 +179,7 @@ pub struct DroppedFile {
 impl DroppedFile {
     /// Whether the file's modification time is at least `settle` old (the stateless test).
     pub fn settled_at(&self, now: SystemTime, settle: Duration) -> bool {
-        now.duration_since(self.mtime)
-            .is_ok_and(|age| age >= settle)
+        now.duration_since(self.mtime).is_ok_and(|age| age >= settle)
     }
 
     /// Size and mtime, to notice a change.
@@ -201,20 +190,10 @@ impl DroppedFile {
 
 /// Files in the folder matching the pattern, temporary names excluded, oldest first (mtime, then
 /// name).
-pub fn list_files(
-    dataset: &str,
-    config: &FolderSourceConfig,
-) -> Result<Vec<DroppedFile>, SourceError> {
-    let io = |source| SourceError::Io {
-        dataset: dataset.to_string(),
-        path: config.path.clone(),
-        source,
-    };
+pub fn list_files(dataset: &str, config: &FolderSourceConfig) -> Result<Vec<DroppedFile>, SourceError> {
+    let io = |source| SourceError::Io { dataset: dataset.to_string(), path: config.path.clone(), source };
     if !config.path.is_dir() {
-        return Err(SourceError::Missing {
-            dataset: dataset.to_string(),
-            path: config.path.clone(),
-        });
+        return Err(SourceError::Missing { dataset: dataset.to_string(), path: config.path.clone() });
     }
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&config.path).map_err(io)? {
@@ -228,11 +207,7 @@ pub fn list_files(
         if !meta.is_file() {
             continue;
         }
-        out.push(DroppedFile {
-            path: entry.path(),
-            size: meta.len(),
-            mtime: meta.modified().map_err(io)?,
-        });
+        out.push(DroppedFile { path: entry.path(), size: meta.len(), mtime: meta.modified().map_err(io)? });
     }
     out.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path)));
     Ok(out)
@@ -240,11 +215,7 @@ pub fn list_files(
 
 /// The sha256 of a file's content.
 pub fn file_sha256(dataset: &str, path: &Path) -> Result<[u8; 32], SourceError> {
-    let io = |source| SourceError::Io {
-        dataset: dataset.to_string(),
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| SourceError::Io { dataset: dataset.to_string(), path: path.to_path_buf(), source };
     let mut f = File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -275,32 +246,20 @@ pub struct FolderSource {
 
 impl FolderSource {
     /// Opens `path` (a file of the folder `config` describes).
-    pub fn open(
-        dataset: &str,
-        config: &FolderSourceConfig,
-        path: &Path,
-    ) -> Result<FolderSource, SourceError> {
+    pub fn open(dataset: &str, config: &FolderSourceConfig, path: &Path) -> Result<FolderSource, SourceError> {
         let meta = std::fs::metadata(path).map_err(|source| SourceError::Io {
             dataset: dataset.to_string(),
             path: path.to_path_buf(),
             source,
         })?;
-        let stamp = (
-            meta.len(),
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        );
+        let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
         let format = Format::of(path).ok_or_else(|| SourceError::File {
             dataset: dataset.to_string(),
             path: path.to_path_buf(),
             problem: "unknown extension (expected .csv, .tsv, .txt or .xlsx)".into(),
         })?;
-        let tsv = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
-        let delimiter = config
-            .delimiter
-            .map(|c| c as u8)
-            .unwrap_or(if tsv { b'\t' } else { b',' });
+        let tsv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+        let delimiter = config.delimiter.map(|c| c as u8).unwrap_or(if tsv { b'\t' } else { b',' });
         Ok(FolderSource {
             dataset: dataset.to_string(),
             path: path.to_path_buf(),
@@ -319,28 +278,17 @@ impl FolderSource {
     }
 
     fn refuse(&self, problem: String) -> SourceError {
-        SourceError::File {
-            dataset: self.dataset.clone(),
-            path: self.path.clone(),
-            problem,
-        }
+        SourceError::File { dataset: self.dataset.clone(), path: self.path.clone(), problem }
     }
 
     fn io(&self, source: std::io::Error) -> SourceError {
-        SourceError::Io {
-            dataset: self.dataset.clone(),
-            path: self.path.clone(),
-            source,
-        }
+        SourceError::Io { dataset: self.dataset.clone(), path: self.path.clone(), source }
     }
 
     /// Whether the file still has the size and mtime it had when opened.
     pub fn unchanged(&self) -> Result<bool, SourceError> {
         let meta = std::fs::metadata(&self.path).map_err(|e| self.io(e))?;
-        Ok((
-            meta.len(),
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        ) == self.stamp)
+        Ok((meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)) == self.stamp)
     }
 
     fn csv_reader(&self) -> Result<csv::Reader<BufReader<File>>, SourceError> {
@@ -351,11 +299,7 @@ impl FolderSource {
         if !(n == 3 && bom == [0xEF, 0xBB, 0xBF]) {
             file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
         }
-        Ok(csv::ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(file))
+        Ok(csv::ReaderBuilder::new().delimiter(self.delimiter).has_headers(false).flexible(true).from_reader(file))
     }
 
     /// Header names, checked: non-empty, unique, trimmed.
@@ -367,9 +311,7 @@ impl FolderSource {
                 return Err(self.refuse(format!("line 1 (header): column {} has no name", i + 1)));
             }
             if names.contains(&name) {
-                return Err(self.refuse(format!(
-                    "line 1 (header): column name {name:?} appears twice"
-                )));
+                return Err(self.refuse(format!("line 1 (header): column name {name:?} appears twice")));
             }
             names.push(name);
         }
@@ -388,22 +330,15 @@ impl FolderSource {
         }
     }
 
-    fn check_key_columns(
-        &self,
-        names: &[String],
-        key: &[String],
-    ) -> Result<Vec<usize>, SourceError> {
+    fn check_key_columns(&self, names: &[String], key: &[String]) -> Result<Vec<usize>, SourceError> {
         key.iter()
             .map(|k| {
-                names
-                    .iter()
-                    .position(|n| n == k)
-                    .ok_or_else(|| SourceError::MissingColumn {
-                        dataset: self.dataset.clone(),
-                        role: "key",
-                        column: k.clone(),
-                        available: names.join(", "),
-                    })
+                names.iter().position(|n| n == k).ok_or_else(|| SourceError::MissingColumn {
+                    dataset: self.dataset.clone(),
+                    role: "key",
+                    column: k.clone(),
+                    available: names.join(", "),
+                })
             })
             .collect()
     }
@@ -411,9 +346,7 @@ impl FolderSource {
     fn validate_csv(&mut self, key: &[String]) -> Result<Vec<Column>, SourceError> {
         let mut rdr = self.csv_reader()?;
         let mut rec = csv::ByteRecord::new();
-        let has = rdr
-            .read_byte_record(&mut rec)
-            .map_err(|e| self.csv_err(e))?;
+        let has = rdr.read_byte_record(&mut rec).map_err(|e| self.csv_err(e))?;
         if !has {
             return Err(self.refuse("the file is empty (no header row)".into()));
         }
@@ -423,28 +356,18 @@ impl FolderSource {
         }
         let names = self.header(fields)?;
         let key_idx = self.check_key_columns(&names, key)?;
-        let declared: Vec<Option<ColumnType>> = names
-            .iter()
-            .map(|n| self.declared.get(n).copied())
-            .collect();
+        let declared: Vec<Option<ColumnType>> = names.iter().map(|n| self.declared.get(n).copied()).collect();
         let mut infer = vec![Infer::default(); names.len()];
         let mut keys = KeySet::default();
         let mut scratch = RowBuf::default();
         let mut line = 1u64;
-        while rdr
-            .read_byte_record(&mut rec)
-            .map_err(|e| self.csv_err(e))?
-        {
+        while rdr.read_byte_record(&mut rec).map_err(|e| self.csv_err(e))? {
             line = rec.position().map_or(line + 1, |p| p.line());
             if rec.len() == 1 && rec.get(0).is_some_and(<[u8]>::is_empty) {
                 continue; // a blank line
             }
             if rec.len() != names.len() {
-                return Err(self.refuse(format!(
-                    "line {line}: {} fields, the header has {}",
-                    rec.len(),
-                    names.len()
-                )));
+                return Err(self.refuse(format!("line {line}: {} fields, the header has {}", rec.len(), names.len())));
             }
             for (i, f) in rec.iter().enumerate() {
                 let s = std::str::from_utf8(f).map_err(|_| self.refuse(not_utf8(line)))?;
@@ -454,21 +377,14 @@ impl FolderSource {
                 match declared[i] {
                     Some(ty) => {
                         scratch.clear();
-                        values::push_typed(&mut scratch, ty, s).map_err(|e| {
-                            self.refuse(format!("line {line}, column {:?}: {e}", names[i]))
-                        })?;
+                        values::push_typed(&mut scratch, ty, s)
+                            .map_err(|e| self.refuse(format!("line {line}, column {:?}: {e}", names[i])))?;
                     }
                     None => infer[i].observe(values::classify_text(s)),
                 }
             }
             let key_vals: Vec<&[u8]> = key_idx.iter().map(|&i| rec.get(i).unwrap_or(b"")).collect();
-            self.check_key(
-                &mut keys,
-                &names,
-                &key_idx,
-                &key_vals,
-                &format!("line {line}"),
-            )?;
+            self.check_key(&mut keys, &names, &key_idx, &key_vals, &format!("line {line}"))?;
         }
         Ok(columns(names, &declared, &infer))
     }
@@ -485,21 +401,22 @@ impl FolderSource {
             return Err(self.refuse(format!("{at}: key column {:?} is empty", names[key_idx[n]])));
         }
         if !keys.insert(vals) {
-            let shown: Vec<String> = vals
-                .iter()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .collect();
+            let shown: Vec<String> = vals.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
             return Err(self.refuse(format!("{at}: duplicate key [{}]", shown.join(", "))));
         }
         Ok(())
     }
 
     fn csv_err(&self, e: csv::Error) -> SourceError {
-        let line = e.position().map(|p| p.line());
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => self.io(io),
-            other => self.refuse(format!("line {}: {other:?}", line.unwrap_or(0))),
+        let line = e.position().map_or(0, |p| p.line());
+        if e.is_io_error() {
+            return match e.into_kind() {
+                csv::ErrorKind::Io(io) => self.io(io),
+                other => self.refuse(format!("line {line}: {other:?}")),
+            };
         }
+        // Byte records with flexible field counts: what is left is a malformed record.
+        self.refuse(format!("line {line}: not a well-formed CSV record ({e})"))
     }
 
     fn load_sheet(&mut self) -> Result<calamine::Range<Data>, SourceError> {
@@ -507,14 +424,9 @@ impl FolderSource {
             .map_err(|e| self.refuse(format!("not a readable workbook: {e}")))?;
         let name = match &self.sheet {
             Some(s) => s.clone(),
-            None => wb
-                .sheet_names()
-                .first()
-                .cloned()
-                .ok_or_else(|| self.refuse("the workbook has no sheet".into()))?,
+            None => wb.sheet_names().first().cloned().ok_or_else(|| self.refuse("the workbook has no sheet".into()))?,
         };
-        wb.worksheet_range(&name)
-            .map_err(|e| self.refuse(format!("sheet {name:?}: {e}")))
+        wb.worksheet_range(&name).map_err(|e| self.refuse(format!("sheet {name:?}: {e}")))
     }
 
     fn validate_xlsx(&mut self, key: &[String]) -> Result<Vec<Column>, SourceError> {
@@ -523,27 +435,13 @@ impl FolderSource {
         let Some(head) = rows.next() else {
             return Err(self.refuse("the sheet is empty (no header row)".into()));
         };
-        let head: Vec<String> = head
-            .iter()
-            .map(|c| {
-                xlsx_text(c)
-                    .ok()
-                    .flatten()
-                    .map(|(s, _)| s)
-                    .unwrap_or_default()
-            })
-            .collect();
+        let head: Vec<String> =
+            head.iter().map(|c| xlsx_text(c).ok().flatten().map(|(s, _)| s).unwrap_or_default()).collect();
         // Trailing empty header cells are formatting, not columns.
-        let used = head
-            .iter()
-            .rposition(|h| !h.trim().is_empty())
-            .map_or(0, |i| i + 1);
+        let used = head.iter().rposition(|h| !h.trim().is_empty()).map_or(0, |i| i + 1);
         let names = self.header(head[..used].to_vec())?;
         let key_idx = self.check_key_columns(&names, key)?;
-        let declared: Vec<Option<ColumnType>> = names
-            .iter()
-            .map(|n| self.declared.get(n).copied())
-            .collect();
+        let declared: Vec<Option<ColumnType>> = names.iter().map(|n| self.declared.get(n).copied()).collect();
         let mut infer = vec![Infer::default(); names.len()];
         let mut keys = KeySet::default();
         let mut scratch = RowBuf::default();
@@ -553,38 +451,28 @@ impl FolderSource {
             if row.iter().all(|c| matches!(c, Data::Empty)) {
                 continue;
             }
-            if let Some(extra) = row
-                .iter()
-                .skip(names.len())
-                .position(|c| !matches!(c, Data::Empty))
-            {
-                return Err(self.refuse(format!(
-                    "row {line}: a value in column {} has no header",
-                    names.len() + extra + 1
-                )));
+            if let Some(extra) = row.iter().skip(names.len()).position(|c| !matches!(c, Data::Empty)) {
+                return Err(
+                    self.refuse(format!("row {line}: a value in column {} has no header", names.len() + extra + 1))
+                );
             }
             let mut key_vals: Vec<Vec<u8>> = Vec::with_capacity(key_idx.len());
             for (i, name) in names.iter().enumerate() {
                 let cell = row.get(i).unwrap_or(&Data::Empty);
-                let v = xlsx_text(cell)
-                    .map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
+                let v = xlsx_text(cell).map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
                 let Some((s, class)) = v else { continue };
                 match declared[i] {
                     Some(ty) => {
                         scratch.clear();
-                        values::push_typed(&mut scratch, ty, &s).map_err(|e| {
-                            self.refuse(format!("row {line}, column {name:?}: {e}"))
-                        })?;
+                        values::push_typed(&mut scratch, ty, &s)
+                            .map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
                     }
                     None => infer[i].observe(class),
                 }
             }
             for &k in &key_idx {
-                let v = xlsx_text(row.get(k).unwrap_or(&Data::Empty))
-                    .ok()
-                    .flatten()
-                    .map(|(s, _)| s)
-                    .unwrap_or_default();
+                let v =
+                    xlsx_text(row.get(k).unwrap_or(&Data::Empty)).ok().flatten().map(|(s, _)| s).unwrap_or_default();
                 key_vals.push(v.into_bytes());
             }
             let refs: Vec<&[u8]> = key_vals.iter().map(Vec::as_slice).collect();
@@ -614,10 +502,7 @@ fn columns(names: Vec<String>, declared: &[Option<ColumnType>], infer: &[Infer])
     names
         .into_iter()
         .enumerate()
-        .map(|(i, name)| Column {
-            name,
-            ty: declared[i].unwrap_or_else(|| infer[i].column_type()),
-        })
+        .map(|(i, name)| Column { name, ty: declared[i].unwrap_or_else(|| infer[i].column_type()) })
         .collect()
 }
 
@@ -647,21 +532,15 @@ pub fn xlsx_text(cell: &Data) -> Result<Option<(String, Class)>, String> {
         Data::String(s) if s.is_empty() => return Ok(None),
         Data::String(s) => (s.clone(), values::classify_text(s)),
         Data::Int(i) => (i.to_string(), Class::Int),
-        Data::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-            (format!("{}", *f as i64), Class::Int)
-        }
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => (format!("{}", *f as i64), Class::Int),
         // Shortest digits that read back as the stored double: what Excel displays at full precision.
         Data::Float(f) if f.is_finite() => (format!("{f}"), Class::Decimal),
         Data::Float(f) => return Err(format!("{f} is not a finite number")),
         Data::Bool(b) => (b.to_string(), Class::Bool),
         Data::DateTime(dt) => {
-            let s = values::excel_serial_to_iso(dt.as_f64())
-                .ok_or_else(|| format!("date {} out of range", dt.as_f64()))?;
-            let class = if s.len() == 10 {
-                Class::Date
-            } else {
-                Class::Timestamp
-            };
+            let s =
+                values::excel_serial_to_iso(dt.as_f64()).ok_or_else(|| format!("date {} out of range", dt.as_f64()))?;
+            let class = if s.len() == 10 { Class::Date } else { Class::Timestamp };
             (s, class)
         }
         Data::DateTimeIso(s) | Data::DurationIso(s) => (s.clone(), values::classify_text(s)),
@@ -670,11 +549,7 @@ pub fn xlsx_text(cell: &Data) -> Result<Option<(String, Class)>, String> {
 }
 
 impl Source for FolderSource {
-    fn discover(
-        &mut self,
-        key: &[String],
-        cursor: Option<&str>,
-    ) -> Result<DatasetSchema, SourceError> {
+    fn discover(&mut self, key: &[String], cursor: Option<&str>) -> Result<DatasetSchema, SourceError> {
         let columns = self.validate(key)?;
         super::check_schema(&self.dataset, columns, key, cursor)
     }
@@ -701,15 +576,11 @@ impl Source for FolderSource {
                 let mut header = true;
                 let mut row = std::mem::take(&mut self.row);
                 loop {
-                    let more = rdr
-                        .read_byte_record(&mut rec)
-                        .map_err(|e| changed(e.to_string()))?;
+                    let more = rdr.read_byte_record(&mut rec).map_err(|e| changed(e.to_string()))?;
                     if !more {
                         break;
                     }
-                    if std::mem::take(&mut header)
-                        || (rec.len() == 1 && rec.get(0).is_some_and(<[u8]>::is_empty))
-                    {
+                    if std::mem::take(&mut header) || (rec.len() == 1 && rec.get(0).is_some_and(<[u8]>::is_empty)) {
                         continue;
                     }
                     if rec.len() != types.len() {
@@ -744,9 +615,7 @@ impl Source for FolderSource {
                     for (i, ty) in types.iter().enumerate() {
                         match xlsx_text(cells.get(i).unwrap_or(&Data::Empty)).map_err(changed)? {
                             None => row.push_null(),
-                            Some((s, _)) => {
-                                values::push_typed(&mut row, *ty, &s).map_err(changed)?
-                            }
+                            Some((s, _)) => values::push_typed(&mut row, *ty, &s).map_err(changed)?,
                         }
                     }
                     if visit(&row).is_break() {
@@ -777,13 +646,7 @@ mod tests {
 
     #[test]
     fn temp_names_are_ignored_and_globs_match() {
-        for n in [
-            "~$bao_cao.xlsx",
-            ".ho_so.csv",
-            "ho_so.csv.tmp",
-            "ho_so.csv.part",
-            "x.crdownload",
-        ] {
+        for n in ["~$bao_cao.xlsx", ".ho_so.csv", "ho_so.csv.tmp", "ho_so.csv.part", "x.crdownload"] {
             assert!(is_temp_name(n), "{n}");
         }
         assert!(!is_temp_name("ho_so_2026.csv"));
@@ -806,10 +669,7 @@ mod tests {
         }
     }
 
-    fn read_all(
-        src: &mut FolderSource,
-        key: &[&str],
-    ) -> Result<(DatasetSchema, Vec<String>), SourceError> {
+    fn read_all(src: &mut FolderSource, key: &[&str]) -> Result<(DatasetSchema, Vec<String>), SourceError> {
         let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
         let schema = src.discover(&key, None)?;
         let mut enc = crate::detect::encode::RowEncoder::new(&schema);
@@ -832,18 +692,9 @@ mod tests {
         let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
         let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
         assert_eq!(types, ["int", "text", "decimal", "date", "text"]);
-        assert_eq!(
-            schema.columns[0].name, "ma",
-            "the BOM is not part of the first name"
-        );
-        assert_eq!(
-            rows[0],
-            r#"{"ma":1,"ten":"Nguyễn Văn Ánh","so_tien":"1234.50","ngay":"2026-01-05","ma_xa":"007"}"#
-        );
-        assert_eq!(
-            rows[1],
-            r#"{"ma":2,"ten":"Lò Thị Hồng, Sơn La","so_tien":null,"ngay":"2026-02-01","ma_xa":"012"}"#
-        );
+        assert_eq!(schema.columns[0].name, "ma", "the BOM is not part of the first name");
+        assert_eq!(rows[0], r#"{"ma":1,"ten":"Nguyễn Văn Ánh","so_tien":"1234.50","ngay":"2026-01-05","ma_xa":"007"}"#);
+        assert_eq!(rows[1], r#"{"ma":2,"ten":"Lò Thị Hồng, Sơn La","so_tien":null,"ngay":"2026-02-01","ma_xa":"012"}"#);
     }
 
     #[test]
@@ -862,12 +713,7 @@ mod tests {
             std::fs::write(&p, content).unwrap();
             let mut src = FolderSource::open("ds", &c, &p).unwrap();
             let err = read_all(&mut src, &["ma"]).unwrap_err().to_string();
-            assert!(
-                err.contains(want)
-                    && err.contains("dataset ds")
-                    && err.contains(&format!("bad{i}.csv")),
-                "{err}"
-            );
+            assert!(err.contains(want) && err.contains("dataset ds") && err.contains(&format!("bad{i}.csv")), "{err}");
         }
     }
 
@@ -907,9 +753,6 @@ mod tests {
         let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
         let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
         assert_eq!(types, ["int", "text", "decimal", "date", "bool"]);
-        assert_eq!(
-            rows[0],
-            r#"{"ma":1,"ten":"Điện Biên Phủ","so_tien":"1234.5","ngay":"2026-01-05","dung":true}"#
-        );
+        assert_eq!(rows[0], r#"{"ma":1,"ten":"Điện Biên Phủ","so_tien":"1234.5","ngay":"2026-01-05","dung":true}"#);
     }
 }

@@ -189,37 +189,23 @@ impl RestSourceConfig {
             Err(e) => p.push((f("url"), format!("{:?} is not a URL: {e}", self.url))),
         }
         for (name, value) in &self.headers {
-            if HeaderName::from_bytes(name.as_bytes()).is_err()
-                || HeaderValue::from_str(value).is_err()
-            {
-                p.push((
-                    f(&format!("headers.{name}")),
-                    "not a valid HTTP header".into(),
-                ));
+            if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {
+                p.push((f(&format!("headers.{name}")), "not a valid HTTP header".into()));
             }
         }
         if !self.records.is_empty() && !self.records.starts_with('/') {
             p.push((
                 f("records"),
-                "must be a JSON pointer such as \"/data/items\" (or empty for a top-level array)"
-                    .into(),
+                "must be a JSON pointer such as \"/data/items\" (or empty for a top-level array)".into(),
             ));
         }
         match &self.pagination {
-            Pagination::Offset { limit: 0, .. } => {
-                p.push((f("pagination.limit"), "must be at least 1".into()))
-            }
-            Pagination::Page { size: Some(0), .. } => {
-                p.push((f("pagination.size"), "must be at least 1".into()))
-            }
-            Pagination::NextLink { pointer: Some(ptr) }
-            | Pagination::Cursor { pointer: ptr, .. }
+            Pagination::Offset { limit: 0, .. } => p.push((f("pagination.limit"), "must be at least 1".into())),
+            Pagination::Page { size: Some(0), .. } => p.push((f("pagination.size"), "must be at least 1".into())),
+            Pagination::NextLink { pointer: Some(ptr) } | Pagination::Cursor { pointer: ptr, .. }
                 if !ptr.starts_with('/') =>
             {
-                p.push((
-                    f("pagination.pointer"),
-                    "must be a JSON pointer such as \"/next\"".into(),
-                ))
+                p.push((f("pagination.pointer"), "must be a JSON pointer such as \"/next\"".into()))
             }
             _ => {}
         }
@@ -229,10 +215,7 @@ impl RestSourceConfig {
         if let Some(r) = self.rate_limit
             && !(r > 0.0 && r.is_finite())
         {
-            p.push((
-                f("rate_limit"),
-                "must be a positive number of requests per second".into(),
-            ));
+            p.push((f("rate_limit"), "must be a positive number of requests per second".into()));
         }
         if self.timeout.is_zero() {
             p.push((f("timeout"), "must be greater than zero".into()));
@@ -242,14 +225,10 @@ impl RestSourceConfig {
         }
         if let Some(a) = &self.auth {
             match (&a.secret_env, &a.secret_file) {
-                (Some(_), Some(_)) => p.push((
-                    f("auth.secret_env"),
-                    "give either secret_env or secret_file, not both".into(),
-                )),
-                (None, None) => p.push((
-                    f("auth.secret_env"),
-                    "missing: give secret_env or secret_file".into(),
-                )),
+                (Some(_), Some(_)) => {
+                    p.push((f("auth.secret_env"), "give either secret_env or secret_file, not both".into()))
+                }
+                (None, None) => p.push((f("auth.secret_env"), "missing: give secret_env or secret_file".into())),
                 _ => {}
             }
             match a.kind {
@@ -257,14 +236,11 @@ impl RestSourceConfig {
                     p.push((f("auth.username"), "required for kind = \"basic\"".into()))
                 }
                 AuthKind::ApiKey
-                    if a.header
-                        .as_deref()
-                        .is_none_or(|h| HeaderName::from_bytes(h.as_bytes()).is_err()) =>
+                    if a.header.as_deref().is_none_or(|h| HeaderName::from_bytes(h.as_bytes()).is_err()) =>
                 {
                     p.push((
                         f("auth.header"),
-                        "required for kind = \"api_key\": the header name, e.g. \"X-API-Key\""
-                            .into(),
+                        "required for kind = \"api_key\": the header name, e.g. \"X-API-Key\"".into(),
                     ))
                 }
                 _ => {}
@@ -286,19 +262,15 @@ impl std::fmt::Debug for Secret {
 impl RestAuth {
     fn secret(&self) -> Result<Secret, String> {
         if let Some(var) = &self.secret_env {
-            return std::env::var(var).map(Secret).map_err(|_| {
-                format!("auth.secret_env: environment variable {var} is not set (or not UTF-8)")
-            });
+            return std::env::var(var)
+                .map(Secret)
+                .map_err(|_| format!("auth.secret_env: environment variable {var} is not set (or not UTF-8)"));
         }
         let path = self.secret_file.clone().unwrap_or_default();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("auth.secret_file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("auth.secret_file {}: {e}", path.display()))?;
         let line = text.lines().next().unwrap_or("").trim_end().to_string();
         if line.is_empty() {
-            return Err(format!(
-                "auth.secret_file {}: file is empty",
-                path.display()
-            ));
+            return Err(format!("auth.secret_file {}: file is empty", path.display()));
         }
         Ok(Secret(line))
     }
@@ -308,14 +280,10 @@ impl RestAuth {
         use base64::Engine;
         let secret = self.secret()?;
         let (name, value) = match self.kind {
-            AuthKind::Bearer => (
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {}", secret.0),
-            ),
+            AuthKind::Bearer => (reqwest::header::AUTHORIZATION, format!("Bearer {}", secret.0)),
             AuthKind::Basic => {
                 let user = self.username.clone().unwrap_or_default();
-                let enc = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", secret.0));
+                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", secret.0));
                 (reqwest::header::AUTHORIZATION, format!("Basic {enc}"))
             }
             AuthKind::ApiKey => {
@@ -325,9 +293,8 @@ impl RestAuth {
                 (name, secret.0.clone())
             }
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            "auth: the secret contains characters not allowed in an HTTP header".to_string()
-        })?;
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| "auth: the secret contains characters not allowed in an HTTP header".to_string())?;
         value.set_sensitive(true);
         Ok((name, value))
     }
@@ -335,9 +302,7 @@ impl RestAuth {
 
 /// Unescapes one RFC 6901 pointer segment.
 fn pointer_segments(ptr: &str) -> impl Iterator<Item = String> + '_ {
-    ptr.split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+    ptr.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~"))
 }
 
 /// The value at JSON pointer `ptr` inside `root`, without parsing numbers (pure).
@@ -368,11 +333,7 @@ fn raw_text(root: &RawValue, ptr: &str) -> Option<String> {
     if t == "null" {
         return None;
     }
-    let s = if t.starts_with('"') {
-        serde_json::from_str::<String>(t).ok()?
-    } else {
-        t.to_string()
-    };
+    let s = if t.starts_with('"') { serde_json::from_str::<String>(t).ok()? } else { t.to_string() };
     (!s.is_empty()).then_some(s)
 }
 
@@ -398,8 +359,7 @@ pub fn retry_after(value: &str) -> Option<Duration> {
 
 /// Exponential backoff before retry `attempt` (0-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1u64 << attempt.min(6)))
-        .min(Duration::from_secs(30))
+    Duration::from_millis(500u64.saturating_mul(1u64 << attempt.min(6))).min(Duration::from_secs(30))
 }
 
 /// Walks the pages of a listing (pure: URLs in, URLs out).
@@ -418,12 +378,7 @@ impl Pager {
             Pagination::Page { first, .. } => *first,
             _ => 0,
         };
-        Pager {
-            pagination,
-            base,
-            page,
-            offset: 0,
-        }
+        Pager { pagination, base, page, offset: 0 }
     }
 
     fn with(&self, params: &[(&str, String)]) -> Url {
@@ -453,47 +408,26 @@ impl Pager {
     /// The first page's URL.
     pub fn first(&self) -> Url {
         match &self.pagination {
-            Pagination::Page {
-                param,
-                size_param,
-                size,
-                ..
-            } => {
+            Pagination::Page { param, size_param, size, .. } => {
                 let mut ps = vec![(param.as_str(), self.page.to_string())];
                 if let (Some(sp), Some(s)) = (size_param, size) {
                     ps.push((sp.as_str(), s.to_string()));
                 }
                 self.with(&ps)
             }
-            Pagination::Offset {
-                offset_param,
-                limit_param,
-                limit,
-            } => self.with(&[
-                (offset_param.as_str(), "0".into()),
-                (limit_param.as_str(), limit.to_string()),
-            ]),
+            Pagination::Offset { offset_param, limit_param, limit } => {
+                self.with(&[(offset_param.as_str(), "0".into()), (limit_param.as_str(), limit.to_string())])
+            }
             _ => self.base.clone(),
         }
     }
 
     /// The next page's URL after `current` returned `records` records, `body` and `link`
     /// (the Link header); None when the listing is complete.
-    pub fn next(
-        &mut self,
-        current: &Url,
-        records: usize,
-        body: &RawValue,
-        link: Option<&str>,
-    ) -> Option<Url> {
+    pub fn next(&mut self, current: &Url, records: usize, body: &RawValue, link: Option<&str>) -> Option<Url> {
         match self.pagination.clone() {
             Pagination::None => None,
-            Pagination::Page {
-                param,
-                size_param,
-                size,
-                ..
-            } => {
+            Pagination::Page { param, size_param, size, .. } => {
                 if records == 0 || size.is_some_and(|s| (records as u64) < s) {
                     return None;
                 }
@@ -504,11 +438,7 @@ impl Pager {
                 }
                 Some(self.with(&ps))
             }
-            Pagination::Offset {
-                offset_param,
-                limit_param,
-                limit,
-            } => {
+            Pagination::Offset { offset_param, limit_param, limit } => {
                 if (records as u64) < limit {
                     return None;
                 }
@@ -548,13 +478,7 @@ fn classify_raw(raw: &RawValue) -> Option<Class> {
         b'{' | b'[' => Some(Class::Json),
         b'"' => Some(
             serde_json::from_str::<String>(t)
-                .map(|s| {
-                    if s.is_empty() {
-                        Class::Text
-                    } else {
-                        values::classify_text(&s)
-                    }
-                })
+                .map(|s| if s.is_empty() { Class::Text } else { values::classify_text(&s) })
                 .unwrap_or(Class::Text),
         ),
         _ if values::is_int(t) => Some(Class::Int),
@@ -592,10 +516,9 @@ fn push_raw(out: &mut RowBuf, ty: ColumnType, raw: Option<&RawValue>) -> Result<
             out.push_int(i64::from(t == "true"));
             Ok(())
         }
-        Some(b'{' | b'[') if ty != ColumnType::Text => Err(format!(
-            "an object or array where {} was expected",
-            ty.as_str()
-        )),
+        Some(b'{' | b'[') if ty != ColumnType::Text => {
+            Err(format!("an object or array where {} was expected", ty.as_str()))
+        }
         _ if ty == ColumnType::Text => {
             out.push_text(t.as_bytes());
             Ok(())
@@ -627,22 +550,14 @@ impl RestSource {
         crate::forward::https::install_crypto_provider();
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.insert(k, v);
             }
         }
-        headers.insert(
-            reqwest::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(a) = &config.auth {
-            let (k, v) = a.header().map_err(|problem| SourceError::Credential {
-                dataset: dataset.to_string(),
-                problem,
-            })?;
+            let (k, v) =
+                a.header().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })?;
             headers.insert(k, v);
         }
         let client = reqwest::blocking::Client::builder()
@@ -669,12 +584,7 @@ impl RestSource {
     }
 
     fn http_err(&self, url: &Url, problem: String, transient: bool) -> SourceError {
-        SourceError::Http {
-            dataset: self.dataset.clone(),
-            url: url.to_string(),
-            problem,
-            transient,
-        }
+        SourceError::Http { dataset: self.dataset.clone(), url: url.to_string(), problem, transient }
     }
 
     /// The first URL: configured URL plus `cursor_param` when there is a stored cursor.
@@ -686,8 +596,7 @@ impl RestSource {
             transient: false,
         })?;
         if let (Some(param), Some(since)) = (&self.config.cursor_param, &self.since) {
-            u.query_pairs_mut()
-                .append_pair(param, &super::cursor_text(since));
+            u.query_pairs_mut().append_pair(param, &super::cursor_text(since));
         }
         Ok(u)
     }
@@ -703,33 +612,27 @@ impl RestSource {
                 }
             }
             self.last_request = Some(Instant::now());
-            let (retry, problem, wait) = match self.client.get(url.clone()).send() {
-                Err(e) => (true, format!("request failed: {}", error_chain(&e)), None),
+            // Only retryable failures get past this match.
+            let (problem, wait) = match self.client.get(url.clone()).send() {
+                Err(e) => (format!("request failed: {}", error_chain(&e)), None),
                 Ok(resp) => {
                     let status = resp.status();
-                    let header = |name| {
-                        resp.headers()
-                            .get(name)
-                            .and_then(|v: &HeaderValue| v.to_str().ok())
-                            .map(str::to_string)
-                    };
+                    let header =
+                        |name| resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
                     let ctype = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
                     let link = header(reqwest::header::LINK);
-                    let wait = header(reqwest::header::RETRY_AFTER)
-                        .as_deref()
-                        .and_then(retry_after);
+                    let wait = header(reqwest::header::RETRY_AFTER).as_deref().and_then(retry_after);
                     if status.is_success() {
-                        let body = resp.text().map_err(|e| {
-                            self.http_err(
-                                url,
-                                format!("reading the body: {}", error_chain(&e)),
-                                true,
-                            )
-                        })?;
+                        let body = resp
+                            .text()
+                            .map_err(|e| self.http_err(url, format!("reading the body: {}", error_chain(&e)), true))?;
                         if ctype.contains("html") || body.trim_start().starts_with('<') {
                             return Err(self.http_err(
                                 url,
-                                format!("answered HTML, not JSON (content-type {ctype:?}; a login or error page?): {}", snippet(&body)),
+                                format!(
+                                    "answered HTML, not JSON (content-type {ctype:?}; a login or error page?): {}",
+                                    snippet(&body)
+                                ),
                                 false,
                             ));
                         }
@@ -741,22 +644,19 @@ impl RestSource {
                     if !retry {
                         return Err(self.http_err(url, problem, false));
                     }
-                    (true, problem, wait)
+                    (problem, wait)
                 }
             };
-            debug_assert!(retry);
             if attempt >= self.config.retries {
-                return Err(self.http_err(
-                    url,
-                    format!("{problem} (gave up after {} attempt(s))", attempt + 1),
-                    true,
-                ));
+                return Err(self.http_err(url, format!("{problem} (gave up after {} attempt(s))", attempt + 1), true));
             }
             let wait = wait.unwrap_or_else(|| backoff(attempt));
             if wait > self.config.max_retry_wait {
                 return Err(self.http_err(
                     url,
-                    format!("{problem}; the server asks to wait {wait:?}, longer than max_retry_wait; retrying next poll"),
+                    format!(
+                        "{problem}; the server asks to wait {wait:?}, longer than max_retry_wait; retrying next poll"
+                    ),
                     true,
                 ));
             }
@@ -776,30 +676,19 @@ impl RestSource {
             seen_urls.insert(url.to_string());
             let (body, link) = self.get(&url)?;
             let root: &RawValue = serde_json::from_str(&body).map_err(|e| {
-                self.http_err(
-                    &url,
-                    format!("answer is not valid JSON ({e}): {}", snippet(&body)),
-                    false,
-                )
+                self.http_err(&url, format!("answer is not valid JSON ({e}): {}", snippet(&body)), false)
             })?;
             let list = raw_pointer(root, &self.config.records).ok_or_else(|| {
                 self.http_err(
                     &url,
-                    format!(
-                        "no records at JSON pointer {:?}: {}",
-                        self.config.records,
-                        snippet(&body)
-                    ),
+                    format!("no records at JSON pointer {:?}: {}", self.config.records, snippet(&body)),
                     false,
                 )
             })?;
             let list: Vec<Record> = serde_json::from_str(list.get()).map_err(|e| {
                 self.http_err(
                     &url,
-                    format!(
-                        "the value at {:?} is not an array of objects: {e}",
-                        self.config.records
-                    ),
+                    format!("the value at {:?} is not an array of objects: {e}", self.config.records),
                     false,
                 )
             })?;
@@ -808,18 +697,17 @@ impl RestSource {
             match pager.next(&url, n, root, link.as_deref()) {
                 None => return Ok(out),
                 Some(next) if seen_urls.contains(next.as_str()) => {
-                    return Err(self.http_err(
-                        &next,
-                        "pagination loops back to a page already read".into(),
-                        false,
-                    ));
+                    return Err(self.http_err(&next, "pagination loops back to a page already read".into(), false));
                 }
                 Some(next) => url = next,
             }
         }
         Err(self.http_err(
             &url,
-            format!("more than max_pages = {} pages; raise max_pages (nothing was captured from a partial listing)", self.config.max_pages),
+            format!(
+                "more than max_pages = {} pages; raise max_pages (nothing was captured from a partial listing)",
+                self.config.max_pages
+            ),
             false,
         ))
     }
@@ -841,16 +729,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The start of a body, on one line, for an error message.
 fn snippet(body: &str) -> String {
-    let one: String = body
-        .chars()
-        .take(160)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.chars().count() > 160 {
-        format!("{one}…")
-    } else {
-        one
-    }
+    let one: String = body.chars().take(160).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if body.chars().count() > 160 { format!("{one}…") } else { one }
 }
 
 /// Orders a cell against a cursor value: integers numerically, everything else as text.
@@ -873,49 +753,33 @@ fn cmp_cells(a: Cell<'_>, b: Cell<'_>) -> std::cmp::Ordering {
 }
 
 impl Source for RestSource {
-    fn discover(
-        &mut self,
-        key: &[String],
-        cursor: Option<&str>,
-    ) -> Result<DatasetSchema, SourceError> {
+    fn discover(&mut self, key: &[String], cursor: Option<&str>) -> Result<DatasetSchema, SourceError> {
         let records = self.fetch()?;
-        let names: BTreeSet<&str> = records
-            .iter()
-            .flat_map(|r| r.keys().map(String::as_str))
-            .collect();
+        let names: BTreeSet<&str> = records.iter().flat_map(|r| r.keys().map(String::as_str)).collect();
         let mut columns = Vec::with_capacity(names.len());
         for name in &names {
             let ty = match self.config.types.get(*name) {
                 Some(t) => *t,
                 None => {
                     let mut inf = Infer::default();
-                    for c in records
-                        .iter()
-                        .filter_map(|r| r.get(*name))
-                        .filter_map(|v| classify_raw(v))
-                    {
+                    for c in records.iter().filter_map(|r| r.get(*name)).filter_map(|v| classify_raw(v)) {
                         inf.observe(c);
                     }
                     inf.column_type()
                 }
             };
-            columns.push(Column {
-                name: (*name).to_string(),
-                ty,
-            });
+            columns.push(Column { name: (*name).to_string(), ty });
         }
         let url = self.config.url.clone();
         let mut rows = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             let mut row = RowBuf::default();
             for c in &columns {
-                push_raw(&mut row, c.ty, r.get(&c.name).map(|b| &**b)).map_err(|e| {
-                    SourceError::Http {
-                        dataset: self.dataset.clone(),
-                        url: url.clone(),
-                        problem: format!("record {} field {:?}: {e}", i + 1, c.name),
-                        transient: false,
-                    }
+                push_raw(&mut row, c.ty, r.get(&c.name).map(|b| &**b)).map_err(|e| SourceError::Http {
+                    dataset: self.dataset.clone(),
+                    url: url.clone(),
+                    problem: format!("record {} field {:?}: {e}", i + 1, c.name),
+                    transient: false,
                 })?;
             }
             rows.push(row);
@@ -930,12 +794,7 @@ impl Source for RestSource {
                 if !cols.iter().any(|c| c.name == k) {
                     cols.push(Column {
                         name: k.to_string(),
-                        ty: self
-                            .config
-                            .types
-                            .get(k)
-                            .copied()
-                            .unwrap_or(ColumnType::Text),
+                        ty: self.config.types.get(k).copied().unwrap_or(ColumnType::Text),
                     });
                 }
             }
@@ -959,21 +818,14 @@ impl Source for RestSource {
                 }
             }
             ScanRange::CursorFrom { column, from } => {
-                let idx = schema
-                    .columns
-                    .iter()
-                    .position(|c| c.name == column)
-                    .unwrap_or(usize::MAX);
+                let idx = schema.columns.iter().position(|c| c.name == column).unwrap_or(usize::MAX);
                 fn at(r: &RowBuf, idx: usize) -> Cell<'_> {
                     r.cell(idx).unwrap_or(Cell::Null)
                 }
                 let mut picked: Vec<&RowBuf> = self
                     .rows
                     .iter()
-                    .filter(|r| {
-                        at(r, idx) != Cell::Null
-                            && from.is_none_or(|f| cmp_cursor(at(r, idx), f).is_ge())
-                    })
+                    .filter(|r| at(r, idx) != Cell::Null && from.is_none_or(|f| cmp_cursor(at(r, idx), f).is_ge()))
                     .collect();
                 picked.sort_by(|a, b| cmp_cells(at(a, idx), at(b, idx)));
                 for row in picked {
@@ -990,19 +842,11 @@ impl Source for RestSource {
         let Some(idx) = self.columns.iter().position(|c| c == column) else {
             return Ok(0);
         };
-        Ok(self
-            .rows
-            .iter()
-            .filter(|r| r.cell(idx).is_ok_and(|c| c == Cell::Null))
-            .count() as u64)
+        Ok(self.rows.iter().filter(|r| r.cell(idx).is_ok_and(|c| c == Cell::Null)).count() as u64)
     }
 
     fn describe(&self) -> Option<String> {
-        Some(format!(
-            "{} record(s) from {}",
-            self.rows.len(),
-            self.config.url
-        ))
+        Some(format!("{} record(s) from {}", self.rows.len(), self.config.url))
     }
 }
 
@@ -1017,9 +861,7 @@ mod tests {
 
     #[test]
     fn pointers_find_records_without_touching_numbers() {
-        let body = raw(
-            r#"{"data":{"items":[{"so_tien":12345678901234567890.123456789}]},"next":"/p?page=2"}"#,
-        );
+        let body = raw(r#"{"data":{"items":[{"so_tien":12345678901234567890.123456789}]},"next":"/p?page=2"}"#);
         let items = raw_pointer(&body, "/data/items").unwrap();
         let list: Vec<Record> = serde_json::from_str(items.get()).unwrap();
         assert_eq!(list[0]["so_tien"].get(), "12345678901234567890.123456789");
@@ -1044,74 +886,38 @@ mod tests {
         let base = Url::parse("http://h/api?x=1").unwrap();
         let empty = raw("{}");
         let mut p = Pager::new(
-            Pagination::Page {
-                param: "page".into(),
-                first: 1,
-                size_param: Some("size".into()),
-                size: Some(2),
-            },
+            Pagination::Page { param: "page".into(), first: 1, size_param: Some("size".into()), size: Some(2) },
             base.clone(),
         );
         let u1 = p.first();
         assert_eq!(u1.as_str(), "http://h/api?x=1&page=1&size=2");
         let u2 = p.next(&u1, 2, &empty, None).unwrap();
         assert_eq!(u2.as_str(), "http://h/api?x=1&page=2&size=2");
-        assert!(
-            p.next(&u2, 1, &empty, None).is_none(),
-            "a short page ends the listing"
-        );
+        assert!(p.next(&u2, 1, &empty, None).is_none(), "a short page ends the listing");
 
         let mut p = Pager::new(
-            Pagination::Offset {
-                offset_param: "offset".into(),
-                limit_param: "limit".into(),
-                limit: 2,
-            },
+            Pagination::Offset { offset_param: "offset".into(), limit_param: "limit".into(), limit: 2 },
             base.clone(),
         );
         let u1 = p.first();
         assert_eq!(u1.as_str(), "http://h/api?x=1&offset=0&limit=2");
-        assert_eq!(
-            p.next(&u1, 2, &empty, None).unwrap().as_str(),
-            "http://h/api?x=1&offset=2&limit=2"
-        );
+        assert_eq!(p.next(&u1, 2, &empty, None).unwrap().as_str(), "http://h/api?x=1&offset=2&limit=2");
         assert!(p.next(&u1, 0, &empty, None).is_none());
 
-        let mut p = Pager::new(
-            Pagination::NextLink {
-                pointer: Some("/links/next".into()),
-            },
-            base.clone(),
-        );
+        let mut p = Pager::new(Pagination::NextLink { pointer: Some("/links/next".into()) }, base.clone());
         let body = raw(r#"{"links":{"next":"/api?after=9"}}"#);
-        assert_eq!(
-            p.next(&base, 5, &body, None).unwrap().as_str(),
-            "http://h/api?after=9"
-        );
-        assert!(
-            p.next(&base, 5, &raw(r#"{"links":{"next":null}}"#), None)
-                .is_none()
-        );
+        assert_eq!(p.next(&base, 5, &body, None).unwrap().as_str(), "http://h/api?after=9");
+        assert!(p.next(&base, 5, &raw(r#"{"links":{"next":null}}"#), None).is_none());
         let mut p = Pager::new(Pagination::NextLink { pointer: None }, base.clone());
         assert_eq!(
-            p.next(&base, 5, &empty, Some("<http://h/api?p=2>; rel=\"next\""))
-                .unwrap()
-                .as_str(),
+            p.next(&base, 5, &empty, Some("<http://h/api?p=2>; rel=\"next\"")).unwrap().as_str(),
             "http://h/api?p=2"
         );
 
-        let mut p = Pager::new(
-            Pagination::Cursor {
-                pointer: "/meta/next".into(),
-                param: "cursor".into(),
-            },
-            base.clone(),
-        );
+        let mut p =
+            Pager::new(Pagination::Cursor { pointer: "/meta/next".into(), param: "cursor".into() }, base.clone());
         let body = raw(r#"{"meta":{"next":"abc"}}"#);
-        assert_eq!(
-            p.next(&base, 5, &body, None).unwrap().as_str(),
-            "http://h/api?x=1&cursor=abc"
-        );
+        assert_eq!(p.next(&base, 5, &body, None).unwrap().as_str(), "http://h/api?x=1&cursor=abc");
         assert!(p.next(&base, 5, &raw(r#"{"meta":{}}"#), None).is_none());
     }
 
@@ -1121,22 +927,10 @@ mod tests {
         let classes: Vec<Option<Class>> = vals.iter().map(|v| classify_raw(&raw(v))).collect();
         assert_eq!(
             classes,
-            [
-                Some(Class::Int),
-                Some(Class::Decimal),
-                Some(Class::Text),
-                Some(Class::Bool),
-                Some(Class::Json),
-                None
-            ]
+            [Some(Class::Int), Some(Class::Decimal), Some(Class::Text), Some(Class::Bool), Some(Class::Json), None]
         );
         let mut r = RowBuf::default();
-        push_raw(
-            &mut r,
-            ColumnType::Decimal,
-            Some(&raw("12345678901234567890.10")),
-        )
-        .unwrap();
+        push_raw(&mut r, ColumnType::Decimal, Some(&raw("12345678901234567890.10"))).unwrap();
         push_raw(&mut r, ColumnType::Json, Some(&raw("{\"a\": [1, 2]}"))).unwrap();
         push_raw(&mut r, ColumnType::Text, Some(&raw("\"Sơn La\""))).unwrap();
         push_raw(&mut r, ColumnType::Bool, Some(&raw("false"))).unwrap();

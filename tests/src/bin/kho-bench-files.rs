@@ -11,17 +11,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kho_tests::procs::{
-    AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, rss_kib, wait_for,
-};
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, rss_kib, wait_for};
 use kho_tests::source::SourceDb;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rows: u64 = arg(&args, "--rows").map_or(Ok(200_000), |v| v.parse())?;
-    let keep = tempfile::Builder::new()
-        .prefix("kho-bench-files-")
-        .tempdir()?;
+    let keep = tempfile::Builder::new().prefix("kho-bench-files-").tempdir()?;
     let dir = keep.path();
     println!("kho-bench-files: {rows} rows, working in {}", dir.display());
     let src = SourceDb::create(&dir.join("so_y_te.sqlite"), rows)?;
@@ -35,34 +31,14 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let opts = AgentOptions {
-        poll_interval: "100ms",
-        ..AgentOptions::default()
-    };
+    let opts = AgentOptions { poll_interval: "100ms", ..AgentOptions::default() };
     // Baseline: the SQLite source.
-    let spec = AgentSpec {
-        id: "bench-sqlite".into(),
-        token: "bench-token".into(),
-        datasets: vec!["ho_so".into()],
-    };
+    let spec = AgentSpec { id: "bench-sqlite".into(), token: "bench-token".into(), datasets: vec!["ho_so".into()] };
     let (secs, peak) = {
         let hub = HubProc::start(&dir.join("hub1"), std::slice::from_ref(&spec));
-        let ds = DatasetSpec {
-            name: "ho_so".into(),
-            table: "ho_so".into(),
-            key: vec!["id".into()],
-            cursor: None,
-        };
+        let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
         let t = Instant::now();
-        let agent = AgentProc::start(
-            &dir.join("agent1"),
-            &spec,
-            &hub.url(),
-            &hub.ca_path(),
-            &src.path,
-            &[ds],
-            &opts,
-        );
+        let agent = AgentProc::start(&dir.join("agent1"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts);
         measure(&hub, &agent, "bench-sqlite", rows, t)
     };
     println!(
@@ -71,25 +47,14 @@ fn main() -> anyhow::Result<()> {
         peak as f64 / 1024.0
     );
 
-    let spec2 = AgentSpec {
-        id: "bench-csv".into(),
-        token: "bench-token".into(),
-        datasets: vec!["ho_so".into()],
-    };
+    let spec2 = AgentSpec { id: "bench-csv".into(), token: "bench-token".into(), datasets: vec!["ho_so".into()] };
     let hub = HubProc::start(&dir.join("hub2"), std::slice::from_ref(&spec2));
     let toml = format!(
         "\n[[dataset]]\nname = \"ho_so\"\nkey = [\"id\"]\nmode = \"snapshot\"\npoll_interval = \"100ms\"\n[dataset.source]\nkind = \"folder\"\npath = \"{}\"\npattern = \"ho_so_*.csv\"\nsettle = \"0s\"\n",
         drop.display()
     );
     let t = Instant::now();
-    let agent = AgentProc::start_with(
-        &dir.join("agent2"),
-        &spec2,
-        &hub.url(),
-        &hub.ca_path(),
-        &toml,
-        &opts,
-    );
+    let agent = AgentProc::start_with(&dir.join("agent2"), &spec2, &hub.url(), &hub.ca_path(), &toml, &opts);
     let (csv_secs, csv_peak) = measure(&hub, &agent, "bench-csv", rows, t);
     println!(
         "folder    CSV file, snapshot:         {csv_secs:.2} s ({:.0} rows/s) = {:.2}x the SQLite source time, agent peak RSS {:.1} MiB",
@@ -134,8 +99,7 @@ fn measure(hub: &HubProc, agent: &AgentProc, agent_id: &str, seq: u64, t: Instan
 /// Writes `ho_so` as a UTF-8 CSV with a BOM; with `change_every`, every n-th row's `ghi_chu` is
 /// changed.
 fn export_csv(db: &Path, out: &Path, change_every: Option<i64>) -> anyhow::Result<()> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare("SELECT * FROM ho_so ORDER BY id")?;
     let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
     let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
@@ -145,14 +109,14 @@ fn export_csv(db: &Path, out: &Path, change_every: Option<i64>) -> anyhow::Resul
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
         let mut fields = Vec::with_capacity(names.len());
-        for i in 0..names.len() {
+        for (i, name) in names.iter().enumerate() {
             let v = match r.get_ref(i)? {
                 rusqlite::types::ValueRef::Null => String::new(),
                 rusqlite::types::ValueRef::Integer(n) => n.to_string(),
                 rusqlite::types::ValueRef::Real(f) => f.to_string(),
                 rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
                     let mut s = String::from_utf8_lossy(t).into_owned();
-                    if names[i] == "ghi_chu" && change_every.is_some_and(|n| id % n == 0) {
+                    if name == "ghi_chu" && change_every.is_some_and(|n| id % n == 0) {
                         s.push_str(" (đã sửa)");
                     }
                     format!("\"{}\"", s.replace('"', "\"\""))
@@ -167,8 +131,5 @@ fn export_csv(db: &Path, out: &Path, change_every: Option<i64>) -> anyhow::Resul
 }
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
