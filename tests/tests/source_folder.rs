@@ -34,10 +34,7 @@ fn rows(ids: impl IntoIterator<Item = u32>, suffix: &str) -> Rows {
 fn csv(rows: &Rows) -> String {
     let mut s = String::from("\u{feff}ma,ten,so_tien\n");
     for v in rows.values() {
-        let f: Vec<String> = v
-            .iter()
-            .map(|x| format!("\"{}\"", x.clone().unwrap_or_default()))
-            .collect();
+        let f: Vec<String> = v.iter().map(|x| format!("\"{}\"", x.clone().unwrap_or_default())).collect();
         s.push_str(&f.join(","));
         s.push('\n');
     }
@@ -56,14 +53,7 @@ fn wait_rows(hub: &HubProc, agent: &AgentProc, table: &str, cols: &[&str], want:
     wait_for(
         CONVERGE,
         &format!("warehouse table {table} to equal the dropped file"),
-        || {
-            format!(
-                "{}\n{}\n{}",
-                last.borrow(),
-                hub.log_tail(),
-                agent.log_tail()
-            )
-        },
+        || format!("{}\n{}\n{}", last.borrow(), hub.log_tail(), agent.log_tail()),
         || match warehouse_text_rows(&hub.warehouse(), table, cols) {
             Ok(got) => {
                 let ok = &got == want;
@@ -89,12 +79,8 @@ fn wait_rows(hub: &HubProc, agent: &AgentProc, table: &str, cols: &[&str], want:
 #[test]
 fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let (snap, delta, xlsx, bad) = (
-        tmp.path().join("snap"),
-        tmp.path().join("delta"),
-        tmp.path().join("xlsx"),
-        tmp.path().join("bad"),
-    );
+    let (snap, delta, xlsx, bad) =
+        (tmp.path().join("snap"), tmp.path().join("delta"), tmp.path().join("xlsx"), tmp.path().join("bad"));
     for d in [&snap, &delta, &xlsx, &bad] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -117,31 +103,20 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
         ws.write_number(i, 0, f64::from(i)).unwrap();
         ws.write_string(i, 1, &ten).unwrap();
         ws.write_number(i, 2, f64::from(i) + 0.25).unwrap();
-        want_x.insert(
-            i.to_string(),
-            vec![Some(i.to_string()), Some(ten), Some(format!("{}.25", i))],
-        );
+        want_x.insert(i.to_string(), vec![Some(i.to_string()), Some(ten), Some(format!("{}.25", i))]);
     }
     wb.save(xlsx.join("bao_cao.xlsx")).unwrap();
 
     let a = AgentSpec {
         id: "so-tai-chinh".into(),
         token: format!("token-{}", fastrand::u64(..)),
-        datasets: vec![
-            "ho_so_csv".into(),
-            "thay_doi".into(),
-            "bao_cao".into(),
-            "hong".into(),
-        ],
+        datasets: vec!["ho_so_csv".into(), "thay_doi".into(), "bao_cao".into(), "hong".into()],
     };
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     let toml = [
         dataset("ho_so_csv", &snap, "ho_so_*.csv", "snapshot"),
         dataset("thay_doi", &delta, "*.csv", "cursor"),
-        format!(
-            "{}sheet = \"Báo cáo\"\n",
-            dataset("bao_cao", &xlsx, "*.xlsx", "snapshot")
-        ),
+        format!("{}sheet = \"Báo cáo\"\n", dataset("bao_cao", &xlsx, "*.xlsx", "snapshot")),
         dataset("hong", &bad, "*.csv", "snapshot"),
     ]
     .concat();
@@ -160,31 +135,15 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
 
     // The malformed file is reported (dataset, file, line) while the others synced.
     let status = agent.status();
-    let hong = status["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dataset"] == "hong")
-        .unwrap()
-        .clone();
+    let hong = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "hong").unwrap().clone();
     let err = hong["last_error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        err.contains("dataset hong") && err.contains("hong.csv") && err.contains("line 3"),
-        "{err}"
-    );
-    assert!(
-        warehouse_text_rows(&hub.warehouse(), "hong", &["ma"])
-            .map(|r| r.is_empty())
-            .unwrap_or(true)
-    );
+    assert!(err.contains("dataset hong") && err.contains("hong.csv") && err.contains("line 3"), "{err}");
+    assert!(warehouse_text_rows(&hub.warehouse(), "hong", &["ma"]).map(|r| r.is_empty()).unwrap_or(true));
 
     // A second snapshot file, written slowly: while it grows it must not be read (reading it
     // half-written would delete the rows not yet written).
     let mut v2 = rows((1..=300).filter(|i| i % 10 != 0), "");
-    v2.extend(rows(
-        (1..=300).filter(|i| i % 7 == 0 && i % 10 != 0),
-        " (đã sửa)",
-    ));
+    v2.extend(rows((1..=300).filter(|i| i % 7 == 0 && i % 10 != 0), " (đã sửa)"));
     v2.extend(rows(301..=320, ""));
     let full = csv(&v2);
     let path = snap.join("ho_so_02.csv");
@@ -195,12 +154,7 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
         std::fs::write(&path, &bytes[..bytes.len() * s / steps]).unwrap();
         std::thread::sleep(Duration::from_millis(400));
         let got = warehouse_text_rows(&hub.warehouse(), "ho_so_csv", &cols).unwrap();
-        assert_eq!(
-            got,
-            v1,
-            "a growing file was read after {:?}",
-            started.elapsed()
-        );
+        assert_eq!(got, v1, "a growing file was read after {:?}", started.elapsed());
     }
     wait_rows(&hub, &agent, "ho_so_csv", &cols, &v2);
 
@@ -215,23 +169,13 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
     std::fs::write(delta.join("thay_doi_02_copy.csv"), csv(&d2)).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let (_, _, seq_after) = seq_stats(&hub.warehouse(), "thay_doi").unwrap();
-    assert_eq!(
-        seq_before,
-        seq_after,
-        "a file dropped twice is read once\n{}",
-        agent.log_tail()
-    );
+    assert_eq!(seq_before, seq_after, "a file dropped twice is read once\n{}", agent.log_tail());
 
     // The bad file fixed: read, and the error clears.
     std::fs::write(bad.join("hong.csv"), "ma,ten\n1,một\n2,hai\n").unwrap();
     let want_h: Rows = [("1", "một"), ("2", "hai")]
         .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                vec![Some(k.to_string()), Some(v.to_string())],
-            )
-        })
+        .map(|(k, v)| (k.to_string(), vec![Some(k.to_string()), Some(v.to_string())]))
         .collect();
     wait_rows(&hub, &agent, "hong", &["ma", "ten"], &want_h);
 
@@ -260,11 +204,7 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
     agent.spawn();
     wait_rows(&hub, &agent, "ho_so_csv", &cols, &v3);
     let notes = warehouse_text_rows(&hub.warehouse(), "ho_so_csv", &["ma", "ghi_chu"]).unwrap();
-    assert_eq!(
-        notes["29999"][1].as_deref(),
-        Some("Ghi chú 29999"),
-        "the new column arrived"
-    );
+    assert_eq!(notes["29999"][1].as_deref(), Some("Ghi chú 29999"), "the new column arrived");
 
     // `kho-agent check` reports file, columns, rows and key validity for folder datasets.
     let out = std::process::Command::new(kho_tests::bin_path("kho-agent"))

@@ -37,11 +37,7 @@ impl Rec {
             ma,
             ten: format!("Hộ kinh doanh số {ma} – bản {version}"),
             so_tien: format!("{}.{:02}", ma * 1000, ma % 100),
-            xa: if ma.is_multiple_of(2) {
-                "Chiềng Sinh".into()
-            } else {
-                "Mường Bú".into()
-            },
+            xa: if ma.is_multiple_of(2) { "Chiềng Sinh".into() } else { "Mường Bú".into() },
             updated_at: format!("2026-01-{:02}T08:00:{:02}Z", version, ma % 60),
         }
     }
@@ -62,10 +58,7 @@ impl Rec {
             Some(self.ma.to_string()),
             Some(self.ten.clone()),
             Some(self.so_tien.clone()),
-            Some(format!(
-                r#"{{"xa":{}}}"#,
-                serde_json::to_string(&self.xa).unwrap()
-            )),
+            Some(format!(r#"{{"xa":{}}}"#, serde_json::to_string(&self.xa).unwrap())),
             Some(self.updated_at.clone()),
         ]
     }
@@ -107,15 +100,8 @@ async fn page(State(api): State<Api>, h: HeaderMap, Query(q): Params) -> Respons
     }
     let (p, size) = (num(&q, "page", 1), num(&q, "size", 10));
     let all = api.all();
-    let chunk: Vec<Rec> = all
-        .into_iter()
-        .skip((p.max(1) - 1) * size)
-        .take(size)
-        .collect();
-    json(format!(
-        r#"{{"data":{{"items":{},"page":{p}}}}}"#,
-        Api::list(&chunk)
-    ))
+    let chunk: Vec<Rec> = all.into_iter().skip((p.max(1) - 1) * size).take(size).collect();
+    json(format!(r#"{{"data":{{"items":{},"page":{p}}}}}"#, Api::list(&chunk)))
 }
 
 async fn offset(State(api): State<Api>, h: HeaderMap, Query(q): Params) -> Response {
@@ -136,12 +122,8 @@ async fn link(State(api): State<Api>, h: HeaderMap, Query(q): Params) -> Respons
     let chunk: Vec<Rec> = all.iter().skip(p * 9).take(9).cloned().collect();
     let mut resp = json(Api::list(&chunk));
     if (p + 1) * 9 < all.len() {
-        let next = format!(
-            "</link?p={}>; rel=\"next\", </link?p=0>; rel=\"first\"",
-            p + 1
-        );
-        resp.headers_mut()
-            .insert(header::LINK, next.parse().unwrap());
+        let next = format!("</link?p={}>; rel=\"next\", </link?p=0>; rel=\"first\"", p + 1);
+        resp.headers_mut().insert(header::LINK, next.parse().unwrap());
     }
     resp
 }
@@ -152,21 +134,10 @@ async fn cursor(State(api): State<Api>, h: HeaderMap, Query(q): Params) -> Respo
     }
     let since = q.get("updated_since").cloned().unwrap_or_default();
     let start = num(&q, "cursor", 0);
-    let matching: Vec<Rec> = api
-        .all()
-        .into_iter()
-        .filter(|r| r.updated_at >= since)
-        .collect();
+    let matching: Vec<Rec> = api.all().into_iter().filter(|r| r.updated_at >= since).collect();
     let chunk: Vec<Rec> = matching.iter().skip(start).take(8).cloned().collect();
-    let next = if start + 8 < matching.len() {
-        format!("\"{}\"", start + 8)
-    } else {
-        "null".into()
-    };
-    json(format!(
-        r#"{{"records":{},"next":{next}}}"#,
-        Api::list(&chunk)
-    ))
+    let next = if start + 8 < matching.len() { format!("\"{}\"", start + 8) } else { "null".into() };
+    json(format!(r#"{{"records":{},"next":{next}}}"#, Api::list(&chunk)))
 }
 
 async fn flaky(State(api): State<Api>, h: HeaderMap, q: Params) -> Response {
@@ -176,12 +147,7 @@ async fn flaky(State(api): State<Api>, h: HeaderMap, q: Params) -> Response {
         hits.len()
     };
     match hit {
-        1 => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            "chậm lại",
-        )
-            .into_response(),
+        1 => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "chậm lại").into_response(),
         2 => (StatusCode::INTERNAL_SERVER_ERROR, "lỗi máy chủ").into_response(),
         _ => page(State(api), h, q).await,
     }
@@ -192,10 +158,7 @@ async fn broken() -> Response {
 }
 
 async fn html() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<!doctype html><html><body>Đăng nhập</body></html>",
-    )
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], "<!doctype html><html><body>Đăng nhập</body></html>")
         .into_response()
 }
 
@@ -213,10 +176,7 @@ fn serve(api: Api) -> u16 {
         .route("/broken", get(broken))
         .with_state(api);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -226,11 +186,8 @@ fn serve(api: Api) -> u16 {
 }
 
 fn dataset(name: &str, mode: &str, source: &str) -> String {
-    let mode = if mode == "cursor" {
-        "mode = \"cursor\"\ncursor_column = \"updated_at\""
-    } else {
-        "mode = \"snapshot\""
-    };
+    let mode =
+        if mode == "cursor" { "mode = \"cursor\"\ncursor_column = \"updated_at\"" } else { "mode = \"snapshot\"" };
     format!(
         "\n[[dataset]]\nname = \"{name}\"\nkey = [\"ma\"]\n{mode}\npoll_interval = \"300ms\"\n[dataset.source]\nkind = \"rest\"\n{source}"
     )
@@ -238,32 +195,15 @@ fn dataset(name: &str, mode: &str, source: &str) -> String {
 
 const COLS: [&str; 5] = ["ma", "ten", "so_tien", "chi_tiet", "updated_at"];
 
-fn wait_api(
-    hub: &HubProc,
-    agent: &AgentProc,
-    table: &str,
-    want: &BTreeMap<String, Vec<Option<String>>>,
-    exact: bool,
-) {
+fn wait_api(hub: &HubProc, agent: &AgentProc, table: &str, want: &BTreeMap<String, Vec<Option<String>>>, exact: bool) {
     let last = std::cell::RefCell::new(String::new());
     wait_for(
         CONVERGE,
         &format!("warehouse table {table} to equal the API's records"),
-        || {
-            format!(
-                "{}\n{}\n{}",
-                last.borrow(),
-                hub.log_tail(),
-                agent.log_tail()
-            )
-        },
+        || format!("{}\n{}\n{}", last.borrow(), hub.log_tail(), agent.log_tail()),
         || match warehouse_text_rows(&hub.warehouse(), table, &COLS) {
             Ok(got) => {
-                let ok = if exact {
-                    &got == want
-                } else {
-                    want.iter().all(|(k, v)| got.get(k) == Some(v))
-                };
+                let ok = if exact { &got == want } else { want.iter().all(|(k, v)| got.get(k) == Some(v)) };
                 if !ok {
                     let ex = want.iter().find(|(k, v)| got.get(*k) != Some(v));
                     *last.borrow_mut() = format!(
@@ -294,10 +234,7 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let key_file = tmp.path().join("api_key.txt");
     std::fs::write(&key_file, API_KEY).unwrap();
-    let bearer = format!(
-        "[dataset.source.auth]\nkind = \"bearer\"\nsecret_file = \"{}\"\n",
-        token_file.display()
-    );
+    let bearer = format!("[dataset.source.auth]\nkind = \"bearer\"\nsecret_file = \"{}\"\n", token_file.display());
 
     let toml = [
         dataset(
@@ -328,9 +265,7 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
         dataset("r_broken", "snapshot", &format!("url = \"{base}/broken\"\nrecords = \"/items\"\n")),
     ]
     .concat();
-    let names = [
-        "r_page", "r_offset", "r_link", "r_cursor", "r_flaky", "r_html", "r_broken",
-    ];
+    let names = ["r_page", "r_offset", "r_link", "r_cursor", "r_flaky", "r_html", "r_broken"];
     let a = AgentSpec {
         id: "so-cong-thuong".into(),
         token: format!("token-{}", fastrand::u64(..)),
@@ -347,10 +282,7 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
     );
 
     let want = |api: &Api| -> BTreeMap<String, Vec<Option<String>>> {
-        api.all()
-            .iter()
-            .map(|r| (r.ma.to_string(), r.text_row()))
-            .collect()
+        api.all().iter().map(|r| (r.ma.to_string(), r.text_row())).collect()
     };
     let v1 = want(&api);
     for t in &names[..5] {
@@ -359,47 +291,17 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
     // 429 with Retry-After: 1 was honoured (the retry came a second later), then a 500, then data.
     let hits = api.flaky_hits.lock().unwrap().clone();
     assert!(hits.len() >= 3, "{} requests", hits.len());
-    assert!(
-        hits[1] - hits[0] >= Duration::from_millis(950),
-        "Retry-After honoured: {:?}",
-        hits[1] - hits[0]
-    );
+    assert!(hits[1] - hits[0] >= Duration::from_millis(950), "Retry-After honoured: {:?}", hits[1] - hits[0]);
     // The HTML answer is a clear error naming dataset and URL; nothing of it reached the hub.
     let status = agent.status();
-    let html = status["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dataset"] == "r_html")
-        .unwrap()
-        .clone();
+    let html = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "r_html").unwrap().clone();
     let err = html["last_error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        err.contains("dataset r_html") && err.contains("/html") && err.contains("HTML"),
-        "{err}"
-    );
-    let broken = status["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dataset"] == "r_broken")
-        .unwrap()
-        .clone();
-    let err = broken["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        err.contains("dataset r_broken")
-            && err.contains("/broken")
-            && err.contains("not valid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("dataset r_html") && err.contains("/html") && err.contains("HTML"), "{err}");
+    let broken = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "r_broken").unwrap().clone();
+    let err = broken["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("dataset r_broken") && err.contains("/broken") && err.contains("not valid JSON"), "{err}");
     let log = std::fs::read_to_string(agent.dir.join("agent.log")).unwrap_or_default();
-    assert!(
-        !log.contains(TOKEN) && !log.contains(API_KEY),
-        "a secret reached the log"
-    );
+    assert!(!log.contains(TOKEN) && !log.contains(API_KEY), "a secret reached the log");
 
     // Updates, deletes, inserts.
     {
@@ -417,16 +319,6 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
     // Cursor mode cannot see deletes; every served record must be there and current.
     wait_api(&hub, &agent, "r_cursor", &v2, false);
     let st = agent.status();
-    let cur = st["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dataset"] == "r_cursor")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        cur["cursor"].as_str(),
-        Some("2026-01-03T08:00:45Z"),
-        "{cur}"
-    );
+    let cur = st["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "r_cursor").unwrap().clone();
+    assert_eq!(cur["cursor"].as_str(), Some("2026-01-03T08:00:45Z"), "{cur}");
 }

@@ -60,17 +60,13 @@ impl FolderState {
     }
 
     fn forget_missing(&mut self, files: &[DroppedFile]) {
-        self.observed
-            .retain(|p, _| files.iter().any(|f| &f.path == p));
-        self.hashes
-            .retain(|p, _| files.iter().any(|f| &f.path == p));
+        self.observed.retain(|p, _| files.iter().any(|f| &f.path == p));
+        self.hashes.retain(|p, _| files.iter().any(|f| &f.path == p));
     }
 }
 
 fn file_name(p: &std::path::Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The content hash of `f`, from the cache when its size and mtime did not change.
@@ -138,11 +134,7 @@ fn capture_file(
 ) -> Result<Option<PollReport>, DetectError> {
     let dataset = cap.config.name.clone();
     let sha = hash_of(cap, f)?;
-    match cap
-        .outbox
-        .file_status(&dataset, &sha)
-        .map_err(|e| cap.outbox_err(e))?
-    {
+    match cap.outbox.file_status(&dataset, &sha).map_err(|e| cap.outbox_err(e))? {
         Some(FileStatus::Done) => return Ok(None),
         Some(FileStatus::Refused(problem)) => {
             return Err(SourceError::File {
@@ -157,11 +149,7 @@ fn capture_file(
     let mut src = FolderSource::open(&dataset, config, &f.path)?;
     let schema = match src.discover(&cap.config.key, None) {
         Ok(s) => s,
-        Err(
-            e @ (SourceError::File { .. }
-            | SourceError::MissingColumn { .. }
-            | SourceError::Schema { .. }),
-        ) => {
+        Err(e @ (SourceError::File { .. } | SourceError::MissingColumn { .. } | SourceError::Schema { .. })) => {
             let problem = match &e {
                 SourceError::File { problem, .. } => problem.clone(),
                 other => other.to_string(),
@@ -174,16 +162,9 @@ fn capture_file(
         }
         Err(e) => return Err(e.into()),
     };
-    let schema_changed = cap
-        .outbox
-        .record_schema(&schema)
-        .map_err(|e| cap.outbox_err(e))?;
+    let schema_changed = cap.outbox.record_schema(&schema).map_err(|e| cap.outbox_err(e))?;
     tracing::info!(dataset = %dataset, file = %f.path.display(), "reading dropped file");
-    cap.file_done = Some(PendingFile {
-        path: f.path.clone(),
-        sha256: sha,
-        stamp: f.stamp(),
-    });
+    cap.file_done = Some(PendingFile { path: f.path.clone(), sha256: sha, stamp: f.stamp() });
     let result = match cap.config.mode {
         Mode::Snapshot => super::snapshot::pass(cap, &mut src, &schema),
         Mode::Cursor => delta_pass(cap, &mut src, &schema),
@@ -201,17 +182,12 @@ pub(crate) fn mark_done(cap: &mut Capture, f: &PendingFile) -> Result<(), Detect
         path: f.path.clone(),
         source,
     })?;
-    let stamp = (
-        meta.len(),
-        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-    );
+    let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
     if stamp != f.stamp {
         tracing::warn!(dataset = %cap.config.name, file = %f.path.display(), "file changed while it was read; it will be read again");
         return Ok(());
     }
-    cap.outbox
-        .file_done(&cap.config.name, &f.sha256, &file_name(&f.path), now_ms())
-        .map_err(|e| cap.outbox_err(e))
+    cap.outbox.file_done(&cap.config.name, &f.sha256, &file_name(&f.path), now_ms()).map_err(|e| cap.outbox_err(e))
 }
 
 /// Cursor mode for files: every row of the file is an upsert (the file was validated whole, so
@@ -235,9 +211,7 @@ pub fn delta_pass(
             report.rows_read += 1;
             rows_in_chunk += 1;
             enc.encode(row)?;
-            cap.outbox
-                .push_change(&dataset, Op::Upsert, enc.row())
-                .map_err(|e| cap.outbox_err(e))?;
+            cap.outbox.push_change(&dataset, Op::Upsert, enc.row()).map_err(|e| cap.outbox_err(e))?;
             report.changes += 1;
             if cap.outbox.chunk_changes() >= cap.chunk_changes || rows_in_chunk >= cap.chunk_rows {
                 cap.commit_chunk()?;

@@ -28,26 +28,15 @@ impl Folder {
         let drop = dir.path().join("drop");
         std::fs::create_dir_all(&drop).unwrap();
         let outbox = dir.path().join("data").join("outbox.sqlite");
-        Folder {
-            _dir: dir,
-            drop,
-            outbox,
-            clock: std::cell::Cell::new(0),
-        }
+        Folder { _dir: dir, drop, outbox, clock: std::cell::Cell::new(0) }
     }
 
     fn write(&self, name: &str, content: &[u8]) -> PathBuf {
         let p = self.drop.join(name);
         std::fs::write(&p, content).unwrap();
         self.clock.set(self.clock.get() + 60);
-        let t = SystemTime::now() - Duration::from_secs(100_000)
-            + Duration::from_secs(self.clock.get());
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
+        let t = SystemTime::now() - Duration::from_secs(100_000) + Duration::from_secs(self.clock.get());
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
         p
     }
 
@@ -71,15 +60,9 @@ impl Folder {
             }),
         };
         let outbox = Outbox::open(&self.outbox).unwrap();
-        Capture::new(
-            config,
-            outbox,
-            u64::MAX,
-            CancellationToken::new(),
-            Box::new(|| {}),
-        )
-        .unwrap()
-        .with_chunk_limits(2, 20)
+        Capture::new(config, outbox, u64::MAX, CancellationToken::new(), Box::new(|| {}))
+            .unwrap()
+            .with_chunk_limits(2, 20)
     }
 }
 
@@ -104,25 +87,15 @@ fn snapshot_files_are_diffed_and_read_once() {
     let r = cap.poll().unwrap();
     assert_eq!((r.rows_read, r.changes), (3, 3));
     assert_eq!(summary(&f.outbox), ["+1=Hồ sơ một", "+2=Hai", "+3=Ba"]);
-    assert_eq!(
-        cap.poll().unwrap().rows_read,
-        0,
-        "a processed file is not read again"
-    );
+    assert_eq!(cap.poll().unwrap().rows_read, 0, "a processed file is not read again");
 
-    f.write(
-        "b.csv",
-        "\u{feff}ma,ten\n1,Hồ sơ một\n2,Hai (sửa)\n4,Bốn\n".as_bytes(),
-    );
+    f.write("b.csv", "\u{feff}ma,ten\n1,Hồ sơ một\n2,Hai (sửa)\n4,Bốn\n".as_bytes());
     let r = cap.poll().unwrap();
     assert_eq!((r.changes, r.deletes), (3, 1));
     assert_eq!(summary(&f.outbox), ["+2=Hai (sửa)", "+4=Bốn", "-3"]);
 
     // The same content dropped again under another name: remembered by hash.
-    f.write(
-        "c.csv",
-        "\u{feff}ma,ten\n1,Hồ sơ một\n2,Hai (sửa)\n4,Bốn\n".as_bytes(),
-    );
+    f.write("c.csv", "\u{feff}ma,ten\n1,Hồ sơ một\n2,Hai (sửa)\n4,Bốn\n".as_bytes());
     assert_eq!(cap.poll().unwrap().rows_read, 0);
     // A temporary name is never read.
     f.write("d.csv.tmp", b"ma,ten\n9,x\n");
@@ -142,16 +115,10 @@ fn a_malformed_file_is_refused_whole_until_it_changes() {
     // Rows before the bad line must not be applied, and no delete may come from a bad file.
     f.write("b.csv", b"ma,ten\n1,A\n2,B\n3,c,extra\n");
     let e = cap.poll().unwrap_err().to_string();
-    assert!(
-        e.contains("dataset ho_so") && e.contains("b.csv") && e.contains("line 4: 3 fields"),
-        "{e}"
-    );
+    assert!(e.contains("dataset ho_so") && e.contains("b.csv") && e.contains("line 4: 3 fields"), "{e}");
     let e = cap.poll().unwrap_err().to_string();
     assert!(e.contains("unchanged since refused"), "{e}");
-    assert!(
-        summary(&f.outbox).is_empty(),
-        "nothing of a refused file is applied"
-    );
+    assert!(summary(&f.outbox).is_empty(), "nothing of a refused file is applied");
     let state = cap.outbox().dataset_state("ho_so").unwrap().unwrap();
     assert!(state.last_error.unwrap().contains("line 4"));
 
@@ -166,11 +133,7 @@ fn an_unsettled_file_waits() {
     let f = Folder::new();
     let p = f.write("a.csv", b"ma,ten\n1,a\n");
     let mut cap = f.capture(Mode::Snapshot, Duration::from_secs(3600));
-    assert_eq!(
-        cap.poll().unwrap().rows_read,
-        0,
-        "first sight only starts the settle clock"
-    );
+    assert_eq!(cap.poll().unwrap().rows_read, 0, "first sight only starts the settle clock");
     // Still growing: the clock restarts.
     std::fs::write(&p, b"ma,ten\n1,a\n2,b\n").unwrap();
     assert_eq!(cap.poll().unwrap().rows_read, 0);

@@ -19,24 +19,14 @@ pub enum FileStatus {
 
 impl Outbox {
     /// The remembered status of content `sha256` for `dataset`.
-    pub fn file_status(
-        &self,
-        dataset: &str,
-        sha256: &[u8; 32],
-    ) -> Result<Option<FileStatus>, OutboxError> {
+    pub fn file_status(&self, dataset: &str, sha256: &[u8; 32]) -> Result<Option<FileStatus>, OutboxError> {
         self.conn
-            .prepare_cached(
-                "SELECT status, error FROM source_files WHERE dataset = ?1 AND sha256 = ?2",
-            )
+            .prepare_cached("SELECT status, error FROM source_files WHERE dataset = ?1 AND sha256 = ?2")
             .and_then(|mut s| {
                 s.query_row(params![dataset, sha256.as_slice()], |r| {
                     let status: String = r.get(0)?;
                     let error: Option<String> = r.get(1)?;
-                    Ok(if status == "done" {
-                        FileStatus::Done
-                    } else {
-                        FileStatus::Refused(error.unwrap_or_default())
-                    })
+                    Ok(if status == "done" { FileStatus::Done } else { FileStatus::Refused(error.unwrap_or_default()) })
                 })
                 .optional()
             })
@@ -44,13 +34,7 @@ impl Outbox {
     }
 
     /// Marks content as applied; call with the file's last chunk open.
-    pub fn file_done(
-        &self,
-        dataset: &str,
-        sha256: &[u8; 32],
-        file: &str,
-        now_ms: i64,
-    ) -> Result<(), OutboxError> {
+    pub fn file_done(&self, dataset: &str, sha256: &[u8; 32], file: &str, now_ms: i64) -> Result<(), OutboxError> {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO source_files (dataset, sha256, file, status, error, at_ms)

@@ -80,11 +80,7 @@ fn valid_ymd(y: i64, m: u32, d: u32) -> bool {
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse().ok()
-    } else {
-        None
-    }
+    if s.bytes().all(|b| b.is_ascii_digit()) { s.parse().ok() } else { None }
 }
 
 /// Strict `YYYY-MM-DD` naming a real day.
@@ -93,11 +89,7 @@ pub fn is_iso_date(s: &str) -> bool {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return false;
     }
-    match (
-        num::<i64>(&s[0..4]),
-        num::<u32>(&s[5..7]),
-        num::<u32>(&s[8..10]),
-    ) {
+    match (num::<i64>(&s[0..4]), num::<u32>(&s[5..7]), num::<u32>(&s[8..10])) {
         (Some(y), Some(m), Some(d)) => valid_ymd(y, m, d),
         _ => false,
     }
@@ -128,16 +120,11 @@ pub fn is_iso_timestamp(s: &str) -> bool {
     };
     let parts: Vec<&str> = hms.split(':').collect();
     let hms_ok = (parts.len() == 2 || parts.len() == 3)
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && num::<u32>(p).is_some())
+        && parts.iter().all(|p| p.len() == 2 && num::<u32>(p).is_some())
         && num::<u32>(parts[0]).is_some_and(|h| h < 24)
         && num::<u32>(parts[1]).is_some_and(|m| m < 60)
-        && parts
-            .get(2)
-            .is_none_or(|s| num::<u32>(s).is_some_and(|s| s < 61));
-    let frac_ok = frac
-        .is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) && parts.len() == 3);
+        && parts.get(2).is_none_or(|s| num::<u32>(s).is_some_and(|s| s < 61));
+    let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) && parts.len() == 3);
     zone_ok && hms_ok && frac_ok
 }
 
@@ -191,13 +178,7 @@ impl Infer {
 pub fn vn_date_to_iso(s: &str) -> Option<String> {
     let mut it = s.split('/');
     let (d, m, y) = (it.next()?, it.next()?, it.next()?);
-    if it.next().is_some()
-        || d.is_empty()
-        || d.len() > 2
-        || m.is_empty()
-        || m.len() > 2
-        || y.len() != 4
-    {
+    if it.next().is_some() || d.is_empty() || d.len() > 2 || m.is_empty() || m.len() > 2 || y.len() != 4 {
         return None;
     }
     let (d, m, y) = (num::<u32>(d)?, num::<u32>(m)?, num::<i64>(y)?);
@@ -306,58 +287,31 @@ mod tests {
     #[test]
     fn inference_is_conservative() {
         assert_eq!(infer(&["1", "-20", "300"]), ColumnType::Int);
-        assert_eq!(
-            infer(&["1", "007"]),
-            ColumnType::Text,
-            "leading zeros are identifiers"
-        );
+        assert_eq!(infer(&["1", "007"]), ColumnType::Text, "leading zeros are identifiers");
         assert_eq!(infer(&["1", "2.50"]), ColumnType::Decimal);
-        assert_eq!(
-            infer(&["99999999999999999999"]),
-            ColumnType::Text,
-            "does not fit i64 and is not a decimal"
-        );
+        assert_eq!(infer(&["99999999999999999999"]), ColumnType::Text, "does not fit i64 and is not a decimal");
         assert_eq!(infer(&["2026-02-28", "2024-02-29"]), ColumnType::Date);
         assert_eq!(infer(&["2026-02-30"]), ColumnType::Text);
-        assert_eq!(
-            infer(&["2026-01-01", "2026-01-01T08:30:00+07:00"]),
-            ColumnType::Timestamp
-        );
+        assert_eq!(infer(&["2026-01-01", "2026-01-01T08:30:00+07:00"]), ColumnType::Timestamp);
         assert_eq!(infer(&["2026-01-01 08:30:00.123"]), ColumnType::Timestamp);
         assert_eq!(infer(&["1.5e3"]), ColumnType::Text);
         assert_eq!(infer(&["Sơn La"]), ColumnType::Text);
         assert_eq!(infer(&[]), ColumnType::Text);
-        assert_eq!(
-            infer(&["12/01/2026"]),
-            ColumnType::Text,
-            "DD/MM/YYYY is ambiguous unless declared"
-        );
+        assert_eq!(infer(&["12/01/2026"]), ColumnType::Text, "DD/MM/YYYY is ambiguous unless declared");
     }
 
     #[test]
     fn declared_types_convert_or_name_the_bad_value() {
         let mut r = RowBuf::default();
-        push_typed(
-            &mut r,
-            ColumnType::Decimal,
-            "123456789012345678901234.000001",
-        )
-        .unwrap();
+        push_typed(&mut r, ColumnType::Decimal, "123456789012345678901234.000001").unwrap();
         push_typed(&mut r, ColumnType::Date, "05/01/2026").unwrap();
         push_typed(&mut r, ColumnType::Bool, "Có").unwrap();
         push_typed(&mut r, ColumnType::Int, "007").unwrap();
-        assert_eq!(
-            r.cell(0).unwrap(),
-            Cell::Text(b"123456789012345678901234.000001")
-        );
+        assert_eq!(r.cell(0).unwrap(), Cell::Text(b"123456789012345678901234.000001"));
         assert_eq!(r.cell(1).unwrap(), Cell::Text(b"2026-01-05"));
         assert_eq!(r.cell(2).unwrap(), Cell::Int(1));
         assert_eq!(r.cell(3).unwrap(), Cell::Int(7));
-        assert!(
-            push_typed(&mut r, ColumnType::Int, "12a")
-                .unwrap_err()
-                .contains("\"12a\"")
-        );
+        assert!(push_typed(&mut r, ColumnType::Int, "12a").unwrap_err().contains("\"12a\""));
         assert!(push_typed(&mut r, ColumnType::Date, "31/02/2026").is_err());
         assert!(push_typed(&mut r, ColumnType::Decimal, "1.2.3").is_err());
     }
@@ -365,10 +319,7 @@ mod tests {
     #[test]
     fn excel_serials_become_iso_dates() {
         assert_eq!(excel_serial_to_iso(46_023.0).unwrap(), "2026-01-01");
-        assert_eq!(
-            excel_serial_to_iso(46_023.5).unwrap(),
-            "2026-01-01T12:00:00"
-        );
+        assert_eq!(excel_serial_to_iso(46_023.5).unwrap(), "2026-01-01T12:00:00");
         assert_eq!(excel_serial_to_iso(25_569.0).unwrap(), "1970-01-01");
         assert!(excel_serial_to_iso(f64::NAN).is_none());
     }
