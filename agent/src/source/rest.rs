@@ -944,6 +944,52 @@ mod tests {
     }
 
     #[test]
+    fn cursor_scans_filter_and_sort_on_the_agent() {
+        let config = RestSourceConfig {
+            url: "http://127.0.0.1:9/x".into(),
+            headers: BTreeMap::new(),
+            auth: None,
+            records: String::new(),
+            pagination: Pagination::None,
+            max_pages: 1,
+            rate_limit: None,
+            retries: 0,
+            max_retry_wait: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            cursor_param: None,
+            types: BTreeMap::new(),
+        };
+        let mut src = RestSource::open("d", &config, None).unwrap();
+        // An API that ignores updated_since and returns records unordered.
+        for (id, at) in [(1, "2026-01-03"), (2, "2026-01-01"), (3, "2026-01-02"), (4, "2026-01-05")] {
+            let mut r = RowBuf::default();
+            r.push_int(id);
+            r.push_text(at.as_bytes());
+            src.rows.push(r);
+        }
+        src.columns = vec!["id".into(), "updated_at".into()];
+        let schema = DatasetSchema {
+            dataset: "d".into(),
+            key: vec!["id".into()],
+            columns: vec![
+                Column { name: "id".into(), ty: ColumnType::Int },
+                Column { name: "updated_at".into(), ty: ColumnType::Date },
+            ],
+        };
+        let from = CursorValue::Text("2026-01-02".into());
+        let mut seen = Vec::new();
+        src.scan(&schema, ScanRange::CursorFrom { column: "updated_at", from: Some(&from) }, &mut |r| {
+            if let Ok(Cell::Int(i)) = r.cell(0) {
+                seen.push(i);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(seen, [3, 1, 4], "rows >= the stored cursor, in cursor order");
+        assert_eq!(src.count_null("updated_at").unwrap(), 0);
+    }
+
+    #[test]
     fn secrets_never_show_in_debug() {
         let s = Secret("hunter2".into());
         assert!(!format!("{s:?}").contains("hunter2"));
