@@ -5,7 +5,8 @@
 //!   (observations live in [`FolderState`], across polls of this process; a restarted agent
 //!   waits one settle period again);
 //! - `snapshot`: only the newest file counts (if it is not settled yet, the poll waits for it); it
-//!   is diffed by the ordinary [`super::snapshot`] pass;
+//!   is diffed by the ordinary [`super::snapshot`] pass; a newest file older than the last applied
+//!   one (the newer file was moved away) is ignored, so the warehouse never rolls back;
 //! - `cursor`: every settled file not yet processed, oldest first; each one's rows are all
 //!   upserted ([`delta_pass`]); a refused file stops the walk;
 //! - a file's content hash already `done` is skipped; one `refused` returns the remembered error
@@ -65,6 +66,10 @@ impl FolderState {
     }
 }
 
+fn mtime_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
@@ -97,6 +102,13 @@ pub fn poll(cap: &mut Capture, config: &FolderSourceConfig) -> Result<PollReport
                 return Ok(report);
             }
             let newest = newest.clone();
+            // A file older than one already applied is never the current state (e.g. the newer
+            // file was archived away): applying it would roll the warehouse back.
+            let applied = cap.outbox.newest_done_mtime(&cap.config.name).map_err(|e| cap.outbox_err(e))?;
+            if applied.is_some_and(|m| mtime_ms(newest.mtime) < m) {
+                tracing::debug!(dataset = %cap.config.name, file = %newest.path.display(), "newest file is older than the last applied one; ignored");
+                return Ok(report);
+            }
             if let Some(r) = capture_file(cap, config, &newest)? {
                 report = r;
             }
@@ -187,7 +199,9 @@ pub(crate) fn mark_done(cap: &mut Capture, f: &PendingFile) -> Result<(), Detect
         tracing::warn!(dataset = %cap.config.name, file = %f.path.display(), "file changed while it was read; it will be read again");
         return Ok(());
     }
-    cap.outbox.file_done(&cap.config.name, &f.sha256, &file_name(&f.path), now_ms()).map_err(|e| cap.outbox_err(e))
+    cap.outbox
+        .file_done(&cap.config.name, &f.sha256, &file_name(&f.path), now_ms(), mtime_ms(f.stamp.1))
+        .map_err(|e| cap.outbox_err(e))
 }
 
 /// Cursor mode for files: every row of the file is an upsert (the file was validated whole, so

@@ -102,6 +102,16 @@ fn snapshot_files_are_diffed_and_read_once() {
     f.write(".e.csv", b"ma,ten\n9,x\n");
     assert_eq!(cap.poll().unwrap().rows_read, 0);
     assert!(summary(&f.outbox).is_empty());
+
+    // The newer files archived away: an older, never-applied file is not the current state.
+    f.write("a2.csv", b"ma,ten\n1,cu\n");
+    let t = SystemTime::now() - Duration::from_secs(200_000);
+    std::fs::File::options().write(true).open(f.drop.join("a2.csv")).unwrap().set_modified(t).unwrap();
+    for n in ["a.csv", "b.csv", "c.csv"] {
+        std::fs::remove_file(f.drop.join(n)).unwrap();
+    }
+    assert_eq!(cap.poll().unwrap().rows_read, 0);
+    assert!(summary(&f.outbox).is_empty(), "the warehouse is not rolled back");
 }
 
 #[test]

@@ -33,16 +33,31 @@ impl Outbox {
             .map_err(|e| self.err("read processed file", e))
     }
 
-    /// Marks content as applied; call with the file's last chunk open.
-    pub fn file_done(&self, dataset: &str, sha256: &[u8; 32], file: &str, now_ms: i64) -> Result<(), OutboxError> {
+    /// Marks content as applied (with its file's mtime); call with the file's last chunk open.
+    pub fn file_done(
+        &self,
+        dataset: &str,
+        sha256: &[u8; 32],
+        file: &str,
+        now_ms: i64,
+        file_mtime_ms: i64,
+    ) -> Result<(), OutboxError> {
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO source_files (dataset, sha256, file, status, error, at_ms)
-                 VALUES (?1, ?2, ?3, 'done', NULL, ?4)",
+                "INSERT OR REPLACE INTO source_files (dataset, sha256, file, status, error, at_ms, file_mtime_ms)
+                 VALUES (?1, ?2, ?3, 'done', NULL, ?4, ?5)",
             )
-            .and_then(|mut s| s.execute(params![dataset, sha256.as_slice(), file, now_ms]))
+            .and_then(|mut s| s.execute(params![dataset, sha256.as_slice(), file, now_ms, file_mtime_ms]))
             .map_err(|e| self.err("mark file processed", e))?;
         Ok(())
+    }
+
+    /// The modification time of the newest file applied for `dataset`, if any.
+    pub fn newest_done_mtime(&self, dataset: &str) -> Result<Option<i64>, OutboxError> {
+        self.conn
+            .prepare_cached("SELECT max(file_mtime_ms) FROM source_files WHERE dataset = ?1 AND status = 'done'")
+            .and_then(|mut s| s.query_row([dataset], |r| r.get::<_, Option<i64>>(0)))
+            .map_err(|e| self.err("read newest processed file", e))
     }
 
     /// Remembers that content was refused, and why (outside any chunk).

@@ -20,7 +20,7 @@
 //!   key object (to emit deletes). Keyed by the canonical key rather than its hash because a
 //!   snapshot reads the source in key order: inserts then land next to each other in the B-tree
 //!   instead of dirtying a random page per row (4× faster on a million-row first load).
-//! - `source_files(dataset, sha256, file, status, error, at_ms)`: files of a drop-folder dataset
+//! - `source_files(dataset, sha256, file, status, error, at_ms, file_mtime_ms)`: files of a drop-folder dataset
 //!   by content hash: `done` (written in the same transaction as the file's last chunk, so a file
 //!   is applied exactly once) or `refused` (with the reason, reported until the file changes).
 //!
@@ -115,6 +115,7 @@ CREATE TABLE IF NOT EXISTS source_files (
     status TEXT NOT NULL,
     error TEXT,
     at_ms INTEGER NOT NULL,
+    file_mtime_ms INTEGER,
     PRIMARY KEY (dataset, sha256)
 ) WITHOUT ROWID;
 ";

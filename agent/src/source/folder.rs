@@ -27,7 +27,7 @@
 //! Detection modes:
 //! - `snapshot`: the newest settled file is the dataset's full current state. Its rows are diffed
 //!   against the stored row hashes; rows missing from it become deletes. Older unprocessed files
-//!   are superseded and skipped.
+//!   are superseded and skipped; a newest file older than the last applied one is ignored.
 //! - `cursor`: each file holds new or changed rows; every row of every new file is upserted, files
 //!   in modification-time order (then name). No cursor column is used (a file is the unit of
 //!   progress). Deletes cannot be expressed. A refused file stops the dataset at that file, so
