@@ -384,7 +384,7 @@ impl FolderSource {
                 }
             }
             let key_vals: Vec<&[u8]> = key_idx.iter().map(|&i| rec.get(i).unwrap_or(b"")).collect();
-            self.check_key(&mut keys, &names, &key_idx, &key_vals, &format!("line {line}"))?;
+            self.check_key(&mut keys, &names, &key_idx, &key_vals, ("line", line))?;
         }
         Ok(columns(names, &declared, &infer))
     }
@@ -395,14 +395,15 @@ impl FolderSource {
         names: &[String],
         key_idx: &[usize],
         vals: &[&[u8]],
-        at: &str,
+        at: (&str, u64),
     ) -> Result<(), SourceError> {
-        if let Some(n) = vals.iter().position(|v| v.is_empty()) {
-            return Err(self.refuse(format!("{at}: key column {:?} is empty", names[key_idx[n]])));
+        let (what, n) = at;
+        if let Some(i) = vals.iter().position(|v| v.is_empty()) {
+            return Err(self.refuse(format!("{what} {n}: key column {:?} is empty", names[key_idx[i]])));
         }
         if !keys.insert(vals) {
             let shown: Vec<String> = vals.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-            return Err(self.refuse(format!("{at}: duplicate key [{}]", shown.join(", "))));
+            return Err(self.refuse(format!("{what} {n}: duplicate key [{}]", shown.join(", "))));
         }
         Ok(())
     }
@@ -476,7 +477,7 @@ impl FolderSource {
                 key_vals.push(v.into_bytes());
             }
             let refs: Vec<&[u8]> = key_vals.iter().map(Vec::as_slice).collect();
-            self.check_key(&mut keys, &names, &key_idx, &refs, &format!("row {line}"))?;
+            self.check_key(&mut keys, &names, &key_idx, &refs, ("row", line))?;
         }
         self.sheet_data = Some(range);
         Ok(columns(names, &declared, &infer))
