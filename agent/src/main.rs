@@ -181,24 +181,62 @@ fn show_status(config: &AgentConfig, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
-    let mut problems = 0;
-    println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
-    match config.bearer_token() {
-        Ok(token) => {
-            kho_agent::forward::https::install_crypto_provider();
-            if let Err(e) = kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
-                println!("hub client: PROBLEM: {e}");
-                problems += 1;
-            } else {
-                println!("hub client: ok ({})", config.hub.url);
-            }
-        }
+/// Asks the hub who it takes the token for and what it may write; prints one line per finding
+/// and returns the number of problems.
+fn check_hub(config: &AgentConfig) -> usize {
+    let token = match config.bearer_token() {
+        Ok(t) => t,
         Err(e) => {
             println!("hub token: PROBLEM: {e}");
+            return 1;
+        }
+    };
+    let transport = match kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("hub client: PROBLEM: {e}");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("hub {}: PROBLEM: cannot start the async runtime: {e}", config.hub.url);
+            return 1;
+        }
+    };
+    let me = match runtime.block_on(transport.whoami()) {
+        Ok(me) => me,
+        Err(e) => {
+            println!("hub {}: PROBLEM: {e}", config.hub.url);
+            return 1;
+        }
+    };
+    println!("hub {}: reachable, token accepted for agent {} (hub {})", config.hub.url, me.agent, me.hub_version);
+    let mut problems = 0;
+    if me.agent != config.agent.id {
+        println!("agent.id: PROBLEM: the token belongs to agent {:?} but agent.id is {:?}", me.agent, config.agent.id);
+        problems += 1;
+    }
+    for d in &config.datasets {
+        if !me.datasets.contains(&d.name) {
+            println!(
+                "dataset {}: PROBLEM: the hub does not let agent {} write it (allowed: {}); ask the hub operator \
+                 to grant it in the catalogue or hub config",
+                d.name,
+                me.agent,
+                if me.datasets.is_empty() { "none".to_string() } else { me.datasets.join(", ") }
+            );
             problems += 1;
         }
     }
+    problems
+}
+
+fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
+    let mut problems = 0;
+    println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
+    problems += check_hub(config);
     for d in &config.datasets {
         match detect::discover(d) {
             Ok(schema) => {
