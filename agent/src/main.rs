@@ -233,6 +233,45 @@ fn check_hub(config: &AgentConfig) -> usize {
     problems
 }
 
+/// Counts a dataset's rows and checks that its key identifies them; returns the problems found.
+fn check_rows(d: &kho_agent::config::DatasetConfig) -> usize {
+    match detect::profile::profile(d) {
+        Ok(p) if p.key_is_valid() => {
+            println!("  rows: {}, key unique and never NULL", p.rows);
+            0
+        }
+        Ok(p) => {
+            println!("  rows: {}", p.rows);
+            let mut problems = 0;
+            if p.duplicate_keys > 0 {
+                println!(
+                    "dataset {}: PROBLEM: key [{}] is not unique: {} row(s) repeat an earlier key, e.g. {}; \
+                     such rows are skipped, not merged — fix the key in the config or the data",
+                    d.name,
+                    d.key.join(", "),
+                    p.duplicate_keys,
+                    p.duplicate_examples.join(", ")
+                );
+                problems += 1;
+            }
+            if p.null_keys > 0 {
+                println!(
+                    "dataset {}: PROBLEM: {} row(s) have a NULL in key [{}] and cannot be tracked",
+                    d.name,
+                    p.null_keys,
+                    d.key.join(", ")
+                );
+                problems += 1;
+            }
+            problems
+        }
+        Err(e) => {
+            println!("dataset {}: PROBLEM: cannot read its rows: {e}", d.name);
+            1
+        }
+    }
+}
+
 fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
     let mut problems = 0;
     println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
@@ -244,6 +283,7 @@ fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
                 for c in &schema.columns {
                     println!("  {:<32} {}", c.name, c.ty.as_str());
                 }
+                problems += check_rows(d);
             }
             Err(e) => {
                 println!("dataset {}: PROBLEM: {e}", d.name);

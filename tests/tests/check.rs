@@ -27,6 +27,7 @@ fn check_asks_the_hub_who_the_agent_is_and_what_it_may_write() {
     let (ok, text) = check(&agent);
     assert!(ok, "{text}");
     assert!(text.contains(&format!("hub {}: reachable, token accepted for agent so-y-te-01", hub.url())), "{text}");
+    assert!(text.contains("rows: 10, key unique and never NULL"), "{text}");
 
     // A second dataset the hub does not grant.
     let toml = format!("{}{}", ho_so.toml(&source, &opts), ds("don_vi", "don_vi").toml(&source, &opts));
@@ -41,6 +42,22 @@ fn check_asks_the_hub_who_the_agent_is_and_what_it_may_write() {
     let (ok, text) = check(&agent);
     assert!(!ok, "{text}");
     assert!(text.contains("the token belongs to agent \"so-tai-chinh\" but agent.id is \"so-y-te-01\""), "{text}");
+
+    // A key that repeats and one that is NULL: counted and named, not silently merged.
+    let query = |name: &str, sql: &str| {
+        format!("\n[[dataset]]\nname = \"{name}\"\nquery = \"{sql}\"\nkey = [\"k\"]\nmode = \"snapshot\"\n[dataset.source]\n{source}")
+    };
+    let toml = format!(
+        "{}{}",
+        query("nhom", "SELECT id % 4 AS k, ma_ho_so FROM ho_so"),
+        query("thieu", "SELECT CASE WHEN id <= 2 THEN NULL ELSE id END AS k FROM ho_so")
+    );
+    let c = AgentSpec { id: "so-y-te-01".into(), token: a.token.clone(), datasets: vec![] };
+    let agent = AgentProc::configure(&tmp.path().join("keys"), &c, &hub.url(), &hub.ca_path(), &toml, &opts);
+    let (ok, text) = check(&agent);
+    assert!(!ok, "{text}");
+    assert!(text.contains("dataset nhom: PROBLEM: key [k] is not unique: 6 row(s) repeat an earlier key, e.g. {\"k\":"), "{text}");
+    assert!(text.contains("dataset thieu: PROBLEM: 2 row(s) have a NULL in key [k]"), "{text}");
 
     // A token the hub does not know.
     let wrong = AgentSpec { id: "so-y-te-01".into(), token: "not-a-token".into(), datasets: vec![] };
