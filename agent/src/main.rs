@@ -181,46 +181,112 @@ fn show_status(config: &AgentConfig, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
-    let mut problems = 0;
-    println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
-    match config.bearer_token() {
-        Ok(token) => {
-            kho_agent::forward::https::install_crypto_provider();
-            if let Err(e) = kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
-                println!("hub client: PROBLEM: {e}");
-                problems += 1;
-            } else {
-                println!("hub client: ok ({})", config.hub.url);
-            }
-        }
+/// Asks the hub who it takes the token for and what it may write; prints one line per finding
+/// and returns the number of problems.
+fn check_hub(config: &AgentConfig) -> usize {
+    let token = match config.bearer_token() {
+        Ok(t) => t,
         Err(e) => {
             println!("hub token: PROBLEM: {e}");
+            return 1;
+        }
+    };
+    let transport = match kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("hub client: PROBLEM: {e}");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("hub {}: PROBLEM: cannot start the async runtime: {e}", config.hub.url);
+            return 1;
+        }
+    };
+    let me = match runtime.block_on(transport.whoami()) {
+        Ok(me) => me,
+        Err(e) => {
+            println!("hub {}: PROBLEM: {e}", config.hub.url);
+            return 1;
+        }
+    };
+    println!("hub {}: reachable, token accepted for agent {} (hub {})", config.hub.url, me.agent, me.hub_version);
+    let mut problems = 0;
+    if me.agent != config.agent.id {
+        println!("agent.id: PROBLEM: the token belongs to agent {:?} but agent.id is {:?}", me.agent, config.agent.id);
+        problems += 1;
+    }
+    for d in &config.datasets {
+        if !me.datasets.contains(&d.name) {
+            println!(
+                "dataset {}: PROBLEM: the hub does not let agent {} write it (allowed: {}); ask the hub operator \
+                 to grant it in the catalogue or hub config",
+                d.name,
+                me.agent,
+                if me.datasets.is_empty() { "none".to_string() } else { me.datasets.join(", ") }
+            );
             problems += 1;
         }
     }
+    problems
+}
+
+/// Counts a dataset's rows and checks that its key identifies them; returns the problems found.
+fn check_rows(d: &kho_agent::config::DatasetConfig) -> usize {
+    match detect::profile::profile(d) {
+        Ok(p) if p.key_is_valid() => {
+            println!("  rows: {}, key unique and never NULL", p.rows);
+            0
+        }
+        Ok(p) => {
+            println!("  rows: {}", p.rows);
+            let mut problems = 0;
+            if p.duplicate_keys > 0 {
+                println!(
+                    "dataset {}: PROBLEM: key [{}] is not unique: {} row(s) repeat an earlier key, e.g. {}; \
+                     such rows are skipped, not merged — fix the key in the config or the data",
+                    d.name,
+                    d.key.join(", "),
+                    p.duplicate_keys,
+                    p.duplicate_examples.join(", ")
+                );
+                problems += 1;
+            }
+            if p.null_keys > 0 {
+                println!(
+                    "dataset {}: PROBLEM: {} row(s) have a NULL in key [{}] and cannot be tracked",
+                    d.name,
+                    p.null_keys,
+                    d.key.join(", ")
+                );
+                problems += 1;
+            }
+            problems
+        }
+        Err(e) => {
+            println!("dataset {}: PROBLEM: cannot read its rows: {e}", d.name);
+            1
+        }
+    }
+}
+
+fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
+    let mut problems = 0;
+    println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
+    problems += check_hub(config);
     for d in &config.datasets {
-        match detect::check(d) {
-            Ok(r) => {
-                println!("dataset {} ({}): ok, key [{}]", d.name, d.mode.as_str(), r.schema.key.join(", "));
-                if let Some(what) = &r.what {
+        match detect::discover_described(d) {
+            Ok((schema, what)) => {
+                println!("dataset {} ({}): ok, key [{}]", d.name, d.mode.as_str(), schema.key.join(", "));
+                if let Some(what) = what {
                     println!("  source: {what}");
                 }
-                for c in &r.schema.columns {
+                for c in &schema.columns {
                     println!("  {:<32} {}", c.name, c.ty.as_str());
                 }
-                println!("  rows: {}", r.rows);
-                if r.null_keys == 0 && r.duplicate_keys == 0 {
-                    println!("  primary key: ok (no NULL, no duplicate)");
-                } else {
-                    println!(
-                        "  primary key: PROBLEM: {} row(s) with a NULL key, {} duplicate key(s); e.g. {}",
-                        r.null_keys,
-                        r.duplicate_keys,
-                        r.examples.join(", ")
-                    );
-                    problems += 1;
-                }
+                problems += check_rows(d);
             }
             Err(e) => {
                 println!("dataset {}: PROBLEM: {e}", d.name);

@@ -221,5 +221,5 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
             && text.contains("decimal"),
         "{text}"
     );
-    assert!(text.contains("primary key: ok"), "{text}");
+    assert!(text.contains("key unique and never NULL"), "{text}");
 }

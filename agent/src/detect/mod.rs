@@ -16,6 +16,7 @@
 pub mod cursor;
 pub mod encode;
 pub mod files;
+pub mod profile;
 pub mod snapshot;
 
 use std::time::Duration;
@@ -339,61 +340,11 @@ pub fn discover(config: &DatasetConfig) -> Result<DatasetSchema, SourceError> {
     source.discover(&config.key, config.cursor_column.as_deref())
 }
 
-/// What `kho-agent check` found in a dataset's source.
-#[derive(Debug, Clone)]
-pub struct CheckReport {
-    pub schema: DatasetSchema,
-    /// What was read (a folder's file), when the source says.
-    pub what: Option<String>,
-    pub rows: u64,
-    /// Rows with a NULL key column.
-    pub null_keys: u64,
-    /// Rows whose key repeats an earlier row's.
-    pub duplicate_keys: u64,
-    /// The first few offending keys, for the operator.
-    pub examples: Vec<String>,
-}
-
-/// Opens a dataset's source, discovers its schema and reads it once: row count and primary-key
-/// validity (NULL and duplicate keys are counted, never merged). Memory: 16 bytes per row for the
-/// duplicate check (an operator command, run by hand).
-pub fn check(config: &DatasetConfig) -> Result<CheckReport, SourceError> {
+/// Like [`discover`], plus what exactly was read (a folder names its file) for `check`.
+pub fn discover_described(config: &DatasetConfig) -> Result<(DatasetSchema, Option<String>), SourceError> {
     let mut source: Box<dyn Source> = source::open(config, None)?;
     let schema = source.discover(&config.key, config.cursor_column.as_deref())?;
-    let mut enc = encode::RowEncoder::new(&schema);
-    let mut seen: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
-    let mut report = CheckReport {
-        schema: schema.clone(),
-        what: source.describe(),
-        rows: 0,
-        null_keys: 0,
-        duplicate_keys: 0,
-        examples: Vec::new(),
-    };
-    let mut failure = None;
-    source.scan(&schema, source::ScanRange::KeyOrder, &mut |row| {
-        if let Err(e) = enc.encode(row) {
-            failure = Some(e);
-            return std::ops::ControlFlow::Break(());
-        }
-        report.rows += 1;
-        let bad = if enc.key_has_null() {
-            report.null_keys += 1;
-            true
-        } else {
-            let dup = !seen.insert(enc.key_hash());
-            report.duplicate_keys += u64::from(dup);
-            dup
-        };
-        if bad && report.examples.len() < 5 {
-            report.examples.push(String::from_utf8_lossy(enc.key_object()).into_owned());
-        }
-        std::ops::ControlFlow::Continue(())
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(report)
+    Ok((schema, source.describe()))
 }
 
 #[cfg(test)]
