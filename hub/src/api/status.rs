@@ -163,6 +163,7 @@ mod tests {
                 last_change_at: Some("2025-01-01T00:00:01.000Z".into()),
                 last_seq: Some(4),
                 last_agent: Some("a".into()),
+                schema_error: None,
             }],
             agents: vec![AgentStatus {
                 id: "a".into(),
