@@ -1,6 +1,8 @@
-//! Opening connections to the PostgreSQL warehouse, with TLS through rustls when the URL's
-//! `sslmode` asks for it (`require` or `prefer`); the server certificate is verified against
-//! `warehouse.ssl_root_cert` or the platform's roots — stricter than libpq's `require`.
+//! Opening connections to the PostgreSQL warehouse, with TLS through rustls when the URL says
+//! `sslmode=require`; the server certificate is then verified against `warehouse.ssl_root_cert`
+//! or the platform's roots — stricter than libpq's `require`. Any other mode (`prefer`, the
+//! default, and `disable`) connects in plain text: an unverified "maybe TLS" would only give a
+//! false sense of security, so a hub that needs TLS must say so.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,27 +33,35 @@ pub fn connect(settings: &Settings, role: &str) -> Result<Client, WarehouseError
     config.application_name(&format!("kho-hub {role}"));
     config.connect_timeout(CONNECT_TIMEOUT);
     let mut client = match config.get_ssl_mode() {
-        SslMode::Disable => config.connect(NoTls).map_err(err)?,
-        _ => config.connect(tls_connector(settings)?).map_err(err)?,
+        SslMode::Require => config.connect(tls_connector(settings)?).map_err(err)?,
+        _ => config.connect(NoTls).map_err(err)?,
     };
     client.batch_execute("SET TIME ZONE 'UTC'").map_err(err)?;
     Ok(client)
 }
 
-fn tls_connector(settings: &Settings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, WarehouseError> {
+fn tls_connector(
+    settings: &Settings,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, WarehouseError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let tls_err = |problem: String| WarehouseError::database("TLS setup", std::io::Error::other(problem));
+    let tls_err =
+        |problem: String| WarehouseError::database("TLS setup", std::io::Error::other(problem));
     let config = match &settings.ssl_root_cert {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
             for cert in certs {
-                let cert = cert.map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
-                roots.add(cert).map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
+                let cert =
+                    cert.map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
             }
-            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
         }
         None => {
             use rustls_platform_verifier::ConfigVerifierExt;

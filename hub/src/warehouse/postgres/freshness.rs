@@ -11,7 +11,9 @@ use kho_shared::schedule::Period;
 use postgres::GenericClient;
 
 use super::{db, rfc3339};
-use crate::warehouse::{DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError};
+use crate::warehouse::{
+    DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError,
+};
 
 fn ensure_row(c: &mut impl GenericClient, dataset: &str, now: &str) -> Result<(), WarehouseError> {
     c.execute(
@@ -23,7 +25,11 @@ fn ensure_row(c: &mut impl GenericClient, dataset: &str, now: &str) -> Result<()
     Ok(())
 }
 
-pub(super) fn record_activity(c: &mut impl GenericClient, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
+pub(super) fn record_activity(
+    c: &mut impl GenericClient,
+    activity: &[DatasetActivity],
+    now: &str,
+) -> Result<(), WarehouseError> {
     for a in activity {
         ensure_row(c, &a.dataset, now)?;
         c.execute(
@@ -44,7 +50,12 @@ pub(super) fn record_syncs(
     now: &str,
 ) -> Result<(), WarehouseError> {
     for r in reports {
-        let Some(at) = r.last_ok_poll_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) else { continue };
+        let Some(at) = r
+            .last_ok_poll_at_ms
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        else {
+            continue;
+        };
         let at = format!("{at:.3}");
         ensure_row(c, &r.dataset, now)?;
         if r.captured_through_seq <= applied {
@@ -65,7 +76,11 @@ pub(super) fn record_syncs(
     Ok(())
 }
 
-pub(super) fn promote_syncs(c: &mut impl GenericClient, agent: &str, applied: u64) -> Result<(), WarehouseError> {
+pub(super) fn promote_syncs(
+    c: &mut impl GenericClient,
+    agent: &str,
+    applied: u64,
+) -> Result<(), WarehouseError> {
     let applied = i64::try_from(applied).unwrap_or(i64::MAX);
     c.execute(
         "UPDATE kho.observations SET last_sync_at = greatest(last_sync_at, pending_sync_at), \
@@ -77,7 +92,10 @@ pub(super) fn promote_syncs(c: &mut impl GenericClient, agent: &str, applied: u6
     Ok(())
 }
 
-pub(super) fn record_transitions(c: &mut impl GenericClient, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
+pub(super) fn record_transitions(
+    c: &mut impl GenericClient,
+    rows: &[StoredTransition],
+) -> Result<(), WarehouseError> {
     let stmt = c
         .prepare(
             "INSERT INTO kho.freshness_history (dataset, at, status, period_label, period_start, period_end) \
@@ -86,9 +104,23 @@ pub(super) fn record_transitions(c: &mut impl GenericClient, rows: &[StoredTrans
         .map_err(db("write history"))?;
     for t in rows {
         let p = &t.transition.period;
-        let (at, start, end) = (format!("{:.3}", t.transition.at), format!("{:.3}", p.start), format!("{:.3}", p.end));
-        c.execute(&stmt, &[&t.dataset, &at, &t.transition.status.as_str(), &p.label, &start, &end])
-            .map_err(db("write history"))?;
+        let (at, start, end) = (
+            format!("{:.3}", t.transition.at),
+            format!("{:.3}", p.start),
+            format!("{:.3}", p.end),
+        );
+        c.execute(
+            &stmt,
+            &[
+                &t.dataset,
+                &at,
+                &t.transition.status.as_str(),
+                &p.label,
+                &start,
+                &end,
+            ],
+        )
+        .map_err(db("write history"))?;
     }
     Ok(())
 }
@@ -131,7 +163,9 @@ pub(super) fn read_evidence(c: &mut impl GenericClient) -> Result<Evidence, Ware
     Ok(ev)
 }
 
-pub(super) fn read_transitions(c: &mut impl GenericClient) -> Result<Vec<StoredTransition>, WarehouseError> {
+pub(super) fn read_transitions(
+    c: &mut impl GenericClient,
+) -> Result<Vec<StoredTransition>, WarehouseError> {
     let sql = format!(
         "SELECT dataset, {}, status, period_label, {}, {} FROM kho.freshness_history ORDER BY id",
         rfc3339("at"),
@@ -140,13 +174,30 @@ pub(super) fn read_transitions(c: &mut impl GenericClient) -> Result<Vec<StoredT
     );
     let mut out = Vec::new();
     for row in c.query(&sql, &[]).map_err(db("read history"))? {
-        let (dataset, at, status, label, start, end): (String, String, String, String, String, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        let (dataset, at, status, label, start, end): (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
         let status = serde_json::from_value(serde_json::Value::String(status));
         match (at.parse(), status, start.parse(), end.parse()) {
             (Ok(at), Ok(status), Ok(start), Ok(end)) => out.push(StoredTransition {
                 dataset,
-                transition: Transition { at, status, period: Period { start, end, label } },
+                transition: Transition {
+                    at,
+                    status,
+                    period: Period { start, end, label },
+                },
             }),
             _ => tracing::error!(dataset, at, "unreadable kho.freshness_history row skipped"),
         }

@@ -189,7 +189,10 @@ impl PostgresWarehouse {
     fn reload_catalogue(&mut self) -> Result<(), WarehouseError> {
         let rows = self
             .client
-            .query("SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets", &[])
+            .query(
+                "SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets",
+                &[],
+            )
             .map_err(db("read catalogue"))?;
         let mut tables = HashMap::new();
         for row in rows {
@@ -199,7 +202,9 @@ impl PostgresWarehouse {
                     tables.insert(dataset, info);
                 }
                 // A hand-edited catalogue row: refuse that dataset's batches rather than guess.
-                Err(e) => tracing::error!(dataset, error = %e, "unreadable kho.datasets row; its batches will fail"),
+                Err(e) => {
+                    tracing::error!(dataset, error = %e, "unreadable kho.datasets row; its batches will fail")
+                }
             }
         }
         self.tables = tables;
@@ -217,9 +222,11 @@ impl PostgresWarehouse {
             )
             .map_err(db("read catalogue"))?;
         let Some(row) = row else { return Ok(None) };
-        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
-            dataset: dataset.to_string(),
-            problem: format!("unreadable kho.datasets row: {e}"),
+        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| {
+            WarehouseError::SchemaConflict {
+                dataset: dataset.to_string(),
+                problem: format!("unreadable kho.datasets row: {e}"),
+            }
         })?;
         self.tables.insert(dataset.to_string(), info.clone());
         Ok(Some(info))
@@ -230,19 +237,30 @@ impl PostgresWarehouse {
     }
 
     fn note_conflict(&self, dataset: &str, problem: &str) {
-        let mut board = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut board = self
+            .conflicts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         board.insert(dataset.to_string(), problem.to_string());
     }
 
     fn clear_conflict(&self, dataset: &str) {
-        let mut board = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut board = self
+            .conflicts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         board.remove(dataset);
     }
 
     fn create_dataset(&mut self, schema: &DatasetSchema, now: &str) -> Result<(), WarehouseError> {
         let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
-        self.client.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
+        let conflict = |problem: String| WarehouseError::SchemaConflict {
+            dataset: dataset.to_string(),
+            problem,
+        };
+        self.client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+            .map_err(db("DDL lock"))?;
         // Another writer may have created it while this one waited for the lock.
         if self.lock_table(dataset)?.is_some() {
             return self.evolve_dataset(schema);
@@ -251,7 +269,10 @@ impl PostgresWarehouse {
         let schema_name = department.unwrap_or_else(|| self.settings.unassigned_schema.clone());
         let exists: bool = self
             .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table::qualified(&schema_name, dataset)])
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&table::qualified(&schema_name, dataset)],
+            )
             .map_err(db("check table"))?
             .get(0);
         if exists {
@@ -278,17 +299,28 @@ impl PostgresWarehouse {
         tracing::info!(dataset, schema = %schema_name, columns = schema.columns.len(), "created warehouse table");
         self.tables.insert(
             dataset.to_string(),
-            TableInfo { schema: schema_name, key: schema.key.clone(), columns: schema.columns.clone() },
+            TableInfo {
+                schema: schema_name,
+                key: schema.key.clone(),
+                columns: schema.columns.clone(),
+            },
         );
         Ok(())
     }
 
     fn evolve_dataset(&mut self, schema: &DatasetSchema) -> Result<(), WarehouseError> {
         let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
-        let Some(info) = self.tables.get(dataset) else { return Err(conflict("dataset vanished from kho.datasets".into())) };
+        let conflict = |problem: String| WarehouseError::SchemaConflict {
+            dataset: dataset.to_string(),
+            problem,
+        };
+        let Some(info) = self.tables.get(dataset) else {
+            return Err(conflict("dataset vanished from kho.datasets".into()));
+        };
         let evolution = table::plan_evolution(info, schema).map_err(conflict)?;
-        let Some(columns) = evolution.columns.clone() else { return Ok(()) };
+        let Some(columns) = evolution.columns.clone() else {
+            return Ok(());
+        };
         let qualified = info.qualified(dataset);
         for sql in table::evolution_sql(&qualified, &evolution) {
             self.exec(&sql, &format!("alter table {qualified}"))?;
@@ -301,7 +333,10 @@ impl PostgresWarehouse {
         }
         let columns_json = serde_json::to_string(&columns).unwrap_or_default();
         self.client
-            .execute("UPDATE kho.datasets SET columns_json = $2::text::jsonb WHERE dataset = $1", &[&dataset, &columns_json])
+            .execute(
+                "UPDATE kho.datasets SET columns_json = $2::text::jsonb WHERE dataset = $1",
+                &[&dataset, &columns_json],
+            )
             .map_err(db("write catalogue"))?;
         if let Some(t) = self.tables.get_mut(dataset) {
             t.columns = columns;
@@ -319,15 +354,26 @@ impl PostgresWarehouse {
         now: &str,
     ) -> Result<(), WarehouseError> {
         let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
+        let conflict = |problem: String| WarehouseError::SchemaConflict {
+            dataset: dataset.to_string(),
+            problem,
+        };
         let Some(info) = self.tables.get(dataset).cloned() else {
             return Err(conflict("the dataset's table was not prepared".into()));
         };
         let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-        let types: Vec<_> =
-            columns.iter().map(|c| info.column_type(c).unwrap_or(kho_shared::types::ColumnType::Text)).collect();
-        let key_pos: Vec<usize> =
-            schema.key.iter().map(|k| columns.iter().position(|c| c == k).unwrap_or(usize::MAX)).collect();
+        let types: Vec<_> = columns
+            .iter()
+            .map(|c| {
+                info.column_type(c)
+                    .unwrap_or(kho_shared::types::ColumnType::Text)
+            })
+            .collect();
+        let key_pos: Vec<usize> = schema
+            .key
+            .iter()
+            .map(|k| columns.iter().position(|c| c == k).unwrap_or(usize::MAX))
+            .collect();
 
         // The last change per key: encode each change's key cells once and remember its row.
         let mut key_text: Vec<String> = Vec::with_capacity(picked.len());
@@ -340,8 +386,13 @@ impl PostgresWarehouse {
             };
             let mut text = String::new();
             for (n, &p) in key_pos.iter().enumerate() {
-                let value = source.and_then(|m| m.get(&schema.key[n])).filter(|v| !v.is_null());
-                let ty = types.get(p).copied().unwrap_or(kho_shared::types::ColumnType::Text);
+                let value = source
+                    .and_then(|m| m.get(&schema.key[n]))
+                    .filter(|v| !v.is_null());
+                let ty = types
+                    .get(p)
+                    .copied()
+                    .unwrap_or(kho_shared::types::ColumnType::Text);
                 if value.is_none() || !values::write_cell(&mut text, ty, value) {
                     return Err(conflict(format!(
                         "change {}: key column {:?} is missing, null or not a valid {}; an operator must fix the \
@@ -355,26 +406,48 @@ impl PostgresWarehouse {
             }
             key_text.push(text);
         }
+        // The last upsert per key too: a row upserted and then deleted within one batch ends as
+        // a soft-deleted row with the upsert's values, exactly as if the changes came one by one.
+        let mut last_upsert: HashMap<&str, usize> = HashMap::new();
         for (n, text) in key_text.iter().enumerate() {
             last.insert(text.as_str(), n);
+            if changes[picked[n]].op == Op::Upsert {
+                last_upsert.insert(text.as_str(), n);
+            }
         }
 
         self.stages += 1;
         let stage = format!("kho_stage_{}", self.stages);
-        self.exec(&table::create_stage_sql(&stage, &info, &columns), "create staging table")?;
-        let mut writer = self.client.copy_in(&table::copy_stage_sql(&stage, &columns)).map_err(db("copy to staging"))?;
+        self.exec(
+            &table::create_stage_sql(&stage, &info, &columns),
+            "create staging table",
+        )?;
+        let mut writer = self
+            .client
+            .copy_in(&table::copy_stage_sql(&stage, &columns))
+            .map_err(db("copy to staging"))?;
         let mut buf = String::with_capacity(COPY_CHUNK + 4096);
         let mut invalid = serde_json::Map::new();
         for (n, &i) in picked.iter().enumerate() {
-            if last.get(key_text[n].as_str()) != Some(&n) {
+            let key = key_text[n].as_str();
+            if last.get(key) != Some(&n) {
                 continue;
             }
             let c = &changes[i];
+            // Where the row's values come from: this upsert, or the batch's last upsert before
+            // this delete, or (a delete of an older row) only the key.
+            let values_from = match c.op {
+                Op::Upsert => c.row.as_ref(),
+                Op::Delete => last_upsert
+                    .get(key)
+                    .and_then(|&u| changes[picked[u]].row.as_ref()),
+            };
+            let has_row = values_from.is_some();
             invalid.clear();
             for (col, ty) in columns.iter().zip(&types) {
-                let value = match c.op {
-                    Op::Upsert => c.row.as_ref().and_then(|r| r.get(*col)),
-                    Op::Delete => c.key.as_ref().and_then(|k| k.get(*col)),
+                let value = match values_from {
+                    Some(row) => row.get(*col),
+                    None => c.key.as_ref().and_then(|k| k.get(*col)),
                 };
                 if !values::write_cell(&mut buf, *ty, value)
                     && let Some(v) = value
@@ -384,37 +457,58 @@ impl PostgresWarehouse {
                 buf.push('\t');
             }
             let deleted = if c.op == Op::Delete { 't' } else { 'f' };
-            std::fmt::Write::write_fmt(&mut buf, format_args!("{}\t{deleted}\t", c.seq)).ok();
+            let has_row = if has_row { 't' } else { 'f' };
+            std::fmt::Write::write_fmt(&mut buf, format_args!("{}\t{deleted}\t{has_row}\t", c.seq))
+                .ok();
             if invalid.is_empty() {
                 buf.push_str("\\N");
             } else {
-                values::escape_into(&mut buf, &values::json_text(&serde_json::Value::Object(invalid.clone())));
+                values::escape_into(
+                    &mut buf,
+                    &values::json_text(&serde_json::Value::Object(invalid.clone())),
+                );
             }
             buf.push('\n');
             if buf.len() >= COPY_CHUNK {
-                writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
+                writer
+                    .write_all(buf.as_bytes())
+                    .map_err(|e| WarehouseError::database("copy to staging", e))?;
                 buf.clear();
             }
         }
-        writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
+        writer
+            .write_all(buf.as_bytes())
+            .map_err(|e| WarehouseError::database("copy to staging", e))?;
         writer.finish().map_err(db("copy to staging"))?;
         let merge = table::merge_sql(&info.qualified(dataset), &stage, &schema.key, &columns);
-        self.client.execute(&merge, &[&agent, &now]).map_err(db(format!("merge into {dataset}")))?;
+        self.client
+            .execute(&merge, &[&agent, &now])
+            .map_err(db(format!("merge into {dataset}")))?;
         self.exec(&format!("DROP TABLE {stage}"), "drop staging table")?;
         Ok(())
     }
 }
 
-fn parse_table(schema: String, key_json: String, columns_json: String) -> Result<TableInfo, serde_json::Error> {
+fn parse_table(
+    schema: String,
+    key_json: String,
+    columns_json: String,
+) -> Result<TableInfo, serde_json::Error> {
     let key: Vec<String> = serde_json::from_str(&key_json)?;
     let columns: Vec<Column> = serde_json::from_str(&columns_json)?;
-    Ok(TableInfo { schema, key, columns })
+    Ok(TableInfo {
+        schema,
+        key,
+        columns,
+    })
 }
 
 fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     let mut tx = client.transaction().map_err(db("create metadata tables"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
-    tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+        .map_err(db("DDL lock"))?;
+    tx.batch_execute(METADATA_SCHEMA)
+        .map_err(db("create metadata tables"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
 
@@ -432,7 +526,9 @@ impl Warehouse for PostgresWarehouse {
             match history::prune(&mut self.client, self.settings.history_retention) {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "pruned kho.change_log"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not prune kho.change_log; will retry later"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prune kho.change_log; will retry later")
+                }
             }
         }
         self.stages = 0;
@@ -473,14 +569,20 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError> {
-        self.exec("ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch", "rollback to savepoint")?;
+        self.exec(
+            "ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch",
+            "rollback to savepoint",
+        )?;
         self.reload_catalogue()
     }
 
     fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError> {
         let row = self
             .client
-            .query_opt("SELECT applied_seq FROM kho.ledger WHERE agent = $1", &[&agent])
+            .query_opt(
+                "SELECT applied_seq FROM kho.ledger WHERE agent = $1",
+                &[&agent],
+            )
             .map_err(db("read ledger"))?;
         Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
     }
@@ -512,7 +614,9 @@ impl Warehouse for PostgresWarehouse {
         };
         match &result {
             Ok(()) => self.clear_conflict(dataset),
-            Err(WarehouseError::SchemaConflict { problem, .. }) => self.note_conflict(dataset, problem),
+            Err(WarehouseError::SchemaConflict { problem, .. }) => {
+                self.note_conflict(dataset, problem)
+            }
             Err(_) => {}
         }
         result
@@ -541,7 +645,10 @@ impl Warehouse for PostgresWarehouse {
         for (dataset, picked) in &by_dataset {
             let Some(schema) = schemas.iter().find(|s| s.dataset == *dataset) else {
                 // Batch::validate guarantees a schema; keep going safely if it ever did not.
-                return Err(WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem: "no schema in batch".into() });
+                return Err(WarehouseError::SchemaConflict {
+                    dataset: dataset.to_string(),
+                    problem: "no schema in batch".into(),
+                });
             };
             if let Err(e) = self.apply_dataset(agent, schema, changes, picked, now) {
                 if let WarehouseError::SchemaConflict { problem, .. } = &e {
@@ -563,7 +670,9 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn record_heartbeat(&mut self, hb: &Heartbeat, now: &str) -> Result<(), WarehouseError> {
-        let report = serde_json::to_value(&hb.datasets).map(|v| values::json_text(&v)).unwrap_or_default();
+        let report = serde_json::to_value(&hb.datasets)
+            .map(|v| values::json_text(&v))
+            .unwrap_or_default();
         let depth = i64::try_from(hb.outbox_depth).unwrap_or(i64::MAX);
         let acked = i64::try_from(hb.acked_through).unwrap_or(i64::MAX);
         self.client
@@ -579,7 +688,11 @@ impl Warehouse for PostgresWarehouse {
         freshness::record_syncs(&mut self.client, &hb.agent, applied, &hb.datasets, now)
     }
 
-    fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
+    fn record_activity(
+        &mut self,
+        activity: &[DatasetActivity],
+        now: &str,
+    ) -> Result<(), WarehouseError> {
         freshness::record_activity(&mut self.client, activity, now)
     }
 
@@ -605,17 +718,25 @@ impl PostgresWarehouse {
     }
 }
 
+/// A PostgreSQL warehouse's writers and its status reader.
+pub type Opened = (Vec<Box<dyn Warehouse>>, Arc<PostgresReader>);
+
 /// Opens `writers` writers (the first prunes the change log) and one status reader.
 pub fn open(
     settings: Settings,
     writers: usize,
     department_of: DepartmentOf,
-) -> Result<(Vec<Box<dyn Warehouse>>, Arc<PostgresReader>), WarehouseError> {
+) -> Result<Opened, WarehouseError> {
     let settings = Arc::new(settings);
     let conflicts: Conflicts = Arc::default();
     let mut out: Vec<Box<dyn Warehouse>> = Vec::with_capacity(writers);
     for i in 0..writers.max(1) {
-        let wh = PostgresWarehouse::open(Arc::clone(&settings), Arc::clone(&department_of), Arc::clone(&conflicts), i == 0)?;
+        let wh = PostgresWarehouse::open(
+            Arc::clone(&settings),
+            Arc::clone(&department_of),
+            Arc::clone(&conflicts),
+            i == 0,
+        )?;
         out.push(Box::new(wh));
     }
     let reader = PostgresReader::open(settings, conflicts)?;

@@ -11,7 +11,8 @@ use postgres::{Client, Transaction};
 
 use super::{Conflicts, Settings, connect, db, rfc3339, table};
 use crate::warehouse::{
-    AgentStatus, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader, WarehouseStatus,
+    AgentStatus, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
+    WarehouseStatus,
 };
 
 /// Status reader over its own connection (reopened if it breaks).
@@ -22,18 +23,41 @@ pub struct PostgresReader {
 }
 
 impl PostgresReader {
-    pub fn open(settings: Arc<Settings>, conflicts: Conflicts) -> Result<PostgresReader, WarehouseError> {
+    pub fn open(
+        settings: Arc<Settings>,
+        conflicts: Conflicts,
+    ) -> Result<PostgresReader, WarehouseError> {
         let client = connect::connect(&settings, "reader")?;
-        Ok(PostgresReader { settings, client: Mutex::new(Some(client)), conflicts })
+        Ok(PostgresReader {
+            settings,
+            client: Mutex::new(Some(client)),
+            conflicts,
+        })
+    }
+
+    /// The conflict board this reader shows, to share with writers opened later.
+    pub fn conflicts(&self) -> Conflicts {
+        Arc::clone(&self.conflicts)
     }
 
     /// Runs `f` in a read-only snapshot transaction, reconnecting first if the connection broke.
-    fn read<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T, WarehouseError>) -> Result<T, WarehouseError> {
-        let mut slot = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, WarehouseError>,
+    ) -> Result<T, WarehouseError> {
+        let mut slot = self
+            .client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = Some(connect::connect(&self.settings, "reader")?);
         }
-        let Some(client) = slot.as_mut() else { return Err(WarehouseError::database("reader", std::io::Error::other("no connection"))) };
+        let Some(client) = slot.as_mut() else {
+            return Err(WarehouseError::database(
+                "reader",
+                std::io::Error::other("no connection"),
+            ));
+        };
         let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -56,7 +80,11 @@ impl WarehouseReader for PostgresReader {
     }
 
     fn status(&self) -> Result<WarehouseStatus, WarehouseError> {
-        let conflicts = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let conflicts = self
+            .conflicts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         self.read(|tx| {
             let sql = format!(
                 "SELECT dataset, schema_name, key_json::text, columns_json::text, {}, {}, last_seq, last_agent \
