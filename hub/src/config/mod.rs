@@ -184,8 +184,8 @@ pub struct WarehouseSection {
     /// SQLite only: the file, relative to `hub.data_dir`.
     #[serde(default = "default_warehouse_path")]
     pub path: PathBuf,
-    /// PostgreSQL only: a libpq-style URL or key=value string. `sslmode=require` (or `prefer`)
-    /// uses TLS through rustls, verifying the server against `ssl_root_cert` or the platform roots.
+    /// PostgreSQL only: a libpq-style URL or key=value string. `sslmode=require` uses TLS through
+    /// rustls, verifying the server against `ssl_root_cert` or the platform roots; otherwise plain.
     pub url: Option<String>,
     /// PostgreSQL only: a CA (PEM) to trust instead of the platform's roots.
     pub ssl_root_cert: Option<PathBuf>,
