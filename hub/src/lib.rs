@@ -118,7 +118,11 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         let catalog = catalog.clone();
         Arc::new(move |dataset: &str| catalog.get().dataset(dataset).map(|d| d.department.clone()))
     };
-    let (writers, reader) = warehouse::open(&config.warehouse, department_of)?;
+    // Opening may block (PostgreSQL connects with its own small runtime): off the async workers.
+    let warehouse_config = config.warehouse.clone();
+    let (writers, reader) = tokio::task::spawn_blocking(move || warehouse::open(&warehouse_config, department_of))
+        .await
+        .map_err(|e| HubError::Thread(std::io::Error::other(e.to_string())))??;
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = apply::ApplierContext {
         metrics: Arc::clone(&metrics),

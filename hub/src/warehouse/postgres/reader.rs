@@ -70,6 +70,19 @@ impl PostgresReader {
     }
 }
 
+impl Drop for PostgresReader {
+    /// The synchronous client blocks on its own runtime when it closes, which must not happen on
+    /// an async worker (the last handle may be dropped there at shutdown): close it on a thread.
+    fn drop(&mut self) {
+        let slot = self.client.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = slot.take()
+            && let Ok(closer) = std::thread::Builder::new().name("kho-pg-reader-close".into()).spawn(move || drop(client))
+        {
+            let _ = closer.join();
+        }
+    }
+}
+
 impl WarehouseReader for PostgresReader {
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         self.read(|tx| super::freshness::read_evidence(tx))
