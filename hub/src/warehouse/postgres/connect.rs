@@ -36,7 +36,7 @@ pub fn connect(settings: &Settings, role: &str) -> Result<Client, WarehouseError
         SslMode::Require => config.connect(tls_connector(settings)?).map_err(err)?,
         _ => config.connect(NoTls).map_err(err)?,
     };
-    client.batch_execute("SET TIME ZONE 'UTC'").map_err(err)?;
+    client.batch_execute("SET TIME ZONE 'UTC'; SET client_min_messages = warning").map_err(err)?;
     Ok(client)
 }
 
