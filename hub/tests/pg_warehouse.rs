@@ -717,3 +717,43 @@ fn reopening_keeps_catalogue_and_ledger_and_config_names_bad_fields() {
         "{msg}"
     );
 }
+
+/// `sslmode=require` means TLS through rustls with the server verified: the test server's
+/// certificate (Debian's snakeoil, for `localhost` only) is refused when reached as 127.0.0.1,
+/// and accepted for `localhost` with it as the configured `ssl_root_cert`.
+#[test]
+fn sslmode_require_verifies_the_server() {
+    const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let db = TestDb::new();
+    let mut settings = db.settings();
+    settings.url = format!(
+        "postgres://postgres@127.0.0.1:5432/{}?sslmode=require",
+        db.name
+    );
+    settings.ssl_root_cert = Some(SNAKEOIL.into());
+    let err = match postgres::open(settings.clone(), 1, departments()) {
+        Ok(_) => panic!("an unverifiable server certificate was accepted"),
+        Err(e) => e,
+    };
+    assert!(format!("{err:?}").contains("Certificate"), "{err:?}");
+    assert!(
+        err.is_transient(),
+        "a connection failure is retried, not fatal to the data"
+    );
+    settings.url = format!(
+        "postgres://postgres@localhost:5432/{}?sslmode=require",
+        db.name
+    );
+    let (mut writers, reader) =
+        postgres::open(settings, 1, departments()).expect("TLS with the pinned CA");
+    let ssl: bool = {
+        let wh = writers.pop().expect("writer");
+        drop(wh);
+        let mut c = db.client();
+        c.query_one("SELECT bool_or(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = current_database() AND application_name = 'kho-hub reader'", &[])
+            .expect("pg_stat_ssl")
+            .get(0)
+    };
+    assert!(ssl, "the reader's connection uses TLS");
+    drop(reader);
+}
