@@ -238,3 +238,13 @@ fn network_source_problems_are_named() {
     let e = parse(&format!("{VALID}{NETWORK_SOURCES}").replace("sslmode = \"require\"", "sslmode = \"verify\"\nport = 1")).unwrap_err();
     assert!(e.to_string().contains("sslmode") || e.to_string().contains("port"), "{e}");
 }
+
+#[test]
+fn cron_schedule_replaces_the_interval_and_bad_ones_are_named() {
+    let c = parse(&VALID.replace("poll_interval = \"2s\"", "schedule = \"0 2 * * mon-sat\"")).unwrap();
+    assert!(matches!(c.datasets[0].poll_schedule(), crate::schedule::PollSchedule::Cron(_)));
+    assert!(matches!(c.datasets[1].poll_schedule(), crate::schedule::PollSchedule::Every(_)));
+    let e = parse(&VALID.replace("poll_interval = \"2s\"", "schedule = \"0 2 * * 1\"")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[0].schedule"]);
+    assert!(e.to_string().contains("names"), "{e}");
+}

@@ -19,6 +19,7 @@ pub mod detect;
 pub mod forward;
 pub mod heartbeat;
 pub mod outbox;
+pub mod schedule;
 pub mod scheduler;
 pub mod source;
 pub mod status;

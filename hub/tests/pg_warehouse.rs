@@ -23,12 +23,9 @@ struct TestDb {
 impl TestDb {
     fn new() -> TestDb {
         let name = format!("kho_t_{:016x}", fastrand::u64(..));
-        let mut admin = ::postgres::Client::connect(ADMIN_URL, ::postgres::NoTls).expect(
-            "PostgreSQL at 127.0.0.1:5432 (user postgres, trust) is required for these tests",
-        );
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create database");
+        let mut admin = ::postgres::Client::connect(ADMIN_URL, ::postgres::NoTls)
+            .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, trust) is required for these tests");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
         TestDb { name }
     }
 
@@ -53,10 +50,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut admin) = ::postgres::Client::connect(ADMIN_URL, ::postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }
@@ -69,47 +63,27 @@ fn open(db: &TestDb) -> (PostgresWarehouse, postgres::PostgresReader) {
     let (mut writers, reader) = postgres::open(db.settings(), 1, departments()).expect("open");
     drop(writers.pop());
     let conflicts = reader.conflicts();
-    let wh = PostgresWarehouse::open(Arc::new(db.settings()), departments(), conflicts, true)
-        .expect("writer");
+    let wh = PostgresWarehouse::open(Arc::new(db.settings()), departments(), conflicts, true).expect("writer");
     let reader = Arc::try_unwrap(reader).unwrap_or_else(|_| panic!("reader shared"));
     (wh, reader)
 }
 
 fn col(name: &str, ty: ColumnType) -> Column {
-    Column {
-        name: name.into(),
-        ty,
-    }
+    Column { name: name.into(), ty }
 }
 
 fn ho_so(extra: &[Column]) -> DatasetSchema {
     let mut columns = vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)];
     columns.extend_from_slice(extra);
-    DatasetSchema {
-        dataset: "ho_so".into(),
-        key: vec!["id".into()],
-        columns,
-    }
+    DatasetSchema { dataset: "ho_so".into(), key: vec!["id".into()], columns }
 }
 
 fn upsert(dataset: &str, seq: u64, row: Value) -> Change {
-    Change {
-        seq,
-        dataset: dataset.into(),
-        op: Op::Upsert,
-        key: None,
-        row: row.as_object().cloned(),
-    }
+    Change { seq, dataset: dataset.into(), op: Op::Upsert, key: None, row: row.as_object().cloned() }
 }
 
 fn delete(dataset: &str, seq: u64, key: Value) -> Change {
-    Change {
-        seq,
-        dataset: dataset.into(),
-        op: Op::Delete,
-        key: key.as_object().cloned(),
-        row: None,
-    }
+    Change { seq, dataset: dataset.into(), op: Op::Delete, key: key.as_object().cloned(), row: None }
 }
 
 /// One batch as the applier runs it: savepoint, prepare, apply, ledger.
@@ -161,27 +135,14 @@ fn upserts_deletes_and_last_change_per_key_win() {
         upsert("ho_so", 6, json!({"id": 3, "ten": "a"})),
         upsert("ho_so", 7, json!({"id": 3, "ten": "b"})),
         delete("ho_so", 8, json!({"id": 3})),
-        upsert(
-            "ho_so",
-            9,
-            json!({"id": 3, "ten": "c\tcó tab\nvà dòng mới \\"}),
-        ),
+        upsert("ho_so", 9, json!({"id": 3, "ten": "c\tcó tab\nvà dòng mới \\"})),
     ];
     let stats = apply(&mut wh, "a", std::slice::from_ref(&s), &changes).expect("apply");
-    assert_eq!(
-        stats,
-        ApplyStats {
-            upserts: 6,
-            deletes: 3
-        }
-    );
+    assert_eq!(stats, ApplyStats { upserts: 6, deletes: 3 });
     assert_eq!(wh.applied_seq("a").expect("ledger"), 9);
     let mut c = db.client();
     let rows: Vec<(i64, String, bool, i64)> = c
-        .query(
-            "SELECT id, ten, _kho_deleted, _kho_seq FROM so_y_te.ho_so ORDER BY id",
-            &[],
-        )
+        .query("SELECT id, ten, _kho_deleted, _kho_seq FROM so_y_te.ho_so ORDER BY id", &[])
         .expect("rows")
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
@@ -196,35 +157,21 @@ fn upserts_deletes_and_last_change_per_key_win() {
     );
     // Every change is in the history, including the intermediate ones the table does not keep.
     let log: Vec<(String, String, Option<String>, i64)> = c
-        .query(
-            "SELECT key::text, op, row->>'ten', seq FROM kho.change_log ORDER BY seq",
-            &[],
-        )
+        .query("SELECT key::text, op, row->>'ten', seq FROM kho.change_log ORDER BY seq", &[])
         .expect("log")
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     assert_eq!(log.len(), 9);
     assert_eq!(log[2], ("{\"id\": 1}".into(), "delete".into(), None, 3));
-    assert_eq!(
-        log[6],
-        ("{\"id\": 3}".into(), "upsert".into(), Some("b".into()), 7)
-    );
+    assert_eq!(log[6], ("{\"id\": 3}".into(), "upsert".into(), Some("b".into()), 7));
 
     // Undelete, then status through the reader.
-    apply(
-        &mut wh,
-        "a",
-        std::slice::from_ref(&s),
-        &[upsert("ho_so", 10, json!({"id": 1, "ten": "x"}))],
-    )
-    .expect("undelete");
+    apply(&mut wh, "a", std::slice::from_ref(&s), &[upsert("ho_so", 10, json!({"id": 1, "ten": "x"}))])
+        .expect("undelete");
     let status = reader.status().expect("status");
     assert_eq!(status.datasets.len(), 1);
-    assert_eq!(
-        (status.datasets[0].rows, status.datasets[0].deleted_rows),
-        (3, 0)
-    );
+    assert_eq!((status.datasets[0].rows, status.datasets[0].deleted_rows), (3, 0));
     assert_eq!(status.datasets[0].last_seq, Some(10));
     assert_eq!(status.agents[0].applied_through, 10);
     assert_eq!(status.agents[0].applied_at.as_deref(), Some(NOW));
@@ -253,13 +200,8 @@ fn portable_types_land_typed_and_misfits_are_kept() {
         "dat": true, "luc": "2026-02-01 08:00:00", "chi_tiet": {"a": [1, "hai"]}, "anh": "AQID", "dem": 9007199254740993i64});
     let odd = json!({"ma": "B", "ngay": "2026-02-01", "so_tien": "mười", "ti_le": 0.5, "dat": "có",
         "luc": "hôm qua", "chi_tiet": null, "anh": "%%%", "dem": "bảy"});
-    apply(
-        &mut wh,
-        "a",
-        std::slice::from_ref(&s),
-        &[upsert("do_luong", 1, good), upsert("do_luong", 2, odd)],
-    )
-    .expect("apply");
+    apply(&mut wh, "a", std::slice::from_ref(&s), &[upsert("do_luong", 1, good), upsert("do_luong", 2, odd)])
+        .expect("apply");
     let mut c = db.client();
     let types: Vec<(String, String)> = c
         .query(
@@ -292,17 +234,10 @@ fn portable_types_land_typed_and_misfits_are_kept() {
             &[],
         )
         .expect("A");
-    assert_eq!(
-        r.get::<_, String>(0),
-        "12345678901234567890.123456789",
-        "decimals stay exact"
-    );
+    assert_eq!(r.get::<_, String>(0), "12345678901234567890.123456789", "decimals stay exact");
     assert_eq!(r.get::<_, String>(1), "NaN");
     assert!(r.get::<_, bool>(2));
-    assert!(
-        r.get::<_, bool>(3),
-        "a timestamp without offset is Vietnam time"
-    );
+    assert!(r.get::<_, bool>(3), "a timestamp without offset is Vietnam time");
     assert_eq!(r.get::<_, String>(4), "hai");
     assert_eq!(r.get::<_, Vec<u8>>(5), vec![1, 2, 3]);
     assert_eq!(r.get::<_, i64>(6), 9007199254740993);
@@ -310,10 +245,7 @@ fn portable_types_land_typed_and_misfits_are_kept() {
     let r = c
         .query_one("SELECT so_tien IS NULL AND dat IS NULL AND luc IS NULL AND anh IS NULL AND dem IS NULL, _kho_invalid::text FROM do_luong WHERE ma = 'B'", &[])
         .expect("B");
-    assert!(
-        r.get::<_, bool>(0),
-        "misfits are NULL in their typed columns"
-    );
+    assert!(r.get::<_, bool>(0), "misfits are NULL in their typed columns");
     let invalid: Value = serde_json::from_str(&r.get::<_, String>(1)).expect("json");
     assert_eq!(
         invalid,
@@ -322,37 +254,22 @@ fn portable_types_land_typed_and_misfits_are_kept() {
     );
 
     // A key that cannot be stored refuses the batch, clearly, and writes nothing.
-    let err = apply(
-        &mut wh,
-        "a",
-        std::slice::from_ref(&s),
-        &[upsert(
-            "do_luong",
-            3,
-            json!({"ma": "C", "ngay": "không rõ"}),
-        )],
-    )
-    .expect_err("bad key");
+    let err =
+        apply(&mut wh, "a", std::slice::from_ref(&s), &[upsert("do_luong", 3, json!({"ma": "C", "ngay": "không rõ"}))])
+            .expect_err("bad key");
     assert!(
         matches!(&err, WarehouseError::SchemaConflict { problem, .. } if problem.contains("change 3: key column \"ngay\"")),
         "{err}"
     );
-    assert_eq!(
-        wh.applied_seq("a").expect("ledger"),
-        2,
-        "the refused batch left the ledger alone"
-    );
+    assert_eq!(wh.applied_seq("a").expect("ledger"), 2, "the refused batch left the ledger alone");
 }
 
 #[test]
 fn schema_evolves_widens_or_refuses_only_that_dataset() {
     let db = TestDb::new();
     let (mut wh, reader) = open(&db);
-    let other = DatasetSchema {
-        dataset: "khac".into(),
-        key: vec!["id".into()],
-        columns: vec![col("id", ColumnType::Int)],
-    };
+    let other =
+        DatasetSchema { dataset: "khac".into(), key: vec!["id".into()], columns: vec![col("id", ColumnType::Int)] };
     apply(
         &mut wh,
         "a",
@@ -361,42 +278,19 @@ fn schema_evolves_widens_or_refuses_only_that_dataset() {
     )
     .expect("create");
     // New column, and `so` widened int → decimal.
-    let wider = ho_so(&[
-        col("so", ColumnType::Decimal),
-        col("ghi_chu", ColumnType::Text),
-    ]);
+    let wider = ho_so(&[col("so", ColumnType::Decimal), col("ghi_chu", ColumnType::Text)]);
     apply(
         &mut wh,
         "a",
         std::slice::from_ref(&wider),
-        &[upsert(
-            "ho_so",
-            2,
-            json!({"id": 2, "ten": "y", "so": "1.25", "ghi_chu": "mới"}),
-        )],
+        &[upsert("ho_so", 2, json!({"id": 2, "ten": "y", "so": "1.25", "ghi_chu": "mới"}))],
     )
     .expect("evolve");
     let mut c = db.client();
-    let r = c
-        .query_one(
-            "SELECT so::text, ghi_chu FROM so_y_te.ho_so WHERE id = 2",
-            &[],
-        )
-        .expect("row");
-    assert_eq!(
-        (r.get::<_, String>(0), r.get::<_, String>(1)),
-        ("1.25".into(), "mới".into())
-    );
-    let r = c
-        .query_one(
-            "SELECT so::text, ghi_chu FROM so_y_te.ho_so WHERE id = 1",
-            &[],
-        )
-        .expect("old row");
-    assert_eq!(
-        (r.get::<_, String>(0), r.get::<_, Option<String>>(1)),
-        ("5".into(), None)
-    );
+    let r = c.query_one("SELECT so::text, ghi_chu FROM so_y_te.ho_so WHERE id = 2", &[]).expect("row");
+    assert_eq!((r.get::<_, String>(0), r.get::<_, String>(1)), ("1.25".into(), "mới".into()));
+    let r = c.query_one("SELECT so::text, ghi_chu FROM so_y_te.ho_so WHERE id = 1", &[]).expect("old row");
+    assert_eq!((r.get::<_, String>(0), r.get::<_, Option<String>>(1)), ("5".into(), None));
     // A narrower declaration later is held by the wider column.
     apply(
         &mut wh,
@@ -409,74 +303,30 @@ fn schema_evolves_widens_or_refuses_only_that_dataset() {
     // int → bool cannot be held: that batch is refused, and the status says why.
     wh.begin().expect("begin");
     wh.savepoint().expect("sp");
-    let err = wh
-        .prepare_dataset(&ho_so(&[col("so", ColumnType::Bool)]), NOW)
-        .expect_err("conflict");
+    let err = wh.prepare_dataset(&ho_so(&[col("so", ColumnType::Bool)]), NOW).expect_err("conflict");
     assert!(matches!(err, WarehouseError::SchemaConflict { .. }) && !err.is_transient());
     wh.rollback_to_savepoint().expect("rollback");
     // Another dataset in the same transaction is unaffected.
     wh.savepoint().expect("sp");
     wh.prepare_dataset(&other, NOW).expect("other");
-    wh.apply_changes(
-        "b",
-        std::slice::from_ref(&other),
-        &[upsert("khac", 1, json!({"id": 1}))],
-        NOW,
-    )
-    .expect("other rows");
+    wh.apply_changes("b", std::slice::from_ref(&other), &[upsert("khac", 1, json!({"id": 1}))], NOW)
+        .expect("other rows");
     wh.release_savepoint().expect("release");
     wh.commit().expect("commit");
     let status = reader.status().expect("status");
-    let ho = status
-        .datasets
-        .iter()
-        .find(|d| d.dataset == "ho_so")
-        .expect("ho_so");
-    assert!(
-        ho.schema_error
-            .as_deref()
-            .is_some_and(|e| e.contains("from decimal to bool")),
-        "{:?}",
-        ho.schema_error
-    );
-    let khac = status
-        .datasets
-        .iter()
-        .find(|d| d.dataset == "khac")
-        .expect("khac");
+    let ho = status.datasets.iter().find(|d| d.dataset == "ho_so").expect("ho_so");
+    assert!(ho.schema_error.as_deref().is_some_and(|e| e.contains("from decimal to bool")), "{:?}", ho.schema_error);
+    let khac = status.datasets.iter().find(|d| d.dataset == "khac").expect("khac");
     assert_eq!((khac.rows, khac.schema_error.as_deref()), (1, None));
     // The conflict clears once the dataset's schema is accepted again.
-    apply(
-        &mut wh,
-        "a",
-        std::slice::from_ref(&wider),
-        &[upsert("ho_so", 4, json!({"id": 4, "ten": "w"}))],
-    )
-    .expect("ok again");
+    apply(&mut wh, "a", std::slice::from_ref(&wider), &[upsert("ho_so", 4, json!({"id": 4, "ten": "w"}))])
+        .expect("ok again");
     let status = reader.status().expect("status");
-    assert_eq!(
-        status
-            .datasets
-            .iter()
-            .find(|d| d.dataset == "ho_so")
-            .and_then(|d| d.schema_error.clone()),
-        None
-    );
+    assert_eq!(status.datasets.iter().find(|d| d.dataset == "ho_so").and_then(|d| d.schema_error.clone()), None);
 
     // A key change is refused as well.
-    let rekeyed = DatasetSchema {
-        key: vec!["ten".into()],
-        ..ho_so(&[])
-    };
-    assert!(
-        apply(
-            &mut wh,
-            "a",
-            &[rekeyed],
-            &[upsert("ho_so", 5, json!({"id": 5, "ten": "v"}))]
-        )
-        .is_err()
-    );
+    let rekeyed = DatasetSchema { key: vec!["ten".into()], ..ho_so(&[]) };
+    assert!(apply(&mut wh, "a", &[rekeyed], &[upsert("ho_so", 5, json!({"id": 5, "ten": "v"}))]).is_err());
 }
 
 #[test]
@@ -494,20 +344,8 @@ fn hostile_identifiers_are_data() {
         ],
     };
     let row = json!({hostile: "K1", "Họ và tên": "Quàng Văn Ún", "a;b'c": 3});
-    apply(
-        &mut wh,
-        "a",
-        std::slice::from_ref(&s),
-        &[upsert("ho_so", 1, row)],
-    )
-    .expect("apply");
-    apply(
-        &mut wh,
-        "a",
-        std::slice::from_ref(&s),
-        &[delete("ho_so", 2, json!({hostile: "K1"}))],
-    )
-    .expect("delete");
+    apply(&mut wh, "a", std::slice::from_ref(&s), &[upsert("ho_so", 1, row)]).expect("apply");
+    apply(&mut wh, "a", std::slice::from_ref(&s), &[delete("ho_so", 2, json!({hostile: "K1"}))]).expect("delete");
     let mut c = db.client();
     let r = c
         .query_one(
@@ -518,18 +356,8 @@ fn hostile_identifiers_are_data() {
             &[],
         )
         .expect("row");
-    assert_eq!(
-        (
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, bool>(2)
-        ),
-        ("Quàng Văn Ún".into(), 3, true)
-    );
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM kho.ledger", &[])
-        .expect("ledger survives")
-        .get(0);
+    assert_eq!((r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)), ("Quàng Văn Ún".into(), 3, true));
+    let n: i64 = c.query_one("SELECT count(*) FROM kho.ledger", &[]).expect("ledger survives").get(0);
     assert_eq!(n, 1);
 }
 
@@ -537,17 +365,10 @@ fn hostile_identifiers_are_data() {
 fn savepoint_rollback_forgets_schema_and_rows() {
     let db = TestDb::new();
     let (mut wh, _reader) = open(&db);
-    apply(
-        &mut wh,
-        "a",
-        &[ho_so(&[])],
-        &[upsert("ho_so", 1, json!({"id": 1, "ten": "x"}))],
-    )
-    .expect("create");
+    apply(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 1, json!({"id": 1, "ten": "x"}))]).expect("create");
     wh.begin().expect("begin");
     wh.savepoint().expect("sp");
-    wh.prepare_dataset(&ho_so(&[col("moi", ColumnType::Text)]), NOW)
-        .expect("alter");
+    wh.prepare_dataset(&ho_so(&[col("moi", ColumnType::Text)]), NOW).expect("alter");
     wh.apply_changes(
         "a",
         &[ho_so(&[col("moi", ColumnType::Text)])],
@@ -561,7 +382,10 @@ fn savepoint_rollback_forgets_schema_and_rows() {
     assert_eq!(wh.applied_seq("a").expect("ledger"), 1);
     let mut c = db.client();
     let n: i64 = c
-        .query_one("SELECT count(*) FROM information_schema.columns WHERE table_name = 'ho_so' AND column_name = 'moi'", &[])
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'ho_so' AND column_name = 'moi'",
+            &[],
+        )
         .expect("columns")
         .get(0);
     assert_eq!(n, 0, "the added column was rolled back");
@@ -573,15 +397,9 @@ fn savepoint_rollback_forgets_schema_and_rows() {
         &[upsert("ho_so", 2, json!({"id": 2, "ten": "y", "moi": "m"}))],
     )
     .expect("again");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM so_y_te.ho_so", &[])
-        .expect("rows")
-        .get(0);
+    let n: i64 = c.query_one("SELECT count(*) FROM so_y_te.ho_so", &[]).expect("rows").get(0);
     assert_eq!(n, 2);
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM kho.change_log", &[])
-        .expect("log")
-        .get(0);
+    let n: i64 = c.query_one("SELECT count(*) FROM kho.change_log", &[]).expect("log").get(0);
     assert_eq!(n, 2, "the rolled-back change left no history");
 }
 
@@ -590,82 +408,51 @@ fn foreign_tables_are_not_taken_over_and_history_is_pruned() {
     let db = TestDb::new();
     let (mut wh, reader) = open(&db);
     let mut c = db.client();
-    c.batch_execute("CREATE TABLE public.cua_nguoi_khac (x int)")
-        .expect("foreign table");
+    c.batch_execute("CREATE TABLE public.cua_nguoi_khac (x int)").expect("foreign table");
     let foreign = DatasetSchema {
         dataset: "cua_nguoi_khac".into(),
         key: vec!["id".into()],
         columns: vec![col("id", ColumnType::Int)],
     };
-    let err = apply(
-        &mut wh,
-        "a",
-        &[foreign],
-        &[upsert("cua_nguoi_khac", 1, json!({"id": 1}))],
-    )
-    .expect_err("foreign");
+    let err = apply(&mut wh, "a", &[foreign], &[upsert("cua_nguoi_khac", 1, json!({"id": 1}))]).expect_err("foreign");
     assert!(err.to_string().contains("was not created by Kho"), "{err}");
 
-    let old = format!(
-        "{:.3}",
-        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(91 * 24)
-    );
-    let recent = format!(
-        "{:.3}",
-        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(89 * 24)
-    );
-    apply_at(
-        &mut wh,
-        "a",
-        &[ho_so(&[])],
-        &[upsert("ho_so", 1, json!({"id": 1, "ten": "x"}))],
-        &old,
-    )
-    .expect("old");
-    apply_at(
-        &mut wh,
-        "a",
-        &[ho_so(&[])],
-        &[upsert("ho_so", 2, json!({"id": 1, "ten": "y"}))],
-        &recent,
-    )
-    .expect("recent");
-    assert_eq!(
-        wh.prune_history().expect("prune"),
-        1,
-        "only the change older than 90 days goes"
-    );
-    let seqs: Vec<i64> = c
-        .query("SELECT seq FROM kho.change_log", &[])
-        .expect("log")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let old = format!("{:.3}", jiff::Timestamp::now() - jiff::SignedDuration::from_hours(91 * 24));
+    let recent = format!("{:.3}", jiff::Timestamp::now() - jiff::SignedDuration::from_hours(89 * 24));
+    apply_at(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 1, json!({"id": 1, "ten": "x"}))], &old).expect("old");
+    apply_at(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 2, json!({"id": 1, "ten": "y"}))], &recent)
+        .expect("recent");
+    assert_eq!(wh.prune_history().expect("prune"), 1, "only the change older than 90 days goes");
+    let seqs: Vec<i64> =
+        c.query("SELECT seq FROM kho.change_log", &[]).expect("log").iter().map(|r| r.get(0)).collect();
     assert_eq!(seqs, vec![2]);
 
     // Freshness evidence and transitions round-trip through the reader.
     wh.begin().expect("begin");
     wh.record_activity(
-        &[DatasetActivity {
-            dataset: "ho_so".into(),
-            max_business_date: Some("2026-01-31".into()),
-        }],
+        &[DatasetActivity { dataset: "ho_so".into(), max_business_date: Some("2026-01-31".into()) }],
         NOW,
     )
     .expect("activity");
     wh.commit().expect("commit");
     let ev = reader.evidence().expect("evidence");
     let d = &ev.datasets["ho_so"];
-    assert_eq!(
-        d.last_change_at.map(|t| t.to_string()),
-        Some("2026-02-01T08:00:00Z".into())
-    );
-    assert_eq!(
-        d.max_business_date.map(|t| t.to_string()),
-        Some("2026-01-31".into())
-    );
+    assert_eq!(d.last_change_at.map(|t| t.to_string()), Some("2026-02-01T08:00:00Z".into()));
+    assert_eq!(d.max_business_date.map(|t| t.to_string()), Some("2026-01-31".into()));
     assert!(ev.agents_last_seen.contains_key("a"));
     assert!(reader.transitions().expect("transitions").is_empty());
+
+    // Agent liveness history and hub bookkeeping round-trip too.
+    let at: jiff::Timestamp = "2026-02-01T09:00:00Z".parse().expect("ts");
+    let went = kho_hub::warehouse::AgentTransition { agent: "a".into(), at, online: false, last_seen_at: Some(at) };
+    wh.begin().expect("begin");
+    wh.record_agent_transitions(std::slice::from_ref(&went)).expect("agent history");
+    wh.set_meta("digest_date", "2026-02-01").expect("meta");
+    wh.set_meta("digest_date", "2026-02-02").expect("meta again");
+    wh.commit().expect("commit");
+    assert_eq!(reader.agent_transitions().expect("agent history"), vec![went]);
+    assert_eq!(reader.meta("digest_date").expect("meta").as_deref(), Some("2026-02-02"));
+    assert_eq!(reader.meta("nothing").expect("meta"), None);
 }
 
 #[test]
@@ -673,49 +460,27 @@ fn reopening_keeps_catalogue_and_ledger_and_config_names_bad_fields() {
     let db = TestDb::new();
     {
         let (mut wh, _reader) = open(&db);
-        apply(
-            &mut wh,
-            "a",
-            &[ho_so(&[])],
-            &[upsert("ho_so", 42, json!({"id": 1, "ten": "x"}))],
-        )
-        .expect("apply");
+        apply(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 42, json!({"id": 1, "ten": "x"}))]).expect("apply");
     }
     let (mut wh, _reader) = open(&db);
     assert_eq!(wh.applied_seq("a").expect("ledger"), 42);
     // Reopened, the writer knows the table: the same schema needs no DDL.
-    apply(
-        &mut wh,
-        "a",
-        &[ho_so(&[])],
-        &[upsert("ho_so", 43, json!({"id": 2, "ten": "y"}))],
-    )
-    .expect("apply");
+    apply(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 43, json!({"id": 2, "ten": "y"}))]).expect("apply");
 
     let text = "[hub]\ndata_dir = \"d\"\n[warehouse]\nkind = \"postgres\"\nurl = \"postgres://h/db?sslmode=bogus\"\nwriters = 0\n";
-    let err = kho_hub::HubConfig::from_toml_str(text, std::path::Path::new("/tmp"), "hub.toml")
-        .expect_err("invalid");
+    let err = kho_hub::HubConfig::from_toml_str(text, std::path::Path::new("/tmp"), "hub.toml").expect_err("invalid");
     let msg = err.to_string();
-    assert!(
-        msg.contains("warehouse.url") && msg.contains("warehouse.writers"),
-        "{msg}"
-    );
+    assert!(msg.contains("warehouse.url") && msg.contains("warehouse.writers"), "{msg}");
     let text = "[hub]\ndata_dir = \"d\"\n[warehouse]\nkind = \"postgres\"\n";
     let msg = kho_hub::HubConfig::from_toml_str(text, std::path::Path::new("/tmp"), "hub.toml")
         .expect_err("no url")
         .to_string();
-    assert!(
-        msg.contains("warehouse.url") && msg.contains("missing"),
-        "{msg}"
-    );
+    assert!(msg.contains("warehouse.url") && msg.contains("missing"), "{msg}");
     let text = "[hub]\ndata_dir = \"d\"\n[warehouse]\nurl = \"postgres://h/db\"\n";
     let msg = kho_hub::HubConfig::from_toml_str(text, std::path::Path::new("/tmp"), "hub.toml")
         .expect_err("sqlite + url")
         .to_string();
-    assert!(
-        msg.contains("warehouse.url") && msg.contains("only used with kind"),
-        "{msg}"
-    );
+    assert!(msg.contains("warehouse.url") && msg.contains("only used with kind"), "{msg}");
 }
 
 /// `sslmode=require` means TLS through rustls with the server verified: the test server's
@@ -726,26 +491,16 @@ fn sslmode_require_verifies_the_server() {
     const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
     let db = TestDb::new();
     let mut settings = db.settings();
-    settings.url = format!(
-        "postgres://postgres@127.0.0.1:5432/{}?sslmode=require",
-        db.name
-    );
+    settings.url = format!("postgres://postgres@127.0.0.1:5432/{}?sslmode=require", db.name);
     settings.ssl_root_cert = Some(SNAKEOIL.into());
     let err = match postgres::open(settings.clone(), 1, departments()) {
         Ok(_) => panic!("an unverifiable server certificate was accepted"),
         Err(e) => e,
     };
     assert!(format!("{err:?}").contains("Certificate"), "{err:?}");
-    assert!(
-        err.is_transient(),
-        "a connection failure is retried, not fatal to the data"
-    );
-    settings.url = format!(
-        "postgres://postgres@localhost:5432/{}?sslmode=require",
-        db.name
-    );
-    let (mut writers, reader) =
-        postgres::open(settings, 1, departments()).expect("TLS with the pinned CA");
+    assert!(err.is_transient(), "a connection failure is retried, not fatal to the data");
+    settings.url = format!("postgres://postgres@localhost:5432/{}?sslmode=require", db.name);
+    let (mut writers, reader) = postgres::open(settings, 1, departments()).expect("TLS with the pinned CA");
     let ssl: bool = {
         let wh = writers.pop().expect("writer");
         drop(wh);

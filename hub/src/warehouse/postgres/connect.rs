@@ -40,28 +40,20 @@ pub fn connect(settings: &Settings, role: &str) -> Result<Client, WarehouseError
     Ok(client)
 }
 
-fn tls_connector(
-    settings: &Settings,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, WarehouseError> {
+fn tls_connector(settings: &Settings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, WarehouseError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let tls_err =
-        |problem: String| WarehouseError::database("TLS setup", std::io::Error::other(problem));
+    let tls_err = |problem: String| WarehouseError::database("TLS setup", std::io::Error::other(problem));
     let config = match &settings.ssl_root_cert {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
             for cert in certs {
-                let cert =
-                    cert.map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
+                let cert = cert.map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
+                roots.add(cert).map_err(|e| tls_err(format!("ssl_root_cert {}: {e}", path.display())))?;
             }
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth()
+            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
         }
         None => {
             use rustls_platform_verifier::ConfigVerifierExt;

@@ -3,7 +3,9 @@
 //! confirmed only when the ledger reaches them, every value only moving forward (`greatest`
 //! ignores NULL), all written in the applier's transaction with the batch it describes.
 //!
-//! Tables: `kho.observations` and `kho.freshness_history` (see [`super::METADATA_SCHEMA`]).
+//! Tables: `kho.observations`, `kho.freshness_history`, `kho.agent_history` (agent liveness
+//! transitions) and `kho.meta` (hub bookkeeping, e.g. the last daily digest's date); see
+//! [`super::METADATA_SCHEMA`].
 
 use kho_shared::freshness::history::Transition;
 use kho_shared::protocol::DatasetReport;
@@ -11,9 +13,7 @@ use kho_shared::schedule::Period;
 use postgres::GenericClient;
 
 use super::{db, rfc3339};
-use crate::warehouse::{
-    DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError,
-};
+use crate::warehouse::{AgentTransition, DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError};
 
 fn ensure_row(c: &mut impl GenericClient, dataset: &str, now: &str) -> Result<(), WarehouseError> {
     c.execute(
@@ -50,10 +50,7 @@ pub(super) fn record_syncs(
     now: &str,
 ) -> Result<(), WarehouseError> {
     for r in reports {
-        let Some(at) = r
-            .last_ok_poll_at_ms
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        else {
+        let Some(at) = r.last_ok_poll_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) else {
             continue;
         };
         let at = format!("{at:.3}");
@@ -76,11 +73,7 @@ pub(super) fn record_syncs(
     Ok(())
 }
 
-pub(super) fn promote_syncs(
-    c: &mut impl GenericClient,
-    agent: &str,
-    applied: u64,
-) -> Result<(), WarehouseError> {
+pub(super) fn promote_syncs(c: &mut impl GenericClient, agent: &str, applied: u64) -> Result<(), WarehouseError> {
     let applied = i64::try_from(applied).unwrap_or(i64::MAX);
     c.execute(
         "UPDATE kho.observations SET last_sync_at = greatest(last_sync_at, pending_sync_at), \
@@ -92,10 +85,7 @@ pub(super) fn promote_syncs(
     Ok(())
 }
 
-pub(super) fn record_transitions(
-    c: &mut impl GenericClient,
-    rows: &[StoredTransition],
-) -> Result<(), WarehouseError> {
+pub(super) fn record_transitions(c: &mut impl GenericClient, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
     let stmt = c
         .prepare(
             "INSERT INTO kho.freshness_history (dataset, at, status, period_label, period_start, period_end) \
@@ -104,23 +94,9 @@ pub(super) fn record_transitions(
         .map_err(db("write history"))?;
     for t in rows {
         let p = &t.transition.period;
-        let (at, start, end) = (
-            format!("{:.3}", t.transition.at),
-            format!("{:.3}", p.start),
-            format!("{:.3}", p.end),
-        );
-        c.execute(
-            &stmt,
-            &[
-                &t.dataset,
-                &at,
-                &t.transition.status.as_str(),
-                &p.label,
-                &start,
-                &end,
-            ],
-        )
-        .map_err(db("write history"))?;
+        let (at, start, end) = (format!("{:.3}", t.transition.at), format!("{:.3}", p.start), format!("{:.3}", p.end));
+        c.execute(&stmt, &[&t.dataset, &at, &t.transition.status.as_str(), &p.label, &start, &end])
+            .map_err(db("write history"))?;
     }
     Ok(())
 }
@@ -163,9 +139,7 @@ pub(super) fn read_evidence(c: &mut impl GenericClient) -> Result<Evidence, Ware
     Ok(ev)
 }
 
-pub(super) fn read_transitions(
-    c: &mut impl GenericClient,
-) -> Result<Vec<StoredTransition>, WarehouseError> {
+pub(super) fn read_transitions(c: &mut impl GenericClient) -> Result<Vec<StoredTransition>, WarehouseError> {
     let sql = format!(
         "SELECT dataset, {}, status, period_label, {}, {} FROM kho.freshness_history ORDER BY id",
         rfc3339("at"),
@@ -174,33 +148,64 @@ pub(super) fn read_transitions(
     );
     let mut out = Vec::new();
     for row in c.query(&sql, &[]).map_err(db("read history"))? {
-        let (dataset, at, status, label, start, end): (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-        ) = (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-        );
+        let (dataset, at, status, label, start, end): (String, String, String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
         let status = serde_json::from_value(serde_json::Value::String(status));
         match (at.parse(), status, start.parse(), end.parse()) {
             (Ok(at), Ok(status), Ok(start), Ok(end)) => out.push(StoredTransition {
                 dataset,
-                transition: Transition {
-                    at,
-                    status,
-                    period: Period { start, end, label },
-                },
+                transition: Transition { at, status, period: Period { start, end, label } },
             }),
             _ => tracing::error!(dataset, at, "unreadable kho.freshness_history row skipped"),
         }
     }
     Ok(out)
+}
+
+pub(super) fn record_agent_transitions(
+    c: &mut impl GenericClient,
+    rows: &[AgentTransition],
+) -> Result<(), WarehouseError> {
+    let stmt = c
+        .prepare(
+            "INSERT INTO kho.agent_history (agent, at, online, last_seen_at) \
+             VALUES ($1, $2::text::timestamptz, $3, $4::text::timestamptz)",
+        )
+        .map_err(db("write agent history"))?;
+    for t in rows {
+        let (at, seen) = (format!("{:.3}", t.at), t.last_seen_at.map(|s| format!("{s:.3}")));
+        c.execute(&stmt, &[&t.agent, &at, &t.online, &seen]).map_err(db("write agent history"))?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_agent_transitions(c: &mut impl GenericClient) -> Result<Vec<AgentTransition>, WarehouseError> {
+    let sql = format!(
+        "SELECT agent, {}, online, {} FROM kho.agent_history ORDER BY id",
+        rfc3339("at"),
+        rfc3339("last_seen_at")
+    );
+    let mut out = Vec::new();
+    for row in c.query(&sql, &[]).map_err(db("read agent history"))? {
+        let (agent, at): (String, String) = (row.get(0), row.get(1));
+        match at.parse() {
+            Ok(at) => out.push(AgentTransition { agent, at, online: row.get(2), last_seen_at: ts(row.get(3)) }),
+            Err(_) => tracing::error!(agent, at, "unreadable kho.agent_history row skipped"),
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn set_meta(c: &mut impl GenericClient, key: &str, value: &str) -> Result<(), WarehouseError> {
+    c.execute(
+        "INSERT INTO kho.meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&key, &value],
+    )
+    .map_err(db("write meta"))?;
+    Ok(())
+}
+
+pub(super) fn read_meta(c: &mut impl GenericClient, key: &str) -> Result<Option<String>, WarehouseError> {
+    let row = c.query_opt("SELECT value FROM kho.meta WHERE key = $1", &[&key]).map_err(db("read meta"))?;
+    Ok(row.map(|r| r.get(0)))
 }

@@ -42,21 +42,10 @@ pub(super) fn append(
         let key = match c.op {
             Op::Delete => c.key.clone().map(Value::Object).unwrap_or(Value::Null),
             Op::Upsert => {
-                let key_cols = schemas
-                    .iter()
-                    .find(|s| s.dataset == c.dataset)
-                    .map(|s| s.key.as_slice())
-                    .unwrap_or(&[]);
+                let key_cols = schemas.iter().find(|s| s.dataset == c.dataset).map(|s| s.key.as_slice()).unwrap_or(&[]);
                 let mut map = Map::new();
                 for k in key_cols {
-                    map.insert(
-                        k.clone(),
-                        c.row
-                            .as_ref()
-                            .and_then(|r| r.get(k))
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    );
+                    map.insert(k.clone(), c.row.as_ref().and_then(|r| r.get(k)).cloned().unwrap_or(Value::Null));
                 }
                 Value::Object(map)
             }
@@ -70,11 +59,7 @@ pub(super) fn append(
         match (&c.op, &c.row) {
             (Op::Upsert, Some(row)) => {
                 let text = serde_json::to_string(row).unwrap_or_default();
-                let text = if text.contains("\\u0000") {
-                    json_text(&Value::Object(row.clone()))
-                } else {
-                    text
-                };
+                let text = if text.contains("\\u0000") { json_text(&Value::Object(row.clone())) } else { text };
                 escape_into(&mut buf, &text);
             }
             _ => buf.push_str("\\N"),
@@ -96,9 +81,6 @@ pub(super) fn append(
 pub(super) fn prune(client: &mut Client, retention: Duration) -> Result<u64, WarehouseError> {
     let seconds = retention.as_secs_f64();
     client
-        .execute(
-            "DELETE FROM kho.change_log WHERE applied_at < now() - make_interval(secs => $1)",
-            &[&seconds],
-        )
+        .execute("DELETE FROM kho.change_log WHERE applied_at < now() - make_interval(secs => $1)", &[&seconds])
         .map_err(db("prune kho.change_log"))
 }

@@ -15,8 +15,8 @@
 //! - **`kho` schema** for hub metadata: `ledger(agent, applied_seq, updated_at)` — the
 //!   exactly-once record; `datasets(dataset, schema_name, key_json, columns_json, created_at,
 //!   last_change_at, last_seq, last_agent)` — the catalogue tables are created from, with each
-//!   column's *stored* type; `agents` (latest heartbeats); `observations` and `freshness_history`
-//!   ([`freshness`]); and `change_log(dataset, key, op, row, agent, seq, applied_at)` — every applied
+//!   column's *stored* type; `agents` (latest heartbeats); `observations`, `freshness_history`,
+//!   `agent_history` and `meta` ([`freshness`]); and `change_log(dataset, key, op, row, agent, seq, applied_at)` — every applied
 //!   change, append-only, pruned after `warehouse.history_retention` ([`history`]).
 //!
 //! ## Bulk path
@@ -61,7 +61,7 @@ pub use connect::Settings;
 pub use reader::PostgresReader;
 use table::TableInfo;
 
-use super::{ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
+use super::{AgentTransition, ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
 
 /// The catalogue's department for a dataset, if it has one.
 pub type DepartmentOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -124,6 +124,17 @@ CREATE TABLE IF NOT EXISTS kho.freshness_history (
     period_end timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS freshness_history_by_dataset ON kho.freshness_history (dataset, at);
+CREATE TABLE IF NOT EXISTS kho.agent_history (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    agent text NOT NULL,
+    at timestamptz NOT NULL,
+    online boolean NOT NULL,
+    last_seen_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS kho.meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kho.change_log (
     dataset text NOT NULL,
     key jsonb NOT NULL,
@@ -189,10 +200,7 @@ impl PostgresWarehouse {
     fn reload_catalogue(&mut self) -> Result<(), WarehouseError> {
         let rows = self
             .client
-            .query(
-                "SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets",
-                &[],
-            )
+            .query("SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets", &[])
             .map_err(db("read catalogue"))?;
         let mut tables = HashMap::new();
         for row in rows {
@@ -222,11 +230,9 @@ impl PostgresWarehouse {
             )
             .map_err(db("read catalogue"))?;
         let Some(row) = row else { return Ok(None) };
-        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| {
-            WarehouseError::SchemaConflict {
-                dataset: dataset.to_string(),
-                problem: format!("unreadable kho.datasets row: {e}"),
-            }
+        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
+            dataset: dataset.to_string(),
+            problem: format!("unreadable kho.datasets row: {e}"),
         })?;
         self.tables.insert(dataset.to_string(), info.clone());
         Ok(Some(info))
@@ -237,30 +243,19 @@ impl PostgresWarehouse {
     }
 
     fn note_conflict(&self, dataset: &str, problem: &str) {
-        let mut board = self
-            .conflicts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut board = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         board.insert(dataset.to_string(), problem.to_string());
     }
 
     fn clear_conflict(&self, dataset: &str) {
-        let mut board = self
-            .conflicts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut board = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         board.remove(dataset);
     }
 
     fn create_dataset(&mut self, schema: &DatasetSchema, now: &str) -> Result<(), WarehouseError> {
         let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict {
-            dataset: dataset.to_string(),
-            problem,
-        };
-        self.client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
-            .map_err(db("DDL lock"))?;
+        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
+        self.client.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
         // Another writer may have created it while this one waited for the lock.
         if self.lock_table(dataset)?.is_some() {
             return self.evolve_dataset(schema);
@@ -269,10 +264,7 @@ impl PostgresWarehouse {
         let schema_name = department.unwrap_or_else(|| self.settings.unassigned_schema.clone());
         let exists: bool = self
             .client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&table::qualified(&schema_name, dataset)],
-            )
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table::qualified(&schema_name, dataset)])
             .map_err(db("check table"))?
             .get(0);
         if exists {
@@ -299,21 +291,14 @@ impl PostgresWarehouse {
         tracing::info!(dataset, schema = %schema_name, columns = schema.columns.len(), "created warehouse table");
         self.tables.insert(
             dataset.to_string(),
-            TableInfo {
-                schema: schema_name,
-                key: schema.key.clone(),
-                columns: schema.columns.clone(),
-            },
+            TableInfo { schema: schema_name, key: schema.key.clone(), columns: schema.columns.clone() },
         );
         Ok(())
     }
 
     fn evolve_dataset(&mut self, schema: &DatasetSchema) -> Result<(), WarehouseError> {
         let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict {
-            dataset: dataset.to_string(),
-            problem,
-        };
+        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
         let Some(info) = self.tables.get(dataset) else {
             return Err(conflict("dataset vanished from kho.datasets".into()));
         };
@@ -354,26 +339,15 @@ impl PostgresWarehouse {
         now: &str,
     ) -> Result<(), WarehouseError> {
         let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict {
-            dataset: dataset.to_string(),
-            problem,
-        };
+        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
         let Some(info) = self.tables.get(dataset).cloned() else {
             return Err(conflict("the dataset's table was not prepared".into()));
         };
         let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-        let types: Vec<_> = columns
-            .iter()
-            .map(|c| {
-                info.column_type(c)
-                    .unwrap_or(kho_shared::types::ColumnType::Text)
-            })
-            .collect();
-        let key_pos: Vec<usize> = schema
-            .key
-            .iter()
-            .map(|k| columns.iter().position(|c| c == k).unwrap_or(usize::MAX))
-            .collect();
+        let types: Vec<_> =
+            columns.iter().map(|c| info.column_type(c).unwrap_or(kho_shared::types::ColumnType::Text)).collect();
+        let key_pos: Vec<usize> =
+            schema.key.iter().map(|k| columns.iter().position(|c| c == k).unwrap_or(usize::MAX)).collect();
 
         // The last change per key: encode each change's key cells once and remember its row.
         let mut key_text: Vec<String> = Vec::with_capacity(picked.len());
@@ -386,13 +360,8 @@ impl PostgresWarehouse {
             };
             let mut text = String::new();
             for (n, &p) in key_pos.iter().enumerate() {
-                let value = source
-                    .and_then(|m| m.get(&schema.key[n]))
-                    .filter(|v| !v.is_null());
-                let ty = types
-                    .get(p)
-                    .copied()
-                    .unwrap_or(kho_shared::types::ColumnType::Text);
+                let value = source.and_then(|m| m.get(&schema.key[n])).filter(|v| !v.is_null());
+                let ty = types.get(p).copied().unwrap_or(kho_shared::types::ColumnType::Text);
                 if value.is_none() || !values::write_cell(&mut text, ty, value) {
                     return Err(conflict(format!(
                         "change {}: key column {:?} is missing, null or not a valid {}; an operator must fix the \
@@ -418,14 +387,9 @@ impl PostgresWarehouse {
 
         self.stages += 1;
         let stage = format!("kho_stage_{}", self.stages);
-        self.exec(
-            &table::create_stage_sql(&stage, &info, &columns),
-            "create staging table",
-        )?;
-        let mut writer = self
-            .client
-            .copy_in(&table::copy_stage_sql(&stage, &columns))
-            .map_err(db("copy to staging"))?;
+        self.exec(&table::create_stage_sql(&stage, &info, &columns), "create staging table")?;
+        let mut writer =
+            self.client.copy_in(&table::copy_stage_sql(&stage, &columns)).map_err(db("copy to staging"))?;
         let mut buf = String::with_capacity(COPY_CHUNK + 4096);
         let mut invalid = serde_json::Map::new();
         for (n, &i) in picked.iter().enumerate() {
@@ -438,9 +402,7 @@ impl PostgresWarehouse {
             // this delete, or (a delete of an older row) only the key.
             let values_from = match c.op {
                 Op::Upsert => c.row.as_ref(),
-                Op::Delete => last_upsert
-                    .get(key)
-                    .and_then(|&u| changes[picked[u]].row.as_ref()),
+                Op::Delete => last_upsert.get(key).and_then(|&u| changes[picked[u]].row.as_ref()),
             };
             let has_row = values_from.is_some();
             invalid.clear();
@@ -458,57 +420,37 @@ impl PostgresWarehouse {
             }
             let deleted = if c.op == Op::Delete { 't' } else { 'f' };
             let has_row = if has_row { 't' } else { 'f' };
-            std::fmt::Write::write_fmt(&mut buf, format_args!("{}\t{deleted}\t{has_row}\t", c.seq))
-                .ok();
+            std::fmt::Write::write_fmt(&mut buf, format_args!("{}\t{deleted}\t{has_row}\t", c.seq)).ok();
             if invalid.is_empty() {
                 buf.push_str("\\N");
             } else {
-                values::escape_into(
-                    &mut buf,
-                    &values::json_text(&serde_json::Value::Object(invalid.clone())),
-                );
+                values::escape_into(&mut buf, &values::json_text(&serde_json::Value::Object(invalid.clone())));
             }
             buf.push('\n');
             if buf.len() >= COPY_CHUNK {
-                writer
-                    .write_all(buf.as_bytes())
-                    .map_err(|e| WarehouseError::database("copy to staging", e))?;
+                writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
                 buf.clear();
             }
         }
-        writer
-            .write_all(buf.as_bytes())
-            .map_err(|e| WarehouseError::database("copy to staging", e))?;
+        writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
         writer.finish().map_err(db("copy to staging"))?;
         let merge = table::merge_sql(&info.qualified(dataset), &stage, &schema.key, &columns);
-        self.client
-            .execute(&merge, &[&agent, &now])
-            .map_err(db(format!("merge into {dataset}")))?;
+        self.client.execute(&merge, &[&agent, &now]).map_err(db(format!("merge into {dataset}")))?;
         self.exec(&format!("DROP TABLE {stage}"), "drop staging table")?;
         Ok(())
     }
 }
 
-fn parse_table(
-    schema: String,
-    key_json: String,
-    columns_json: String,
-) -> Result<TableInfo, serde_json::Error> {
+fn parse_table(schema: String, key_json: String, columns_json: String) -> Result<TableInfo, serde_json::Error> {
     let key: Vec<String> = serde_json::from_str(&key_json)?;
     let columns: Vec<Column> = serde_json::from_str(&columns_json)?;
-    Ok(TableInfo {
-        schema,
-        key,
-        columns,
-    })
+    Ok(TableInfo { schema, key, columns })
 }
 
 fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     let mut tx = client.transaction().map_err(db("create metadata tables"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
-        .map_err(db("DDL lock"))?;
-    tx.batch_execute(METADATA_SCHEMA)
-        .map_err(db("create metadata tables"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
+    tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
 
@@ -569,20 +511,14 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError> {
-        self.exec(
-            "ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch",
-            "rollback to savepoint",
-        )?;
+        self.exec("ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch", "rollback to savepoint")?;
         self.reload_catalogue()
     }
 
     fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError> {
         let row = self
             .client
-            .query_opt(
-                "SELECT applied_seq FROM kho.ledger WHERE agent = $1",
-                &[&agent],
-            )
+            .query_opt("SELECT applied_seq FROM kho.ledger WHERE agent = $1", &[&agent])
             .map_err(db("read ledger"))?;
         Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
     }
@@ -614,9 +550,7 @@ impl Warehouse for PostgresWarehouse {
         };
         match &result {
             Ok(()) => self.clear_conflict(dataset),
-            Err(WarehouseError::SchemaConflict { problem, .. }) => {
-                self.note_conflict(dataset, problem)
-            }
+            Err(WarehouseError::SchemaConflict { problem, .. }) => self.note_conflict(dataset, problem),
             Err(_) => {}
         }
         result
@@ -670,9 +604,7 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn record_heartbeat(&mut self, hb: &Heartbeat, now: &str) -> Result<(), WarehouseError> {
-        let report = serde_json::to_value(&hb.datasets)
-            .map(|v| values::json_text(&v))
-            .unwrap_or_default();
+        let report = serde_json::to_value(&hb.datasets).map(|v| values::json_text(&v)).unwrap_or_default();
         let depth = i64::try_from(hb.outbox_depth).unwrap_or(i64::MAX);
         let acked = i64::try_from(hb.acked_through).unwrap_or(i64::MAX);
         self.client
@@ -688,11 +620,7 @@ impl Warehouse for PostgresWarehouse {
         freshness::record_syncs(&mut self.client, &hb.agent, applied, &hb.datasets, now)
     }
 
-    fn record_activity(
-        &mut self,
-        activity: &[DatasetActivity],
-        now: &str,
-    ) -> Result<(), WarehouseError> {
+    fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
         freshness::record_activity(&mut self.client, activity, now)
     }
 
@@ -702,6 +630,14 @@ impl Warehouse for PostgresWarehouse {
 
     fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
         freshness::record_transitions(&mut self.client, rows)
+    }
+
+    fn record_agent_transitions(&mut self, rows: &[AgentTransition]) -> Result<(), WarehouseError> {
+        freshness::record_agent_transitions(&mut self.client, rows)
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
+        freshness::set_meta(&mut self.client, key, value)
     }
 }
 
@@ -722,21 +658,13 @@ impl PostgresWarehouse {
 pub type Opened = (Vec<Box<dyn Warehouse>>, Arc<PostgresReader>);
 
 /// Opens `writers` writers (the first prunes the change log) and one status reader.
-pub fn open(
-    settings: Settings,
-    writers: usize,
-    department_of: DepartmentOf,
-) -> Result<Opened, WarehouseError> {
+pub fn open(settings: Settings, writers: usize, department_of: DepartmentOf) -> Result<Opened, WarehouseError> {
     let settings = Arc::new(settings);
     let conflicts: Conflicts = Arc::default();
     let mut out: Vec<Box<dyn Warehouse>> = Vec::with_capacity(writers);
     for i in 0..writers.max(1) {
-        let wh = PostgresWarehouse::open(
-            Arc::clone(&settings),
-            Arc::clone(&department_of),
-            Arc::clone(&conflicts),
-            i == 0,
-        )?;
+        let wh =
+            PostgresWarehouse::open(Arc::clone(&settings), Arc::clone(&department_of), Arc::clone(&conflicts), i == 0)?;
         out.push(Box::new(wh));
     }
     let reader = PostgresReader::open(settings, conflicts)?;

@@ -11,7 +11,7 @@ use postgres::{Client, Transaction};
 
 use super::{Conflicts, Settings, connect, db, rfc3339, table};
 use crate::warehouse::{
-    AgentStatus, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
+    AgentStatus, AgentTransition, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
     WarehouseStatus,
 };
 
@@ -23,16 +23,9 @@ pub struct PostgresReader {
 }
 
 impl PostgresReader {
-    pub fn open(
-        settings: Arc<Settings>,
-        conflicts: Conflicts,
-    ) -> Result<PostgresReader, WarehouseError> {
+    pub fn open(settings: Arc<Settings>, conflicts: Conflicts) -> Result<PostgresReader, WarehouseError> {
         let client = connect::connect(&settings, "reader")?;
-        Ok(PostgresReader {
-            settings,
-            client: Mutex::new(Some(client)),
-            conflicts,
-        })
+        Ok(PostgresReader { settings, client: Mutex::new(Some(client)), conflicts })
     }
 
     /// The conflict board this reader shows, to share with writers opened later.
@@ -41,22 +34,13 @@ impl PostgresReader {
     }
 
     /// Runs `f` in a read-only snapshot transaction, reconnecting first if the connection broke.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, WarehouseError>,
-    ) -> Result<T, WarehouseError> {
-        let mut slot = self
-            .client
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn read<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T, WarehouseError>) -> Result<T, WarehouseError> {
+        let mut slot = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = Some(connect::connect(&self.settings, "reader")?);
         }
         let Some(client) = slot.as_mut() else {
-            return Err(WarehouseError::database(
-                "reader",
-                std::io::Error::other("no connection"),
-            ));
+            return Err(WarehouseError::database("reader", std::io::Error::other("no connection")));
         };
         let mut tx = client
             .build_transaction()
@@ -76,7 +60,8 @@ impl Drop for PostgresReader {
     fn drop(&mut self) {
         let slot = self.client.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = slot.take()
-            && let Ok(closer) = std::thread::Builder::new().name("kho-pg-reader-close".into()).spawn(move || drop(client))
+            && let Ok(closer) =
+                std::thread::Builder::new().name("kho-pg-reader-close".into()).spawn(move || drop(client))
         {
             let _ = closer.join();
         }
@@ -92,12 +77,16 @@ impl WarehouseReader for PostgresReader {
         self.read(|tx| super::freshness::read_transitions(tx))
     }
 
+    fn agent_transitions(&self) -> Result<Vec<AgentTransition>, WarehouseError> {
+        self.read(|tx| super::freshness::read_agent_transitions(tx))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, WarehouseError> {
+        self.read(|tx| super::freshness::read_meta(tx, key))
+    }
+
     fn status(&self) -> Result<WarehouseStatus, WarehouseError> {
-        let conflicts = self
-            .conflicts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let conflicts = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         self.read(|tx| {
             let sql = format!(
                 "SELECT dataset, schema_name, key_json::text, columns_json::text, {}, {}, last_seq, last_agent \

@@ -61,10 +61,7 @@ pub fn holds(stored: ColumnType, incoming: ColumnType) -> bool {
     use ColumnType::*;
     stored == incoming
         || stored == Text
-        || matches!(
-            (stored, incoming),
-            (Decimal | Float, Int) | (Decimal, Float) | (Timestamp, Date)
-        )
+        || matches!((stored, incoming), (Decimal | Float, Int) | (Decimal, Float) | (Timestamp, Date))
 }
 
 /// The type to widen a `stored` column to so it holds `incoming` values too, if any.
@@ -106,10 +103,7 @@ pub fn plan_evolution(table: &TableInfo, schema: &DatasetSchema) -> Result<Evolu
             Some(existing) => match widen(existing.ty, col.ty) {
                 Some(ty) => {
                     existing.ty = ty;
-                    ev.widen.push(Column {
-                        name: col.name.clone(),
-                        ty,
-                    });
+                    ev.widen.push(Column { name: col.name.clone(), ty });
                 }
                 None => {
                     return Err(format!(
@@ -139,11 +133,7 @@ pub fn create_table_sql(schema_name: &str, schema: &DatasetSchema) -> String {
         .columns
         .iter()
         .map(|c| {
-            let not_null = if schema.key.contains(&c.name) {
-                " NOT NULL"
-            } else {
-                ""
-            };
+            let not_null = if schema.key.contains(&c.name) { " NOT NULL" } else { "" };
             format!("{} {}{not_null}", quote_ident(&c.name), pg_type(c.ty))
         })
         .collect();
@@ -157,13 +147,8 @@ pub fn create_table_sql(schema_name: &str, schema: &DatasetSchema) -> String {
 
 /// `ALTER TABLE … ADD COLUMN` (nullable) and `ALTER COLUMN … TYPE` statements for `ev`.
 pub fn evolution_sql(table: &str, ev: &Evolution) -> Vec<String> {
-    let add = ev.add.iter().map(|c| {
-        format!(
-            "ALTER TABLE {table} ADD COLUMN {} {}",
-            quote_ident(&c.name),
-            pg_type(c.ty)
-        )
-    });
+    let add =
+        ev.add.iter().map(|c| format!("ALTER TABLE {table} ADD COLUMN {} {}", quote_ident(&c.name), pg_type(c.ty)));
     let widen = ev.widen.iter().map(|c| {
         let (q, ty) = (quote_ident(&c.name), pg_type(c.ty));
         format!("ALTER TABLE {table} ALTER COLUMN {q} TYPE {ty} USING {q}::{ty}")
@@ -172,10 +157,7 @@ pub fn evolution_sql(table: &str, ev: &Evolution) -> Vec<String> {
 }
 
 fn key_list(key: &[String]) -> String {
-    key.iter()
-        .map(|k| quote_ident(k))
-        .collect::<Vec<_>>()
-        .join(", ")
+    key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
 }
 
 /// The staging table of one batch's changes to one dataset: the batch's columns with the
@@ -186,13 +168,7 @@ fn key_list(key: &[String]) -> String {
 pub fn create_stage_sql(stage: &str, table: &TableInfo, columns: &[&str]) -> String {
     let cols: Vec<String> = columns
         .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                quote_ident(c),
-                pg_type(table.column_type(c).unwrap_or(ColumnType::Text))
-            )
-        })
+        .map(|c| format!("{} {}", quote_ident(c), pg_type(table.column_type(c).unwrap_or(ColumnType::Text))))
         .collect();
     format!(
         "CREATE TEMP TABLE {stage} ({}, \"_kho_seq\" bigint, \"_kho_deleted\" boolean, \"_kho_has_row\" boolean, \
@@ -205,15 +181,7 @@ pub fn create_stage_sql(stage: &str, table: &TableInfo, columns: &[&str]) -> Str
 /// `COPY` into the staging table.
 pub fn copy_stage_sql(stage: &str, columns: &[&str]) -> String {
     let mut cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    cols.extend(
-        [
-            "\"_kho_seq\"",
-            "\"_kho_deleted\"",
-            "\"_kho_has_row\"",
-            "\"_kho_invalid\"",
-        ]
-        .map(String::from),
-    );
+    cols.extend(["\"_kho_seq\"", "\"_kho_deleted\"", "\"_kho_has_row\"", "\"_kho_invalid\""].map(String::from));
     format!("COPY {stage} ({}) FROM STDIN", cols.join(", "))
 }
 
@@ -234,20 +202,11 @@ pub fn merge_sql(qualified_table: &str, stage: &str, key: &[String], columns: &[
         })
         .collect();
     sets.extend(
-        [
-            "\"_kho_agent\"",
-            "\"_kho_seq\"",
-            "\"_kho_applied_at\"",
-            "\"_kho_deleted\"",
-            "\"_kho_invalid\"",
-        ]
-        .iter()
-        .map(|q| format!("{q} = EXCLUDED.{q}")),
+        ["\"_kho_agent\"", "\"_kho_seq\"", "\"_kho_applied_at\"", "\"_kho_deleted\"", "\"_kho_invalid\""]
+            .iter()
+            .map(|q| format!("{q} = EXCLUDED.{q}")),
     );
-    let key_match: Vec<String> = key
-        .iter()
-        .map(|k| format!("t.{0} = s.{0}", quote_ident(k)))
-        .collect();
+    let key_match: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect();
     format!(
         "WITH up AS (INSERT INTO {qualified_table} AS t ({cols}, \"_kho_agent\", \"_kho_seq\", \"_kho_applied_at\", \
          \"_kho_deleted\", \"_kho_invalid\") \
@@ -268,98 +227,49 @@ mod tests {
     use ColumnType::*;
 
     fn col(name: &str, ty: ColumnType) -> Column {
-        Column {
-            name: name.into(),
-            ty,
-        }
+        Column { name: name.into(), ty }
     }
 
     fn table(cols: Vec<Column>) -> TableInfo {
-        TableInfo {
-            schema: "so_y_te".into(),
-            key: vec!["id".into()],
-            columns: cols,
-        }
+        TableInfo { schema: "so_y_te".into(), key: vec!["id".into()], columns: cols }
     }
 
     fn schema(key: &[&str], cols: Vec<Column>) -> DatasetSchema {
-        DatasetSchema {
-            dataset: "ho_so".into(),
-            key: key.iter().map(|k| k.to_string()).collect(),
-            columns: cols,
-        }
+        DatasetSchema { dataset: "ho_so".into(), key: key.iter().map(|k| k.to_string()).collect(), columns: cols }
     }
 
     #[test]
     fn evolution_adds_widens_and_refuses() {
-        let t = table(vec![
-            col("id", Int),
-            col("ten", Text),
-            col("so", Int),
-            col("ngay", Date),
-        ]);
-        assert_eq!(
-            plan_evolution(&t, &schema(&["id"], t.columns.clone())),
-            Ok(Evolution::default())
-        );
+        let t = table(vec![col("id", Int), col("ten", Text), col("so", Int), col("ngay", Date)]);
+        assert_eq!(plan_evolution(&t, &schema(&["id"], t.columns.clone())), Ok(Evolution::default()));
         // Narrower declarations are held by the stored column: nothing to do.
         let narrower = schema(&["id"], vec![col("id", Int), col("ten", Int)]);
         assert_eq!(plan_evolution(&t, &narrower), Ok(Evolution::default()));
-        let wider = schema(
-            &["id"],
-            vec![
-                col("id", Int),
-                col("so", Decimal),
-                col("ngay", Timestamp),
-                col("moi", Json),
-            ],
-        );
+        let wider = schema(&["id"], vec![col("id", Int), col("so", Decimal), col("ngay", Timestamp), col("moi", Json)]);
         let ev = plan_evolution(&t, &wider).expect("wider");
         assert_eq!(ev.add, vec![col("moi", Json)]);
         assert_eq!(ev.widen, vec![col("so", Decimal), col("ngay", Timestamp)]);
         assert_eq!(ev.columns.as_ref().map(Vec::len), Some(5));
         let sql = evolution_sql("\"so_y_te\".\"ho_so\"", &ev);
-        assert_eq!(
-            sql[0],
-            "ALTER TABLE \"so_y_te\".\"ho_so\" ADD COLUMN \"moi\" jsonb"
-        );
-        assert_eq!(
-            sql[1],
-            "ALTER TABLE \"so_y_te\".\"ho_so\" ALTER COLUMN \"so\" TYPE numeric USING \"so\"::numeric"
-        );
+        assert_eq!(sql[0], "ALTER TABLE \"so_y_te\".\"ho_so\" ADD COLUMN \"moi\" jsonb");
+        assert_eq!(sql[1], "ALTER TABLE \"so_y_te\".\"ho_so\" ALTER COLUMN \"so\" TYPE numeric USING \"so\"::numeric");
         let bad = schema(&["id"], vec![col("id", Int), col("so", Bool)]);
-        assert!(
-            plan_evolution(&t, &bad)
-                .expect_err("int → bool")
-                .contains("changed type from int to bool")
-        );
+        assert!(plan_evolution(&t, &bad).expect_err("int → bool").contains("changed type from int to bool"));
         let rekeyed = schema(&["ten"], t.columns.clone());
-        assert!(
-            plan_evolution(&t, &rekeyed)
-                .expect_err("key")
-                .contains("primary key changed")
-        );
+        assert!(plan_evolution(&t, &rekeyed).expect_err("key").contains("primary key changed"));
         // Exact names: "Ten" is another column than "ten" in PostgreSQL.
         let cased = schema(&["id"], vec![col("id", Int), col("Ten", Text)]);
-        assert_eq!(
-            plan_evolution(&t, &cased).expect("cased").add,
-            vec![col("Ten", Text)]
-        );
+        assert_eq!(plan_evolution(&t, &cased).expect("cased").add, vec![col("Ten", Text)]);
     }
 
     #[test]
     fn widening_is_only_ever_wider() {
-        let all = [
-            Bool, Int, Float, Decimal, Text, Bytes, Date, Timestamp, Json,
-        ];
+        let all = [Bool, Int, Float, Decimal, Text, Bytes, Date, Timestamp, Json];
         for a in all {
             assert!(holds(a, a) && holds(Text, a));
             for b in all {
                 if let Some(w) = widen(a, b) {
-                    assert!(
-                        holds(w, a) && holds(w, b),
-                        "{a:?} + {b:?} → {w:?} must hold both"
-                    );
+                    assert!(holds(w, a) && holds(w, b), "{a:?} + {b:?} → {w:?} must hold both");
                     assert!(!holds(a, b), "{a:?} already holds {b:?}");
                 }
             }
@@ -375,16 +285,13 @@ mod tests {
         };
         let create = create_table_sql("so \"y\" te", &s);
         assert!(create.starts_with("CREATE TABLE \"so \"\"y\"\" te\".\"ho_so\" (\"mã\"\"; DROP TABLE x; --\" text NOT NULL, \"Họ tên\" text, "), "{create}");
-        assert!(
-            create.ends_with("PRIMARY KEY (\"mã\"\"; DROP TABLE x; --\"))"),
-            "{create}"
-        );
+        assert!(create.ends_with("PRIMARY KEY (\"mã\"\"; DROP TABLE x; --\"))"), "{create}");
         let cols: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
         let merge = merge_sql("\"s\".\"ho_so\"", "kho_stage_1", &s.key, &cols);
-        assert!(merge.contains("ON CONFLICT (\"mã\"\"; DROP TABLE x; --\") DO UPDATE SET \"Họ tên\" = EXCLUDED.\"Họ tên\""), "{merge}");
         assert!(
-            merge.contains("t.\"mã\"\"; DROP TABLE x; --\" = s.\"mã\"\"; DROP TABLE x; --\""),
+            merge.contains("ON CONFLICT (\"mã\"\"; DROP TABLE x; --\") DO UPDATE SET \"Họ tên\" = EXCLUDED.\"Họ tên\""),
             "{merge}"
         );
+        assert!(merge.contains("t.\"mã\"\"; DROP TABLE x; --\" = s.\"mã\"\"; DROP TABLE x; --\""), "{merge}");
     }
 }

@@ -60,9 +60,7 @@ pub fn write_cell(out: &mut String, ty: ColumnType, value: Option<&Value>) -> bo
 fn encode(out: &mut String, ty: ColumnType, value: &Value) -> Option<()> {
     match (ty, value) {
         (ColumnType::Int, Value::Number(n)) => write!(out, "{}", n.as_i64()?).ok(),
-        (ColumnType::Int, Value::String(s)) => {
-            write!(out, "{}", s.trim().parse::<i64>().ok()?).ok()
-        }
+        (ColumnType::Int, Value::String(s)) => write!(out, "{}", s.trim().parse::<i64>().ok()?).ok(),
         (ColumnType::Float, Value::Number(n)) => write_float(out, n.as_f64()?),
         (ColumnType::Float, Value::String(s)) => match s.as_str() {
             "NaN" | "Infinity" | "-Infinity" => {
@@ -102,12 +100,8 @@ fn encode(out: &mut String, ty: ColumnType, value: &Value) -> Option<()> {
             out.push_str(&hex::encode(bytes));
             Some(())
         }
-        (ColumnType::Date, Value::String(s)) => {
-            write!(out, "{}", s.trim().parse::<jiff::civil::Date>().ok()?).ok()
-        }
-        (ColumnType::Timestamp, Value::String(s)) => {
-            write!(out, "{}", parse_timestamp(s.trim())?).ok()
-        }
+        (ColumnType::Date, Value::String(s)) => write!(out, "{}", s.trim().parse::<jiff::civil::Date>().ok()?).ok(),
+        (ColumnType::Timestamp, Value::String(s)) => write!(out, "{}", parse_timestamp(s.trim())?).ok(),
         _ => None,
     }
 }
@@ -154,33 +148,26 @@ pub fn parse_timestamp(s: &str) -> Option<jiff::Timestamp> {
     if let Ok(ts) = s.parse::<jiff::Timestamp>() {
         return Some(ts);
     }
-    let civil = s.parse::<jiff::civil::DateTime>().ok().or_else(|| {
-        s.parse::<jiff::civil::Date>()
-            .ok()
-            .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
-    })?;
+    let civil = s
+        .parse::<jiff::civil::DateTime>()
+        .ok()
+        .or_else(|| s.parse::<jiff::civil::Date>().ok().map(|d| d.to_datetime(jiff::civil::Time::midnight())))?;
     NAIVE_TIMESTAMP_OFFSET.to_timestamp(civil).ok()
 }
 
 /// JSON text of a value with NUL characters replaced (jsonb refuses `\u0000`).
 pub fn json_text(value: &Value) -> String {
     let text = value.to_string();
-    if text.contains("\\u0000") {
-        strip_nul(value).to_string()
-    } else {
-        text
-    }
+    if text.contains("\\u0000") { strip_nul(value).to_string() } else { text }
 }
 
 fn strip_nul(value: &Value) -> Value {
     match value {
         Value::String(s) => Value::String(s.replace('\0', "\u{FFFD}")),
         Value::Array(items) => Value::Array(items.iter().map(strip_nul).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), strip_nul(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), strip_nul(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -222,11 +209,7 @@ mod tests {
             (Float, json!(1.5), "1.5"),
             (Float, json!("Infinity"), "Infinity"),
             (Float, json!(1e300), "1e300"),
-            (
-                Decimal,
-                json!("12345678901234567890.123456789"),
-                "12345678901234567890.123456789",
-            ),
+            (Decimal, json!("12345678901234567890.123456789"), "12345678901234567890.123456789"),
             (Decimal, json!(12.5), "12.5"),
             (Decimal, json!("-1.5E+3"), "-1.5E+3"),
             (Bool, json!(true), "t"),
@@ -237,16 +220,8 @@ mod tests {
             (Text, json!("a\0b"), "a\u{FFFD}b"),
             (Bytes, json!("AQID"), "\\\\x010203"),
             (Date, json!("2026-02-01"), "2026-02-01"),
-            (
-                Timestamp,
-                json!("2026-02-01T08:00:00Z"),
-                "2026-02-01T08:00:00Z",
-            ),
-            (
-                Timestamp,
-                json!("2026-02-01 08:00:00"),
-                "2026-02-01T01:00:00Z",
-            ),
+            (Timestamp, json!("2026-02-01T08:00:00Z"), "2026-02-01T08:00:00Z"),
+            (Timestamp, json!("2026-02-01 08:00:00"), "2026-02-01T01:00:00Z"),
             (Timestamp, json!("2026-02-01"), "2026-01-31T17:00:00Z"),
             (Json, json!({"a": [1, "x\ny"]}), "{\"a\":[1,\"x\\\\ny\"]}"),
         ];
@@ -282,10 +257,7 @@ mod tests {
 
     #[test]
     fn nul_never_reaches_jsonb() {
-        assert_eq!(
-            json_text(&json!({"k\u{0}": ["a\u{0}"]})),
-            "{\"k\u{FFFD}\":[\"a\u{FFFD}\"]}"
-        );
+        assert_eq!(json_text(&json!({"k\u{0}": ["a\u{0}"]})), "{\"k\u{FFFD}\":[\"a\u{FFFD}\"]}");
         assert_eq!(json_text(&json!({"k": 1})), "{\"k\":1}");
     }
 }
