@@ -512,3 +512,33 @@ fn sslmode_require_verifies_the_server() {
     assert!(ssl, "the reader's connection uses TLS");
     drop(reader);
 }
+
+/// A lost connection (PostgreSQL restarted, a DBA killed the session) fails the group it hits —
+/// transient, so the agents retry — and the next group reconnects; nothing is half-applied.
+#[test]
+fn a_lost_connection_fails_one_group_then_reconnects() {
+    let db = TestDb::new();
+    let (mut wh, reader) = open(&db);
+    apply(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 1, json!({"id": 1, "ten": "x"}))]).expect("apply");
+    let mut c = db.client();
+    let killed: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name IN ('kho-hub writer', 'kho-hub reader')",
+            &[],
+        )
+        .expect("terminate")
+        .get(0);
+    assert_eq!(killed, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let second = [upsert("ho_so", 2, json!({"id": 2, "ten": "y"}))];
+    let first_try = apply(&mut wh, "a", &[ho_so(&[])], &second);
+    if let Err(e) = &first_try {
+        assert!(e.is_transient(), "{e}");
+        wh.rollback();
+        apply(&mut wh, "a", &[ho_so(&[])], &second).expect("the retry reconnects");
+    }
+    assert_eq!(wh.applied_seq("a").expect("ledger"), 2);
+    let status = reader.status().expect("the reader reconnects too");
+    assert_eq!(status.datasets[0].rows, 2);
+}

@@ -33,25 +33,39 @@ impl PostgresReader {
         Arc::clone(&self.conflicts)
     }
 
-    /// Runs `f` in a read-only snapshot transaction, reconnecting first if the connection broke.
-    fn read<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T, WarehouseError>) -> Result<T, WarehouseError> {
+    /// Runs `f` in a read-only snapshot transaction. A connection found broken (before, or by
+    /// this very query) is reopened and `f` tried once more: reads are safe to repeat.
+    fn read<T>(&self, f: impl Fn(&mut Transaction<'_>) -> Result<T, WarehouseError>) -> Result<T, WarehouseError> {
         let mut slot = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(connect::connect(&self.settings, "reader")?);
+        let mut retried = false;
+        loop {
+            if slot.as_ref().is_none_or(Client::is_closed) {
+                *slot = Some(connect::connect(&self.settings, "reader")?);
+            }
+            let Some(client) = slot.as_mut() else {
+                return Err(WarehouseError::database("reader", std::io::Error::other("no connection")));
+            };
+            match read_once(client, &f) {
+                Err(_) if !retried && client.is_closed() => retried = true,
+                other => return other,
+            }
         }
-        let Some(client) = slot.as_mut() else {
-            return Err(WarehouseError::database("reader", std::io::Error::other("no connection")));
-        };
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(db("read transaction"))?;
-        let out = f(&mut tx)?;
-        tx.commit().map_err(db("read transaction"))?;
-        Ok(out)
     }
+}
+
+fn read_once<T>(
+    client: &mut Client,
+    f: &impl Fn(&mut Transaction<'_>) -> Result<T, WarehouseError>,
+) -> Result<T, WarehouseError> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(db("read transaction"))?;
+    let out = f(&mut tx)?;
+    tx.commit().map_err(db("read transaction"))?;
+    Ok(out)
 }
 
 impl Drop for PostgresReader {
