@@ -22,9 +22,9 @@
 //! ## Bulk path
 //! Per batch and dataset: the last change per key is picked in Rust (a key changed several times
 //! in one batch counts once, as its last change), those rows are `COPY`ed (text format, every cell
-//! checked by [`values`]) into a temporary staging table, and one statement merges it:
-//! `INSERT … SELECT … ON CONFLICT (key) DO UPDATE` for upserts and `UPDATE … SET _kho_deleted =
-//! true` for deletes ([`table::merge_sql`]). Every change (not only the last per key) is also
+//! checked by [`values`]) into a temporary staging table, and one statement merges its rows:
+//! `INSERT … SELECT … ON CONFLICT (key) DO UPDATE` ([`table::upsert_sql`]); deletes of rows not
+//! in the batch are one `UPDATE … SET _kho_deleted = true` ([`table::delete_sql`]). Every change (not only the last per key) is also
 //! `COPY`ed into `kho.change_log`.
 //!
 //! ## Exactly once and crash story
@@ -392,6 +392,7 @@ impl PostgresWarehouse {
             self.client.copy_in(&table::copy_stage_sql(&stage, &columns)).map_err(db("copy to staging"))?;
         let mut buf = String::with_capacity(COPY_CHUNK + 4096);
         let mut invalid = serde_json::Map::new();
+        let (mut with_values, mut key_only) = (0u64, 0u64);
         for (n, &i) in picked.iter().enumerate() {
             let key = key_text[n].as_str();
             if last.get(key) != Some(&n) {
@@ -405,6 +406,11 @@ impl PostgresWarehouse {
                 Op::Delete => last_upsert.get(key).and_then(|&u| changes[picked[u]].row.as_ref()),
             };
             let has_row = values_from.is_some();
+            if has_row {
+                with_values += 1;
+            } else {
+                key_only += 1;
+            }
             invalid.clear();
             for (col, ty) in columns.iter().zip(&types) {
                 let value = match values_from {
@@ -434,8 +440,15 @@ impl PostgresWarehouse {
         }
         writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
         writer.finish().map_err(db("copy to staging"))?;
-        let merge = table::merge_sql(&info.qualified(dataset), &stage, &schema.key, &columns);
-        self.client.execute(&merge, &[&agent, &now]).map_err(db(format!("merge into {dataset}")))?;
+        let qualified = info.qualified(dataset);
+        if with_values > 0 {
+            let sql = table::upsert_sql(&qualified, &stage, &schema.key, &columns);
+            self.client.execute(&sql, &[&agent, &now]).map_err(db(format!("merge into {dataset}")))?;
+        }
+        if key_only > 0 {
+            let sql = table::delete_sql(&qualified, &stage, &schema.key);
+            self.client.execute(&sql, &[&agent, &now]).map_err(db(format!("soft-delete in {dataset}")))?;
+        }
         self.exec(&format!("DROP TABLE {stage}"), "drop staging table")?;
         Ok(())
     }

@@ -185,14 +185,12 @@ pub fn copy_stage_sql(stage: &str, columns: &[&str]) -> String {
     format!("COPY {stage} ({}) FROM STDIN", cols.join(", "))
 }
 
-/// One statement that merges a staging table (one change per key, the last) into the dataset
-/// table: rows with values through `INSERT … ON CONFLICT DO UPDATE` (an upsert brings a
-/// soft-deleted row back to life; an upsert-then-delete lands soft-deleted), key-only deletes as
-/// one `UPDATE … SET _kho_deleted = true` (a key never seen is a no-op).
+/// Merges the staging table's rows with values (one change per key, the last) into the dataset
+/// table: `INSERT … SELECT … ON CONFLICT (key) DO UPDATE` — an upsert brings a soft-deleted row
+/// back to life, an upsert-then-delete within the batch lands soft-deleted with its values.
 /// Parameters: `$1` agent, `$2` applied-at (RFC 3339).
-pub fn merge_sql(qualified_table: &str, stage: &str, key: &[String], columns: &[&str]) -> String {
+pub fn upsert_sql(qualified_table: &str, stage: &str, key: &[String], columns: &[&str]) -> String {
     let names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    let keys = key_list(key);
     let mut sets: Vec<String> = columns
         .iter()
         .filter(|c| !key.iter().any(|k| k == *c))
@@ -206,17 +204,26 @@ pub fn merge_sql(qualified_table: &str, stage: &str, key: &[String], columns: &[
             .iter()
             .map(|q| format!("{q} = EXCLUDED.{q}")),
     );
-    let key_match: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect();
     format!(
-        "WITH up AS (INSERT INTO {qualified_table} AS t ({cols}, \"_kho_agent\", \"_kho_seq\", \"_kho_applied_at\", \
+        "INSERT INTO {qualified_table} AS t ({cols}, \"_kho_agent\", \"_kho_seq\", \"_kho_applied_at\", \
          \"_kho_deleted\", \"_kho_invalid\") \
          SELECT {cols}, $1::text, \"_kho_seq\", $2::text::timestamptz, \"_kho_deleted\", \"_kho_invalid\" FROM {stage} \
-         WHERE \"_kho_has_row\" ON CONFLICT ({keys}) DO UPDATE SET {sets} RETURNING 1) \
-         UPDATE {qualified_table} AS t SET \"_kho_deleted\" = true, \"_kho_agent\" = $1::text, \
+         WHERE \"_kho_has_row\" ON CONFLICT ({keys}) DO UPDATE SET {sets}",
+        cols = names.join(", "),
+        keys = key_list(key),
+        sets = sets.join(", "),
+    )
+}
+
+/// Soft-deletes the rows of the staging table's key-only deletes in one `UPDATE` (a key never
+/// seen is a no-op). Run only when there are such deletes: joined against an unanalysed
+/// staging table, the planner may scan the whole dataset table. Parameters as [`upsert_sql`].
+pub fn delete_sql(qualified_table: &str, stage: &str, key: &[String]) -> String {
+    let key_match: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect();
+    format!(
+        "UPDATE {qualified_table} AS t SET \"_kho_deleted\" = true, \"_kho_agent\" = $1::text, \
          \"_kho_seq\" = s.\"_kho_seq\", \"_kho_applied_at\" = $2::text::timestamptz \
          FROM {stage} AS s WHERE NOT s.\"_kho_has_row\" AND {matches}",
-        cols = names.join(", "),
-        sets = sets.join(", "),
         matches = key_match.join(" AND "),
     )
 }
@@ -287,11 +294,12 @@ mod tests {
         assert!(create.starts_with("CREATE TABLE \"so \"\"y\"\" te\".\"ho_so\" (\"mã\"\"; DROP TABLE x; --\" text NOT NULL, \"Họ tên\" text, "), "{create}");
         assert!(create.ends_with("PRIMARY KEY (\"mã\"\"; DROP TABLE x; --\"))"), "{create}");
         let cols: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
-        let merge = merge_sql("\"s\".\"ho_so\"", "kho_stage_1", &s.key, &cols);
+        let merge = upsert_sql("\"s\".\"ho_so\"", "kho_stage_1", &s.key, &cols);
         assert!(
             merge.contains("ON CONFLICT (\"mã\"\"; DROP TABLE x; --\") DO UPDATE SET \"Họ tên\" = EXCLUDED.\"Họ tên\""),
             "{merge}"
         );
-        assert!(merge.contains("t.\"mã\"\"; DROP TABLE x; --\" = s.\"mã\"\"; DROP TABLE x; --\""), "{merge}");
+        let delete = delete_sql("\"s\".\"ho_so\"", "kho_stage_1", &s.key);
+        assert!(delete.contains("t.\"mã\"\"; DROP TABLE x; --\" = s.\"mã\"\"; DROP TABLE x; --\""), "{delete}");
     }
 }
