@@ -169,6 +169,7 @@ pub struct PostgresWarehouse {
     stages: u64,
     /// Set on the one writer that prunes the change log, with the time it last did.
     pruned_at: Option<Option<Instant>>,
+    /// Between `BEGIN` and `COMMIT`/`ROLLBACK`, so a rollback is only sent when one is open.
     in_transaction: bool,
 }
 
@@ -496,13 +497,16 @@ impl Warehouse for PostgresWarehouse {
         let result = self.exec("COMMIT", "commit");
         self.in_transaction = false;
         if result.is_err() {
+            // Forget what this transaction taught the catalogue cache.
             self.rollback();
         }
         result
     }
 
     fn rollback(&mut self) {
-        if !self.client.is_closed()
+        // After a failed COMMIT the server has already ended the transaction.
+        if self.in_transaction
+            && !self.client.is_closed()
             && let Err(e) = self.client.batch_execute("ROLLBACK")
         {
             tracing::error!(error = %e, "rollback failed");
