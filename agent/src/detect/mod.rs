@@ -15,6 +15,7 @@
 
 pub mod cursor;
 pub mod encode;
+pub mod profile;
 pub mod snapshot;
 
 use std::time::Duration;
