@@ -7,8 +7,12 @@
 //!   a batch ending at or below `L` is acknowledged with `L` and applies nothing; a batch that
 //!   overlaps `L` (the agent re-batched after a lost ack) applies only its changes above `L`; a
 //!   batch starting past `L + 1` is refused with the expected sequence.
-//! - **Per-agent order** (invariant 4): one thread applies everything, in queue order; an agent sends
-//!   its next batch only after the previous one's ack.
+//! - **Per-agent order** (invariant 4): one thread applies all of an agent's jobs, in queue order
+//!   (an agent is always routed to the same writer); an agent sends its next batch only after the
+//!   previous one's ack. SQLite has exactly one writer; PostgreSQL has `warehouse.writers`, each
+//!   with its own connection, so different agents' batches are applied in parallel. The
+//!   exactly-once rule ([`plan`]) is the same either way: it reads the agent's ledger inside the
+//!   writer's transaction.
 //! - **Group commit**: the thread drains what is waiting (up to [`MAX_GROUP_JOBS`] jobs or
 //!   [`MAX_GROUP_CHANGES`] changes) into one transaction. Each job runs inside its own savepoint and
 //!   reads the ledger inside the transaction, so a later job of the same agent sees the earlier
@@ -37,6 +41,8 @@ use crate::warehouse::{AgentTransition, DatasetActivity, StoredTransition, Wareh
 /// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
 /// this bounds the hub's memory as much as it bounds latency.
 pub const QUEUE_CAPACITY: usize = 32;
+/// Smallest queue per writer when several share [`QUEUE_CAPACITY`].
+pub const MIN_QUEUE_CAPACITY: usize = 4;
 /// Most jobs committed in one transaction: enough to amortise the fsync across many agents.
 pub const MAX_GROUP_JOBS: usize = 64;
 /// Stop adding jobs to a group past this many changes, so one commit stays a few seconds at most.
@@ -134,33 +140,46 @@ impl Job {
     }
 }
 
-/// The async side's handle to the writer thread. Cloning is cheap; the thread stops once every
-/// handle is dropped and the queue is empty.
+/// The async side's handle to the writer threads. Cloning is cheap; the threads stop once every
+/// handle is dropped and their queues are empty.
 #[derive(Clone)]
 pub struct ApplierHandle {
-    tx: mpsc::Sender<Job>,
+    /// One queue per writer thread; [`ApplierHandle::queue_of`] picks an agent's.
+    queues: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl ApplierHandle {
+    /// The queue of `agent`'s writer: always the same one, so one agent's batches are applied in
+    /// order by one thread (invariant 4) while different agents' go in parallel.
+    fn queue_of(&self, agent: &str) -> &mpsc::Sender<Job> {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same agent maps to the same writer all run long.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        agent.hash(&mut h);
+        &self.queues[(h.finish() % self.queues.len() as u64) as usize]
+    }
+
     /// Queues a validated, authorised batch and waits until it is committed (or refused).
     pub async fn apply(&self, batch: Batch) -> Result<Applied, ApplyError> {
         let (reply, rx) = oneshot::channel();
+        let queue = self.queue_of(&batch.agent).clone();
         let job = Job::Batch { batch: Box::new(batch), queued: Instant::now(), reply };
-        self.tx.send(job).await.map_err(|_| ApplyError::Stopped)?;
+        queue.send(job).await.map_err(|_| ApplyError::Stopped)?;
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
-    /// Queues a heartbeat and waits until it is stored.
+    /// Queues a heartbeat and waits until it is stored (by the agent's writer, after its batches).
     pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<(), ApplyError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Heartbeat { heartbeat, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        let queue = self.queue_of(&heartbeat.agent).clone();
+        queue.send(Job::Heartbeat { heartbeat, reply }).await.map_err(|_| ApplyError::Stopped)?;
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
     /// Queues the evaluator's records and waits until they are stored.
     pub async fn record(&self, records: Records) -> Result<(), ApplyError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Records { records, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        self.queues[0].send(Job::Records { records, reply }).await.map_err(|_| ApplyError::Stopped)?;
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 }
@@ -180,15 +199,41 @@ pub fn spawn(
     warehouse: Box<dyn Warehouse>,
     ctx: ApplierContext,
 ) -> std::io::Result<(ApplierHandle, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    spawn_pool(vec![warehouse], ctx)
+}
+
+/// Starts one writer thread per warehouse writer (SQLite: one; PostgreSQL: `warehouse.writers`).
+/// The queues share [`QUEUE_CAPACITY`] between them, so more writers do not mean more memory.
+/// The returned thread finishes when every writer has; it panics if one of them did.
+pub fn spawn_pool(
+    warehouses: Vec<Box<dyn Warehouse>>,
+    ctx: ApplierContext,
+) -> std::io::Result<(ApplierHandle, std::thread::JoinHandle<()>)> {
+    let n = warehouses.len().max(1);
+    let capacity = (QUEUE_CAPACITY / n).max(MIN_QUEUE_CAPACITY);
     // Without a runtime (never the case in the hub) the idle release is simply skipped.
     let runtime = tokio::runtime::Handle::try_current().ok();
-    let thread = std::thread::Builder::new().name("kho-applier".into()).spawn(move || {
-        let span = tracing::info_span!("applier");
-        let _entered = span.enter();
-        run(warehouse, rx, &ctx, runtime.as_ref());
+    let mut queues = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for (i, warehouse) in warehouses.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (ctx, runtime) = (ctx.clone(), runtime.clone());
+        let name = if n == 1 { "kho-applier".to_string() } else { format!("kho-applier-{i}") };
+        threads.push(std::thread::Builder::new().name(name).spawn(move || {
+            let span = tracing::info_span!("applier", writer = i);
+            let _entered = span.enter();
+            run(warehouse, rx, &ctx, runtime.as_ref());
+        })?);
+        queues.push(tx);
+    }
+    let joiner = std::thread::Builder::new().name("kho-applier-join".into()).spawn(move || {
+        // Join all first, then pass the first panic on, so the hub reports an unclean stop.
+        let results: Vec<_> = threads.into_iter().map(std::thread::JoinHandle::join).collect();
+        if let Some(Err(panic)) = results.into_iter().find(Result::is_err) {
+            std::panic::resume_unwind(panic);
+        }
     })?;
-    Ok((ApplierHandle { tx }, thread))
+    Ok((ApplierHandle { queues: queues.into() }, joiner))
 }
 
 /// Waits for the next job. While the cache holds a burst's pages (`last_batch` is set), waits at

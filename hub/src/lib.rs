@@ -114,14 +114,22 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         Some(tls::server_config(&paths.cert, &paths.key)?)
     };
 
-    let (writer, reader) = warehouse::open(&config.warehouse)?;
+    let department_of: warehouse::postgres::DepartmentOf = {
+        let catalog = catalog.clone();
+        Arc::new(move |dataset: &str| catalog.get().dataset(dataset).map(|d| d.department.clone()))
+    };
+    // Opening may block (PostgreSQL connects with its own small runtime): off the async workers.
+    let warehouse_config = config.warehouse.clone();
+    let (writers, reader) = tokio::task::spawn_blocking(move || warehouse::open(&warehouse_config, department_of))
+        .await
+        .map_err(|e| HubError::Thread(std::io::Error::other(e.to_string())))??;
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = apply::ApplierContext {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&hooks.clock),
         catalog: catalog.clone(),
     };
-    let (applier, applier_thread) = apply::spawn(writer, ctx).map_err(HubError::Thread)?;
+    let (applier, applier_thread) = apply::spawn_pool(writers, ctx).map_err(HubError::Thread)?;
 
     // Background tasks stop on `tasks` (cancelled with the hub, or when serving fails).
     let tasks = shutdown.child_token();

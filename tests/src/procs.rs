@@ -83,11 +83,24 @@ impl HubProc {
         hub
     }
 
+    /// Like [`HubProc::start`], with the given `[warehouse]` section body (e.g. PostgreSQL's,
+    /// from `crate::pgwh::PgWarehouse::hub_toml`).
+    pub fn start_with_warehouse(dir: &Path, agents: &[AgentSpec], warehouse_toml: &str) -> HubProc {
+        let mut hub = HubProc::configure_with(dir, free_port(), agents, warehouse_toml);
+        hub.spawn();
+        hub
+    }
+
     /// Writes the config without starting the process (for "hub down" tests).
     pub fn configure(dir: &Path, port: u16, agents: &[AgentSpec]) -> HubProc {
+        HubProc::configure_with(dir, port, agents, "kind = \"sqlite\"\npath = \"warehouse.sqlite\"\n")
+    }
+
+    /// Writes the config, with the given `[warehouse]` section body, without starting the process.
+    pub fn configure_with(dir: &Path, port: u16, agents: &[AgentSpec], warehouse_toml: &str) -> HubProc {
         fs::create_dir_all(dir).expect("hub dir");
         let mut toml = format!(
-            "[hub]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n[tls]\nself_signed = true\n\n[warehouse]\nkind = \"sqlite\"\npath = \"warehouse.sqlite\"\n"
+            "[hub]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n[tls]\nself_signed = true\n\n[warehouse]\n{warehouse_toml}"
         );
         for a in agents {
             let ds: Vec<String> = a.datasets.iter().map(|d| format!("\"{d}\"")).collect();

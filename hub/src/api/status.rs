@@ -40,6 +40,9 @@ pub struct DatasetView {
     pub last_agent: Option<String>,
     pub last_contact_at: Option<String>,
     pub last_ok_poll_at: Option<String>,
+    /// Why the dataset's latest batch was refused (schema conflict), until one is accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +141,7 @@ pub fn build(generated_at: String, status: WarehouseStatus, configured: &[(Strin
                 created_at: d.created_at,
                 last_change_at: d.last_change_at,
                 last_seq: d.last_seq,
+                schema_error: d.schema_error,
                 last_agent: d.last_agent,
             }
         })
@@ -163,6 +167,7 @@ mod tests {
                 last_change_at: Some("2025-01-01T00:00:01.000Z".into()),
                 last_seq: Some(4),
                 last_agent: Some("a".into()),
+                schema_error: Some("column \"x\" changed type from int to bool".into()),
             }],
             agents: vec![AgentStatus {
                 id: "a".into(),
@@ -185,6 +190,7 @@ mod tests {
         let doc = build("now".into(), status, &configured);
         let d = &doc.datasets[0];
         assert_eq!(d.last_contact_at.as_deref(), Some("2025-01-01T00:00:05.000Z"));
+        assert!(d.schema_error.as_deref().is_some_and(|e| e.contains("int to bool")), "conflicts reach the API");
         assert_eq!(d.last_ok_poll_at.as_deref(), Some("2025-01-01T00:00:04.000Z"));
         assert_eq!(doc.agents.len(), 2);
         assert!(doc.agents[1].last_seen_at.is_none() && doc.agents[1].configured);

@@ -54,7 +54,7 @@ fn every_bad_field_is_named_by_entry() {
          [[dataset]]\nid = \"ho_so_tthc\"\ntitle = \"Hồ sơ\"\ndepartment = \"vp_ubnd\"\nagents = [\"Bad Agent\"]\n\
          cadence = \"monthly\"\ndeadline = {{ day = 32, weekday = \"monday\" }}\nupdate_kind = \"change\"\nopen_data = true\n\
          [[dataset]]\nid = \"ho_so_tthc\"\ntitle = \" \"\ndepartment = \"so_tai_chinh\"\ncadence = \"weekly\"\n\
-         deadline = {{ days_after = 8 }}\nupdate_kind = \"sync\"\nfreshness_field = \"bad column\"\n\
+         deadline = {{ days_after = 8 }}\nupdate_kind = \"sync\"\nfreshness_field = \"_kho_seq\"\n\
          [[scenario]]\nid = \"kb_x\"\ntitle = \"X\"\noffice = \"ubnd\"\n\
          inputs = [{{ dataset = \"nope\", max_staleness = \"1 day\" }}, {{ dataset = \"ho_so_tthc\", max_staleness = \"1 day\" }}, {{ dataset = \"ho_so_tthc\", max_staleness = \"1 week\" }}]\n\
          [[scenario]]\nid = \"kb_empty\"\ntitle = \"E\"\noffice = \"so_tai_chinh\"\ninputs = []\n"

@@ -27,6 +27,11 @@
 //! [warehouse]
 //! kind = "sqlite"
 //! path = "warehouse.sqlite"
+//! # or, for a province's shared warehouse:
+//! # kind = "postgres"
+//! # url = "postgres://kho@db.sonla.vnpt.vn/kho?sslmode=require"
+//! # history_retention = "90d"
+//! # writers = 4
 //!
 //! [[agent]]
 //! id = "so-y-te-01"
@@ -63,6 +68,18 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// The embedded warehouse file, relative to the data directory.
 pub const DEFAULT_WAREHOUSE_PATH: &str = "warehouse.sqlite";
+/// How long the PostgreSQL warehouse keeps `kho.change_log` rows: a quarter covers the
+/// quarterly reporting cycle, after which the dataset tables themselves are the record.
+pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Parallel PostgreSQL writers (one connection each; an agent always goes to the same one). The
+/// hub machine has few cores and PostgreSQL does most of the work; 4 keeps a slow agent from
+/// holding up the others without flooding the server with connections.
+pub const DEFAULT_PG_WRITERS: usize = 4;
+/// Upper bound for `warehouse.writers`: each is a PostgreSQL connection and a thread.
+pub const MAX_PG_WRITERS: usize = 64;
+/// Schema for datasets that the catalogue does not assign to a department (see
+/// `warehouse/postgres`): PostgreSQL's default, so analysts find them without a search_path.
+pub const DEFAULT_UNASSIGNED_SCHEMA: &str = "public";
 /// Longest agent id; agent ids appear in logs, metrics labels and certificate CNs.
 pub const MAX_AGENT_ID_LEN: usize = 63;
 
@@ -153,7 +170,10 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarehouseKind {
+    /// One embedded file (`path`): the default, nothing to install.
     Sqlite,
+    /// A PostgreSQL database (`url`): a province's shared warehouse.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,13 +181,83 @@ pub enum WarehouseKind {
 pub struct WarehouseSection {
     #[serde(default = "default_warehouse_kind")]
     pub kind: WarehouseKind,
+    /// SQLite only: the file, relative to `hub.data_dir`.
     #[serde(default = "default_warehouse_path")]
     pub path: PathBuf,
+    /// PostgreSQL only: a libpq-style URL or key=value string. `sslmode=require` uses TLS through
+    /// rustls, verifying the server against `ssl_root_cert` or the platform roots; otherwise plain.
+    pub url: Option<String>,
+    /// PostgreSQL only: a CA (PEM) to trust instead of the platform's roots.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// PostgreSQL only: how long `kho.change_log` keeps each applied change.
+    #[serde(default = "default_history_retention", with = "humantime_serde")]
+    pub history_retention: Duration,
+    /// PostgreSQL only: parallel writers (SQLite always has exactly one).
+    #[serde(default = "default_pg_writers")]
+    pub writers: usize,
+    /// PostgreSQL only: schema of datasets the catalogue does not assign to a department.
+    #[serde(default = "default_unassigned_schema")]
+    pub unassigned_schema: String,
 }
 
 impl Default for WarehouseSection {
     fn default() -> Self {
-        WarehouseSection { kind: WarehouseKind::Sqlite, path: PathBuf::from(DEFAULT_WAREHOUSE_PATH) }
+        WarehouseSection {
+            kind: WarehouseKind::Sqlite,
+            path: PathBuf::from(DEFAULT_WAREHOUSE_PATH),
+            url: None,
+            ssl_root_cert: None,
+            history_retention: DEFAULT_HISTORY_RETENTION,
+            writers: DEFAULT_PG_WRITERS,
+            unassigned_schema: DEFAULT_UNASSIGNED_SCHEMA.to_string(),
+        }
+    }
+}
+
+impl WarehouseSection {
+    /// Every problem of this section, each with its field name (`warehouse.url`, …).
+    fn validate(&self, bad: &mut dyn FnMut(&str, String)) {
+        let pg_only = "only used with kind = \"postgres\"";
+        match self.kind {
+            WarehouseKind::Sqlite => {
+                if self.path.as_os_str().is_empty() {
+                    bad("warehouse.path", "must not be empty".into());
+                }
+                if self.url.is_some() {
+                    bad("warehouse.url", pg_only.into());
+                }
+                if self.ssl_root_cert.is_some() {
+                    bad("warehouse.ssl_root_cert", pg_only.into());
+                }
+            }
+            WarehouseKind::Postgres => {
+                match self.url.as_deref() {
+                    None => bad("warehouse.url", "missing: kind = \"postgres\" needs a connection URL".into()),
+                    // The parser's message never contains the password; the URL is not echoed.
+                    Some(url) => match url.parse::<postgres::Config>() {
+                        Err(e) => bad("warehouse.url", format!("not a PostgreSQL connection URL: {e}")),
+                        Ok(c) if c.get_dbname().is_none() => {
+                            bad("warehouse.url", "names no database (postgres://user@host/DATABASE)".into())
+                        }
+                        Ok(_) => {}
+                    },
+                }
+                if let Some(ca) = &self.ssl_root_cert
+                    && !ca.is_file()
+                {
+                    bad("warehouse.ssl_root_cert", format!("{} does not exist or is not a file", ca.display()));
+                }
+                if self.history_retention.is_zero() {
+                    bad("warehouse.history_retention", "must be greater than 0 (e.g. \"90d\")".into());
+                }
+                if self.writers == 0 || self.writers > MAX_PG_WRITERS {
+                    bad("warehouse.writers", format!("must be between 1 and {MAX_PG_WRITERS}"));
+                }
+                if let Err(e) = kho_shared::ident::check_dataset_name(&self.unassigned_schema) {
+                    bad("warehouse.unassigned_schema", e.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -221,6 +311,15 @@ fn default_warehouse_kind() -> WarehouseKind {
 }
 fn default_warehouse_path() -> PathBuf {
     PathBuf::from(DEFAULT_WAREHOUSE_PATH)
+}
+fn default_history_retention() -> Duration {
+    DEFAULT_HISTORY_RETENTION
+}
+fn default_pg_writers() -> usize {
+    DEFAULT_PG_WRITERS
+}
+fn default_unassigned_schema() -> String {
+    DEFAULT_UNASSIGNED_SCHEMA.to_string()
 }
 
 /// A size given as a number of bytes or a string such as `"16 MiB"`.
@@ -298,7 +397,13 @@ impl HubConfig {
     fn resolve_paths(&mut self, base: &Path) {
         self.hub.data_dir = base.join(&self.hub.data_dir);
         self.warehouse.path = self.hub.data_dir.join(&self.warehouse.path);
-        let paths = [&mut self.tls.cert, &mut self.tls.key, &mut self.catalog.path, &mut self.alerts.ca_cert];
+        let paths = [
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.catalog.path,
+            &mut self.alerts.ca_cert,
+            &mut self.warehouse.ssl_root_cert,
+        ];
         for p in paths.into_iter().flatten() {
             *p = base.join(&*p);
         }
@@ -375,9 +480,7 @@ impl HubConfig {
         if l.max_concurrent_requests == 0 {
             bad("limits.max_concurrent_requests", "must be at least 1".into());
         }
-        if self.warehouse.path.as_os_str().is_empty() {
-            bad("warehouse.path", "must not be empty".into());
-        }
+        self.warehouse.validate(&mut bad);
         let mut ids = HashSet::new();
         let mut tokens = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {

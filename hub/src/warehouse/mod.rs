@@ -11,9 +11,11 @@
 //! Every warehouse keeps, besides one table per dataset, the same metadata tables:
 //! the ledger (agent → highest applied sequence), the dataset catalogue (key, columns, last
 //! change), the agents' last heartbeats, freshness evidence, dataset status history, agent
-//! liveness history and a small key-value table of hub bookkeeping. Implementations: [`sqlite`] (embedded default);
-//! PostgreSQL comes later.
+//! liveness history and a small key-value table of hub bookkeeping.
+//! Implementations: [`sqlite`] (embedded default, exactly one writer) and [`postgres`] (a
+//! province's shared warehouse, several writers — one connection each — for different agents).
 
+pub mod postgres;
 pub mod sqlite;
 
 use kho_shared::protocol::{Change, DatasetSchema, Heartbeat};
@@ -26,14 +28,20 @@ pub enum WarehouseError {
     /// that batch is refused; resending it unchanged cannot succeed.
     #[error("dataset {dataset}: {problem}")]
     SchemaConflict { dataset: String, problem: String },
-    /// The database failed; the transaction was rolled back and a retry may succeed.
+    /// The database failed; the transaction was rolled back and a retry may succeed. `source` is
+    /// the backend's own error (rusqlite, postgres), kept whole for its detail and chain.
     #[error("warehouse {context}: {source}")]
-    Database { context: String, source: rusqlite::Error },
+    Database { context: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("warehouse file {path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
 }
 
 impl WarehouseError {
+    /// A backend failure during `context` (what the warehouse was doing: "write ledger", …).
+    pub fn database(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> WarehouseError {
+        WarehouseError::Database { context: context.into(), source: Box::new(source) }
+    }
+
     /// Whether the same request can succeed later without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         !matches!(self, WarehouseError::SchemaConflict { .. })
@@ -169,6 +177,9 @@ pub struct DatasetStatus {
     pub last_change_at: Option<String>,
     pub last_seq: Option<u64>,
     pub last_agent: Option<String>,
+    /// Why this dataset's latest batch was refused (a schema conflict), until one is accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_error: Option<String>,
 }
 
 /// One agent's ledger position and last heartbeat.
@@ -190,16 +201,28 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A warehouse's writer (for the applier thread) and its status reader.
-pub type Opened = (Box<dyn Warehouse>, std::sync::Arc<dyn WarehouseReader>);
+/// A warehouse's writers (one per applier thread; an agent always goes to the same one) and its
+/// status reader.
+pub type Opened = (Vec<Box<dyn Warehouse>>, std::sync::Arc<dyn WarehouseReader>);
 
-/// Opens the configured warehouse: its single writer and its status reader.
-pub fn open(config: &crate::config::WarehouseSection) -> Result<Opened, WarehouseError> {
+/// Opens the configured warehouse: its writers and its status reader. `department_of` names a
+/// dataset's department from the catalogue (PostgreSQL puts its table in that schema).
+pub fn open(config: &crate::config::WarehouseSection, department_of: postgres::DepartmentOf) -> Result<Opened, WarehouseError> {
     match config.kind {
         crate::config::WarehouseKind::Sqlite => {
             let writer = sqlite::SqliteWarehouse::open(&config.path)?;
             let reader = sqlite::SqliteReader::open(&config.path)?;
-            Ok((Box::new(writer), std::sync::Arc::new(reader)))
+            Ok((vec![Box::new(writer)], std::sync::Arc::new(reader)))
+        }
+        crate::config::WarehouseKind::Postgres => {
+            let settings = postgres::Settings {
+                url: config.url.clone().unwrap_or_default(),
+                ssl_root_cert: config.ssl_root_cert.clone(),
+                history_retention: config.history_retention,
+                unassigned_schema: config.unassigned_schema.clone(),
+            };
+            let (writers, reader) = postgres::open(settings, config.writers, department_of)?;
+            Ok((writers, reader))
         }
     }
 }

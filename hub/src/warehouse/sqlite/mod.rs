@@ -83,7 +83,7 @@ pub struct SqliteWarehouse {
 
 fn db(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> WarehouseError {
     let context = context.into();
-    move |source| WarehouseError::Database { context, source }
+    move |source| WarehouseError::database(context, source)
 }
 
 impl SqliteWarehouse {

@@ -94,6 +94,7 @@ impl WarehouseReader for SqliteReader {
                     last_change_at,
                     last_seq: last_seq.map(|s| s.max(0) as u64),
                     last_agent,
+                    schema_error: None,
                     dataset,
                 });
             }

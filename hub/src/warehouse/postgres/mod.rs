@@ -1,0 +1,689 @@
+//! The PostgreSQL warehouse: a province's shared warehouse, queried directly by analysts and the
+//! IOC. Selected by `[warehouse] kind = "postgres"`, `url = "postgres://…"`.
+//!
+//! ## Layout
+//! - **One schema per department**: a dataset's table lives in the schema named by its
+//!   catalogue department's code (`so_y_te."ho_so"`). A dataset the catalogue does not know (or
+//!   no catalogue at all) goes to `warehouse.unassigned_schema` (default `public`). The schema is
+//!   chosen when the table is created and recorded in `kho.datasets.schema_name`; moving a dataset
+//!   to another department in the catalogue later does not move its table (an operator does that
+//!   with `ALTER TABLE … SET SCHEMA` and an update of that row), so queries never break silently.
+//! - **One table per dataset**: the source's columns typed from the portable set
+//!   ([`values::pg_type`]), `PRIMARY KEY` from the dataset's key, then `_kho_agent`, `_kho_seq`,
+//!   `_kho_applied_at` (timestamptz), `_kho_deleted` (deletes are soft; the values stay) and
+//!   `_kho_invalid` (jsonb: cells that did not fit their column, as sent; see [`values`]).
+//! - **`kho` schema** for hub metadata: `ledger(agent, applied_seq, updated_at)` — the
+//!   exactly-once record; `datasets(dataset, schema_name, key_json, columns_json, created_at,
+//!   last_change_at, last_seq, last_agent)` — the catalogue tables are created from, with each
+//!   column's *stored* type; `agents` (latest heartbeats); `observations`, `freshness_history`,
+//!   `agent_history` and `meta` ([`freshness`]); and `change_log(dataset, key, op, row, agent, seq, applied_at)` — every applied
+//!   change, append-only, pruned after `warehouse.history_retention` ([`history`]).
+//!
+//! ## Bulk path
+//! Per batch and dataset: the last change per key is picked in Rust (a key changed several times
+//! in one batch counts once, as its last change), those rows are `COPY`ed (text format, every cell
+//! checked by [`values`]) into a temporary staging table, and one statement merges its rows:
+//! `INSERT … SELECT … ON CONFLICT (key) DO UPDATE` ([`table::upsert_sql`]); deletes of rows not
+//! in the batch are one `UPDATE … SET _kho_deleted = true` ([`table::delete_sql`]). Every change (not only the last per key) is also
+//! `COPY`ed into `kho.change_log`.
+//!
+//! ## Exactly once and crash story
+//! The applier's group is one PostgreSQL transaction (`BEGIN` … `COMMIT`), each batch in a
+//! `SAVEPOINT`; the ledger row is written in it with the rows, the change log and the evidence.
+//! The hub acknowledges only after `COMMIT` returned, so after a kill -9 of the hub (or a crash
+//! of PostgreSQL) the database holds exactly the committed groups and the ledger says which
+//! batches they were. A broken connection fails the group (the agents retry) and the next group
+//! reconnects.
+//!
+//! ## Concurrency
+//! Several writers ([`crate::apply::spawn_pool`]), each with its own connection, apply the batches
+//! of different agents in parallel; one agent always goes to the same writer. DDL is serialised
+//! across writers by a transaction-scoped advisory lock and by locking the dataset's
+//! `kho.datasets` row, after which the writer re-reads the row, so a writer never acts on another's
+//! stale catalogue.
+
+mod connect;
+mod freshness;
+mod history;
+mod reader;
+mod table;
+mod values;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kho_shared::protocol::{Change, Column, DatasetSchema, Heartbeat, Op};
+use postgres::{Client, GenericClient};
+
+pub use connect::Settings;
+pub use reader::PostgresReader;
+use table::TableInfo;
+
+use super::{AgentTransition, ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
+
+/// The catalogue's department for a dataset, if it has one.
+pub type DepartmentOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Schema conflicts seen by the writers, per dataset, shown by the status API until that
+/// dataset's schema is accepted again. In memory: the refused batch is resent, so after a restart
+/// the conflict is found (and shown) again at once.
+pub type Conflicts = Arc<Mutex<HashMap<String, String>>>;
+
+/// Advisory-lock key that serialises DDL (metadata tables, new schemas and tables) across writers
+/// and hubs: "kho" in ASCII.
+const DDL_LOCK: i64 = 0x6b_68_6f;
+/// How often the first writer prunes `kho.change_log`.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// COPY data is streamed to the server in pieces of about this size.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub(super) const METADATA_SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS kho;
+CREATE TABLE IF NOT EXISTS kho.ledger (
+    agent text PRIMARY KEY,
+    applied_seq bigint NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kho.datasets (
+    dataset text PRIMARY KEY,
+    schema_name text NOT NULL,
+    key_json jsonb NOT NULL,
+    columns_json jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    last_change_at timestamptz,
+    last_seq bigint,
+    last_agent text
+);
+CREATE TABLE IF NOT EXISTS kho.agents (
+    agent text PRIMARY KEY,
+    last_seen_at timestamptz NOT NULL,
+    version text,
+    outbox_depth bigint,
+    acked_through bigint,
+    report_json jsonb
+);
+CREATE TABLE IF NOT EXISTS kho.observations (
+    dataset text PRIMARY KEY,
+    first_received_at timestamptz NOT NULL,
+    last_change_at timestamptz,
+    last_sync_at timestamptz,
+    max_business_date date,
+    pending_sync_at timestamptz,
+    pending_sync_seq bigint,
+    pending_agent text
+);
+CREATE TABLE IF NOT EXISTS kho.freshness_history (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dataset text NOT NULL,
+    at timestamptz NOT NULL,
+    status text NOT NULL,
+    period_label text NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS freshness_history_by_dataset ON kho.freshness_history (dataset, at);
+CREATE TABLE IF NOT EXISTS kho.agent_history (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    agent text NOT NULL,
+    at timestamptz NOT NULL,
+    online boolean NOT NULL,
+    last_seen_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS kho.meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kho.change_log (
+    dataset text NOT NULL,
+    key jsonb NOT NULL,
+    op text NOT NULL,
+    row jsonb,
+    agent text NOT NULL,
+    seq bigint NOT NULL,
+    applied_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS change_log_by_time ON kho.change_log USING brin (applied_at);
+";
+
+pub(super) fn db(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> WarehouseError {
+    let context = context.into();
+    move |source| WarehouseError::database(context, source)
+}
+
+/// SQL that renders a timestamptz column as RFC 3339 UTC with milliseconds (the hub's format).
+pub(super) fn rfc3339(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+}
+
+/// One writer of the PostgreSQL warehouse (there may be several, one per applier thread).
+pub struct PostgresWarehouse {
+    client: Client,
+    settings: Arc<Settings>,
+    department_of: DepartmentOf,
+    conflicts: Conflicts,
+    /// The catalogue as of the current transaction; reloaded whenever work is rolled back.
+    tables: HashMap<String, TableInfo>,
+    /// Names the staging tables of one transaction.
+    stages: u64,
+    /// Set on the one writer that prunes the change log, with the time it last did.
+    pruned_at: Option<Option<Instant>>,
+    /// Between `BEGIN` and `COMMIT`/`ROLLBACK`, so a rollback is only sent when one is open.
+    in_transaction: bool,
+}
+
+impl PostgresWarehouse {
+    /// Connects, creates the metadata tables if needed and reads the catalogue. `prunes`: this
+    /// writer also prunes the change log (exactly one writer of a hub should).
+    pub fn open(
+        settings: Arc<Settings>,
+        department_of: DepartmentOf,
+        conflicts: Conflicts,
+        prunes: bool,
+    ) -> Result<PostgresWarehouse, WarehouseError> {
+        let mut client = connect::connect(&settings, "writer")?;
+        create_metadata(&mut client)?;
+        let mut wh = PostgresWarehouse {
+            client,
+            settings,
+            department_of,
+            conflicts,
+            tables: HashMap::new(),
+            stages: 0,
+            pruned_at: prunes.then_some(None),
+            in_transaction: false,
+        };
+        wh.reload_catalogue()?;
+        Ok(wh)
+    }
+
+    fn reload_catalogue(&mut self) -> Result<(), WarehouseError> {
+        let rows = self
+            .client
+            .query("SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets", &[])
+            .map_err(db("read catalogue"))?;
+        let mut tables = HashMap::new();
+        for row in rows {
+            let dataset: String = row.get(0);
+            match parse_table(row.get(1), row.get(2), row.get(3)) {
+                Ok(info) => {
+                    tables.insert(dataset, info);
+                }
+                // A hand-edited catalogue row: refuse that dataset's batches rather than guess.
+                Err(e) => {
+                    tracing::error!(dataset, error = %e, "unreadable kho.datasets row; its batches will fail")
+                }
+            }
+        }
+        self.tables = tables;
+        Ok(())
+    }
+
+    /// Re-reads one dataset's catalogue row, locking it until the transaction ends (so two
+    /// writers never evolve the same table from different views).
+    fn lock_table(&mut self, dataset: &str) -> Result<Option<TableInfo>, WarehouseError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT schema_name, key_json::text, columns_json::text FROM kho.datasets WHERE dataset = $1 FOR UPDATE",
+                &[&dataset],
+            )
+            .map_err(db("read catalogue"))?;
+        let Some(row) = row else { return Ok(None) };
+        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
+            dataset: dataset.to_string(),
+            problem: format!("unreadable kho.datasets row: {e}"),
+        })?;
+        self.tables.insert(dataset.to_string(), info.clone());
+        Ok(Some(info))
+    }
+
+    fn exec(&mut self, sql: &str, context: &str) -> Result<(), WarehouseError> {
+        self.client.batch_execute(sql).map_err(db(context))
+    }
+
+    fn note_conflict(&self, dataset: &str, problem: &str) {
+        let mut board = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.insert(dataset.to_string(), problem.to_string());
+    }
+
+    fn clear_conflict(&self, dataset: &str) {
+        let mut board = self.conflicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.remove(dataset);
+    }
+
+    fn create_dataset(&mut self, schema: &DatasetSchema, now: &str) -> Result<(), WarehouseError> {
+        let dataset = schema.dataset.as_str();
+        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
+        self.client.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
+        // Another writer may have created it while this one waited for the lock.
+        if self.lock_table(dataset)?.is_some() {
+            return self.evolve_dataset(schema);
+        }
+        let department = (self.department_of)(dataset);
+        let schema_name = department.unwrap_or_else(|| self.settings.unassigned_schema.clone());
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table::qualified(&schema_name, dataset)])
+            .map_err(db("check table"))?
+            .get(0);
+        if exists {
+            return Err(conflict(format!(
+                "a table {schema_name}.{dataset} exists but was not created by Kho; rename it or assign the \
+                 dataset to another department"
+            )));
+        }
+        let ddl = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; {}",
+            crate::warehouse::quote_ident(&schema_name),
+            table::create_table_sql(&schema_name, schema)
+        );
+        self.exec(&ddl, &format!("create table {schema_name}.{dataset}"))?;
+        let key_json = serde_json::to_string(&schema.key).unwrap_or_default();
+        let columns_json = serde_json::to_string(&schema.columns).unwrap_or_default();
+        self.client
+            .execute(
+                "INSERT INTO kho.datasets (dataset, schema_name, key_json, columns_json, created_at) \
+                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::timestamptz)",
+                &[&dataset, &schema_name, &key_json, &columns_json, &now],
+            )
+            .map_err(db("write catalogue"))?;
+        tracing::info!(dataset, schema = %schema_name, columns = schema.columns.len(), "created warehouse table");
+        self.tables.insert(
+            dataset.to_string(),
+            TableInfo { schema: schema_name, key: schema.key.clone(), columns: schema.columns.clone() },
+        );
+        Ok(())
+    }
+
+    fn evolve_dataset(&mut self, schema: &DatasetSchema) -> Result<(), WarehouseError> {
+        let dataset = schema.dataset.as_str();
+        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
+        let Some(info) = self.tables.get(dataset) else {
+            return Err(conflict("dataset vanished from kho.datasets".into()));
+        };
+        let evolution = table::plan_evolution(info, schema).map_err(conflict)?;
+        let Some(columns) = evolution.columns.clone() else {
+            return Ok(());
+        };
+        let qualified = info.qualified(dataset);
+        for sql in table::evolution_sql(&qualified, &evolution) {
+            self.exec(&sql, &format!("alter table {qualified}"))?;
+        }
+        for c in &evolution.add {
+            tracing::info!(dataset, column = %c.name, ty = c.ty.as_str(), "added warehouse column");
+        }
+        for c in &evolution.widen {
+            tracing::info!(dataset, column = %c.name, ty = c.ty.as_str(), "widened warehouse column");
+        }
+        let columns_json = serde_json::to_string(&columns).unwrap_or_default();
+        self.client
+            .execute(
+                "UPDATE kho.datasets SET columns_json = $2::text::jsonb WHERE dataset = $1",
+                &[&dataset, &columns_json],
+            )
+            .map_err(db("write catalogue"))?;
+        if let Some(t) = self.tables.get_mut(dataset) {
+            t.columns = columns;
+        }
+        Ok(())
+    }
+
+    /// Stages and merges one dataset's changes (indices into `changes`, in order).
+    fn apply_dataset(
+        &mut self,
+        agent: &str,
+        schema: &DatasetSchema,
+        changes: &[Change],
+        picked: &[usize],
+        now: &str,
+    ) -> Result<(), WarehouseError> {
+        let dataset = schema.dataset.as_str();
+        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
+        let Some(info) = self.tables.get(dataset).cloned() else {
+            return Err(conflict("the dataset's table was not prepared".into()));
+        };
+        let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        let types: Vec<_> =
+            columns.iter().map(|c| info.column_type(c).unwrap_or(kho_shared::types::ColumnType::Text)).collect();
+        let key_pos: Vec<usize> =
+            schema.key.iter().map(|k| columns.iter().position(|c| c == k).unwrap_or(usize::MAX)).collect();
+
+        // The last change per key: encode each change's key cells once and remember its row.
+        let mut key_text: Vec<String> = Vec::with_capacity(picked.len());
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(picked.len());
+        for &i in picked {
+            let c = &changes[i];
+            let source = match c.op {
+                Op::Upsert => c.row.as_ref(),
+                Op::Delete => c.key.as_ref(),
+            };
+            let mut text = String::new();
+            for (n, &p) in key_pos.iter().enumerate() {
+                let value = source.and_then(|m| m.get(&schema.key[n])).filter(|v| !v.is_null());
+                let ty = types.get(p).copied().unwrap_or(kho_shared::types::ColumnType::Text);
+                if value.is_none() || !values::write_cell(&mut text, ty, value) {
+                    return Err(conflict(format!(
+                        "change {}: key column {:?} is missing, null or not a valid {}; an operator must fix the \
+                         source row",
+                        c.seq,
+                        schema.key[n],
+                        ty.as_str()
+                    )));
+                }
+                text.push('\t');
+            }
+            key_text.push(text);
+        }
+        // The last upsert per key too: a row upserted and then deleted within one batch ends as
+        // a soft-deleted row with the upsert's values, exactly as if the changes came one by one.
+        let mut last_upsert: HashMap<&str, usize> = HashMap::new();
+        for (n, text) in key_text.iter().enumerate() {
+            last.insert(text.as_str(), n);
+            if changes[picked[n]].op == Op::Upsert {
+                last_upsert.insert(text.as_str(), n);
+            }
+        }
+
+        self.stages += 1;
+        let stage = format!("kho_stage_{}", self.stages);
+        self.exec(&table::create_stage_sql(&stage, &info, &columns), "create staging table")?;
+        let mut writer =
+            self.client.copy_in(&table::copy_stage_sql(&stage, &columns)).map_err(db("copy to staging"))?;
+        let mut buf = String::with_capacity(COPY_CHUNK + 4096);
+        let mut invalid = serde_json::Map::new();
+        let (mut with_values, mut key_only) = (0u64, 0u64);
+        for (n, &i) in picked.iter().enumerate() {
+            let key = key_text[n].as_str();
+            if last.get(key) != Some(&n) {
+                continue;
+            }
+            let c = &changes[i];
+            // Where the row's values come from: this upsert, or the batch's last upsert before
+            // this delete, or (a delete of an older row) only the key.
+            let values_from = match c.op {
+                Op::Upsert => c.row.as_ref(),
+                Op::Delete => last_upsert.get(key).and_then(|&u| changes[picked[u]].row.as_ref()),
+            };
+            let has_row = values_from.is_some();
+            if has_row {
+                with_values += 1;
+            } else {
+                key_only += 1;
+            }
+            invalid.clear();
+            for (col, ty) in columns.iter().zip(&types) {
+                let value = match values_from {
+                    Some(row) => row.get(*col),
+                    None => c.key.as_ref().and_then(|k| k.get(*col)),
+                };
+                if !values::write_cell(&mut buf, *ty, value)
+                    && let Some(v) = value
+                {
+                    invalid.insert((*col).to_string(), v.clone());
+                }
+                buf.push('\t');
+            }
+            let deleted = if c.op == Op::Delete { 't' } else { 'f' };
+            let has_row = if has_row { 't' } else { 'f' };
+            std::fmt::Write::write_fmt(&mut buf, format_args!("{}\t{deleted}\t{has_row}\t", c.seq)).ok();
+            if invalid.is_empty() {
+                buf.push_str("\\N");
+            } else {
+                values::escape_into(&mut buf, &values::json_text(&serde_json::Value::Object(invalid.clone())));
+            }
+            buf.push('\n');
+            if buf.len() >= COPY_CHUNK {
+                writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
+                buf.clear();
+            }
+        }
+        writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
+        writer.finish().map_err(db("copy to staging"))?;
+        let qualified = info.qualified(dataset);
+        if with_values > 0 {
+            let sql = table::upsert_sql(&qualified, &stage, &schema.key, &columns);
+            self.client.execute(&sql, &[&agent, &now]).map_err(db(format!("merge into {dataset}")))?;
+        }
+        if key_only > 0 {
+            let sql = table::delete_sql(&qualified, &stage, &schema.key);
+            self.client.execute(&sql, &[&agent, &now]).map_err(db(format!("soft-delete in {dataset}")))?;
+        }
+        self.exec(&format!("DROP TABLE {stage}"), "drop staging table")?;
+        Ok(())
+    }
+}
+
+fn parse_table(schema: String, key_json: String, columns_json: String) -> Result<TableInfo, serde_json::Error> {
+    let key: Vec<String> = serde_json::from_str(&key_json)?;
+    let columns: Vec<Column> = serde_json::from_str(&columns_json)?;
+    Ok(TableInfo { schema, key, columns })
+}
+
+fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
+    let mut tx = client.transaction().map_err(db("create metadata tables"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
+    tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
+    tx.commit().map_err(db("create metadata tables"))
+}
+
+impl Warehouse for PostgresWarehouse {
+    fn begin(&mut self) -> Result<(), WarehouseError> {
+        if self.client.is_closed() {
+            tracing::warn!("warehouse connection lost; reconnecting");
+            self.client = connect::connect(&self.settings, "writer")?;
+            self.reload_catalogue()?;
+        }
+        if let Some(pruned_at) = self.pruned_at
+            && pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
+        {
+            self.pruned_at = Some(Some(Instant::now()));
+            match history::prune(&mut self.client, self.settings.history_retention) {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned kho.change_log"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prune kho.change_log; will retry later")
+                }
+            }
+        }
+        self.stages = 0;
+        self.exec("BEGIN", "begin")?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), WarehouseError> {
+        let result = self.exec("COMMIT", "commit");
+        self.in_transaction = false;
+        if result.is_err() {
+            // Forget what this transaction taught the catalogue cache.
+            self.rollback();
+        }
+        result
+    }
+
+    fn rollback(&mut self) {
+        // After a failed COMMIT the server has already ended the transaction.
+        if self.in_transaction
+            && !self.client.is_closed()
+            && let Err(e) = self.client.batch_execute("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rollback failed");
+        }
+        self.in_transaction = false;
+        if !self.client.is_closed()
+            && let Err(e) = self.reload_catalogue()
+        {
+            tracing::error!(error = %e, "could not reload the catalogue after a rollback");
+        }
+    }
+
+    fn savepoint(&mut self) -> Result<(), WarehouseError> {
+        self.exec("SAVEPOINT kho_batch", "savepoint")
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), WarehouseError> {
+        self.exec("RELEASE SAVEPOINT kho_batch", "release savepoint")
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError> {
+        self.exec("ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch", "rollback to savepoint")?;
+        self.reload_catalogue()
+    }
+
+    fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError> {
+        let row = self
+            .client
+            .query_opt("SELECT applied_seq FROM kho.ledger WHERE agent = $1", &[&agent])
+            .map_err(db("read ledger"))?;
+        Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    fn set_applied_seq(&mut self, agent: &str, seq: u64, now: &str) -> Result<(), WarehouseError> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        self.client
+            .execute(
+                "INSERT INTO kho.ledger (agent, applied_seq, updated_at) VALUES ($1, $2, $3::text::timestamptz) \
+                 ON CONFLICT (agent) DO UPDATE SET applied_seq = EXCLUDED.applied_seq, updated_at = EXCLUDED.updated_at",
+                &[&agent, &seq, &now],
+            )
+            .map_err(db("write ledger"))?;
+        Ok(())
+    }
+
+    fn prepare_dataset(&mut self, schema: &DatasetSchema, now: &str) -> Result<(), WarehouseError> {
+        let dataset = schema.dataset.as_str();
+        let result = match self.tables.get(dataset) {
+            None => self.create_dataset(schema, now),
+            Some(info) => match table::plan_evolution(info, schema) {
+                Ok(ev) if ev.columns.is_none() => Ok(()),
+                // A change is needed: decide again on the locked, current catalogue row.
+                _ => match self.lock_table(dataset)? {
+                    Some(_) => self.evolve_dataset(schema),
+                    None => self.create_dataset(schema, now),
+                },
+            },
+        };
+        match &result {
+            Ok(()) => self.clear_conflict(dataset),
+            Err(WarehouseError::SchemaConflict { problem, .. }) => self.note_conflict(dataset, problem),
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn apply_changes(
+        &mut self,
+        agent: &str,
+        schemas: &[DatasetSchema],
+        changes: &[Change],
+        now: &str,
+    ) -> Result<ApplyStats, WarehouseError> {
+        let mut stats = ApplyStats::default();
+        // Datasets in order of first appearance, each with its changes' indices in order.
+        let mut by_dataset: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            match c.op {
+                Op::Upsert => stats.upserts += 1,
+                Op::Delete => stats.deletes += 1,
+            }
+            match by_dataset.iter_mut().find(|(d, _)| *d == c.dataset) {
+                Some((_, v)) => v.push(i),
+                None => by_dataset.push((c.dataset.as_str(), vec![i])),
+            }
+        }
+        for (dataset, picked) in &by_dataset {
+            let Some(schema) = schemas.iter().find(|s| s.dataset == *dataset) else {
+                // Batch::validate guarantees a schema; keep going safely if it ever did not.
+                return Err(WarehouseError::SchemaConflict {
+                    dataset: dataset.to_string(),
+                    problem: "no schema in batch".into(),
+                });
+            };
+            if let Err(e) = self.apply_dataset(agent, schema, changes, picked, now) {
+                if let WarehouseError::SchemaConflict { problem, .. } = &e {
+                    self.note_conflict(dataset, problem);
+                }
+                return Err(e);
+            }
+            let last_seq = picked.last().map_or(0, |&i| changes[i].seq);
+            self.client
+                .execute(
+                    "UPDATE kho.datasets SET last_change_at = $2::text::timestamptz, last_seq = $3, last_agent = $4 \
+                     WHERE dataset = $1",
+                    &[dataset, &now, &i64::try_from(last_seq).unwrap_or(i64::MAX), &agent],
+                )
+                .map_err(db("write catalogue"))?;
+        }
+        history::append(&mut self.client, agent, schemas, changes, now)?;
+        Ok(stats)
+    }
+
+    fn record_heartbeat(&mut self, hb: &Heartbeat, now: &str) -> Result<(), WarehouseError> {
+        let report = serde_json::to_value(&hb.datasets).map(|v| values::json_text(&v)).unwrap_or_default();
+        let depth = i64::try_from(hb.outbox_depth).unwrap_or(i64::MAX);
+        let acked = i64::try_from(hb.acked_through).unwrap_or(i64::MAX);
+        self.client
+            .execute(
+                "INSERT INTO kho.agents (agent, last_seen_at, version, outbox_depth, acked_through, report_json) \
+                 VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6::text::jsonb) ON CONFLICT (agent) DO UPDATE SET \
+                 last_seen_at = EXCLUDED.last_seen_at, version = EXCLUDED.version, outbox_depth = EXCLUDED.outbox_depth, \
+                 acked_through = EXCLUDED.acked_through, report_json = EXCLUDED.report_json",
+                &[&hb.agent, &now, &hb.version, &depth, &acked, &report],
+            )
+            .map_err(db("write heartbeat"))?;
+        let applied = self.applied_seq(&hb.agent)?;
+        freshness::record_syncs(&mut self.client, &hb.agent, applied, &hb.datasets, now)
+    }
+
+    fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
+        freshness::record_activity(&mut self.client, activity, now)
+    }
+
+    fn promote_syncs(&mut self, agent: &str, applied: u64) -> Result<(), WarehouseError> {
+        freshness::promote_syncs(&mut self.client, agent, applied)
+    }
+
+    fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
+        freshness::record_transitions(&mut self.client, rows)
+    }
+
+    fn record_agent_transitions(&mut self, rows: &[AgentTransition]) -> Result<(), WarehouseError> {
+        freshness::record_agent_transitions(&mut self.client, rows)
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
+        freshness::set_meta(&mut self.client, key, value)
+    }
+}
+
+impl PostgresWarehouse {
+    /// Deletes change-log rows older than the retention now (the writer also does this every
+    /// [`PRUNE_EVERY`]); returns how many. Outside any transaction.
+    pub fn prune_history(&mut self) -> Result<u64, WarehouseError> {
+        history::prune(&mut self.client, self.settings.history_retention)
+    }
+
+    /// The connection, for tests and tools that inspect the warehouse.
+    pub fn client(&mut self) -> &mut impl GenericClient {
+        &mut self.client
+    }
+}
+
+/// A PostgreSQL warehouse's writers and its status reader.
+pub type Opened = (Vec<Box<dyn Warehouse>>, Arc<PostgresReader>);
+
+/// Opens `writers` writers (the first prunes the change log) and one status reader.
+pub fn open(settings: Settings, writers: usize, department_of: DepartmentOf) -> Result<Opened, WarehouseError> {
+    let settings = Arc::new(settings);
+    let conflicts: Conflicts = Arc::default();
+    let mut out: Vec<Box<dyn Warehouse>> = Vec::with_capacity(writers);
+    for i in 0..writers.max(1) {
+        let wh =
+            PostgresWarehouse::open(Arc::clone(&settings), Arc::clone(&department_of), Arc::clone(&conflicts), i == 0)?;
+        out.push(Box::new(wh));
+    }
+    let reader = PostgresReader::open(settings, conflicts)?;
+    Ok((out, Arc::new(reader)))
+}

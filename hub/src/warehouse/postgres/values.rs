@@ -1,0 +1,263 @@
+//! JSON row values → PostgreSQL `COPY … (FORMAT text)` cells, by the column's stored type.
+//!
+//! Pure. Every cell is checked here, in Rust, against the type of the warehouse column, so a
+//! `COPY` never fails on a value: one bad cell would otherwise fail the whole transaction, the
+//! agent would retry forever, and a department's outbox would stall over one odd cell. A value
+//! that does not fit (a string in an `int` column, bad base64 in a `bytes` column) becomes NULL in
+//! its column and is kept, exactly as sent, in the row's `_kho_invalid` jsonb (`{"column": value}`),
+//! so nothing is lost and analysts can see what the source sent.
+//!
+//! Interpretation rules:
+//! - `timestamp` with an offset (`…Z`, `…+07:00`) is that instant; without one (`2026-02-01
+//!   08:00:00`, as most department databases write local time) it is taken at
+//!   [`NAIVE_TIMESTAMP_OFFSET`] (Vietnam, no daylight saving); a bare date is midnight there.
+//! - `decimal` keeps the source's digits (never an f64 round trip); `float` accepts `NaN`,
+//!   `Infinity`, `-Infinity`.
+//! - text cannot hold NUL in PostgreSQL: a NUL character becomes U+FFFD (text, json columns and the
+//!   change log alike).
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use kho_shared::types::ColumnType;
+use serde_json::Value;
+
+/// The offset of timestamps written without one: Asia/Ho_Chi_Minh, which has no daylight saving.
+pub const NAIVE_TIMESTAMP_OFFSET: jiff::tz::Offset = jiff::tz::Offset::constant(7);
+
+/// PostgreSQL type of a warehouse column.
+pub fn pg_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "boolean",
+        ColumnType::Int => "bigint",
+        ColumnType::Float => "double precision",
+        ColumnType::Decimal => "numeric",
+        ColumnType::Text => "text",
+        ColumnType::Bytes => "bytea",
+        ColumnType::Date => "date",
+        ColumnType::Timestamp => "timestamptz",
+        ColumnType::Json => "jsonb",
+    }
+}
+
+/// Appends the COPY text form of `value` for a column of type `ty` (`\N` for NULL or absent).
+/// Returns `false`, having appended `\N`, when the value does not fit the type.
+pub fn write_cell(out: &mut String, ty: ColumnType, value: Option<&Value>) -> bool {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        out.push_str("\\N");
+        return true;
+    };
+    let start = out.len();
+    if encode(out, ty, value).is_some() {
+        true
+    } else {
+        out.truncate(start);
+        out.push_str("\\N");
+        false
+    }
+}
+
+fn encode(out: &mut String, ty: ColumnType, value: &Value) -> Option<()> {
+    match (ty, value) {
+        (ColumnType::Int, Value::Number(n)) => write!(out, "{}", n.as_i64()?).ok(),
+        (ColumnType::Int, Value::String(s)) => write!(out, "{}", s.trim().parse::<i64>().ok()?).ok(),
+        (ColumnType::Float, Value::Number(n)) => write_float(out, n.as_f64()?),
+        (ColumnType::Float, Value::String(s)) => match s.as_str() {
+            "NaN" | "Infinity" | "-Infinity" => {
+                out.push_str(s);
+                Some(())
+            }
+            _ => write_float(out, s.trim().parse::<f64>().ok()?),
+        },
+        (ColumnType::Decimal, Value::Number(n)) => write!(out, "{n}").ok(),
+        (ColumnType::Decimal, Value::String(s)) => {
+            let s = s.trim();
+            if is_decimal(s) { put(out, s) } else { None }
+        }
+        (ColumnType::Bool, Value::Bool(b)) => put(out, if *b { "t" } else { "f" }),
+        (ColumnType::Bool, Value::Number(n)) => match n.as_i64()? {
+            0 => put(out, "f"),
+            1 => put(out, "t"),
+            _ => None,
+        },
+        (ColumnType::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "y" | "yes" => put(out, "t"),
+            "f" | "false" | "0" | "n" | "no" => put(out, "f"),
+            _ => None,
+        },
+        (ColumnType::Text, Value::String(s)) => {
+            escape_into(out, s);
+            Some(())
+        }
+        (ColumnType::Text | ColumnType::Json, v) => {
+            escape_into(out, &json_text(v));
+            Some(())
+        }
+        (ColumnType::Bytes, Value::String(s)) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+            // `\\x…`: the COPY escape for one backslash, then bytea's hex form.
+            out.push_str("\\\\x");
+            out.push_str(&hex::encode(bytes));
+            Some(())
+        }
+        (ColumnType::Date, Value::String(s)) => write!(out, "{}", s.trim().parse::<jiff::civil::Date>().ok()?).ok(),
+        (ColumnType::Timestamp, Value::String(s)) => write!(out, "{}", parse_timestamp(s.trim())?).ok(),
+        _ => None,
+    }
+}
+
+fn put(out: &mut String, text: &str) -> Option<()> {
+    out.push_str(text);
+    Some(())
+}
+
+fn write_float(out: &mut String, f: f64) -> Option<()> {
+    if f.is_nan() {
+        out.push_str("NaN");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        // Debug is the shortest text that reads back as the same f64, with an exponent when long.
+        write!(out, "{f:?}").ok()?;
+    }
+    Some(())
+}
+
+/// `[+-]digits[.digits][e[+-]digits]`, or `NaN` / `[+-]Infinity` (PostgreSQL ≥ 14 numerics).
+fn is_decimal(s: &str) -> bool {
+    if matches!(s, "NaN" | "Infinity" | "-Infinity" | "+Infinity") {
+        return true;
+    }
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = (!int.is_empty() || !frac.is_empty()) && digits(int) && digits(frac);
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+/// An instant from RFC 3339 / ISO 8601 text; without an offset, at [`NAIVE_TIMESTAMP_OFFSET`].
+pub fn parse_timestamp(s: &str) -> Option<jiff::Timestamp> {
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Some(ts);
+    }
+    let civil = s
+        .parse::<jiff::civil::DateTime>()
+        .ok()
+        .or_else(|| s.parse::<jiff::civil::Date>().ok().map(|d| d.to_datetime(jiff::civil::Time::midnight())))?;
+    NAIVE_TIMESTAMP_OFFSET.to_timestamp(civil).ok()
+}
+
+/// JSON text of a value with NUL characters replaced (jsonb refuses `\u0000`).
+pub fn json_text(value: &Value) -> String {
+    let text = value.to_string();
+    if text.contains("\\u0000") { strip_nul(value).to_string() } else { text }
+}
+
+fn strip_nul(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.iter().map(strip_nul).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), strip_nul(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Appends `s` escaped for COPY text format (backslash, newline, carriage return, tab), NUL → U+FFFD.
+pub fn escape_into(out: &mut String, s: &str) {
+    if !s.contains(['\\', '\n', '\r', '\t', '\0']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ColumnType::*;
+    use serde_json::json;
+
+    fn cell(ty: ColumnType, v: Value) -> Option<String> {
+        let mut out = String::new();
+        write_cell(&mut out, ty, Some(&v)).then_some(out)
+    }
+
+    #[test]
+    fn values_follow_their_column_type() {
+        let ok = [
+            (Int, json!(42), "42"),
+            (Int, json!(" 7 "), "7"),
+            (Float, json!(1.5), "1.5"),
+            (Float, json!("Infinity"), "Infinity"),
+            (Float, json!(1e300), "1e300"),
+            (Decimal, json!("12345678901234567890.123456789"), "12345678901234567890.123456789"),
+            (Decimal, json!(12.5), "12.5"),
+            (Decimal, json!("-1.5E+3"), "-1.5E+3"),
+            (Bool, json!(true), "t"),
+            (Bool, json!(0), "f"),
+            (Bool, json!("yes"), "t"),
+            (Text, json!("Sở Y tế\tSơn La\\n"), "Sở Y tế\\tSơn La\\\\n"),
+            (Text, json!(12), "12"),
+            (Text, json!("a\0b"), "a\u{FFFD}b"),
+            (Bytes, json!("AQID"), "\\\\x010203"),
+            (Date, json!("2026-02-01"), "2026-02-01"),
+            (Timestamp, json!("2026-02-01T08:00:00Z"), "2026-02-01T08:00:00Z"),
+            (Timestamp, json!("2026-02-01 08:00:00"), "2026-02-01T01:00:00Z"),
+            (Timestamp, json!("2026-02-01"), "2026-01-31T17:00:00Z"),
+            (Json, json!({"a": [1, "x\ny"]}), "{\"a\":[1,\"x\\\\ny\"]}"),
+        ];
+        for (ty, v, want) in ok {
+            assert_eq!(cell(ty, v.clone()).as_deref(), Some(want), "{ty:?} {v}");
+        }
+        let bad = [
+            (Int, json!("not a number")),
+            (Int, json!(1.5)),
+            (Int, json!(u64::MAX)),
+            (Int, json!(true)),
+            (Float, json!("abc")),
+            (Decimal, json!("1.2.3")),
+            (Decimal, json!("12abc")),
+            (Decimal, json!("")),
+            (Bool, json!(2)),
+            (Bytes, json!("%%%")),
+            (Date, json!("tháng 2")),
+            (Date, json!("2026-02-30")),
+            (Timestamp, json!("yesterday")),
+            (Timestamp, json!(1700000000)),
+        ];
+        for (ty, v) in bad {
+            assert_eq!(cell(ty, v.clone()), None, "{ty:?} {v} accepted");
+            let mut out = String::from("x\t");
+            assert!(!write_cell(&mut out, ty, Some(&v)));
+            assert_eq!(out, "x\t\\N", "a refused value leaves exactly a NULL");
+        }
+        let mut out = String::new();
+        assert!(write_cell(&mut out, Text, None) && write_cell(&mut out, Int, Some(&Value::Null)));
+        assert_eq!(out, "\\N\\N");
+    }
+
+    #[test]
+    fn nul_never_reaches_jsonb() {
+        assert_eq!(json_text(&json!({"k\u{0}": ["a\u{0}"]})), "{\"k\u{FFFD}\":[\"a\u{FFFD}\"]}");
+        assert_eq!(json_text(&json!({"k": 1})), "{\"k\":1}");
+    }
+}
