@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod mosquitto;
 pub mod procs;
 pub mod remote;
 pub mod source;

@@ -77,14 +77,23 @@ pub struct HubProc {
 impl HubProc {
     /// Writes `hub.toml` in `dir` for `agents` on a fixed free port, starts the hub, waits until it listens.
     pub fn start(dir: &Path, agents: &[AgentSpec]) -> HubProc {
-        let hub = HubProc::configure(dir, free_port(), agents);
-        let mut hub = hub;
+        HubProc::start_with(dir, agents, "")
+    }
+
+    /// Like [`HubProc::start`], with `extra` TOML appended to the config (e.g. an `[mqtt]` section).
+    pub fn start_with(dir: &Path, agents: &[AgentSpec], extra: &str) -> HubProc {
+        let mut hub = HubProc::configure_with(dir, free_port(), agents, extra);
         hub.spawn();
         hub
     }
 
     /// Writes the config without starting the process (for "hub down" tests).
     pub fn configure(dir: &Path, port: u16, agents: &[AgentSpec]) -> HubProc {
+        HubProc::configure_with(dir, port, agents, "")
+    }
+
+    /// Writes the config with `extra` TOML appended, without starting the process.
+    pub fn configure_with(dir: &Path, port: u16, agents: &[AgentSpec], extra: &str) -> HubProc {
         fs::create_dir_all(dir).expect("hub dir");
         let mut toml = format!(
             "[hub]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n[tls]\nself_signed = true\n\n[warehouse]\nkind = \"sqlite\"\npath = \"warehouse.sqlite\"\n"
@@ -98,6 +107,7 @@ impl HubProc {
                 ds.join(", ")
             ));
         }
+        toml.push_str(extra);
         let config = dir.join("hub.toml");
         fs::write(&config, toml).expect("write hub.toml");
         HubProc { dir: dir.to_path_buf(), port, config, log: dir.join("hub.log"), child: None, starts: 0 }
@@ -241,11 +251,13 @@ pub struct AgentOptions {
     pub batch_max_changes: u64,
     pub poll_interval: &'static str,
     pub max_outbox: u64,
+    /// Extra lines for the `[hub]` section (e.g. `transport = "mqtt"` and its certificate).
+    pub hub_extra: String,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { batch_max_changes: 20_000, poll_interval: "200ms", max_outbox: 5_000_000 }
+        AgentOptions { batch_max_changes: 20_000, poll_interval: "200ms", max_outbox: 5_000_000, hub_extra: String::new() }
     }
 }
 
@@ -278,10 +290,11 @@ impl AgentProc {
     pub fn start_with(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
         fs::create_dir_all(dir).expect("agent dir");
         let mut toml = format!(
-            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
+            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n{}\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
             spec.id,
             spec.token,
             ca.display(),
+            opts.hub_extra,
             opts.max_outbox,
             opts.batch_max_changes,
         );

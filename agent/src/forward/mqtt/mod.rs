@@ -279,6 +279,7 @@ impl Connection {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use kho_shared::protocol::ErrorReply;
