@@ -185,8 +185,18 @@ impl Transport for MqttTransport {
         // and earlier copies wait here and are skipped by digest.
         let mut acks = self.acks.lock().await;
         self.publish(&self.batches_topic, mqtt::encode_envelope(&header, &body.body), deadline).await?;
+        // Sessions are clean, so an ack cannot survive a lost connection: stop waiting then and
+        // let the forwarder re-send as soon as the connection is back.
+        let mut ready = self.ready.clone();
         loop {
-            match tokio::time::timeout_at(deadline, acks.recv()).await {
+            let received = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, acks.recv()) => r,
+                _ = ready.wait_for(|r| !*r) => {
+                    return Err(TransportError::Network("MQTT connection lost before the hub's acknowledgement".into()));
+                }
+            };
+            match received {
                 Err(_) => {
                     return Err(TransportError::Network(format!(
                         "no acknowledgement from the hub within {}",
