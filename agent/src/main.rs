@@ -123,7 +123,15 @@ fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
     match config.bearer_token() {
         Ok(token) => {
             kho_agent::forward::https::install_crypto_provider();
-            if let Err(e) = kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
+            let client = match config.hub.transport {
+                kho_agent::config::TransportKind::Https => {
+                    kho_agent::forward::https::HttpsTransport::new(&config.hub, &token).map(drop)
+                }
+                kho_agent::config::TransportKind::Mqtt => {
+                    kho_agent::forward::mqtt::MqttTransport::setup(&config.hub).map(drop)
+                }
+            };
+            if let Err(e) = client {
                 println!("hub client: PROBLEM: {e}");
                 problems += 1;
             } else {

@@ -19,6 +19,7 @@
 
 pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kho_shared::backoff::Backoff;
@@ -112,14 +113,7 @@ pub struct MqttTransport {
 impl MqttTransport {
     /// Builds the TLS client and starts the connection task (which connects in the background).
     pub fn new(hub: &HubSection, agent: &str, token: &str) -> Result<MqttTransport, TransportError> {
-        let addr = BrokerAddr::parse(&hub.url).map_err(TransportError::Setup)?;
-        let ca = hub
-            .ca_cert
-            .as_deref()
-            .ok_or_else(|| TransportError::Setup("hub.ca_cert is required with transport = \"mqtt\"".into()))?;
-        let client_auth = hub.client_cert.as_deref().zip(hub.client_key.as_deref());
-        let tls = tls::client_config(ca, client_auth, ("hub.ca_cert", "hub.client_cert", "hub.client_key"))
-            .map_err(TransportError::Setup)?;
+        let (addr, tls) = MqttTransport::setup(hub)?;
         let mut options = MqttOptions::new(agent, addr.host.clone(), addr.port);
         options
             .set_transport(MqttTls::Tls(TlsConfiguration::Rustls(tls)))
@@ -150,6 +144,20 @@ impl MqttTransport {
             acks: Mutex::new(ack_rx),
             _stop: stop.drop_guard(),
         })
+    }
+
+    /// Checks the broker URL and reads the CA and client certificate (no connection is made):
+    /// what `kho-agent check` verifies, and the first step of [`MqttTransport::new`].
+    pub fn setup(hub: &HubSection) -> Result<(BrokerAddr, Arc<rustls::ClientConfig>), TransportError> {
+        let addr = BrokerAddr::parse(&hub.url).map_err(TransportError::Setup)?;
+        let ca = hub
+            .ca_cert
+            .as_deref()
+            .ok_or_else(|| TransportError::Setup("hub.ca_cert is required with transport = \"mqtt\"".into()))?;
+        let client_auth = hub.client_cert.as_deref().zip(hub.client_key.as_deref());
+        let tls = tls::client_config(ca, client_auth, ("hub.ca_cert", "hub.client_cert", "hub.client_key"))
+            .map_err(TransportError::Setup)?;
+        Ok((addr, tls))
     }
 
     /// Waits until connected and subscribed, at most until `deadline`.
