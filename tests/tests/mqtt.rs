@@ -315,3 +315,37 @@ fn hub_killed_and_restarted_while_the_agent_publishes_loses_and_duplicates_nothi
     assert!(mid_sync >= 1, "the hub should die during the initial sync");
     verify(&src, &hub, &agent, &broker, &a.id, Duration::from_secs(90));
 }
+
+#[test]
+fn a_broker_puback_deletes_nothing_only_the_hub_ack_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = spec("puback-only");
+    let broker = Broker::start(&tmp.path().join("broker"), &[&a.id]);
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 5_000).unwrap();
+    // A plain subscriber with the hub's identity: the broker accepts (PUBACKs) and delivers the
+    // batches, but nobody answers on the ack topic.
+    let (watch, mut watch_conn) = broker.client(HUB_IDENTITY);
+    watch.subscribe(mqtt::batches_topic(&a.id), QoS::AtLeastOnce).unwrap();
+    until(&mut watch_conn, Duration::from_secs(20), "the watcher's SUBACK", |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(_)))
+    });
+    let agent = start_agent(tmp.path(), &broker, &a, &src, ho_so(None), 1_000);
+    let mut copies = 0;
+    until(&mut watch_conn, Duration::from_secs(30), "the same batch published twice", |e| {
+        if let Event::Incoming(Packet::Publish(p)) = e {
+            let env = mqtt::decode_envelope(&p.payload).unwrap();
+            assert_eq!(env.header.token, a.token);
+            copies += 1;
+        }
+        // A second copy means the first one's ack timeout passed after its PUBACK.
+        copies >= 2
+    });
+    let status = agent.status();
+    assert_eq!(status["outbox"]["acked_through"].as_u64(), Some(0), "PUBACK alone deleted changes: {status}");
+    assert_eq!(status["outbox"]["depth"].as_u64(), Some(5_000));
+    drop(watch);
+
+    // The hub comes up: its acks, and only they, drain the outbox.
+    let hub = HubProc::start_with(&tmp.path().join("hub"), std::slice::from_ref(&a), &broker.hub_toml());
+    verify(&src, &hub, &agent, &broker, &a.id, Duration::from_secs(60));
+}
