@@ -102,6 +102,7 @@ impl MqttIngest {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    ingest.metrics.mqtt_message();
                     let permit = tokio::select! {
                         _ = cancel.cancelled() => break,
                         p = Arc::clone(&permits).acquire_owned() => p,
@@ -120,6 +121,7 @@ impl MqttIngest {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    ingest.metrics.mqtt_connection_failed();
                     let delay = backoff.delay(failures, fastrand::f64());
                     if failures >= 3 {
                         tracing::warn!(error = %e, failures, retry_in = ?delay, "MQTT connection failed");
