@@ -162,6 +162,7 @@ fn capture_only() {
             mode,
             cursor_column: (mode == Mode::Cursor).then(|| "updated_at".into()),
             poll_interval: Duration::from_secs(1),
+            schedule: None,
             source: SourceConfig::Sqlite { path: src.clone() },
         };
         let outbox = Outbox::open(&dir.path().join(format!("{mode:?}.sqlite"))).unwrap();

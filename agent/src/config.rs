@@ -188,7 +188,23 @@ pub struct DatasetConfig {
     pub cursor_column: Option<String>,
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Cron-like times to poll at, in Asia/Ho_Chi_Minh (e.g. `"0 2 * * *"`: every day at 02:00);
+    /// replaces `poll_interval` when set. See [`crate::schedule`].
+    #[serde(default)]
+    pub schedule: Option<String>,
     pub source: SourceConfig,
+}
+
+impl DatasetConfig {
+    /// When this dataset is polled (the config was validated, so a bad `schedule` cannot occur;
+    /// it would fall back to `poll_interval`).
+    pub fn poll_schedule(&self) -> crate::schedule::PollSchedule {
+        use crate::schedule::{CronSchedule, PollSchedule};
+        match self.schedule.as_deref().map(CronSchedule::parse) {
+            Some(Ok(c)) => PollSchedule::Cron(Box::new(c)),
+            _ => PollSchedule::Every(self.poll_interval),
+        }
+    }
 }
 
 fn default_max_changes() -> u64 {
@@ -370,6 +386,9 @@ impl AgentConfig {
                     bad(&f("cursor_column"), "only allowed when mode = \"cursor\"".into())
                 }
                 _ => {}
+            }
+            if let Some(Err(e)) = d.schedule.as_deref().map(crate::schedule::CronSchedule::parse) {
+                bad(&f("schedule"), e);
             }
             if d.poll_interval.is_zero() {
                 bad(&f("poll_interval"), "must be greater than zero".into());

@@ -262,3 +262,13 @@ fn mqtt_transport_needs_mqtts_url_and_ca() {
     let bad_kind = VALID.replace("url = \"https", "transport = \"amqp\"\nurl = \"https");
     assert!(parse(&bad_kind).unwrap_err().to_string().contains("transport"));
 }
+
+#[test]
+fn cron_schedule_replaces_the_interval_and_bad_ones_are_named() {
+    let c = parse(&VALID.replace("poll_interval = \"2s\"", "schedule = \"0 2 * * mon-sat\"")).unwrap();
+    assert!(matches!(c.datasets[0].poll_schedule(), crate::schedule::PollSchedule::Cron(_)));
+    assert!(matches!(c.datasets[1].poll_schedule(), crate::schedule::PollSchedule::Every(_)));
+    let e = parse(&VALID.replace("poll_interval = \"2s\"", "schedule = \"0 2 * * 1\"")).unwrap_err();
+    assert_eq!(fields(&e), ["dataset[0].schedule"]);
+    assert!(e.to_string().contains("names"), "{e}");
+}

@@ -5,7 +5,8 @@
 //! [`detect`] (cursor or snapshot change detection, scheduled by [`scheduler`]) → [`outbox`]
 //! (durable, bounded, gapless per-agent sequence) → [`forward`] (batch, compress, send over a
 //! [`forward::Transport`]; delete only on the hub's ack). [`heartbeat`] reports liveness and
-//! per-dataset capture state; [`status`] reads the outbox for operators.
+//! per-dataset capture state; [`status`] reads the outbox for operators; [`sync_once`] runs one
+//! pass now and forwards it (`kho-agent sync --once`); [`lock`] keeps one agent per data directory.
 //!
 //! Invariants: capture is atomic (changes and the source position commit together); nothing
 //! leaves the outbox unacknowledged; memory is bounded (streamed reads, bounded chunks, one batch
@@ -18,10 +19,13 @@ pub mod config;
 pub mod detect;
 pub mod forward;
 pub mod heartbeat;
+pub mod lock;
 pub mod outbox;
+pub mod schedule;
 pub mod scheduler;
 pub mod source;
 pub mod status;
+pub mod sync_once;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +55,17 @@ pub enum AgentError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("no dataset named {} in the config (configured: {known})", unknown.join(", "))]
+    UnknownDatasets { unknown: Vec<String>, known: String },
     #[error("startup task failed: {0}")]
     Join(String),
 }
 
 /// Runs the agent until `shutdown` is cancelled. Returns an error only if it cannot start.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let _lock = lock::AgentLock::acquire(&config.agent.data_dir)?;
     let token = config.bearer_token()?;
     match config.hub.transport {
         TransportKind::Https => {

@@ -40,6 +40,18 @@ enum Command {
     },
     /// Validate the config, open each source and show its schema, verify the outbox.
     Check,
+    /// Capture the datasets once now (all, or those named) and forward until the hub has
+    /// acknowledged everything; for a first sync or a catch-up. Refuses to run beside `run`.
+    Sync {
+        /// One pass, then exit (the only mode; required so the command says what it does).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Give up waiting for the hub after this long (what was captured stays queued).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Datasets to sync (default: all).
+        datasets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,7 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::Status { json } => show_status(&config, json),
         Command::Check => check(&config),
+        Command::Sync { once: _, timeout, datasets } => sync(config, &datasets, timeout),
     };
     match result {
         Ok(code) => code,
@@ -81,6 +94,57 @@ fn run(config: AgentConfig) -> anyhow::Result<ExitCode> {
         kho_agent::run(config, shutdown).await.context("agent failed")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn sync(config: AgentConfig, datasets: &[String], timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let show = |p: &kho_agent::sync_once::SyncProgress| {
+            let phase = if p.capturing > 0 { format!("reading {} dataset(s)", p.capturing) } else { "sending".into() };
+            bar.set_message(format!("{phase}: {} change(s) captured, {} waiting for the hub", p.captured, p.pending));
+            bar.tick();
+        };
+        let summary = kho_agent::sync_once::sync_once(config, datasets, timeout, show, shutdown).await;
+        bar.finish_and_clear();
+        summary
+    })?;
+    let mut failed = 0;
+    for (name, result) in &summary.datasets {
+        match result {
+            Ok(r) => println!(
+                "dataset {name}: {} row(s) read, {} change(s) ({} delete(s)){}",
+                r.rows_read,
+                r.changes,
+                r.deletes,
+                if r.interrupted { ", interrupted" } else { "" }
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("dataset {name}: FAILED: {e}");
+            }
+        }
+    }
+    println!(
+        "{} change(s) captured in {:.1} s; {} still waiting for the hub",
+        summary.captured,
+        summary.elapsed.as_secs_f64(),
+        summary.pending
+    );
+    if summary.pending > 0 {
+        println!("the waiting changes are safe in the outbox and are sent by the next `run` or `sync`");
+    }
+    Ok(if failed > 0 || summary.pending > 0 || summary.stopped_early { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
@@ -117,32 +181,114 @@ fn show_status(config: &AgentConfig, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
-    let mut problems = 0;
-    println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
-    match config.bearer_token() {
-        Ok(token) => {
-            kho_agent::forward::https::install_crypto_provider();
-            let client = match config.hub.transport {
-                kho_agent::config::TransportKind::Https => {
-                    kho_agent::forward::https::HttpsTransport::new(&config.hub, &token).map(drop)
-                }
-                kho_agent::config::TransportKind::Mqtt => {
-                    kho_agent::forward::mqtt::MqttTransport::setup(&config.hub).map(drop)
-                }
-            };
-            if let Err(e) = client {
-                println!("hub client: PROBLEM: {e}");
-                problems += 1;
-            } else {
-                println!("hub client: ok ({})", config.hub.url);
-            }
-        }
+/// Asks the hub who it takes the token for and what it may write; prints one line per finding
+/// and returns the number of problems.
+fn check_hub(config: &AgentConfig) -> usize {
+    let token = match config.bearer_token() {
+        Ok(t) => t,
         Err(e) => {
             println!("hub token: PROBLEM: {e}");
+            return 1;
+        }
+    };
+    if config.hub.transport == kho_agent::config::TransportKind::Mqtt {
+        // Over MQTT the hub answers only batches; the first batch's ack proves the token.
+        return match kho_agent::forward::mqtt::MqttTransport::setup(&config.hub) {
+            Ok(_) => {
+                println!("hub client: ok (MQTT broker {}; CA and client certificate read)", config.hub.url);
+                0
+            }
+            Err(e) => {
+                println!("hub client: PROBLEM: {e}");
+                1
+            }
+        };
+    }
+    let transport = match kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("hub client: PROBLEM: {e}");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("hub {}: PROBLEM: cannot start the async runtime: {e}", config.hub.url);
+            return 1;
+        }
+    };
+    let me = match runtime.block_on(transport.whoami()) {
+        Ok(me) => me,
+        Err(e) => {
+            println!("hub {}: PROBLEM: {e}", config.hub.url);
+            return 1;
+        }
+    };
+    println!("hub {}: reachable, token accepted for agent {} (hub {})", config.hub.url, me.agent, me.hub_version);
+    let mut problems = 0;
+    if me.agent != config.agent.id {
+        println!("agent.id: PROBLEM: the token belongs to agent {:?} but agent.id is {:?}", me.agent, config.agent.id);
+        problems += 1;
+    }
+    for d in &config.datasets {
+        if !me.datasets.contains(&d.name) {
+            println!(
+                "dataset {}: PROBLEM: the hub does not let agent {} write it (allowed: {}); ask the hub operator \
+                 to grant it in the catalogue or hub config",
+                d.name,
+                me.agent,
+                if me.datasets.is_empty() { "none".to_string() } else { me.datasets.join(", ") }
+            );
             problems += 1;
         }
     }
+    problems
+}
+
+/// Counts a dataset's rows and checks that its key identifies them; returns the problems found.
+fn check_rows(d: &kho_agent::config::DatasetConfig) -> usize {
+    match detect::profile::profile(d) {
+        Ok(p) if p.key_is_valid() => {
+            println!("  rows: {}, key unique and never NULL", p.rows);
+            0
+        }
+        Ok(p) => {
+            println!("  rows: {}", p.rows);
+            let mut problems = 0;
+            if p.duplicate_keys > 0 {
+                println!(
+                    "dataset {}: PROBLEM: key [{}] is not unique: {} row(s) repeat an earlier key, e.g. {}; \
+                     such rows are skipped, not merged — fix the key in the config or the data",
+                    d.name,
+                    d.key.join(", "),
+                    p.duplicate_keys,
+                    p.duplicate_examples.join(", ")
+                );
+                problems += 1;
+            }
+            if p.null_keys > 0 {
+                println!(
+                    "dataset {}: PROBLEM: {} row(s) have a NULL in key [{}] and cannot be tracked",
+                    d.name,
+                    p.null_keys,
+                    d.key.join(", ")
+                );
+                problems += 1;
+            }
+            problems
+        }
+        Err(e) => {
+            println!("dataset {}: PROBLEM: cannot read its rows: {e}", d.name);
+            1
+        }
+    }
+}
+
+fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
+    let mut problems = 0;
+    println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
+    problems += check_hub(config);
     for d in &config.datasets {
         match detect::discover(d) {
             Ok(schema) => {
@@ -150,6 +296,7 @@ fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
                 for c in &schema.columns {
                     println!("  {:<32} {}", c.name, c.ty.as_str());
                 }
+                problems += check_rows(d);
             }
             Err(e) => {
                 println!("dataset {}: PROBLEM: {e}", d.name);

@@ -1,5 +1,5 @@
-//! The poll schedule: one task per dataset that runs a [`Capture`] poll on a blocking thread every
-//! `poll_interval`.
+//! The poll loop: one task per dataset that runs a [`Capture`] poll on a blocking thread every
+//! `poll_interval`, or at the times of its cron-like `schedule` ([`crate::schedule`]).
 //!
 //! A failed poll (missing source file, locked database, disk full) is logged, recorded in the
 //! outbox's dataset state, and retried at the next interval; other datasets are unaffected. A
@@ -19,9 +19,17 @@ use crate::outbox::Outbox;
 /// Polls one dataset until `cancel` fires.
 pub async fn run(config: DatasetConfig, outbox_path: PathBuf, max_changes: u64, notify: Arc<Notify>, cancel: CancellationToken) {
     let dataset = config.name.clone();
-    let interval = config.poll_interval;
+    let schedule = config.poll_schedule();
     let mut capture: Option<Capture> = None;
     let mut last_failed = false;
+    let first_wait = schedule.wait_before_first(jiff::Timestamp::now());
+    if !first_wait.is_zero() {
+        tracing::info!(dataset = %dataset, schedule = ?config.schedule, first_poll_in = ?first_wait, "waiting for the first scheduled poll");
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(first_wait) => {}
+        }
+    }
     loop {
         if cancel.is_cancelled() {
             break;
@@ -82,9 +90,10 @@ pub async fn run(config: DatasetConfig, outbox_path: PathBuf, max_changes: u64, 
                 last_failed = true;
             }
         }
+        let wait = schedule.wait_after(jiff::Timestamp::now());
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     tracing::debug!(dataset = %dataset, "capture stopped");

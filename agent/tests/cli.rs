@@ -46,13 +46,16 @@ fn missing_config_file_is_named() {
 }
 
 #[test]
-fn check_shows_the_schema_and_status_reads_an_empty_outbox() {
+fn check_shows_the_schema_reports_an_unreachable_hub_and_status_reads_an_empty_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "cursor_column = \"updated_at\"");
     let out = Command::new(BIN).arg("--config").arg(&config).arg("check").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    // Nothing listens on port 1: the hub is a problem, the source is still checked.
+    assert!(!out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("hub https://127.0.0.1:1: PROBLEM: hub unreachable"), "{stdout}");
     assert!(stdout.contains("updated_at") && stdout.contains("text"), "{stdout}");
+    assert!(stdout.contains("1 problem(s)"), "{stdout}");
 
     let out = Command::new(BIN).arg("--config").arg(&config).args(["status", "--json"]).output().unwrap();
     assert!(out.status.success());

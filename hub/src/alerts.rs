@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::AlertsSection;
-use crate::freshness::alerting::Alert;
+use crate::freshness::alerting::{Alert, AlertKind};
 use crate::metrics::Metrics;
 
 /// First retry after 1 s; the cap comes from the config.
@@ -28,6 +28,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub enum AlertError {
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(String),
+    #[error("alerts.ca_cert: cannot read {path}: {source}")]
+    Ca { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// Hands alerts to the sender task; a no-op when no webhook is configured.
@@ -44,7 +46,11 @@ impl AlertSender {
 
     /// Queues `alert` without waiting.
     pub fn send(&self, alert: Alert) {
-        tracing::warn!(kind = ?alert.kind, dataset = ?alert.dataset, agent = ?alert.agent, summary = %alert.summary, "freshness alert");
+        if alert.kind == AlertKind::DepartmentDigest {
+            tracing::info!(department = ?alert.department, summary = %alert.summary, "daily digest");
+        } else {
+            tracing::warn!(kind = ?alert.kind, dataset = ?alert.dataset, agent = ?alert.agent, summary = %alert.summary, "freshness alert");
+        }
         let Some(tx) = &self.tx else { return };
         if let Err(e) = tx.try_send(alert) {
             self.metrics.alert_dropped();
@@ -59,9 +65,18 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(AlertSender, Option<tokio::task::JoinHandle<()>>), AlertError> {
-    let Some(url) = config.webhook_url.clone() else { return Ok((AlertSender::disabled(metrics), None)) };
-    let client =
-        reqwest::Client::builder().timeout(config.timeout).build().map_err(|e| AlertError::Client(e.to_string()))?;
+    let Some(url) = config.webhook_url.clone() else {
+        return Ok((AlertSender::disabled(metrics), None));
+    };
+    crate::tls::install_crypto_provider();
+    let mut builder = reqwest::Client::builder().timeout(config.timeout);
+    if let Some(path) = &config.ca_cert {
+        let pem = std::fs::read(path).map_err(|source| AlertError::Ca { path: path.clone(), source })?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| AlertError::Client(format!("alerts.ca_cert: {e}")))?;
+        builder = builder.tls_certs_only([cert]);
+    }
+    let client = builder.build().map_err(|e| AlertError::Client(e.to_string()))?;
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let backoff = Backoff { initial: FIRST_RETRY, max: config.max_backoff.max(FIRST_RETRY) };
     let span = tracing::info_span!("alerts", url = %url);

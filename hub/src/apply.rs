@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::catalog::CatalogHandle;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::warehouse::{DatasetActivity, StoredTransition, Warehouse, WarehouseError};
+use crate::warehouse::{AgentTransition, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
 
 /// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
 /// this bounds the hub's memory as much as it bounds latency.
@@ -93,7 +93,35 @@ pub enum ApplyError {
 enum Job {
     Batch { batch: Box<Batch>, queued: Instant, reply: oneshot::Sender<Result<Applied, ApplyError>> },
     Heartbeat { heartbeat: Heartbeat, reply: oneshot::Sender<Result<(), ApplyError>> },
-    Transitions { rows: Vec<StoredTransition>, reply: oneshot::Sender<Result<(), ApplyError>> },
+    Records { records: Records, reply: oneshot::Sender<Result<(), ApplyError>> },
+}
+
+/// What the freshness evaluator writes: dataset status transitions, agent liveness transitions
+/// and bookkeeping values, all in one savepoint so they are stored together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    pub transitions: Vec<StoredTransition>,
+    pub agent_transitions: Vec<AgentTransition>,
+    pub meta: Vec<(String, String)>,
+}
+
+impl Records {
+    pub fn is_empty(&self) -> bool {
+        self.transitions.is_empty() && self.agent_transitions.is_empty() && self.meta.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.transitions.len() + self.agent_transitions.len() + self.meta.len()
+    }
+
+    fn write(&self, wh: &mut dyn Warehouse) -> Result<(), WarehouseError> {
+        wh.record_transitions(&self.transitions)?;
+        wh.record_agent_transitions(&self.agent_transitions)?;
+        for (key, value) in &self.meta {
+            wh.set_meta(key, value)?;
+        }
+        Ok(())
+    }
 }
 
 impl Job {
@@ -101,7 +129,7 @@ impl Job {
         match self {
             Job::Batch { batch, .. } => batch.changes.len(),
             Job::Heartbeat { .. } => 1,
-            Job::Transitions { rows, .. } => rows.len(),
+            Job::Records { records, .. } => records.len(),
         }
     }
 }
@@ -129,10 +157,10 @@ impl ApplierHandle {
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
-    /// Queues freshness status transitions and waits until they are stored.
-    pub async fn transitions(&self, rows: Vec<StoredTransition>) -> Result<(), ApplyError> {
+    /// Queues the evaluator's records and waits until they are stored.
+    pub async fn record(&self, records: Records) -> Result<(), ApplyError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Transitions { rows, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        self.tx.send(Job::Records { records, reply }).await.map_err(|_| ApplyError::Stopped)?;
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 }
@@ -235,9 +263,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                 Job::Heartbeat { heartbeat, .. } => {
                     Outcome::Heartbeat(wh.record_heartbeat(heartbeat, &now).map_err(ApplyError::from))
                 }
-                Job::Transitions { rows, .. } => {
-                    Outcome::Heartbeat(wh.record_transitions(rows).map_err(ApplyError::from))
-                }
+                Job::Records { records, .. } => Outcome::Heartbeat(records.write(wh).map_err(ApplyError::from)),
             };
             let failed = matches!(&outcome, Outcome::Batch(Err(_)) | Outcome::Heartbeat(Err(_)));
             if failed {
@@ -266,7 +292,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                     let err = || ApplyError::Transaction(msg.clone());
                     match job {
                         Job::Batch { .. } => Outcome::Batch(Err(err())),
-                        Job::Heartbeat { .. } | Job::Transitions { .. } => Outcome::Heartbeat(Err(err())),
+                        Job::Heartbeat { .. } | Job::Records { .. } => Outcome::Heartbeat(Err(err())),
                     }
                 })
                 .collect()
@@ -288,7 +314,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                 }
                 let _gone = reply.send(result);
             }
-            (Job::Transitions { reply, .. }, Outcome::Heartbeat(result)) => {
+            (Job::Records { reply, .. }, Outcome::Heartbeat(result)) => {
                 let _gone = reply.send(result);
             }
             // Outcomes are built from the jobs in order, so kinds always match.
@@ -307,7 +333,13 @@ fn apply_batch(
     let applied = wh.applied_seq(agent)?;
     match plan(applied, batch.first_seq, batch.last_seq) {
         Plan::Duplicate => {
-            tracing::info!(agent, first_seq = batch.first_seq, last_seq = batch.last_seq, applied, "duplicate batch acknowledged again");
+            tracing::info!(
+                agent,
+                first_seq = batch.first_seq,
+                last_seq = batch.last_seq,
+                applied,
+                "duplicate batch acknowledged again"
+            );
             Ok(Applied { applied_through: applied, changes: 0, duplicate: true })
         }
         Plan::Gap { expected } => Err(ApplyError::Gap { expected }),
@@ -322,7 +354,13 @@ fn apply_batch(
             wh.record_activity(&activity(changes, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
             wh.set_applied_seq(agent, batch.last_seq, now)?;
             wh.promote_syncs(agent, batch.last_seq)?;
-            tracing::debug!(agent, first_seq = batch.first_seq, last_seq = batch.last_seq, skipped = skip, "batch applied");
+            tracing::debug!(
+                agent,
+                first_seq = batch.first_seq,
+                last_seq = batch.last_seq,
+                skipped = skip,
+                "batch applied"
+            );
             Ok(Applied { applied_through: batch.last_seq, changes: changes.len() as u64, duplicate: false })
         }
     }
@@ -345,7 +383,9 @@ pub fn activity<'a>(changes: &[Change], field_of: impl Fn(&str) -> Option<&'a st
                 out.len() - 1
             }
         };
-        let Some(field) = field_of(&c.dataset) else { continue };
+        let Some(field) = field_of(&c.dataset) else {
+            continue;
+        };
         if c.op != Op::Upsert {
             continue;
         }
@@ -407,7 +447,12 @@ mod tests {
             key: None,
             row: json!({"ky": v}).as_object().cloned(),
         };
-        let changes = [up(1, "a", json!("2026-01")), up(2, "a", json!("2026-03")), up(3, "a", json!("2026-02")), up(4, "b", json!("2026-05"))];
+        let changes = [
+            up(1, "a", json!("2026-01")),
+            up(2, "a", json!("2026-03")),
+            up(3, "a", json!("2026-02")),
+            up(4, "b", json!("2026-05")),
+        ];
         let got = activity(&changes, |d| (d == "a").then_some("ky"));
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].max_business_date.as_deref(), Some("2026-03-01"));

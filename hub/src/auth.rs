@@ -23,6 +23,11 @@ impl AgentIdentity {
     pub fn may_write(&self, dataset: &str) -> bool {
         self.datasets.contains(dataset)
     }
+
+    /// The datasets the hub config grants (the catalogue may grant more).
+    pub fn datasets(&self) -> impl Iterator<Item = &str> {
+        self.datasets.iter().map(String::as_str)
+    }
 }
 
 /// The configured agents, by token digest.

@@ -140,6 +140,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         Arc::clone(&metrics),
         alert_sender,
     );
+    evaluator.digest_at = config.alerts.digest_time();
     if let Err(e) = evaluator.load_history().await {
         tracing::error!(error = %e, "cannot read the freshness history; transitions may repeat");
     }

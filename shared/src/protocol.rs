@@ -27,6 +27,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const BATCHES_PATH: &str = "/v1/batches";
 /// Where agents `POST` heartbeats.
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
+/// `GET`: who the hub takes the bearer token for, and what it may write ([`WhoAmI`]).
+pub const WHOAMI_PATH: &str = "/v1/whoami";
 /// Header holding the lowercase hex sha256 of the request body as sent (compressed).
 pub const DIGEST_HEADER: &str = "x-kho-content-sha256";
 /// Content type of an encoded batch body.
@@ -105,6 +107,16 @@ impl Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub applied_through: u64,
+}
+
+/// The hub's answer to `GET /v1/whoami`: the agent the token belongs to, the datasets it may
+/// write (hub config ∪ catalogue grants, sorted) and the hub's ledger position for it, so
+/// `kho-agent check` can show a misconfiguration before any data moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub agent: String,
+    pub datasets: Vec<String>,
+    pub hub_version: String,
 }
 
 /// Machine-readable reason for a refused request.

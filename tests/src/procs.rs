@@ -288,6 +288,13 @@ impl AgentProc {
     /// Writes `agent.toml` in `dir` with the given `[[dataset]]` sections (any source kind; see
     /// [`DatasetSpec::toml`]) and starts the agent.
     pub fn start_with(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
+        let mut agent = AgentProc::configure(dir, spec, hub_url, ca, datasets_toml, opts);
+        agent.spawn();
+        agent
+    }
+
+    /// Writes `agent.toml` in `dir` like [`AgentProc::start_with`] without starting the agent.
+    pub fn configure(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
         fs::create_dir_all(dir).expect("agent dir");
         let mut toml = format!(
             "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n{}\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
@@ -301,9 +308,7 @@ impl AgentProc {
         toml.push_str(datasets_toml);
         let config = dir.join("agent.toml");
         fs::write(&config, toml).expect("write agent.toml");
-        let mut agent = AgentProc { dir: dir.to_path_buf(), config, log: dir.join("agent.log"), child: None };
-        agent.spawn();
-        agent
+        AgentProc { dir: dir.to_path_buf(), config, log: dir.join("agent.log"), child: None }
     }
 
     pub fn spawn(&mut self) {
@@ -333,6 +338,11 @@ impl AgentProc {
 
     pub fn outbox(&self) -> PathBuf {
         self.dir.join("data").join("outbox.sqlite")
+    }
+
+    /// Runs `kho-agent --config <config> <args>` to completion.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin_path("kho-agent")).arg("--config").arg(&self.config).args(args).output().expect("run kho-agent")
     }
 
     /// `kho-agent status --json`, parsed.

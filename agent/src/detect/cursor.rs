@@ -147,7 +147,7 @@ fn step(
         report.changes += 1;
         pos.unhashed = true;
     }
-    if cap.outbox.chunk_changes() >= cap.chunk_changes || pos.rows_in_chunk >= cap.chunk_rows {
+    if cap.chunk_full(pos.rows_in_chunk) {
         settle(pos, enc);
         flush(cap, dataset, pos)?;
         cap.commit_chunk()?;

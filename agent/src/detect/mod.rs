@@ -15,6 +15,7 @@
 
 pub mod cursor;
 pub mod encode;
+pub mod profile;
 pub mod snapshot;
 
 use std::time::Duration;
@@ -32,6 +33,22 @@ pub const CHUNK_CHANGES: usize = 5_000;
 /// Rows read per capture transaction even when few of them changed, so the outbox write lock is
 /// never held for long and cancellation is noticed promptly.
 pub const CHUNK_ROWS: usize = 50_000;
+/// Smallest chunk the disk-full fallback shrinks to.
+pub const MIN_CHUNK_CHANGES: usize = 50;
+/// Below this much free space a chunk is not started: capture waits (nothing is dropped).
+pub const MIN_FREE_SPACE: u64 = 256 * 1024;
+/// Below this much free space each chunk is checkpointed into the database as soon as it commits.
+pub const TIGHT_SPACE: u64 = 256 * 1024 * 1024;
+
+/// The byte budget of a chunk when the outbox can grow by `space` bytes, or `None` when capture
+/// must wait. A chunk's pages are written twice before the WAL gives its space back — into the
+/// WAL at commit, then into the database file at checkpoint — and the WAL is only truncated
+/// afterwards, so a chunk gets a quarter of the free space. Without this bound a large chunk on
+/// a small disk commits into the WAL but can never be checkpointed, and then nothing, not even
+/// the forwarder's deletes, can write again. Pure.
+pub fn chunk_budget(space: u64) -> Option<usize> {
+    (space >= MIN_FREE_SPACE).then(|| usize::try_from(space / 4).unwrap_or(usize::MAX))
+}
 /// How often a capture paused on a full outbox re-checks it.
 const FULL_RECHECK: Duration = Duration::from_millis(250);
 
@@ -82,7 +99,15 @@ pub struct Capture {
     pub(crate) on_commit: Box<dyn FnMut() + Send>,
     pub(crate) chunk_changes: usize,
     pub(crate) chunk_rows: usize,
+    /// Byte budget of the open chunk, from the outbox's free space (see [`chunk_budget`]).
+    pub(crate) chunk_bytes: usize,
+    /// Halved after each disk-full failure, back to [`CHUNK_CHANGES`] (or the configured bound)
+    /// after successes: a fallback when the byte estimate is off.
+    chunk_changes_limit: usize,
+    /// Free space was short when the chunk began: checkpoint after committing it.
+    tight: bool,
     full_logged: bool,
+    disk_logged: bool,
 }
 
 impl Capture {
@@ -103,7 +128,11 @@ impl Capture {
             on_commit,
             chunk_changes: CHUNK_CHANGES,
             chunk_rows: CHUNK_ROWS,
+            chunk_bytes: usize::MAX,
+            chunk_changes_limit: CHUNK_CHANGES,
+            tight: false,
             full_logged: false,
+            disk_logged: false,
         };
         c.outbox
             .prepare_dataset(&c.config.name, c.config.mode, c.config.cursor_column.as_deref())
@@ -114,6 +143,7 @@ impl Capture {
     /// Overrides the chunk bounds (tests use tiny chunks).
     pub fn with_chunk_limits(mut self, changes: usize, rows: usize) -> Capture {
         self.chunk_changes = changes.max(1);
+        self.chunk_changes_limit = self.chunk_changes;
         self.chunk_rows = rows.max(1);
         self
     }
@@ -136,6 +166,17 @@ impl Capture {
     pub fn poll(&mut self) -> Result<PollReport, DetectError> {
         let result = self.poll_inner();
         self.outbox.rollback_chunk();
+        match &result {
+            Err(e) if e.is_disk_full() => {
+                self.chunk_changes = (self.chunk_changes / 2).max(MIN_CHUNK_CHANGES.min(self.chunk_changes_limit));
+                // Whatever the WAL holds that the database file can take, move it now.
+                if let Err(e) = self.outbox.checkpoint() {
+                    tracing::debug!(dataset = %self.config.name, error = %e, "checkpoint after a full disk failed");
+                }
+            }
+            Ok(_) => self.chunk_changes = self.chunk_changes.saturating_mul(2).min(self.chunk_changes_limit),
+            Err(_) => {}
+        }
         if result.as_ref().is_ok_and(|r| r.changes > 0)
             && let Err(e) = self.outbox.release_memory()
         {
@@ -173,9 +214,50 @@ impl Capture {
         Ok(report)
     }
 
-    /// Opens a chunk, first waiting while the outbox is full. Returns false if shutdown was
-    /// requested while waiting.
+    /// Whether the open chunk has reached one of its bounds and must be committed.
+    pub(crate) fn chunk_full(&self, rows_in_chunk: usize) -> bool {
+        self.outbox.chunk_changes() >= self.chunk_changes
+            || rows_in_chunk >= self.chunk_rows
+            || self.outbox.chunk_bytes() >= self.chunk_bytes
+    }
+
+    /// Opens a chunk, first waiting while the outbox is full (by count, or by disk space).
+    /// Returns false if shutdown was requested while waiting.
     pub(crate) fn begin_chunk(&mut self) -> Result<bool, DetectError> {
+        if !self.wait_for_room()? {
+            return Ok(false);
+        }
+        loop {
+            let space = self.outbox.space().map_err(|e| self.outbox_err(e))?;
+            if let Some(budget) = chunk_budget(space) {
+                if self.disk_logged {
+                    tracing::info!(dataset = %self.config.name, free_bytes = space, "outbox disk has room again; capture resumed");
+                    self.disk_logged = false;
+                }
+                self.chunk_bytes = budget;
+                self.tight = space < TIGHT_SPACE;
+                break;
+            }
+            if !self.disk_logged {
+                tracing::error!(
+                    dataset = %self.config.name,
+                    free_bytes = space,
+                    "outbox disk is nearly full: capture is paused until acknowledged changes free space \
+                     or an operator frees disk (nothing is dropped)"
+                );
+                self.disk_logged = true;
+            }
+            if self.cancel.is_cancelled() {
+                return Ok(false);
+            }
+            std::thread::sleep(FULL_RECHECK);
+        }
+        self.outbox.begin_chunk(now_ms()).map_err(|e| self.outbox_err(e))?;
+        Ok(true)
+    }
+
+    /// Waits while the outbox holds `max_changes`. Returns false on shutdown.
+    fn wait_for_room(&mut self) -> Result<bool, DetectError> {
         loop {
             let depth = self.outbox.depth().map_err(|e| self.outbox_err(e))?;
             if depth < self.max_changes {
@@ -199,7 +281,6 @@ impl Capture {
             }
             std::thread::sleep(FULL_RECHECK);
         }
-        self.outbox.begin_chunk(now_ms()).map_err(|e| self.outbox_err(e))?;
         Ok(true)
     }
 
@@ -207,6 +288,12 @@ impl Capture {
     pub(crate) fn commit_chunk(&mut self) -> Result<(), DetectError> {
         let had_changes = self.outbox.chunk_changes() > 0;
         self.outbox.commit_chunk().map_err(|e| self.outbox_err(e))?;
+        if self.tight
+            && had_changes
+            && let Err(e) = self.outbox.checkpoint()
+        {
+            tracing::debug!(dataset = %self.config.name, error = %e, "checkpoint on a tight disk failed");
+        }
         if had_changes {
             (self.on_commit)();
         }

@@ -108,7 +108,7 @@ fn step(
             report.changes += 1;
         }
     }
-    if cap.outbox.chunk_changes() >= cap.chunk_changes || *rows_in_chunk >= cap.chunk_rows {
+    if cap.chunk_full(*rows_in_chunk) {
         cap.commit_chunk()?;
         *rows_in_chunk = 0;
         if cap.cancelled() || !cap.begin_chunk()? {

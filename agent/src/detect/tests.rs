@@ -60,6 +60,7 @@ impl Fixture {
             mode,
             cursor_column: cursor.map(Into::into),
             poll_interval: std::time::Duration::from_secs(1),
+            schedule: None,
             source: SourceConfig::Sqlite { path: self.src.clone() },
         }
     }
@@ -380,4 +381,12 @@ fn full_outbox_pauses_capture_until_acknowledged() {
     let report = worker.join().unwrap();
     assert_eq!(report.changes, 12);
     assert_eq!(take(&f.outbox).len(), 2);
+}
+
+#[test]
+fn chunk_budget_is_a_quarter_of_the_space_and_waits_below_the_minimum() {
+    use super::{MIN_FREE_SPACE, chunk_budget};
+    assert_eq!(chunk_budget(MIN_FREE_SPACE - 1), None, "too little room: wait");
+    assert_eq!(chunk_budget(MIN_FREE_SPACE), Some((MIN_FREE_SPACE / 4) as usize));
+    assert_eq!(chunk_budget(3 << 20), Some(3 << 18), "3 MiB free: 768 KiB chunks");
 }

@@ -97,6 +97,7 @@ impl Db {
             mode,
             cursor_column: cursor.map(Into::into),
             poll_interval: std::time::Duration::from_secs(1),
+            schedule: None,
             source: self.source(self.remote()),
         }
     }

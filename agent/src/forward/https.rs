@@ -10,7 +10,7 @@ use std::time::Duration;
 use kho_shared::codec::EncodedBody;
 use kho_shared::protocol::{
     Ack, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCHES_PATH, DIGEST_HEADER, ErrorCode, ErrorReply,
-    HEARTBEAT_PATH, Heartbeat,
+    HEARTBEAT_PATH, Heartbeat, WHOAMI_PATH, WhoAmI,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 
@@ -34,6 +34,7 @@ pub struct HttpsTransport {
     client: reqwest::Client,
     batches_url: String,
     heartbeat_url: String,
+    whoami_url: String,
     auth: HeaderValue,
 }
 
@@ -67,8 +68,24 @@ impl HttpsTransport {
             client,
             batches_url: format!("{base}{BATCHES_PATH}"),
             heartbeat_url: format!("{base}{HEARTBEAT_PATH}"),
+            whoami_url: format!("{base}{WHOAMI_PATH}"),
             auth,
         })
+    }
+
+    /// Asks the hub who it takes this agent's token for and what it may write (`check`).
+    pub async fn whoami(&self) -> Result<WhoAmI, TransportError> {
+        let resp = self.client.get(&self.whoami_url).header(AUTHORIZATION, self.auth.clone()).send().await.map_err(network)?;
+        let status = resp.status();
+        if status.is_success() {
+            let bytes = resp.bytes().await.map_err(network)?;
+            return serde_json::from_slice(&bytes).map_err(|e| TransportError::BadResponse {
+                status: status.as_u16(),
+                message: format!("not a whoami answer (is this a Kho hub?): {e}"),
+            });
+        }
+        let (status, reply, message) = refusal(resp).await?;
+        Err(rejected(status, reply, message))
     }
 }
 

@@ -29,9 +29,15 @@ pub(crate) struct ChunkState {
     _pass: super::gate::Pass,
     next_seq: u64,
     changes: usize,
+    /// Approximate bytes the chunk adds to the database (change payloads, snapshot hashes).
+    bytes: usize,
     captured_at_ms: i64,
     payload: Vec<u8>,
 }
+
+/// Per-row bytes a stored change or hash costs beyond its payload (row header, b-tree cell,
+/// sequence and dataset columns), for the chunk's byte estimate.
+const ROW_OVERHEAD: usize = 48;
 
 fn hash32(v: Vec<u8>) -> Option<RowHash> {
     <[u8; 32]>::try_from(v.as_slice()).ok()
@@ -52,7 +58,7 @@ impl Outbox {
                 return Err(e);
             }
         };
-        self.capture = Some(ChunkState { _pass: pass, next_seq, changes: 0, captured_at_ms: now_ms, payload: Vec::with_capacity(1024) });
+        self.capture = Some(ChunkState { _pass: pass, next_seq, changes: 0, bytes: 0, captured_at_ms: now_ms, payload: Vec::with_capacity(1024) });
         Ok(())
     }
 
@@ -64,6 +70,11 @@ impl Outbox {
     /// Changes added to the open chunk so far.
     pub fn chunk_changes(&self) -> usize {
         self.capture.as_ref().map_or(0, |c| c.changes)
+    }
+
+    /// Approximate bytes the open chunk adds to the outbox so far.
+    pub fn chunk_bytes(&self) -> usize {
+        self.capture.as_ref().map_or(0, |c| c.bytes)
     }
 
     /// Appends a change to the open chunk; `body` is the row object (upsert) or key object
@@ -96,6 +107,7 @@ impl Outbox {
             .map_err(|e| super::sql_err(&self.path, "insert change", e))?;
         chunk.next_seq += 1;
         chunk.changes += 1;
+        chunk.bytes += p.len() + ROW_OVERHEAD;
         Ok(seq)
     }
 
@@ -182,7 +194,10 @@ impl Outbox {
     }
 
     /// Stores a snapshot row's new hash and its key.
-    pub fn snapshot_put(&self, dataset: &str, key: &[u8], row: &RowHash, key_json: &[u8]) -> Result<(), OutboxError> {
+    pub fn snapshot_put(&mut self, dataset: &str, key: &[u8], row: &RowHash, key_json: &[u8]) -> Result<(), OutboxError> {
+        if let Some(chunk) = self.capture.as_mut() {
+            chunk.bytes += key.len() + row.len() + key_json.len() + ROW_OVERHEAD;
+        }
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO snapshot_rows (dataset, key, row_hash, key_json) VALUES (?1, ?2, ?3, ?4)",

@@ -57,6 +57,10 @@ pub const OUTBOX_FILE: &str = "outbox.sqlite";
 /// How long a writer waits for another connection's write transaction (capture chunks and acks
 /// take turns; each is short).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes the WAL file is truncated to after a checkpoint resets it: a WAL that grew during a
+/// large sync gives its disk space back, so the database file can grow into it on a tight disk.
+const WAL_SIZE_LIMIT: u64 = 1 << 20;
+
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -110,6 +114,8 @@ pub enum OutboxError {
     Missing { path: PathBuf },
     #[error("outbox {path}: disk full; the chunk was rolled back and will be captured again: {source}")]
     DiskFull { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot read the free space under {path}: {source}")]
+    Space { path: PathBuf, source: std::io::Error },
     #[error("outbox {path}: {context}: {source}")]
     Sqlite { path: PathBuf, context: &'static str, source: rusqlite::Error },
     #[error("outbox {path}: dataset {dataset}: stored schema is unreadable: {source}")]
@@ -204,7 +210,10 @@ impl Outbox {
         let out = Outbox { conn, path: path.to_path_buf(), capture: None };
         out.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| out.err("set busy timeout", e))?;
         out.conn
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
+                 PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+            ))
             .map_err(|e| out.err("configure", e))?;
         let version: i64 = out.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| out.err("read version", e))?;
         if version > SCHEMA_VERSION {
@@ -286,6 +295,28 @@ impl Outbox {
         .map_err(|e| sql_err(&path, "record ack", e))?;
         tx.commit().map_err(|e| sql_err(&path, "commit ack", e))?;
         Ok(deleted as u64)
+    }
+
+    /// Bytes the outbox can still grow by: free space on its file system (for this process)
+    /// plus the database's free pages, which new rows reuse without growing the file.
+    pub fn space(&self) -> Result<u64, OutboxError> {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let vfs = rustix::fs::statvfs(dir).map_err(|e| OutboxError::Space { path: dir.to_path_buf(), source: e.into() })?;
+        let fs_free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        let pages: (i64, i64) = self
+            .conn
+            .query_row("SELECT freelist_count, page_size FROM pragma_freelist_count(), pragma_page_size()", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err("read free pages", e))?;
+        Ok(fs_free.saturating_add(u64::try_from(pages.0.saturating_mul(pages.1)).unwrap_or(0)))
+    }
+
+    /// Copies committed WAL pages into the database without waiting for readers. On a tight
+    /// disk this keeps the WAL from holding several chunks at once (each must later fit in the
+    /// database file too).
+    pub fn checkpoint(&self) -> Result<(), OutboxError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(|e| self.err("checkpoint", e))
     }
 
     /// Reads up to `max_changes` contiguous changes starting at `from_seq`, stopping before the

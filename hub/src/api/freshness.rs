@@ -4,7 +4,9 @@
 //! - `GET /api/v1/freshness?department=&status=`: every catalogue dataset's freshness and every
 //!   agent's liveness, as of the evaluator's last pass (`evaluated_at`);
 //! - `GET /api/v1/departments/{code}/scorecard`;
-//! - `GET /api/v1/scenarios/{id}/readiness`.
+//! - `GET /api/v1/scenarios/{id}/readiness`;
+//! - `GET /api/v1/agents/{id}/liveness`: last contact, offline periods and availability over the
+//!   last 30 days, from the recorded liveness transitions.
 //!
 //! Answers come from the evaluator's latest [`Snapshot`](crate::freshness::Snapshot), so they are
 //! consistent with the recorded history and cost no database read. Unknown ids are 404 and bad
@@ -126,4 +128,11 @@ pub(super) async fn get_readiness(
     Path(id): Path<String>,
 ) -> Result<Json<views::ScenarioReadiness>, QueryError> {
     Ok(Json(views::scenario_readiness(&api.snapshot.get(), &id)?))
+}
+
+pub(super) async fn get_agent_liveness(
+    State(api): State<FreshnessApi>,
+    Path(id): Path<String>,
+) -> Result<Json<views::AgentLivenessView>, QueryError> {
+    Ok(Json(views::agent_liveness(&api.snapshot.get(), &id)?))
 }

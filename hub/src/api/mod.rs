@@ -28,6 +28,7 @@ pub fn routes(status: Arc<status::StatusService>, fresh: freshness::FreshnessApi
         .route("/api/v1/freshness", get(freshness::get_freshness))
         .route("/api/v1/departments/{code}/scorecard", get(freshness::get_scorecard))
         .route("/api/v1/scenarios/{id}/readiness", get(freshness::get_readiness))
+        .route("/api/v1/agents/{id}/liveness", get(freshness::get_agent_liveness))
         .with_state(fresh);
     Router::new()
         .merge(fresh_routes)

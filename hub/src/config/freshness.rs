@@ -14,6 +14,7 @@
 //! queue_capacity = 1024
 //! timeout = "10s"
 //! max_backoff = "5m"
+//! digest_at = "07:30"          # optional; a daily digest per department at this local time
 //! ```
 
 use std::path::PathBuf;
@@ -63,7 +64,10 @@ pub struct FreshnessSection {
 
 impl Default for FreshnessSection {
     fn default() -> Self {
-        FreshnessSection { evaluate_interval: DEFAULT_EVALUATE_INTERVAL, agent_offline_after: DEFAULT_AGENT_OFFLINE_AFTER }
+        FreshnessSection {
+            evaluate_interval: DEFAULT_EVALUATE_INTERVAL,
+            agent_offline_after: DEFAULT_AGENT_OFFLINE_AFTER,
+        }
     }
 }
 
@@ -77,6 +81,26 @@ pub struct AlertsSection {
     pub timeout: Duration,
     #[serde(default = "default_alert_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Local time (Asia/Ho_Chi_Minh, `HH:MM`) of the daily digest per department; none = no digest.
+    #[serde(default)]
+    pub digest_at: Option<String>,
+    /// PEM file of the CA that signed the webhook receiver's certificate (for an `https` receiver
+    /// with a private CA); the platform's roots otherwise.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl AlertsSection {
+    /// The parsed `digest_at` (validated by [`validate`]).
+    pub fn digest_time(&self) -> Option<jiff::civil::Time> {
+        self.digest_at.as_deref().and_then(parse_local_time)
+    }
+}
+
+/// `HH:MM` (or `HH:MM:SS`), 24-hour.
+fn parse_local_time(text: &str) -> Option<jiff::civil::Time> {
+    let t: jiff::civil::Time = text.trim().parse().ok()?;
+    Some(t)
 }
 
 impl Default for AlertsSection {
@@ -86,6 +110,8 @@ impl Default for AlertsSection {
             queue_capacity: DEFAULT_ALERT_QUEUE_CAPACITY,
             timeout: DEFAULT_ALERT_TIMEOUT,
             max_backoff: DEFAULT_ALERT_MAX_BACKOFF,
+            digest_at: None,
+            ca_cert: None,
         }
     }
 }
@@ -135,6 +161,14 @@ pub fn validate(
     }
     if alerts.queue_capacity == 0 {
         bad("alerts.queue_capacity", "must be at least 1".into());
+    }
+    if let Some(text) = &alerts.digest_at
+        && parse_local_time(text).is_none()
+    {
+        bad("alerts.digest_at", format!("{text:?} is not a local time like \"07:30\""));
+    }
+    if alerts.ca_cert.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        bad("alerts.ca_cert", "must not be empty (leave it out to use the platform's roots)".into());
     }
     if alerts.timeout.is_zero() {
         bad("alerts.timeout", "must be greater than 0".into());

@@ -304,7 +304,8 @@ impl HubConfig {
     fn resolve_paths(&mut self, base: &Path) {
         self.hub.data_dir = base.join(&self.hub.data_dir);
         self.warehouse.path = self.hub.data_dir.join(&self.warehouse.path);
-        for p in [&mut self.tls.cert, &mut self.tls.key, &mut self.catalog.path].into_iter().flatten() {
+        let paths = [&mut self.tls.cert, &mut self.tls.key, &mut self.catalog.path, &mut self.alerts.ca_cert];
+        for p in paths.into_iter().flatten() {
             *p = base.join(&*p);
         }
         if let Some(m) = self.mqtt.as_mut() {

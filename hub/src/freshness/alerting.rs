@@ -8,6 +8,8 @@
 //! - `agent_offline` when an agent that has been seen at least once goes out of contact, listing
 //!   its datasets; `agent_recovered` when it is back.
 //!
+//! - `department_digest` is not decided here but in [`super::digest`]; it travels the same way.
+//!
 //! The first snapshot after start only primes the state: a restarted hub does not re-send alerts
 //! for conditions that already held.
 
@@ -18,6 +20,7 @@ use kho_shared::freshness::Status;
 use serde::Serialize;
 
 use super::Snapshot;
+use super::digest::DepartmentDigest;
 use crate::catalog::Contact;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,6 +30,8 @@ pub enum AlertKind {
     DatasetRecovered,
     AgentOffline,
     AgentRecovered,
+    /// The daily digest of one department ([`super::digest`]).
+    DepartmentDigest,
 }
 
 /// The webhook's JSON body.
@@ -55,6 +60,8 @@ pub struct Alert {
     pub last_seen_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub datasets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Box<DepartmentDigest>>,
 }
 
 impl Alert {
@@ -73,7 +80,18 @@ impl Alert {
             agent: None,
             last_seen_at: None,
             datasets: Vec::new(),
+            digest: None,
         }
+    }
+
+    /// The webhook message carrying a department's daily digest.
+    pub fn digest(digest: DepartmentDigest) -> Alert {
+        let mut alert = Alert::new(AlertKind::DepartmentDigest, digest.evaluated_at, digest.summary());
+        alert.department = Some(digest.department.code.clone());
+        alert.contact = Some(digest.department.contact.clone());
+        alert.datasets = digest.attention.iter().map(|i| i.dataset.clone()).collect();
+        alert.digest = Some(Box::new(digest));
+        alert
     }
 }
 
@@ -90,7 +108,9 @@ pub struct AlertState {
 impl AlertState {
     /// The alerts `s` calls for, updating what has been alerted.
     pub fn observe(&mut self, s: &Snapshot) -> Vec<Alert> {
-        let Some(now) = s.evaluated_at else { return Vec::new() };
+        let Some(now) = s.evaluated_at else {
+            return Vec::new();
+        };
         let first = !self.primed;
         self.primed = true;
         let mut out = Vec::new();

@@ -5,8 +5,12 @@
 //! single writer) → publish the snapshot for the API → update metrics → queue alerts. A failed
 //! pass is logged and the previous snapshot stays; the next tick tries again.
 //!
-//! At start the recorded transitions are read back, so a restart neither loses history nor records
-//! a duplicate transition.
+//! The same pass records agent liveness transitions (offline ↔ online) and, once a day at
+//! `alerts.digest_at`, queues each department's digest; the transitions, the agent transitions
+//! and the digest's "sent on" date are written in one job, so they are stored together.
+//!
+//! At start the recorded transitions (dataset and agent) and the last digest date are read back,
+//! so a restart neither loses history, nor records a duplicate transition, nor sends a digest twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,14 +19,14 @@ use std::time::Duration;
 use kho_shared::freshness::history::Transition;
 use tokio_util::sync::CancellationToken;
 
-use super::alerting::AlertState;
-use super::{ConfiguredAgents, SnapshotCell, build, new_transitions};
+use super::alerting::{Alert, AlertState};
+use super::{ConfiguredAgents, SnapshotCell, build, digest, new_agent_transitions, new_transitions};
 use crate::alerts::AlertSender;
-use crate::apply::ApplierHandle;
+use crate::apply::{ApplierHandle, Records};
 use crate::catalog::CatalogHandle;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::warehouse::{WarehouseError, WarehouseReader};
+use crate::warehouse::{AgentTransition, WarehouseError, WarehouseReader};
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +50,11 @@ pub struct Evaluator {
     pub snapshot: SnapshotCell,
     pub metrics: Arc<Metrics>,
     pub alerts: AlertSender,
+    /// Local time of the daily digest; `None` = no digest.
+    pub digest_at: Option<jiff::civil::Time>,
     transitions: HashMap<String, Vec<Transition>>,
+    agent_history: HashMap<String, Vec<AgentTransition>>,
+    last_digest: Option<jiff::civil::Date>,
     alert_state: AlertState,
 }
 
@@ -73,7 +81,10 @@ impl Evaluator {
             snapshot,
             metrics,
             alerts,
+            digest_at: None,
             transitions: HashMap::new(),
+            agent_history: HashMap::new(),
+            last_digest: None,
             alert_state: AlertState::default(),
         }
     }
@@ -81,13 +92,24 @@ impl Evaluator {
     /// Reads back recorded history; call once before the first pass.
     pub async fn load_history(&mut self) -> Result<(), EvaluateError> {
         let reader = Arc::clone(&self.reader);
-        let stored = tokio::task::spawn_blocking(move || reader.transitions())
-            .await
-            .map_err(|e| EvaluateError::Task(e.to_string()))??;
+        let (stored, agents, sent_on) = tokio::task::spawn_blocking(move || {
+            Ok::<_, WarehouseError>((
+                reader.transitions()?,
+                reader.agent_transitions()?,
+                reader.meta(digest::SENT_ON_KEY)?,
+            ))
+        })
+        .await
+        .map_err(|e| EvaluateError::Task(e.to_string()))??;
         self.transitions.clear();
         for t in stored {
             self.transitions.entry(t.dataset).or_default().push(t.transition);
         }
+        self.agent_history.clear();
+        for t in agents {
+            self.agent_history.entry(t.agent.clone()).or_default().push(t);
+        }
+        self.last_digest = sent_on.and_then(|d| d.parse().ok());
         Ok(())
     }
 
@@ -101,17 +123,39 @@ impl Evaluator {
         let catalog = self.catalog.get();
         let mut snapshot =
             build(now, catalog, &evidence, &self.configured, self.offline_after, self.transitions.clone());
-        let fresh = new_transitions(&snapshot);
-        if !fresh.is_empty() {
-            self.applier.transitions(fresh.clone()).await?;
-            for t in fresh {
+        snapshot.agent_history = self.agent_history.clone();
+        let mut records = Records {
+            transitions: new_transitions(&snapshot),
+            agent_transitions: new_agent_transitions(&snapshot, self.offline_after),
+            meta: Vec::new(),
+        };
+        let digest_day = self.digest_at.and_then(|at| digest::due(now, at, self.last_digest));
+        if let Some(day) = digest_day {
+            records.meta.push((digest::SENT_ON_KEY.to_string(), day.to_string()));
+        }
+        if !records.is_empty() {
+            self.applier.record(records.clone()).await?;
+            for t in records.transitions {
                 tracing::info!(dataset = %t.dataset, status = t.transition.status.as_str(), period = %t.transition.period.label, "freshness transition");
                 self.transitions.entry(t.dataset).or_default().push(t.transition);
             }
+            for t in records.agent_transitions {
+                tracing::info!(agent = %t.agent, online = t.online, at = %t.at, "agent liveness transition");
+                self.agent_history.entry(t.agent.clone()).or_default().push(t);
+            }
             snapshot.transitions = self.transitions.clone();
+            snapshot.agent_history = self.agent_history.clone();
         }
         for alert in self.alert_state.observe(&snapshot) {
             self.alerts.send(alert);
+        }
+        if let Some(day) = digest_day {
+            // Recorded as sent above: a crash from here loses today's digest rather than
+            // sending it twice (the next alert or tomorrow's digest shows the same state).
+            self.last_digest = Some(day);
+            for d in digest::department_digests(&snapshot, day) {
+                self.alerts.send(Alert::digest(d));
+            }
         }
         self.metrics.set_freshness(&snapshot);
         self.snapshot.set(snapshot);

@@ -7,13 +7,19 @@
 //! - [`evaluator`] runs `build` every `evaluate_interval`, records status transitions in
 //!   `_kho_freshness_history` through the applier, updates metrics and raises alerts;
 //! - [`views`] (pure) answers the API's scorecard and readiness questions from a snapshot;
-//! - [`alerting`] (pure) decides which webhook alerts a new snapshot calls for.
+//! - [`alerting`] (pure) decides which webhook alerts a new snapshot calls for;
+//! - [`digest`] (pure) builds each department's daily digest and decides when it is due.
+//!
+//! Agent liveness is history too: [`new_agent_transitions`] (pure) turns each pass's liveness
+//! into offline/online transitions, recorded in the warehouse, from which
+//! [`views::agent_liveness`] computes availability.
 //!
 //! **Which agents serve a dataset**: those the catalogue lists under it plus those whose hub
 //! config `datasets` include it (the permission merge rule, [`crate::catalog`]). The dataset's
 //! `agent_last_seen_at` is the latest contact of any of them.
 
 pub mod alerting;
+pub mod digest;
 pub mod evaluator;
 pub mod views;
 
@@ -28,7 +34,7 @@ use kho_shared::schedule::Schedule;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::warehouse::Evidence;
+use crate::warehouse::{AgentTransition, Evidence};
 
 /// One catalogue dataset with its current freshness.
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +74,8 @@ pub struct Snapshot {
     pub agents: Vec<AgentLiveness>,
     /// Every recorded transition, per dataset, oldest first.
     pub transitions: HashMap<String, Vec<Transition>>,
+    /// Every recorded liveness transition, per agent, oldest first.
+    pub agent_history: HashMap<String, Vec<AgentTransition>>,
 }
 
 impl Snapshot {
@@ -164,7 +172,37 @@ pub fn build(
             }
         })
         .collect();
-    Snapshot { evaluated_at: Some(now), catalog, datasets, agents, transitions }
+    Snapshot { evaluated_at: Some(now), catalog, datasets, agents, transitions, agent_history: HashMap::new() }
+}
+
+/// The agent liveness transitions `snapshot` records relative to `snapshot.agent_history`.
+///
+/// An agent enters the history the first time it is seen; after that a row is added whenever
+/// it goes out of contact or comes back. Times are when the change happened, not when the
+/// evaluator noticed it: going offline at `last_seen_at + offline_after`, coming back at the
+/// contact that brought it back (`last_seen_at`). Agents never seen have no history (they are
+/// "never connected", not "offline"). Pure.
+pub fn new_agent_transitions(snapshot: &Snapshot, offline_after: Duration) -> Vec<AgentTransition> {
+    let Some(now) = snapshot.evaluated_at else {
+        return Vec::new();
+    };
+    let after = jiff::SignedDuration::try_from(offline_after).unwrap_or(jiff::SignedDuration::MAX);
+    snapshot
+        .agents
+        .iter()
+        .filter_map(|a| {
+            let seen = a.last_seen_at?;
+            let online = !a.offline;
+            let last = snapshot.agent_history.get(&a.agent).and_then(|h| h.last());
+            if last.is_some_and(|l| l.online == online) {
+                return None;
+            }
+            let at = if online { seen } else { seen.checked_add(after).unwrap_or(now).min(now) };
+            // Never before the previous row: clocks and late heartbeats must not reorder history.
+            let at = last.map_or(at, |l| at.max(l.at));
+            Some(AgentTransition { agent: a.agent.clone(), at, online, last_seen_at: Some(seen) })
+        })
+        .collect()
 }
 
 /// The transitions `snapshot` records relative to the last recorded ones (status or judged

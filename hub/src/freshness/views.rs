@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::Snapshot;
 use crate::catalog::{Contact, Department};
+use crate::warehouse::AgentTransition;
 
 /// Why a view could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -135,4 +136,139 @@ pub fn scenario_readiness(s: &Snapshot, id: &str) -> Result<ScenarioReadiness, V
         inputs: scenario.inputs.len(),
         blocking,
     })
+}
+
+/// How far back [`agent_liveness`] measures availability.
+pub const AVAILABILITY_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_hours(30 * 24);
+
+/// A time an agent was out of contact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfflinePeriod {
+    pub from: Timestamp,
+    /// `None` while it is still offline.
+    pub to: Option<Timestamp>,
+    pub seconds: i64,
+}
+
+/// `GET /api/v1/agents/{id}/liveness`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentLivenessView {
+    pub agent: String,
+    pub configured: bool,
+    pub offline: bool,
+    pub last_seen_at: Option<Timestamp>,
+    pub datasets: Vec<String>,
+    pub evaluated_at: Timestamp,
+    /// Start of the availability window (the last 30 days, or since the agent was first seen).
+    pub window_start: Option<Timestamp>,
+    /// Share of the window the agent was in contact; `None` before it was ever seen.
+    pub availability: Option<f64>,
+    /// Offline periods overlapping the window, oldest first.
+    pub offline_periods: Vec<OfflinePeriod>,
+    /// Every recorded liveness transition, oldest first.
+    pub transitions: Vec<AgentTransition>,
+}
+
+/// Offline periods and the share of time online between `from` and `now`, from the transitions
+/// (oldest first). Time before the first transition is not counted. Pure.
+pub fn availability(
+    transitions: &[AgentTransition],
+    from: Timestamp,
+    now: Timestamp,
+) -> (Option<Timestamp>, Option<f64>, Vec<OfflinePeriod>) {
+    let Some(first) = transitions.first() else {
+        return (None, None, Vec::new());
+    };
+    let start = from.max(first.at).min(now);
+    let mut online_s = 0i64;
+    let mut periods = Vec::new();
+    for (i, t) in transitions.iter().enumerate() {
+        let end = transitions.get(i + 1).map_or(now, |n| n.at).min(now);
+        let (a, b) = (t.at.max(start), end);
+        if b <= a {
+            continue;
+        }
+        let seconds = b.duration_since(a).as_secs();
+        if t.online {
+            online_s += seconds;
+        } else {
+            let still = i + 1 == transitions.len();
+            periods.push(OfflinePeriod { from: t.at, to: (!still).then_some(end), seconds });
+        }
+    }
+    let total = now.duration_since(start).as_secs();
+    // Seconds in a 30-day window are far below 2^52, so the conversions are exact.
+    let share = (total > 0).then(|| online_s as f64 / total as f64);
+    (Some(start), share, periods)
+}
+
+/// An agent's liveness with its history and availability over [`AVAILABILITY_WINDOW`].
+pub fn agent_liveness(s: &Snapshot, id: &str) -> Result<AgentLivenessView, ViewError> {
+    let now = s.evaluated_at.ok_or(ViewError::NotEvaluated)?;
+    let agent =
+        s.agents.iter().find(|a| a.agent == id).ok_or_else(|| ViewError::NotFound { kind: "agent", id: id.into() })?;
+    let transitions = s.agent_history.get(id).cloned().unwrap_or_default();
+    let from = now.checked_sub(AVAILABILITY_WINDOW).unwrap_or(now);
+    let (window_start, availability, offline_periods) = availability(&transitions, from, now);
+    Ok(AgentLivenessView {
+        agent: agent.agent.clone(),
+        configured: agent.configured,
+        offline: agent.offline,
+        last_seen_at: agent.last_seen_at,
+        datasets: agent.datasets.clone(),
+        evaluated_at: now,
+        window_start,
+        availability,
+        offline_periods,
+        transitions,
+    })
+}
+
+#[cfg(test)]
+mod availability_tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn tr(at: &str, online: bool) -> AgentTransition {
+        AgentTransition { agent: "a".into(), at: t(at), online, last_seen_at: None }
+    }
+
+    #[test]
+    fn never_seen_has_no_availability() {
+        assert_eq!(availability(&[], t("2026-03-01T00:00:00Z"), t("2026-03-02T00:00:00Z")), (None, None, vec![]));
+    }
+
+    #[test]
+    fn counts_online_share_and_offline_periods_inside_the_window() {
+        let history = [
+            tr("2026-02-01T00:00:00Z", true),
+            // Offline for 6 h before the window and 6 h inside it.
+            tr("2026-02-28T18:00:00Z", false),
+            tr("2026-03-01T06:00:00Z", true),
+            // Offline for the last 12 h, still offline.
+            tr("2026-03-02T12:00:00Z", false),
+        ];
+        let (start, share, periods) = availability(&history, t("2026-03-01T00:00:00Z"), t("2026-03-03T00:00:00Z"));
+        assert_eq!(start, Some(t("2026-03-01T00:00:00Z")));
+        // 48 h window: online 06:00 on the 1st to 12:00 on the 2nd = 30 h.
+        assert_eq!(share, Some(30.0 / 48.0));
+        assert_eq!(periods.len(), 2);
+        assert_eq!(
+            periods[0],
+            OfflinePeriod { from: t("2026-02-28T18:00:00Z"), to: Some(t("2026-03-01T06:00:00Z")), seconds: 6 * 3600 }
+        );
+        assert_eq!(periods[1], OfflinePeriod { from: t("2026-03-02T12:00:00Z"), to: None, seconds: 12 * 3600 });
+    }
+
+    #[test]
+    fn window_starts_at_first_sighting_for_a_new_agent() {
+        let history = [tr("2026-03-02T00:00:00Z", true)];
+        let (start, share, periods) = availability(&history, t("2026-02-01T00:00:00Z"), t("2026-03-03T00:00:00Z"));
+        assert_eq!(start, Some(t("2026-03-02T00:00:00Z")));
+        assert_eq!(share, Some(1.0));
+        assert!(periods.is_empty());
+    }
 }

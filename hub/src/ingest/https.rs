@@ -1,4 +1,5 @@
-//! The HTTPS transport for ingest: `POST /v1/batches` and `POST /v1/heartbeat`.
+//! The HTTPS transport for ingest: `POST /v1/batches`, `POST /v1/heartbeat` and `GET /v1/whoami`
+//! (who the token belongs to, for `kho-agent check`).
 //!
 //! The token is checked before the body is read, so an unknown caller cannot make the hub buffer
 //! anything. Bodies are read with a hard byte limit (a declared `content-length` over the limit is
@@ -14,7 +15,9 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::routing::post;
-use kho_shared::protocol::{Ack, BATCH_CONTENT_ENCODING, BATCHES_PATH, DIGEST_HEADER, ErrorCode, HEARTBEAT_PATH};
+use kho_shared::protocol::{
+    Ack, BATCH_CONTENT_ENCODING, BATCHES_PATH, DIGEST_HEADER, ErrorCode, HEARTBEAT_PATH, WHOAMI_PATH, WhoAmI,
+};
 
 use tracing::Instrument;
 
@@ -26,6 +29,7 @@ pub fn routes(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route(BATCHES_PATH, post(post_batch))
         .route(HEARTBEAT_PATH, post(post_heartbeat))
+        .route(WHOAMI_PATH, axum::routing::get(get_whoami))
         .with_state(ingest)
 }
 
@@ -55,6 +59,16 @@ async fn handle_batch(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Resul
     let bytes = read_bounded(headers, body, ingest.max_body_bytes).await?;
     ingest.metrics.bytes_received(bytes.len());
     ingest.batch(agent, bytes, header_str(headers, DIGEST_HEADER)).await
+}
+
+async fn get_whoami(State(ingest): State<Arc<Ingest>>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
+    match ingest.authenticate(header_str(&headers, header::AUTHORIZATION)) {
+        Ok(agent) => Ok(Json(ingest.whoami(agent))),
+        Err(e) => {
+            ingest.metrics.refused(e.code());
+            Err(e.log())
+        }
+    }
 }
 
 async fn post_heartbeat(

@@ -88,6 +88,23 @@ impl Ingest {
         Ok(Ack { applied_through: applied.applied_through })
     }
 
+    /// Who `agent` is to this hub and what it may write (hub config ∪ catalogue).
+    pub fn whoami(&self, agent: &AgentIdentity) -> kho_shared::protocol::WhoAmI {
+        let catalog = self.catalog.get();
+        let mut datasets: Vec<String> = agent
+            .datasets()
+            .map(str::to_string)
+            .chain(catalog.datasets.iter().filter(|d| d.agents.contains(&agent.id)).map(|d| d.id.clone()))
+            .collect();
+        datasets.sort();
+        datasets.dedup();
+        kho_shared::protocol::WhoAmI {
+            agent: agent.id.clone(),
+            datasets,
+            hub_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
     /// Parses and stores a heartbeat from `agent`.
     pub async fn heartbeat(&self, agent: &AgentIdentity, body: &[u8]) -> Result<(), ApiError> {
         let mut hb: Heartbeat = serde_json::from_slice(body)

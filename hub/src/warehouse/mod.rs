@@ -10,7 +10,8 @@
 //!
 //! Every warehouse keeps, besides one table per dataset, the same metadata tables:
 //! the ledger (agent → highest applied sequence), the dataset catalogue (key, columns, last
-//! change), the agents' last heartbeats, and freshness evidence and status history. Implementations: [`sqlite`] (embedded default);
+//! change), the agents' last heartbeats, freshness evidence, dataset status history, agent
+//! liveness history and a small key-value table of hub bookkeeping. Implementations: [`sqlite`] (embedded default);
 //! PostgreSQL comes later.
 
 pub mod sqlite;
@@ -84,6 +85,11 @@ pub trait Warehouse: Send {
     fn promote_syncs(&mut self, agent: &str, applied: u64) -> Result<(), WarehouseError>;
     /// Appends freshness status transitions.
     fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError>;
+    /// Appends agent liveness transitions (online ↔ offline).
+    fn record_agent_transitions(&mut self, rows: &[AgentTransition]) -> Result<(), WarehouseError>;
+    /// Sets a hub bookkeeping value (e.g. the date of the last daily digest), so it survives a
+    /// restart and is shared by every hub instance using this warehouse.
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError>;
     /// Gives back memory kept only to make the next batch faster (page caches), outside any
     /// transaction. The applier calls it when batches have stopped arriving for a while.
     fn release_memory(&mut self) {}
@@ -96,6 +102,10 @@ pub trait WarehouseReader: Send + Sync {
     fn evidence(&self) -> Result<Evidence, WarehouseError>;
     /// Every recorded status transition, oldest first.
     fn transitions(&self) -> Result<Vec<StoredTransition>, WarehouseError>;
+    /// Every recorded agent liveness transition, oldest first.
+    fn agent_transitions(&self) -> Result<Vec<AgentTransition>, WarehouseError>;
+    /// A bookkeeping value set by [`Warehouse::set_meta`].
+    fn meta(&self, key: &str) -> Result<Option<String>, WarehouseError>;
 }
 
 /// What one applied batch changed in one dataset.
@@ -128,6 +138,16 @@ pub struct Evidence {
 pub struct StoredTransition {
     pub dataset: String,
     pub transition: kho_shared::freshness::history::Transition,
+}
+
+/// One recorded change of an agent's liveness: it went out of contact (`online = false`) or came
+/// back. `last_seen_at` is its last contact as known at that moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentTransition {
+    pub agent: String,
+    pub at: jiff::Timestamp,
+    pub online: bool,
+    pub last_seen_at: Option<jiff::Timestamp>,
 }
 
 /// Everything the status API shows that the warehouse knows.

@@ -68,6 +68,19 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(fail_first: u32) -> Receiver {
+        Receiver::serve(fail_first, None).await
+    }
+
+    /// The same receiver over HTTPS, with a certificate from a fresh local CA under `tls_dir`
+    /// (`<tls_dir>/ca.pem` is what the hub must trust).
+    pub async fn start_tls(fail_first: u32, tls_dir: &std::path::Path) -> Receiver {
+        kho_hub::tls::install_crypto_provider();
+        let paths = kho_hub::tls::ensure_self_signed(tls_dir, &[]).expect("receiver certificate");
+        let config = kho_hub::tls::server_config(&paths.cert, &paths.key).expect("receiver TLS config");
+        Receiver::serve(fail_first, Some(config)).await
+    }
+
+    async fn serve(fail_first: u32, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         use axum::http::StatusCode;
         let received: Arc<Mutex<Vec<Value>>> = Arc::default();
         let calls: Arc<Mutex<u32>> = Arc::default();
@@ -91,23 +104,67 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url: format!("http://{addr}/hook"), received, calls }
+        let scheme = match tls {
+            None => {
+                listener.set_nonblocking(true).expect("nonblocking");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                "http"
+            }
+            Some(config) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
+                let server = axum_server::tls_rustls::from_tcp_rustls(listener, config).expect("tls listener");
+                tokio::spawn(async move { server.serve(app.into_make_service()).await });
+                "https"
+            }
+        };
+        Receiver { url: format!("{scheme}://localhost:{}/hook", addr.port()), received, calls }
     }
 
     pub fn kinds(&self) -> Vec<String> {
         let got = self.received.lock().expect("received");
-        got.iter().map(|a| format!("{}:{}", a["kind"].as_str().unwrap_or("?"), a["dataset"].as_str().or(a["agent"].as_str()).unwrap_or("?"))).collect()
+        got.iter()
+            .map(|a| {
+                format!(
+                    "{}:{}",
+                    a["kind"].as_str().unwrap_or("?"),
+                    a["dataset"].as_str().or(a["agent"].as_str()).unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `n` alerts of `kind` about `subject` arrived; returns the `n`th.
+    pub async fn wait_for_nth(&self, kind: &str, subject: &str, n: usize) -> Value {
+        for _ in 0..400 {
+            let found: Vec<Value> = self
+                .received
+                .lock()
+                .expect("received")
+                .iter()
+                .filter(|a| a["kind"] == kind && (a["dataset"] == subject || a["agent"] == subject))
+                .cloned()
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {kind} alert number {n} for {subject}; got {:?}", self.kinds());
     }
 
     /// Waits until an alert of `kind` about `subject` arrived.
     pub async fn wait_for(&self, kind: &str, subject: &str) -> Value {
         for _ in 0..400 {
-            let found = self.received.lock().expect("received").iter().find(|a| {
-                a["kind"] == kind && (a["dataset"] == subject || a["agent"] == subject)
-            }).cloned();
+            let found = self
+                .received
+                .lock()
+                .expect("received")
+                .iter()
+                .find(|a| a["kind"] == kind && (a["dataset"] == subject || a["agent"] == subject))
+                .cloned();
             if let Some(a) = found {
                 return a;
             }
@@ -117,29 +174,69 @@ impl Receiver {
     }
 }
 
+/// How a [`FreshHub`] is set up.
+#[derive(Debug, Clone, Default)]
+pub struct FreshOptions {
+    pub webhook: Option<String>,
+    /// CA the hub trusts for an `https` webhook (`alerts.ca_cert`).
+    pub webhook_ca: Option<PathBuf>,
+    /// `alerts.digest_at`.
+    pub digest_at: Option<String>,
+    /// Serve the API over HTTPS with the hub's self-signed CA instead of plain HTTP.
+    pub https: bool,
+}
+
 pub struct FreshHub {
     pub dir: tempfile::TempDir,
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
+    options: FreshOptions,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), kho_hub::HubError>>,
 }
 
 impl FreshHub {
     pub async fn start(catalog: &str, webhook: Option<&str>, start: Timestamp) -> FreshHub {
+        let options = FreshOptions { webhook: webhook.map(str::to_string), ..FreshOptions::default() };
+        FreshHub::start_with(catalog, options, start).await
+    }
+
+    pub async fn start_with(catalog: &str, options: FreshOptions, start: Timestamp) -> FreshHub {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("catalog.toml"), catalog).expect("catalog");
-        let alerts = webhook.map(|u| format!("[alerts]\nwebhook_url = \"{u}\"\nmax_backoff = \"1s\"\n")).unwrap_or_default();
+        FreshHub::launch(dir, options, Arc::new(ManualClock::new(start))).await
+    }
+
+    /// Stops the hub and starts it again on the same data directory and clock.
+    pub async fn restart(self) -> FreshHub {
+        let FreshHub { dir, clock, options, shutdown, task, .. } = self;
+        shutdown.cancel();
+        task.await.expect("hub task").expect("hub stopped cleanly");
+        let _gone = std::fs::remove_file(kho_hub::listen_addr_file(&dir.path().join("data")));
+        FreshHub::launch(dir, options, clock).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, options: FreshOptions, clock: Arc<ManualClock>) -> FreshHub {
+        let mut alerts = String::new();
+        if let Some(u) = &options.webhook {
+            alerts = format!("[alerts]\nwebhook_url = \"{u}\"\nmax_backoff = \"1s\"\n");
+            if let Some(ca) = &options.webhook_ca {
+                alerts.push_str(&format!("ca_cert = \"{}\"\n", ca.display()));
+            }
+            if let Some(at) = &options.digest_at {
+                alerts.push_str(&format!("digest_at = \"{at}\"\n"));
+            }
+        }
         let text = format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\ninsecure_dev_http = true\n\
+            "[hub]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\ninsecure_dev_http = {}\n\
              [catalog]\npath = \"catalog.toml\"\nreload_interval = \"20ms\"\n\
              [freshness]\nevaluate_interval = \"20ms\"\nagent_offline_after = \"3days\"\n{alerts}\
              [[agent]]\nid = \"so-y-te-01\"\ntoken = \"{TOKEN_A}\"\ndatasets = []\n\
-             [[agent]]\nid = \"so-tai-chinh\"\ntoken = \"{TOKEN_B}\"\ndatasets = [\"ngan_sach\"]\n"
+             [[agent]]\nid = \"so-tai-chinh\"\ntoken = \"{TOKEN_B}\"\ndatasets = [\"ngan_sach\"]\n",
+            !options.https
         );
         let config = kho_hub::HubConfig::from_toml_str(&text, dir.path(), "test").expect("config");
-        let clock = Arc::new(ManualClock::new(start));
         let hooks = kho_hub::Hooks { clock: clock.clone(), ..kho_hub::Hooks::default() };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(kho_hub::run_with(config, hooks, shutdown.clone()));
@@ -154,7 +251,15 @@ impl FreshHub {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert!(!addr.is_empty(), "hub did not start");
-        FreshHub { dir, base: format!("http://{addr}"), client: reqwest::Client::new(), clock, shutdown, task }
+        let (base, client) = if options.https {
+            kho_hub::tls::install_crypto_provider();
+            let pem = std::fs::read(dir.path().join("data/tls/ca.pem")).expect("hub CA");
+            let ca = reqwest::Certificate::from_pem(&pem).expect("CA pem");
+            (format!("https://{addr}"), reqwest::Client::builder().tls_certs_only([ca]).build().expect("client"))
+        } else {
+            (format!("http://{addr}"), reqwest::Client::new())
+        };
+        FreshHub { dir, base, client, clock, options, shutdown, task }
     }
 
     pub fn catalog_path(&self) -> PathBuf {
@@ -204,7 +309,14 @@ impl FreshHub {
             datasets: reports,
         };
         let url = format!("{}{HEARTBEAT_PATH}", self.base);
-        let resp = self.client.post(url).bearer_auth(token).body(serde_json::to_vec(&hb).expect("json")).send().await.expect("hb");
+        let resp = self
+            .client
+            .post(url)
+            .bearer_auth(token)
+            .body(serde_json::to_vec(&hb).expect("json"))
+            .send()
+            .await
+            .expect("hb");
         assert_eq!(resp.status().as_u16(), 200);
     }
 

@@ -35,6 +35,8 @@ pub use deadline::{Deadline, DeadlineWeekday, FieldError, Schedule};
 
 /// The province's UTC offset (Asia/Ho_Chi_Minh: UTC+7, no daylight saving since 1975).
 pub const PROVINCE_OFFSET: Offset = Offset::constant(7);
+/// The IANA name of the province's time zone, for documents that show local times.
+pub const TZ_NAME: &str = "Asia/Ho_Chi_Minh";
 
 /// Shortest accepted `every` interval: finer periods would make every brief pause a missed period.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);

@@ -8,6 +8,9 @@
 //!   `YYYY-MM-DD`. Every value only moves forward (`max`), so a replayed batch changes nothing.
 //! - `_kho_freshness_history(id, dataset, at, status, period_label, period_start, period_end)`:
 //!   one row per status transition, appended by the evaluator; the basis of per-period lateness.
+//! - `_kho_agent_history(id, agent, at, online, last_seen_at)`: one row per agent liveness
+//!   transition (offline ↔ online), appended by the evaluator; the basis of agent availability.
+//! - `_kho_meta(key PRIMARY KEY, value)`: hub bookkeeping such as the last daily digest's date.
 //!
 //! ## Confirmed sync
 //! A heartbeat reports, per dataset, the last successful poll and `captured_through_seq`. The
@@ -26,7 +29,7 @@ use kho_shared::schedule::Period;
 use rusqlite::{Connection, params};
 
 use super::db;
-use crate::warehouse::{DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError};
+use crate::warehouse::{AgentTransition, DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _kho_observations (
@@ -49,18 +52,35 @@ CREATE TABLE IF NOT EXISTS _kho_freshness_history (
     period_end TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS _kho_freshness_history_by_dataset ON _kho_freshness_history (dataset, at);
+CREATE TABLE IF NOT EXISTS _kho_agent_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    at TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    last_seen_at TEXT
+);
+CREATE TABLE IF NOT EXISTS _kho_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 /// Makes sure a dataset has an observations row (first receipt = `now`).
 fn ensure_row(conn: &Connection, dataset: &str, now: &str) -> Result<(), WarehouseError> {
-    conn.prepare_cached("INSERT INTO _kho_observations (dataset, first_received_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-        .and_then(|mut s| s.execute(params![dataset, now]))
-        .map_err(db("write observations"))?;
+    conn.prepare_cached(
+        "INSERT INTO _kho_observations (dataset, first_received_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![dataset, now]))
+    .map_err(db("write observations"))?;
     Ok(())
 }
 
 /// Records what a batch changed: last change time and the largest business date per dataset.
-pub(super) fn record_activity(conn: &Connection, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
+pub(super) fn record_activity(
+    conn: &Connection,
+    activity: &[DatasetActivity],
+    now: &str,
+) -> Result<(), WarehouseError> {
     for a in activity {
         ensure_row(conn, &a.dataset, now)?;
         conn.prepare_cached(
@@ -83,7 +103,9 @@ pub(super) fn record_syncs(
     now: &str,
 ) -> Result<(), WarehouseError> {
     for r in reports {
-        let Some(at) = r.last_ok_poll_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) else { continue };
+        let Some(at) = r.last_ok_poll_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) else {
+            continue;
+        };
         let at = format!("{at:.3}");
         ensure_row(conn, &r.dataset, now)?;
         let sql = if r.captured_through_seq <= applied {
@@ -136,6 +158,57 @@ pub(super) fn record_transitions(conn: &Connection, rows: &[StoredTransition]) -
         .map_err(db("write history"))?;
     }
     Ok(())
+}
+
+/// Appends agent liveness transitions.
+pub(super) fn record_agent_transitions(conn: &Connection, rows: &[AgentTransition]) -> Result<(), WarehouseError> {
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO _kho_agent_history (agent, at, online, last_seen_at) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(db("write agent history"))?;
+    for t in rows {
+        let seen = t.last_seen_at.map(|s| format!("{s:.3}"));
+        stmt.execute(params![t.agent, format!("{:.3}", t.at), t.online, seen]).map_err(db("write agent history"))?;
+    }
+    Ok(())
+}
+
+/// Every agent liveness transition, oldest first.
+pub(super) fn read_agent_transitions(conn: &Connection) -> Result<Vec<AgentTransition>, WarehouseError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT agent, at, online, last_seen_at FROM _kho_agent_history ORDER BY id")
+        .map_err(db("read agent history"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, Option<String>>(3)?))
+        })
+        .map_err(db("read agent history"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (agent, at, online, seen) = row.map_err(db("read agent history"))?;
+        match at.parse() {
+            Ok(at) => out.push(AgentTransition { agent, at, online, last_seen_at: ts(seen) }),
+            Err(_) => tracing::error!(agent, at, "unreadable _kho_agent_history row skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Sets a bookkeeping value.
+pub(super) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), WarehouseError> {
+    conn.prepare_cached(
+        "INSERT INTO _kho_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![key, value]))
+    .map_err(db("write meta"))?;
+    Ok(())
+}
+
+/// Reads a bookkeeping value.
+pub(super) fn read_meta(conn: &Connection, key: &str) -> Result<Option<String>, WarehouseError> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT value FROM _kho_meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(db("read meta"))
 }
 
 fn ts(text: Option<String>) -> Option<jiff::Timestamp> {

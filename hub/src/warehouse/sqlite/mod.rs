@@ -12,8 +12,8 @@
 //!   last_seq, last_agent)`: the catalogue the hub creates tables from and checks batches against;
 //! - `_kho_agents(agent PRIMARY KEY, last_seen_at, version, outbox_depth, acked_through,
 //!   report_json)`: each agent's latest heartbeat;
-//! - `_kho_observations` and `_kho_freshness_history`: freshness evidence and status transitions
-//!   (see [`freshness`]).
+//! - `_kho_observations`, `_kho_freshness_history`, `_kho_agent_history` and `_kho_meta`:
+//!   freshness evidence, dataset and agent transitions, hub bookkeeping (see [`freshness`]).
 //!
 //! ## Crash story
 //! WAL journal with `synchronous = FULL`: `COMMIT` returns only after the WAL is on disk. Rows,
@@ -36,7 +36,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use reader::SqliteReader;
 use table::TableInfo;
 
-use super::{ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
+use super::{AgentTransition, ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
 use crate::warehouse::quote_ident;
 
 /// Prepared statements kept per connection: a few per dataset (upsert, delete) plus the
@@ -118,13 +118,16 @@ impl SqliteWarehouse {
         let mut tables = HashMap::new();
         for row in rows {
             let (dataset, key_json, columns_json) = row.map_err(db("read catalogue"))?;
-            let parsed = serde_json::from_str(&key_json).and_then(|key| Ok((key, serde_json::from_str(&columns_json)?)));
+            let parsed =
+                serde_json::from_str(&key_json).and_then(|key| Ok((key, serde_json::from_str(&columns_json)?)));
             match parsed {
                 Ok((key, columns)) => {
                     tables.insert(dataset, TableInfo { key, columns });
                 }
                 // A hand-edited catalogue row: refuse that dataset's batches rather than guess.
-                Err(e) => tracing::error!(dataset, error = %e, "unreadable _kho_datasets row; its batches will fail"),
+                Err(e) => {
+                    tracing::error!(dataset, error = %e, "unreadable _kho_datasets row; its batches will fail")
+                }
             }
         }
         drop(stmt);
@@ -175,8 +178,10 @@ impl Warehouse for SqliteWarehouse {
     }
 
     fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT applied_seq FROM _kho_ledger WHERE agent = ?1").map_err(db("read ledger"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT applied_seq FROM _kho_ledger WHERE agent = ?1")
+            .map_err(db("read ledger"))?;
         let seq: Option<i64> = stmt.query_row([agent], |r| r.get(0)).optional().map_err(db("read ledger"))?;
         Ok(seq.map_or(0, |s| s.max(0) as u64))
     }
@@ -217,11 +222,14 @@ impl Warehouse for SqliteWarehouse {
                 )
                 .map_err(db("write catalogue"))?;
             tracing::info!(dataset, columns = schema.columns.len(), "created warehouse table");
-            self.tables.insert(dataset.to_string(), TableInfo { key: schema.key.clone(), columns: schema.columns.clone() });
+            self.tables
+                .insert(dataset.to_string(), TableInfo { key: schema.key.clone(), columns: schema.columns.clone() });
             return Ok(());
         };
         let evolution = table::plan_evolution(table, schema).map_err(conflict)?;
-        let Some(columns) = evolution.columns else { return Ok(()) };
+        let Some(columns) = evolution.columns else {
+            return Ok(());
+        };
         for col in &evolution.add {
             self.exec(&table::add_column_sql(dataset, col), &format!("add column {dataset}.{}", col.name))?;
             tracing::info!(dataset, column = %col.name, ty = col.ty.as_str(), "added warehouse column");
@@ -258,7 +266,10 @@ impl Warehouse for SqliteWarehouse {
             start = end;
             let Some(schema) = schemas.iter().find(|s| s.dataset == dataset) else {
                 // Batch::validate guarantees a schema; keep going safely if it ever did not.
-                return Err(WarehouseError::SchemaConflict { dataset: dataset.into(), problem: "no schema in batch".into() });
+                return Err(WarehouseError::SchemaConflict {
+                    dataset: dataset.into(),
+                    problem: "no schema in batch".into(),
+                });
             };
             let sql = match op {
                 Op::Upsert => table::upsert_sql(schema),
@@ -335,6 +346,14 @@ impl Warehouse for SqliteWarehouse {
 
     fn promote_syncs(&mut self, agent: &str, applied: u64) -> Result<(), WarehouseError> {
         freshness::promote_syncs(&self.conn, agent, applied)
+    }
+
+    fn record_agent_transitions(&mut self, rows: &[AgentTransition]) -> Result<(), WarehouseError> {
+        freshness::record_agent_transitions(&self.conn, rows)
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
+        freshness::set_meta(&self.conn, key, value)
     }
 
     fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{count_rows, db};
 use crate::warehouse::{
-    AgentStatus, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader, WarehouseStatus,
+    AgentStatus, AgentTransition, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
+    WarehouseStatus,
 };
 
 /// Status reader over a read-only connection.
@@ -24,7 +25,8 @@ impl SqliteReader {
     /// Opens the warehouse file read-only; the writer must have created it.
     pub fn open(path: &Path) -> Result<SqliteReader, WarehouseError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(db(format!("open {} read-only", path.display())))?;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(db(format!("open {} read-only", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("busy_timeout"))?;
         Ok(SqliteReader { conn: Mutex::new(conn) })
     }
@@ -42,6 +44,16 @@ impl WarehouseReader for SqliteReader {
     fn transitions(&self) -> Result<Vec<StoredTransition>, WarehouseError> {
         let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         super::freshness::read_transitions(&conn)
+    }
+
+    fn agent_transitions(&self) -> Result<Vec<AgentTransition>, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        super::freshness::read_agent_transitions(&conn)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        super::freshness::read_meta(&conn, key)
     }
 
     fn status(&self) -> Result<WarehouseStatus, WarehouseError> {
@@ -98,7 +110,8 @@ impl WarehouseReader for SqliteReader {
             report: None,
         };
         {
-            let mut stmt = tx.prepare_cached("SELECT agent, applied_seq, updated_at FROM _kho_ledger").map_err(db("status"))?;
+            let mut stmt =
+                tx.prepare_cached("SELECT agent, applied_seq, updated_at FROM _kho_ledger").map_err(db("status"))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
                 .map_err(db("status"))?;

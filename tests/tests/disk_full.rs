@@ -1,0 +1,69 @@
+//! A full disk under the agent's outbox: capture stops with a clear error, nothing is lost, and
+//! capture resumes by itself once the forwarder has drained the outbox — the agent must not wedge.
+//!
+//! The agent's data directory is a 3 MiB tmpfs (mounting needs root, which CI has; the test fails
+//! loudly otherwise rather than skipping). The source holds far more than 3 MiB of changes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kho_tests::compare::{Diff, ho_so_diff, seq_stats};
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
+use kho_tests::source::SourceDb;
+
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output();
+        let out = out.expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs for the disk-full test (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_outbox_disk_pauses_capture_and_recovers_without_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 60_000).unwrap();
+    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
+    let agent_dir = tmp.path().join("agent");
+    let _disk = Tmpfs::mount(&agent_dir.join("data"), "3m");
+    let dataset = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
+    let agent = AgentProc::start(&agent_dir, &a, &hub.url(), &hub.ca_path(), &src.path, &[dataset], &AgentOptions::default());
+    let last = std::cell::RefCell::new(Diff::default());
+    wait_for(
+        Duration::from_secs(120),
+        "the warehouse to equal the source despite the 3 MiB outbox disk",
+        || format!("last diff: {:?}\n{}\n{}", last.borrow(), hub.log_tail(), agent.log_tail()),
+        || {
+            let d = ho_so_diff(&src.path, &hub.warehouse(), "ho_so").unwrap_or_else(|e| Diff { examples: vec![e.to_string()], missing: 1, ..Diff::default() });
+            let done = d.is_empty();
+            *last.borrow_mut() = d;
+            done
+        },
+    );
+    // The limit was really hit (60,000 changes are ~25 MB of outbox), reported, and survived.
+    let log = std::fs::read_to_string(agent_dir.join("agent.log")).unwrap_or_default();
+    assert!(log.contains("outbox disk is nearly full"), "the full disk was not reported: {}", agent.log_tail());
+    assert!(log.contains("outbox disk has room again"), "capture did not resume by itself: {}", agent.log_tail());
+    let (rows, distinct, _) = seq_stats(&hub.warehouse(), "ho_so").unwrap();
+    assert_eq!((rows, distinct), (60_000, 60_000), "every row once, no change applied twice");
+    let mut agent = agent;
+    assert!(agent.is_running(), "the agent must keep running on a full disk");
+}
