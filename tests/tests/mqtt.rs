@@ -349,3 +349,33 @@ fn a_broker_puback_deletes_nothing_only_the_hub_ack_does() {
     let hub = HubProc::start_with(&tmp.path().join("hub"), std::slice::from_ref(&a), &broker.hub_toml());
     verify(&src, &hub, &agent, &broker, &a.id, Duration::from_secs(60));
 }
+
+#[test]
+fn sync_once_and_check_work_over_mqtt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = spec("sync-once-mqtt");
+    let broker = Broker::start(&tmp.path().join("broker"), &[&a.id]);
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 2_000).unwrap();
+    let hub = HubProc::start_with(&tmp.path().join("hub"), std::slice::from_ref(&a), &broker.hub_toml());
+    let opts = mqtt_opts(&broker, &a.id, 500);
+    let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
+    let agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &a,
+        &broker.url(),
+        &broker.ca_path(),
+        &ho_so(None).toml(&source, &opts),
+        &opts,
+    );
+    let text = |out: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let out = agent.command(&["check"]);
+    assert!(text(&out).contains("hub client: ok (MQTT broker mqtts://127.0.0.1:"), "{}", text(&out));
+
+    let out = agent.command(&["sync", "--once", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), hub.log_tail());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 still waiting for the hub"), "{}", text(&out));
+    assert!(ho_so_diff(&src.path, &hub.warehouse(), "ho_so").unwrap().is_empty(), "warehouse equals source on exit");
+    assert_eq!(hub.ledger(&a.id), 2_000);
+}
