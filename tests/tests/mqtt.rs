@@ -14,6 +14,7 @@ use kho_shared::mqtt::{self, AckMessage, EnvelopeHeader, Kind};
 use kho_shared::protocol::{Batch, Change, Column, DatasetSchema, ErrorCode, Op, PROTOCOL_VERSION};
 use kho_shared::types::ColumnType;
 use kho_tests::compare::{Diff, ho_so_diff, seq_stats};
+use kho_tests::cut_proxy::CutProxy;
 use kho_tests::mosquitto::{Broker, HUB_IDENTITY};
 use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
 use kho_tests::source::SourceDb;
@@ -378,4 +379,36 @@ fn sync_once_and_check_work_over_mqtt() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 still waiting for the hub"), "{}", text(&out));
     assert!(ho_so_diff(&src.path, &hub.warehouse(), "ho_so").unwrap().is_empty(), "warehouse equals source on exit");
     assert_eq!(hub.ledger(&a.id), 2_000);
+}
+
+#[test]
+fn network_cuts_between_agent_and_broker_mid_100k_sync_lose_and_duplicate_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = spec("net-cut");
+    let broker = Broker::start(&tmp.path().join("broker"), &[&a.id]);
+    let proxy = CutProxy::start(broker.port);
+    let mut src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), ROWS).unwrap();
+    let hub = HubProc::start_with(&tmp.path().join("hub"), std::slice::from_ref(&a), &broker.hub_toml());
+    // The agent reaches the broker only through the proxy (the certificate names 127.0.0.1).
+    let url = format!("mqtts://127.0.0.1:{}", proxy.port);
+    let agent = AgentProc::start(
+        &tmp.path().join("agent"),
+        &a,
+        &url,
+        &broker.ca_path(),
+        &src.path,
+        &[ho_so(Some("updated_at"))],
+        &mqtt_opts(&broker, &a.id, 2_000),
+    );
+    wait_for(Duration::from_secs(60), "the sync to be under way", || agent.log_tail(), || hub.ledger(&a.id) >= 10_000);
+    let mut cuts = 0;
+    for round in 0..3u64 {
+        let before = hub.ledger(&a.id);
+        cuts += proxy.cut();
+        src.insert_range(ROWS + 1 + round * 100, ROWS + 100 + round * 100).unwrap();
+        // Progress resumes after each cut before the next one.
+        wait_for(Duration::from_secs(30), "progress after the cut", || agent.log_tail(), || hub.ledger(&a.id) > before);
+    }
+    assert!(cuts >= 3, "each cut should have dropped the agent's connection (cut {cuts})");
+    verify(&src, &hub, &agent, &broker, &a.id, Duration::from_secs(90));
 }
