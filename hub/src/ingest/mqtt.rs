@@ -63,6 +63,9 @@ impl MqttIngest {
         let tls = tls::client_config(ca, client, ("mqtt.ca_cert", "mqtt.client_cert", "mqtt.client_key"))
             .map_err(MqttSetupError)?;
         let mut options = MqttOptions::new(config.client_id.clone(), addr.host, addr.port);
+        // Each message in flight queues at most two requests (its verdict and its PUBACK). The
+        // event loop may be parked waiting for a permit while they queue, so the channel must hold
+        // them all: otherwise a handler could wait for room the parked loop never makes.
         let queue = config.max_in_flight * 4 + 16;
         options
             .set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)))
