@@ -63,6 +63,39 @@ pub enum AgentError {
     Join(String),
 }
 
+/// How long a dataset's poll loop waits before it is restarted after a panic.
+const RESTART_AFTER_PANIC: Duration = Duration::from_secs(5);
+
+/// Runs one dataset's poll loop, restarting it if it panics: a bug or an unexpected failure in one
+/// dataset must never leave it silently unpolled while the agent looks alive.
+async fn supervise_capture(
+    dataset: config::DatasetConfig,
+    outbox: std::path::PathBuf,
+    max_changes: u64,
+    notify: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let name = dataset.name.clone();
+    loop {
+        let span = tracing::info_span!("capture", dataset = %name);
+        let task = scheduler::run(dataset.clone(), outbox.clone(), max_changes, Arc::clone(&notify), cancel.clone());
+        match tokio::spawn(task.instrument(span)).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                tracing::error!(dataset = %name, error = %e, restart_in = ?RESTART_AFTER_PANIC, "capture loop panicked; restarting it");
+            }
+            Err(e) => {
+                tracing::error!(dataset = %name, error = %e, "capture loop was cancelled");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_AFTER_PANIC) => {}
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled. Returns an error only if it cannot start.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let _lock = lock::AgentLock::acquire(&config.agent.data_dir)?;
@@ -112,11 +145,13 @@ pub async fn run_with<T: Transport>(
     let notify = Arc::new(Notify::new());
     let tracker = TaskTracker::new();
     for d in &config.datasets {
-        let span = tracing::info_span!("capture", dataset = %d.name);
-        tracker.spawn(
-            scheduler::run(d.clone(), path.clone(), config.outbox.max_changes, Arc::clone(&notify), shutdown.child_token())
-                .instrument(span),
-        );
+        tracker.spawn(supervise_capture(
+            d.clone(),
+            path.clone(),
+            config.outbox.max_changes,
+            Arc::clone(&notify),
+            shutdown.child_token(),
+        ));
     }
     let forwarder = Forwarder::new(
         forward_outbox,

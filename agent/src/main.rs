@@ -56,9 +56,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A log line that cannot be written (stderr redirected to a file on a full disk) is dropped:
+    // tracing-subscriber's default reports it with `eprintln!`, which panics on the same full
+    // disk and killed the task that logged — a dataset then silently stopped being polled.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
     let config = match AgentConfig::load(&cli.config) {
         Ok(c) => c,

@@ -175,7 +175,9 @@ async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // An unwritable log line (full disk) is dropped rather than reported with a panicking
+    // `eprintln!` (see the agent's main).
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false).init();
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -67,3 +67,31 @@ fn full_outbox_disk_pauses_capture_and_recovers_without_loss() {
     let mut agent = agent;
     assert!(agent.is_running(), "the agent must keep running on a full disk");
 }
+
+/// The agent's log and outbox share one full disk: log lines that cannot be written are dropped
+/// (reporting them used to panic inside the poll loop, after which the dataset was never polled
+/// again), and the data still arrives complete.
+#[test]
+fn full_disk_under_the_log_too_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 40_000).unwrap();
+    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
+    let agent_dir = tmp.path().join("agent");
+    let _disk = Tmpfs::mount(&agent_dir, "3m");
+    // Fill most of the disk with a log-sized file so the log hits the limit early.
+    std::fs::write(agent_dir.join("filler"), vec![b'x'; 2_500_000]).unwrap();
+    let dataset = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
+    let opts = AgentOptions { poll_interval: "50ms", ..AgentOptions::default() };
+    let mut agent = AgentProc::start(&agent_dir, &a, &hub.url(), &hub.ca_path(), &src.path, &[dataset], &opts);
+    // Let it fail for a while with the disk full, then free the filler: capture must resume.
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::remove_file(agent_dir.join("filler")).unwrap();
+    wait_for(
+        Duration::from_secs(120),
+        "the warehouse to equal the source after the full disk",
+        || format!("{}\n{}", hub.log_tail(), agent.log_tail()),
+        || ho_so_diff(&src.path, &hub.warehouse(), "ho_so").is_ok_and(|d| d.is_empty()),
+    );
+    assert!(agent.is_running(), "the agent must survive a full disk under its log");
+}
