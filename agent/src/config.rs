@@ -29,6 +29,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeat period: the hub declares an agent offline after a few missed heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// MQTT keep-alive: short enough to notice a cut link within a minute, long enough not to wake
+/// mobile/3G links needlessly.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// How long an MQTT batch waits for the hub's ack before it is re-sent: the same budget as an
+/// HTTPS request (upload, apply, answer).
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Poll period when a dataset does not say: department databases change at office pace.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -57,9 +63,25 @@ pub struct AgentSection {
     pub data_dir: PathBuf,
 }
 
+/// How the agent reaches the hub.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// `POST`s to the hub (`hub.url = "https://…"`).
+    #[default]
+    Https,
+    /// Publishes to an MQTT broker over TLS (`hub.url = "mqtts://broker:8883"`) and waits for the
+    /// hub's acknowledgement on the agent's ack topic.
+    Mqtt,
+}
+
+/// Where and how to reach the hub. With `transport = "mqtt"`, `url` is the broker's `mqtts://`
+/// URL and `ca_cert` the CA that signed the broker's certificate.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
+    #[serde(default)]
+    pub transport: TransportKind,
     pub url: String,
     #[serde(default)]
     pub token: Option<String>,
@@ -74,6 +96,18 @@ pub struct HubSection {
     pub request_timeout: Duration,
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// MQTT: client certificate (PEM) presented to the broker, whose CN is the agent id.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// MQTT: the client certificate's private key (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// MQTT: keep-alive ping period; a dead connection is noticed within about 1.5× this.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// MQTT: how long to wait for the hub's acknowledgement of a batch before sending it again.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +236,12 @@ fn default_request_timeout() -> Duration {
 fn default_heartbeat_interval() -> Duration {
     DEFAULT_HEARTBEAT_INTERVAL
 }
+fn default_keep_alive() -> Duration {
+    DEFAULT_KEEP_ALIVE
+}
+fn default_ack_timeout() -> Duration {
+    DEFAULT_ACK_TIMEOUT
+}
 fn default_poll_interval() -> Duration {
     DEFAULT_POLL_INTERVAL
 }
@@ -264,14 +304,46 @@ impl AgentConfig {
         if self.agent.data_dir.as_os_str().is_empty() {
             bad("agent.data_dir", "must not be empty".into());
         }
-        match self.hub.url.split_once("://") {
-            Some(("https", rest)) if !rest.is_empty() => {}
-            Some(("http", rest)) if !rest.is_empty() => {
+        match (self.hub.transport, self.hub.url.split_once("://")) {
+            (TransportKind::Https, Some(("https", rest))) if !rest.is_empty() => {}
+            (TransportKind::Https, Some(("http", rest))) if !rest.is_empty() => {
                 if !self.hub.insecure_dev {
                     bad("hub.url", "http:// is refused; use https:// (or set hub.insecure_dev = true for development)".into());
                 }
             }
-            _ => bad("hub.url", format!("{:?} is not an https:// URL", self.hub.url)),
+            (TransportKind::Https, _) => bad("hub.url", format!("{:?} is not an https:// URL", self.hub.url)),
+            (TransportKind::Mqtt, _) => {
+                if let Err(problem) = crate::forward::mqtt::BrokerAddr::parse(&self.hub.url) {
+                    bad("hub.url", problem);
+                }
+                if self.hub.insecure_dev {
+                    bad("hub.insecure_dev", "not available with transport = \"mqtt\" (MQTT always uses TLS)".into());
+                }
+            }
+        }
+        let mqtt_only = [
+            ("hub.client_cert", self.hub.client_cert.is_some()),
+            ("hub.client_key", self.hub.client_key.is_some()),
+        ];
+        if self.hub.transport == TransportKind::Mqtt {
+            if self.hub.ca_cert.is_none() {
+                bad("hub.ca_cert", "required with transport = \"mqtt\" (the CA that signed the broker's certificate)".into());
+            }
+            if self.hub.client_cert.is_some() != self.hub.client_key.is_some() {
+                bad("hub.client_cert", "give both client_cert and client_key, or neither".into());
+            }
+            if self.hub.keep_alive < Duration::from_secs(5) {
+                bad("hub.keep_alive", "must be at least 5s".into());
+            }
+            if self.hub.ack_timeout.is_zero() {
+                bad("hub.ack_timeout", "must be greater than zero".into());
+            }
+        } else {
+            for (field, set) in mqtt_only {
+                if set {
+                    bad(field, "only used with transport = \"mqtt\"".into());
+                }
+            }
         }
         match (&self.hub.token, &self.hub.token_file) {
             (Some(_), Some(_)) => bad("hub.token", "give either token or token_file, not both".into()),
@@ -386,7 +458,7 @@ impl AgentConfig {
         if let Some(p) = self.hub.token_file.as_mut() {
             resolve(p);
         }
-        if let Some(p) = self.hub.ca_cert.as_mut() {
+        for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key].into_iter().flatten() {
             resolve(p);
         }
         for d in &mut self.datasets {

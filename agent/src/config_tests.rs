@@ -359,6 +359,30 @@ fn the_deployment_example_is_valid() {
 }
 
 #[test]
+fn mqtt_transport_needs_mqtts_url_and_ca() {
+    let mqtt = VALID.replace(
+        "url = \"https://127.0.0.1:8443\"",
+        "transport = \"mqtt\"\nurl = \"mqtts://broker.vnpt.vn:8883\"\nclient_cert = \"agent.pem\"\nclient_key = \"agent.key\"\nack_timeout = \"5s\"",
+    );
+    let c = parse(&mqtt).unwrap();
+    assert_eq!(c.hub.transport, TransportKind::Mqtt);
+    assert_eq!(c.hub.client_cert.as_deref(), Some(Path::new("/etc/kho/agent.pem")));
+    assert_eq!(c.hub.ack_timeout, Duration::from_secs(5));
+    assert_eq!(c.hub.keep_alive, DEFAULT_KEEP_ALIVE);
+
+    let plain = mqtt.replace("mqtts://", "mqtt://");
+    assert_eq!(fields(&parse(&plain).unwrap_err()), ["hub.url"]);
+    let no_ca = mqtt.replace("ca_cert = \"ca.pem\"\n", "");
+    assert_eq!(fields(&parse(&no_ca).unwrap_err()), ["hub.ca_cert"]);
+    let half = mqtt.replace("client_key = \"agent.key\"\n", "");
+    assert_eq!(fields(&parse(&half).unwrap_err()), ["hub.client_cert"]);
+    let https_with_cert = VALID.replace("token = \"secret\"", "token = \"secret\"\nclient_cert = \"a.pem\"");
+    assert_eq!(fields(&parse(&https_with_cert).unwrap_err()), ["hub.client_cert"]);
+    let bad_kind = VALID.replace("url = \"https", "transport = \"amqp\"\nurl = \"https");
+    assert!(parse(&bad_kind).unwrap_err().to_string().contains("transport"));
+}
+
+#[test]
 fn cron_schedule_replaces_the_interval_and_bad_ones_are_named() {
     let c = parse(&VALID.replace("poll_interval = \"2s\"", "schedule = \"0 2 * * mon-sat\"")).unwrap();
     assert!(matches!(c.datasets[0].poll_schedule(), crate::schedule::PollSchedule::Cron(_)));

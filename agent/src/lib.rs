@@ -37,8 +37,10 @@ use tracing::Instrument;
 
 pub use config::{AgentConfig, ConfigError};
 
+use config::TransportKind;
 use forward::https::HttpsTransport;
-use forward::{Forwarder, TransportError};
+use forward::mqtt::MqttTransport;
+use forward::{Forwarder, Transport, TransportError};
 use outbox::{Outbox, OutboxError};
 
 /// How long shutdown waits for capture chunks, acks and in-flight requests to finish.
@@ -98,7 +100,25 @@ async fn supervise_capture(
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let _lock = lock::AgentLock::acquire(&config.agent.data_dir)?;
     let token = config.bearer_token()?;
-    let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+    match config.hub.transport {
+        TransportKind::Https => {
+            let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+            run_with(config, transport, shutdown).await
+        }
+        TransportKind::Mqtt => {
+            forward::https::install_crypto_provider();
+            let transport = Arc::new(MqttTransport::new(&config.hub, &config.agent.id, &token)?);
+            run_with(config, transport, shutdown).await
+        }
+    }
+}
+
+/// Runs the agent over an already built transport until `shutdown` is cancelled.
+pub async fn run_with<T: Transport>(
+    config: AgentConfig,
+    transport: Arc<T>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let path = config.outbox_path();
     let opened = {
         let path = path.clone();
@@ -114,6 +134,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let (forward_outbox, heartbeat_outbox, meta) = opened;
     tracing::info!(
         agent = %config.agent.id,
+        transport = ?config.hub.transport,
         outbox = %path.display(),
         pending = meta.depth(),
         acked_through = meta.acked_through,

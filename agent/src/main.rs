@@ -195,6 +195,19 @@ fn check_hub(config: &AgentConfig) -> usize {
             return 1;
         }
     };
+    if config.hub.transport == kho_agent::config::TransportKind::Mqtt {
+        // Over MQTT the hub answers only batches; the first batch's ack proves the token.
+        return match kho_agent::forward::mqtt::MqttTransport::setup(&config.hub) {
+            Ok(_) => {
+                println!("hub client: ok (MQTT broker {}; CA and client certificate read)", config.hub.url);
+                0
+            }
+            Err(e) => {
+                println!("hub client: PROBLEM: {e}");
+                1
+            }
+        };
+    }
     let transport = match kho_agent::forward::https::HttpsTransport::new(&config.hub, &token) {
         Ok(t) => t,
         Err(e) => {

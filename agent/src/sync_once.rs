@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, TransportKind};
 use crate::detect::{Capture, PollReport};
 use crate::forward::Forwarder;
 use crate::forward::https::HttpsTransport;
+use crate::forward::mqtt::MqttTransport;
 use crate::forward::Transport;
 use crate::lock::AgentLock;
 use crate::outbox::{Outbox, now_ms};
@@ -57,7 +58,7 @@ pub async fn sync_once(
     config: AgentConfig,
     selected: &[String],
     timeout: Duration,
-    mut progress: impl FnMut(&SyncProgress) + Send,
+    progress: impl FnMut(&SyncProgress) + Send,
     shutdown: CancellationToken,
 ) -> Result<SyncSummary, AgentError> {
     let unknown: Vec<String> =
@@ -68,7 +69,28 @@ pub async fn sync_once(
     }
     let _lock = AgentLock::acquire(&config.agent.data_dir)?;
     let token = config.bearer_token()?;
-    let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+    match config.hub.transport {
+        TransportKind::Https => {
+            let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+            sync_once_with(config, transport, selected, timeout, progress, shutdown).await
+        }
+        TransportKind::Mqtt => {
+            crate::forward::https::install_crypto_provider();
+            let transport = Arc::new(MqttTransport::new(&config.hub, &config.agent.id, &token)?);
+            sync_once_with(config, transport, selected, timeout, progress, shutdown).await
+        }
+    }
+}
+
+/// [`sync_once`] over an already built transport (the caller holds the agent lock).
+async fn sync_once_with<T: Transport>(
+    config: AgentConfig,
+    transport: Arc<T>,
+    selected: &[String],
+    timeout: Duration,
+    mut progress: impl FnMut(&SyncProgress) + Send,
+    shutdown: CancellationToken,
+) -> Result<SyncSummary, AgentError> {
     let path = config.outbox_path();
     let (forward_outbox, watch_outbox, start) = {
         let path = path.clone();

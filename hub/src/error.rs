@@ -35,6 +35,8 @@ pub enum HubError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Mqtt(#[from] crate::ingest::mqtt::MqttSetupError),
     #[error("could not start the applier thread: {0}")]
     Thread(std::io::Error),
 }

@@ -2,7 +2,8 @@
 //! provincial warehouse, and reports what it holds.
 //!
 //! A change record's path through this crate, by module:
-//! [`ingest::https`] (HTTP request, token, body limit) → [`ingest`] (digest, bounded decode,
+//! [`ingest::https`] (HTTP request, token, body limit) or [`ingest::mqtt`] (broker message,
+//! envelope token, ack topic) → [`ingest`] (digest, bounded decode,
 //! protocol and permission checks) → [`apply`] (the single writer: ledger decision and rows in one
 //! transaction) → [`warehouse`] (SQLite tables, ledger, freshness evidence) → [`freshness`] (the
 //! periodic evaluator: statuses, history, alerts via [`alerts`]) → [`api`] (status, catalogue,
@@ -183,6 +184,11 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         max_body_bytes: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
         max_decoded_bytes: usize::try_from(limits.max_decoded_bytes).unwrap_or(usize::MAX),
     });
+    if let Some(section) = &config.mqtt {
+        let mqtt = ingest::mqtt::MqttIngest::new(section, ingest.max_body_bytes)?;
+        let span = tracing::info_span!("mqtt_ingest", broker = %section.url);
+        tracker.spawn(mqtt.run(Arc::clone(&ingest), tasks.clone()).instrument(span));
+    }
     let status = Arc::new(api::status::StatusService {
         reader,
         agents: config.agents.iter().map(|a| (a.id.clone(), a.datasets.clone())).collect(),
@@ -212,7 +218,8 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     }
     .await;
 
-    // The evaluator holds the last ApplierHandle besides the router's: stop it first.
+    // The evaluator and the MQTT ingest hold the last ApplierHandles besides the router's: stop
+    // them first.
     tasks.cancel();
     tracker.wait().await;
     // Every ApplierHandle is gone; the applier now commits what is queued and stops.

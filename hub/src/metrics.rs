@@ -31,6 +31,8 @@ pub struct Metrics {
     alerts_sent: AtomicU64,
     alerts_failed: AtomicU64,
     alerts_dropped: AtomicU64,
+    mqtt_messages: AtomicU64,
+    mqtt_connection_failures: AtomicU64,
     /// Per-dataset and per-agent freshness gauges, rendered by the evaluator after each pass.
     freshness: Mutex<String>,
 }
@@ -99,6 +101,14 @@ impl Metrics {
         self.alerts_dropped.fetch_add(1, Relaxed);
     }
 
+    pub fn mqtt_message(&self) {
+        self.mqtt_messages.fetch_add(1, Relaxed);
+    }
+
+    pub fn mqtt_connection_failed(&self) {
+        self.mqtt_connection_failures.fetch_add(1, Relaxed);
+    }
+
     /// Replaces the freshness gauges with those of `s`.
     pub fn set_freshness(&self, s: &crate::freshness::Snapshot) {
         let text = freshness_gauges(s);
@@ -122,6 +132,8 @@ impl Metrics {
         counter("kho_hub_alerts_sent_total", "Alerts delivered to the webhook.", self.alerts_sent.load(Relaxed));
         counter("kho_hub_alerts_failed_total", "Webhook delivery attempts that failed (retried).", self.alerts_failed.load(Relaxed));
         counter("kho_hub_alerts_dropped_total", "Alerts dropped because the alert queue was full.", self.alerts_dropped.load(Relaxed));
+        counter("kho_hub_mqtt_messages_total", "Messages received from the MQTT broker (batches and heartbeats).", self.mqtt_messages.load(Relaxed));
+        counter("kho_hub_mqtt_connection_failures_total", "MQTT connection attempts or connections that failed (retried).", self.mqtt_connection_failures.load(Relaxed));
         let _ = writeln!(out, "# HELP kho_hub_batches_refused_total Requests refused, by error code.");
         let _ = writeln!(out, "# TYPE kho_hub_batches_refused_total counter");
         for (code, n) in self.refused.lock().unwrap_or_else(|p| p.into_inner()).iter() {

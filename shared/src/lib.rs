@@ -7,6 +7,7 @@
 //!
 //! - [`protocol`]: the v1 batch, change, schema, acknowledgement, error and heartbeat types.
 //! - [`codec`]: batch body encoding (JSON → zstd), digest, and bounded decoding.
+//! - [`mqtt`]: the MQTT topics, message envelope (what HTTPS carries in headers) and ack message.
 //! - [`hash`]: canonical row and key hashes used by snapshot diffing.
 //! - [`types`]: the portable column type set and its mapping from SQL declared types.
 //! - [`fields`]: configuration problems named by field, shared by both programs.
@@ -24,6 +25,7 @@ pub mod fields;
 pub mod freshness;
 pub mod hash;
 pub mod ident;
+pub mod mqtt;
 pub mod protocol;
 pub mod schedule;
 pub mod types;

@@ -10,6 +10,8 @@
 //! credential as a bearer token. The hub answers `200` with an [`Ack`] or an error status with an
 //! [`ErrorReply`]. A batch that starts past the hub's next expected sequence is refused with
 //! [`ErrorCode::SequenceGap`] and `expected_seq`, so the agent resends from there.
+//! Over MQTT the same body travels in an envelope and the answer on the agent's ack topic; see
+//! [`crate::mqtt`].
 //!
 //! Row values are JSON values whose meaning is fixed by the column's portable type
 //! ([`crate::types`]). An upsert carries the full row (its key is read from the row's key

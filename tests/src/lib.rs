@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod cut_proxy;
+pub mod mosquitto;
 pub mod pgwh;
 pub mod procs;
 pub mod remote;

@@ -74,11 +74,18 @@ pub struct HubProc {
     starts: u32,
 }
 
+/// The `[warehouse]` body of the embedded default.
+const SQLITE_WAREHOUSE: &str = "kind = \"sqlite\"\npath = \"warehouse.sqlite\"\n";
+
 impl HubProc {
     /// Writes `hub.toml` in `dir` for `agents` on a fixed free port, starts the hub, waits until it listens.
     pub fn start(dir: &Path, agents: &[AgentSpec]) -> HubProc {
-        let hub = HubProc::configure(dir, free_port(), agents);
-        let mut hub = hub;
+        HubProc::start_with(dir, agents, "")
+    }
+
+    /// Like [`HubProc::start`], with `extra` TOML appended to the config (e.g. an `[mqtt]` section).
+    pub fn start_with(dir: &Path, agents: &[AgentSpec], extra: &str) -> HubProc {
+        let mut hub = HubProc::configure_with(dir, free_port(), agents, SQLITE_WAREHOUSE, extra);
         hub.spawn();
         hub
     }
@@ -86,18 +93,19 @@ impl HubProc {
     /// Like [`HubProc::start`], with the given `[warehouse]` section body (e.g. PostgreSQL's,
     /// from `crate::pgwh::PgWarehouse::hub_toml`).
     pub fn start_with_warehouse(dir: &Path, agents: &[AgentSpec], warehouse_toml: &str) -> HubProc {
-        let mut hub = HubProc::configure_with(dir, free_port(), agents, warehouse_toml);
+        let mut hub = HubProc::configure_with(dir, free_port(), agents, warehouse_toml, "");
         hub.spawn();
         hub
     }
 
     /// Writes the config without starting the process (for "hub down" tests).
     pub fn configure(dir: &Path, port: u16, agents: &[AgentSpec]) -> HubProc {
-        HubProc::configure_with(dir, port, agents, "kind = \"sqlite\"\npath = \"warehouse.sqlite\"\n")
+        HubProc::configure_with(dir, port, agents, SQLITE_WAREHOUSE, "")
     }
 
-    /// Writes the config, with the given `[warehouse]` section body, without starting the process.
-    pub fn configure_with(dir: &Path, port: u16, agents: &[AgentSpec], warehouse_toml: &str) -> HubProc {
+    /// Writes the config — the given `[warehouse]` section body, then `extra` TOML appended (e.g.
+    /// an `[mqtt]` section) — without starting the process.
+    pub fn configure_with(dir: &Path, port: u16, agents: &[AgentSpec], warehouse_toml: &str, extra: &str) -> HubProc {
         fs::create_dir_all(dir).expect("hub dir");
         let mut toml = format!(
             "[hub]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\n[tls]\nself_signed = true\n\n[warehouse]\n{warehouse_toml}"
@@ -111,6 +119,7 @@ impl HubProc {
                 ds.join(", ")
             ));
         }
+        toml.push_str(extra);
         let config = dir.join("hub.toml");
         fs::write(&config, toml).expect("write hub.toml");
         HubProc { dir: dir.to_path_buf(), port, config, log: dir.join("hub.log"), child: None, starts: 0 }
@@ -254,11 +263,13 @@ pub struct AgentOptions {
     pub batch_max_changes: u64,
     pub poll_interval: &'static str,
     pub max_outbox: u64,
+    /// Extra lines for the `[hub]` section (e.g. `transport = "mqtt"` and its certificate).
+    pub hub_extra: String,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { batch_max_changes: 20_000, poll_interval: "200ms", max_outbox: 5_000_000 }
+        AgentOptions { batch_max_changes: 20_000, poll_interval: "200ms", max_outbox: 5_000_000, hub_extra: String::new() }
     }
 }
 
@@ -298,10 +309,11 @@ impl AgentProc {
     pub fn configure(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
         fs::create_dir_all(dir).expect("agent dir");
         let mut toml = format!(
-            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
+            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n{}\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
             spec.id,
             spec.token,
             ca.display(),
+            opts.hub_extra,
             opts.max_outbox,
             opts.batch_max_changes,
         );

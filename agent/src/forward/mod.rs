@@ -26,6 +26,7 @@
 //! cache is released, so an idle agent does not keep memory sized for a large sync.
 
 pub mod https;
+pub mod mqtt;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,8 @@ pub enum TransportError {
     Network(String),
     #[error("hub refused the request (HTTP {status}{}): {message}", code.map(|c| format!(", {c:?}")).unwrap_or_default())]
     Rejected { status: u16, code: Option<ErrorCode>, message: String },
+    #[error("hub refused the batch ({code:?}): {message}")]
+    Refused { code: ErrorCode, message: String },
     #[error("hub sent an unexpected response (HTTP {status}): {message}")]
     BadResponse { status: u16, message: String },
 }
@@ -73,6 +76,7 @@ impl TransportError {
         match self {
             TransportError::Setup(_) => false,
             TransportError::Network(_) | TransportError::BadResponse { .. } => true,
+            TransportError::Refused { code, .. } => code.is_transient(),
             TransportError::Rejected { status, code, .. } => match code {
                 Some(c) => c.is_transient(),
                 None => *status >= 500 || *status == 408 || *status == 429,
@@ -81,7 +85,7 @@ impl TransportError {
     }
 }
 
-/// A way to reach the hub. HTTPS today; MQTT is another implementation.
+/// A way to reach the hub: [`https::HttpsTransport`] or [`mqtt::MqttTransport`].
 pub trait Transport: Send + Sync + 'static {
     /// Sends an encoded batch and returns the hub's verdict.
     fn send_batch(&self, body: &EncodedBody) -> impl Future<Output = Result<Delivery, TransportError>> + Send;

@@ -104,6 +104,11 @@ fn hub_section(url: &str) -> HubSection {
         insecure_dev: true,
         request_timeout: Duration::from_secs(5),
         heartbeat_interval: Duration::from_millis(50),
+        transport: crate::config::TransportKind::Https,
+        client_cert: None,
+        client_key: None,
+        keep_alive: crate::config::DEFAULT_KEEP_ALIVE,
+        ack_timeout: crate::config::DEFAULT_ACK_TIMEOUT,
     }
 }
 

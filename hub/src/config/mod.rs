@@ -39,7 +39,8 @@
 //! datasets = ["ho_so"]
 //! ```
 //!
-//! The `[catalog]`, `[freshness]` and `[alerts]` sections are described in `config/freshness.rs`. An agent's `datasets` are merged with the catalogue's grants:
+//! The `[catalog]`, `[freshness]` and `[alerts]` sections are described in `config/freshness.rs`,
+//! the optional `[mqtt]` section in `config/mqtt.rs`. An agent's `datasets` are merged with the catalogue's grants:
 //! see [`crate::catalog`].
 
 use std::collections::HashSet;
@@ -51,7 +52,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 mod freshness;
+mod mqtt;
 pub use freshness::*;
+pub use mqtt::*;
 
 /// Loopback only: a hub is reachable from the network only when the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -103,6 +106,9 @@ pub struct HubConfig {
     pub freshness: FreshnessSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// Ingest from an MQTT broker too (see `config/mqtt.rs`).
+    #[serde(default)]
+    pub mqtt: Option<MqttSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,6 +413,9 @@ impl HubConfig {
         for p in paths.into_iter().flatten() {
             *p = base.join(&*p);
         }
+        if let Some(m) = self.mqtt.as_mut() {
+            m.resolve_paths(base);
+        }
         for agent in &mut self.agents {
             if let Some(p) = agent.token_file.as_mut() {
                 *p = base.join(&*p);
@@ -481,6 +490,9 @@ impl HubConfig {
             bad("limits.max_concurrent_requests", "must be at least 1".into());
         }
         self.warehouse.validate(&mut bad);
+        if let Some(m) = &self.mqtt {
+            m.validate(&mut |f, why| bad(f, why));
+        }
         let mut ids = HashSet::new();
         let mut tokens = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {

@@ -92,3 +92,27 @@ fn debug_output_hides_tokens() {
     let c = parse("[hub]\n[[agent]]\nid = \"a\"\ntoken = \"hunter2\"\n").expect("valid");
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn mqtt_section_is_optional_and_validated_by_field() {
+    let base = "[hub]\ndata_dir = \"data\"\n[[agent]]\nid = \"a\"\ntoken = \"t\"\n";
+    assert!(parse(base).expect("valid").mqtt.is_none());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), "pem").expect("write");
+    let good = format!("{base}[mqtt]\nurl = \"mqtts://broker:8883\"\nca_cert = \"ca.pem\"\n");
+    let c = HubConfig::from_toml_str(&good, dir.path(), "hub.toml").expect("valid");
+    let m = c.mqtt.expect("mqtt section");
+    assert_eq!(m.ca_cert, Some(dir.path().join("ca.pem")));
+    assert_eq!((m.share_group.as_str(), m.max_in_flight), (DEFAULT_SHARE_GROUP, DEFAULT_MQTT_MAX_IN_FLIGHT));
+
+    let bad = format!(
+        "{base}[mqtt]\nurl = \"mqtt://broker\"\nclient_cert = \"c.pem\"\nshare_group = \"a/b\"\nmax_in_flight = 0\n"
+    );
+    let err = HubConfig::from_toml_str(&bad, dir.path(), "hub.toml").expect_err("invalid");
+    let ConfigError::Invalid { problems, .. } = err else { panic!("not a validation error: {err}") };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["mqtt.url", "mqtt.ca_cert", "mqtt.client_cert", "mqtt.share_group", "mqtt.max_in_flight"]);
+    let typo = format!("{base}[mqtt]\nurl = \"mqtts://b\"\nca_cert = \"ca.pem\"\nshare_grup = \"x\"\n");
+    assert!(parse(&typo).expect_err("unknown field").to_string().contains("share_grup"));
+}

@@ -1,5 +1,5 @@
 //! Ingest: from an authenticated request body to the applier's answer, independent of the
-//! transport that carried it ([`https`] today; MQTT will be a sibling).
+//! transport that carried it ([`https`] or [`mqtt`]).
 //!
 //! The checks run in this order, and a batch that fails any of them writes nothing:
 //! 1. the body's sha256 matches the declared digest (`digest_mismatch`);
@@ -14,6 +14,7 @@
 //! pool, never on the async workers.
 
 pub mod https;
+pub mod mqtt;
 
 use std::sync::Arc;
 

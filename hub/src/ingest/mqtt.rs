@@ -1,0 +1,273 @@
+//! The MQTT transport for ingest: batches and heartbeats from a broker, answered on each agent's
+//! ack topic.
+//!
+//! The hub joins the shared subscriptions `$share/<group>/kho/v1/+/batches` and `…/+/heartbeat`
+//! (several hub instances in one group share the load). Each message is an envelope
+//! ([`kho_shared::mqtt`]) carrying what HTTPS carries in headers. Authentication never trusts the
+//! topic: the envelope's token must belong to a configured agent, that agent must be the one the
+//! topic names, and [`Ingest::batch`] then requires the batch itself to name the same agent —
+//! followed by the same digest, decoding, permission and ledger checks as HTTPS. The verdict
+//! (applied through `n`, or the refusal with `expected_seq` for a gap) is published QoS 1 to
+//! `kho/v1/<agent>/ack`, correlated by the body's sha256. Messages that cannot be correlated (no
+//! readable envelope) are logged and counted, and get no answer.
+//!
+//! Backpressure: acks to the broker are manual and sent only after the verdict is published, and
+//! at most `max_in_flight` messages are processed at once; while all permits are taken the event
+//! loop stops reading, so further messages wait at the broker (whose own in-flight window stops
+//! sending to a client that does not acknowledge). A message lost with a hub crash is simply not
+//! answered; the agent re-sends it after its ack timeout and the ledger makes that harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use kho_agent::forward::mqtt::{BrokerAddr, tls};
+use kho_shared::backoff::Backoff;
+use kho_shared::mqtt::{self, AckMessage, Kind};
+use kho_shared::protocol::{BATCH_CONTENT_ENCODING, ErrorCode};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{Ingest, MAX_HEARTBEAT_BYTES};
+use crate::config::MqttSection;
+use crate::error::ApiError;
+
+/// Largest packet the hub publishes (an ack message).
+const MAX_OUTGOING: usize = 64 * 1024;
+/// Envelope header room on top of the body limit.
+const ENVELOPE_ROOM: usize = mqtt::MAX_HEADER_BYTES + 8;
+/// How long shutdown keeps the connection open so in-flight verdicts reach the broker.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the MQTT ingest could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("mqtt: {0}")]
+pub struct MqttSetupError(String);
+
+/// A configured, not yet connected MQTT ingest.
+pub struct MqttIngest {
+    options: MqttOptions,
+    filters: [String; 2],
+    max_in_flight: usize,
+}
+
+impl MqttIngest {
+    /// Builds the TLS client options from a validated section.
+    pub fn new(config: &MqttSection, max_body_bytes: usize) -> Result<MqttIngest, MqttSetupError> {
+        let addr = BrokerAddr::parse(&config.url).map_err(MqttSetupError)?;
+        let ca = config.ca_cert.as_deref().ok_or_else(|| MqttSetupError("mqtt.ca_cert is required".into()))?;
+        let client = config.client_cert.as_deref().zip(config.client_key.as_deref());
+        let tls = tls::client_config(ca, client, ("mqtt.ca_cert", "mqtt.client_cert", "mqtt.client_key"))
+            .map_err(MqttSetupError)?;
+        let mut options = MqttOptions::new(config.client_id.clone(), addr.host, addr.port);
+        // Each message in flight queues at most two requests (its verdict and its PUBACK). The
+        // event loop may be parked waiting for a permit while they queue, so the channel must hold
+        // them all: otherwise a handler could wait for room the parked loop never makes.
+        let queue = config.max_in_flight * 4 + 16;
+        options
+            .set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)))
+            .set_keep_alive(config.keep_alive)
+            .set_clean_session(true)
+            .set_manual_acks(true)
+            .set_max_packet_size(max_body_bytes.saturating_add(ENVELOPE_ROOM), MAX_OUTGOING)
+            .set_request_channel_capacity(queue);
+        Ok(MqttIngest { options, filters: mqtt::hub_filters(&config.share_group), max_in_flight: config.max_in_flight })
+    }
+
+    /// Consumes messages until `cancel`; then lets in-flight ones finish (within [`DRAIN_GRACE`]).
+    pub async fn run(self, ingest: Arc<Ingest>, cancel: CancellationToken) {
+        let queue = self.options.request_channel_capacity();
+        let (client, mut eventloop) = AsyncClient::new(self.options, queue);
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let handlers = TaskTracker::new();
+        let backoff = Backoff::default();
+        let mut failures: u32 = 0;
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                e = eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(filters = ?self.filters, "connected to the MQTT broker; subscribing");
+                    let subs = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(subs) {
+                        tracing::warn!(error = %e, "cannot queue the subscriptions");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    failures = 0;
+                    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                        tracing::error!("the broker refused a subscription (check its ACL for the hub's identity)");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    ingest.metrics.mqtt_message();
+                    let permit = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        p = Arc::clone(&permits).acquire_owned() => p,
+                    };
+                    let Ok(permit) = permit else { break };
+                    let (ingest, client) = (Arc::clone(&ingest), client.clone());
+                    let span =
+                        tracing::info_span!("mqtt_message", topic = %publish.topic, agent = tracing::field::Empty);
+                    handlers.spawn(
+                        async move {
+                            handle(&ingest, &client, publish).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    ingest.metrics.mqtt_connection_failed();
+                    let delay = backoff.delay(failures, fastrand::f64());
+                    if failures >= 3 {
+                        tracing::warn!(error = %e, failures, retry_in = ?delay, "MQTT connection failed");
+                    } else {
+                        tracing::info!(error = %e, retry_in = ?delay, "MQTT connection lost; reconnecting");
+                    }
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        // Keep the connection serviced while in-flight messages publish their verdicts.
+        handlers.close();
+        let drained = tokio::time::timeout(DRAIN_GRACE, async {
+            loop {
+                tokio::select! {
+                    _ = handlers.wait() => return,
+                    e = eventloop.poll() => if e.is_err() { tokio::time::sleep(Duration::from_millis(100)).await },
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("stopping MQTT ingest with messages in flight; their agents will re-send them");
+        }
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+        tracing::info!("MQTT ingest stopped");
+    }
+}
+
+/// Processes one message, publishes the verdict when it can be correlated, then acknowledges the
+/// message to the broker.
+async fn handle(ingest: &Ingest, client: &AsyncClient, publish: Publish) {
+    let reply = process(ingest, &publish).await;
+    if let Some((agent, ack)) = reply {
+        match serde_json::to_vec(&ack) {
+            Ok(payload) => {
+                if let Err(e) = client.publish(mqtt::ack_topic(&agent), QoS::AtLeastOnce, false, payload).await {
+                    tracing::warn!(error = %e, "cannot queue the verdict; the agent will re-send");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a verdict"),
+        }
+    }
+    if let Err(e) = client.ack(&publish).await {
+        tracing::debug!(error = %e, "cannot queue the PUBACK");
+    }
+}
+
+/// Checks and applies one message. Returns the topic's agent and the verdict to publish, when
+/// the message is a batch whose digest is known.
+async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessage)> {
+    let refuse = |e: ApiError| {
+        ingest.metrics.refused(e.code());
+        e.log()
+    };
+    let Some((topic_agent, kind)) = mqtt::parse_agent_topic(&publish.topic) else {
+        refuse(ApiError::new(ErrorCode::Malformed, "message on a topic that is not an agent's batches or heartbeat"));
+        return None;
+    };
+    let envelope = match mqtt::decode_envelope(&publish.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            refuse(ApiError::new(ErrorCode::Malformed, e.to_string()));
+            return None;
+        }
+    };
+    let header = envelope.header;
+    let body = publish.payload.slice(publish.payload.len() - envelope.body.len()..);
+    ingest.metrics.bytes_received(publish.payload.len());
+    let checked = authenticate(ingest, topic_agent, kind, &header);
+    match kind {
+        Kind::Heartbeat => {
+            let result = match checked {
+                Ok(agent) if body.len() > MAX_HEARTBEAT_BYTES => {
+                    Err(ApiError::new(ErrorCode::TooLarge, format!("heartbeat from {} too large", agent.id)))
+                }
+                Ok(agent) => ingest.heartbeat(agent, &body).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                refuse(e);
+            }
+            None
+        }
+        Kind::Batch => {
+            let digest = header.sha256.clone().unwrap_or_default();
+            let result = match checked {
+                Ok(agent) => {
+                    tracing::Span::current().record("agent", agent.id.as_str());
+                    if body.len() > ingest.max_body_bytes {
+                        Err(ApiError::new(
+                            ErrorCode::TooLarge,
+                            format!("batch body exceeds the limit of {} bytes", ingest.max_body_bytes),
+                        ))
+                    } else {
+                        ingest.batch(agent, Bytes::clone(&body), header.sha256.as_deref()).await
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let ack = match result {
+                Ok(ack) => AckMessage::applied(&digest, ack.applied_through),
+                Err(e) => AckMessage::refused(&digest, refuse(e).reply),
+            };
+            Some((topic_agent.to_string(), ack))
+        }
+    }
+}
+
+/// The agent that holds the envelope's token, if it is the agent the topic names and the
+/// envelope is what the topic says it is.
+fn authenticate<'a>(
+    ingest: &'a Ingest,
+    topic_agent: &str,
+    kind: Kind,
+    header: &mqtt::EnvelopeHeader,
+) -> Result<&'a crate::auth::AgentIdentity, ApiError> {
+    let agent = ingest
+        .registry
+        .authenticate(&header.token)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, format!("unknown token on {topic_agent}'s topic")))?;
+    if agent.id != topic_agent {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the token belongs to {:?} but the topic names {topic_agent:?}", agent.id),
+        ));
+    }
+    if header.kind != kind {
+        return Err(ApiError::new(ErrorCode::Malformed, format!("{:?} envelope on a {kind:?} topic", header.kind)));
+    }
+    if kind == Kind::Batch {
+        let encoding = header.encoding.as_deref().unwrap_or("");
+        if !encoding.eq_ignore_ascii_case(BATCH_CONTENT_ENCODING) {
+            return Err(ApiError::new(
+                ErrorCode::Malformed,
+                format!("encoding must be {BATCH_CONTENT_ENCODING}, got {encoding:?}"),
+            ));
+        }
+    }
+    Ok(agent)
+}
