@@ -63,7 +63,8 @@ pub enum AgentError {
     Join(String),
 }
 
-/// How long a dataset's poll loop waits before it is restarted after a panic.
+/// How long a dataset's poll loop (after a panic) or the forwarder (after an outbox failure)
+/// waits before it is restarted.
 const RESTART_AFTER_PANIC: Duration = Duration::from_secs(5);
 
 /// Runs one dataset's poll loop, restarting it if it panics: a bug or an unexpected failure in one
@@ -88,6 +89,50 @@ async fn supervise_capture(
                 tracing::error!(dataset = %name, error = %e, "capture loop was cancelled");
                 return;
             }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_AFTER_PANIC) => {}
+        }
+    }
+}
+
+/// Runs the forwarder, restarting it (on a freshly opened outbox) when an outbox failure stopped
+/// it — a full disk during an ack's delete, a damaged read: the changes stay queued on disk, and
+/// the agent must go on sending once the cause is gone rather than stay up without forwarding.
+async fn supervise_forwarder<T: Transport>(
+    first: Outbox,
+    path: std::path::PathBuf,
+    transport: Arc<T>,
+    config: config::ForwardSection,
+    agent: String,
+    notify: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut outbox = Some(first);
+    loop {
+        let opened = match outbox.take() {
+            Some(o) => Ok(o),
+            None => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Outbox::open(&path).map_err(|e| e.to_string()))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+        };
+        match opened {
+            Ok(o) => {
+                let forwarder = Forwarder::new(o, Arc::clone(&transport), config.clone(), agent.clone(), Arc::clone(&notify));
+                match forwarder.run(cancel.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        restart_in = ?RESTART_AFTER_PANIC,
+                        "forwarder stopped on an outbox failure; changes stay queued on disk; restarting it"
+                    ),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, retry_in = ?RESTART_AFTER_PANIC, "cannot reopen the outbox for the forwarder"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -153,21 +198,18 @@ pub async fn run_with<T: Transport>(
             shutdown.child_token(),
         ));
     }
-    let forwarder = Forwarder::new(
-        forward_outbox,
-        Arc::clone(&transport),
-        config.forward.clone(),
-        config.agent.id.clone(),
-        Arc::clone(&notify),
-    );
     let forward_cancel = shutdown.child_token();
     let agent_id = config.agent.id.clone();
     tracker.spawn(
-        async move {
-            if let Err(e) = forwarder.run(forward_cancel).await {
-                tracing::error!(error = %e, "forwarder stopped: the outbox cannot be read; changes stay queued on disk");
-            }
-        }
+        supervise_forwarder(
+            forward_outbox,
+            path.clone(),
+            Arc::clone(&transport),
+            config.forward.clone(),
+            config.agent.id.clone(),
+            Arc::clone(&notify),
+            forward_cancel,
+        )
         .instrument(tracing::info_span!("forward", agent = %agent_id)),
     );
     tracker.spawn(
