@@ -44,6 +44,11 @@ impl CutProxy {
         CutProxy { port, open, stop }
     }
 
+    /// Connections accepted since the last cut (a closed one still counts until the next cut).
+    pub fn connections(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len() / 2
+    }
+
     /// Cuts every connection open right now; new connections are accepted again at once.
     pub fn cut(&self) -> usize {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
