@@ -81,7 +81,7 @@ fn full_disk_under_the_log_too_loses_nothing() {
     let _disk = Tmpfs::mount(&agent_dir, "48m");
     // Fill the disk to its last ~200 KiB: the agent starts, but its log and outbox soon cannot grow.
     let filler = agent_dir.join("filler");
-    std::fs::write(&filler, vec![b'x'; 48 * 1024 * 1024 - 200 * 1024]).unwrap_or_else(|_| ());
+    std::fs::write(&filler, vec![b'x'; 48 * 1024 * 1024 - 200 * 1024]).unwrap();
     let dataset = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
     let opts = AgentOptions { poll_interval: "50ms", ..AgentOptions::default() };
     let mut agent = AgentProc::start(&agent_dir, &a, &hub.url(), &hub.ca_path(), &src.path, &[dataset], &opts);
