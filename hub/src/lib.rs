@@ -197,9 +197,12 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         permits: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
         timeout: limits.request_timeout,
     });
+    let scheme = if tls_config.is_some() { "https" } else { "http" };
+    let open_data = api::opendata::OpenData::new(Arc::clone(&status.reader), catalog.clone(), snapshot.clone(), scheme);
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
-    let routes =
-        ingest::https::routes(Arc::clone(&ingest)).merge(api::routes(status, fresh_api, Arc::clone(&metrics)));
+    let routes = ingest::https::routes(Arc::clone(&ingest))
+        .merge(api::routes(status, fresh_api, Arc::clone(&metrics)))
+        .merge(api::opendata::routes(open_data));
     let router = server::router(routes, request_limits);
     drop(ingest);
 

@@ -6,6 +6,7 @@
 //! the warehouse's read-only connection on the blocking pool.
 
 pub mod freshness;
+pub mod opendata;
 pub mod status;
 
 use std::sync::Arc;

@@ -46,6 +46,7 @@ mod connect;
 mod freshness;
 mod history;
 mod reader;
+mod rows;
 mod table;
 mod values;
 
