@@ -55,11 +55,13 @@ pub fn read_live(
         return Ok(true);
     }
     let cells: Vec<String> = columns.iter().map(select_cell).collect();
-    let order: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    // Qualified by the table alias: an unqualified name would sort by the same-named text output
+    // column (`"id"::text` is named `id`), i.e. 1, 10, 100, 2, ….
+    let order: Vec<String> = key.iter().map(|k| format!("t.{}", quote_ident(k))).collect();
     let mut sql = format!(
-        "SELECT {} FROM {qualified} WHERE {filter} ORDER BY {} OFFSET {}",
+        "SELECT {} FROM {qualified} AS t WHERE {filter} ORDER BY {} OFFSET {}",
         if cells.is_empty() { "NULL".to_string() } else { cells.join(", ") },
-        if order.is_empty() { "ctid".to_string() } else { order.join(", ") },
+        if order.is_empty() { "t.ctid".to_string() } else { order.join(", ") },
         query.offset
     );
     if let Some(limit) = query.limit {

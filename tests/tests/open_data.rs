@@ -1,0 +1,314 @@
+//! The open-data API end to end: a real `kho-hub` (SQLite and PostgreSQL warehouses) fed by a
+//! real `kho-agent`, read over HTTPS as a CKAN harvester would. Checks the responses against
+//! CKAN's documented shapes (`{help, success, result}`, `{help, success: false, error: {__type}}`,
+//! `datastore_search` → `{fields, records, total, limit, offset, _links}`), the downloads against
+//! the source row by row, and that a dataset the catalogue does not mark open never appears.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kho_tests::pgwh::PgWarehouse;
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
+use kho_tests::source::SourceDb;
+use serde_json::{Value, json};
+
+const HIDDEN: &str = "ho_so_mat";
+
+const CATALOG: &str = "[[department]]\ncode = \"so_y_te\"\nname = \"Sở Y tế\"\n\
+    contact = { name = \"Văn phòng Sở\", email = \"vp@syt.example\" }\n\n\
+    [[dataset]]\nid = \"ho_so\"\ntitle = \"Hồ sơ thủ tục hành chính\"\ndepartment = \"so_y_te\"\n\
+    cadence = \"daily\"\nupdate_kind = \"sync\"\nopen_data = true\nlicence = \"CC-BY-4.0\"\n\n\
+    [[dataset]]\nid = \"ho_so_mat\"\ntitle = \"Hồ sơ nội bộ\"\ndepartment = \"so_y_te\"\n\
+    cadence = \"daily\"\nupdate_kind = \"sync\"\n";
+
+fn ho_so(name: &str) -> DatasetSpec {
+    DatasetSpec { name: name.into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None }
+}
+
+/// One HTTP exchange: status, headers, body.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+}
+
+struct Client {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(hub: &HubProc) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
+        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+        Client { rt, http, base: hub.url() }
+    }
+
+    fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        self.rt.block_on(async {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.unwrap().to_vec();
+            Reply { status, headers, body }
+        })
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    }
+
+    /// A CKAN action that must succeed: checks the envelope and returns `result`.
+    fn action(&self, path: &str) -> Value {
+        let r = self.get(&format!("/api/3/action/{path}"));
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let doc = r.json();
+        assert_eq!(doc["success"], true, "{doc}");
+        let action = path.split('?').next().unwrap();
+        assert!(doc["help"].as_str().is_some_and(|h| h.ends_with(&format!("help_show?name={action}"))), "{doc}");
+        assert!(!r.text().contains(HIDDEN), "{path} mentions the non-open dataset: {}", r.text());
+        doc["result"].clone()
+    }
+
+    /// A CKAN action that must fail with `status` and error `__type`; returns the error.
+    fn refused(&self, path: &str, status: u16, kind: &str) -> Value {
+        let r = self.get(path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let doc = r.json();
+        assert_eq!(doc["success"], false, "{doc}");
+        assert!(doc["help"].is_string(), "{doc}");
+        assert_eq!(doc["error"]["__type"], kind, "{doc}");
+        doc
+    }
+}
+
+/// Source rows by id: `(ma_ho_so, ghi_chu)`.
+fn source_rows(src: &SourceDb) -> BTreeMap<i64, (String, String)> {
+    let conn = rusqlite::Connection::open(&src.path).unwrap();
+    let mut stmt = conn.prepare("SELECT id, ma_ho_so, ghi_chu FROM ho_so").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))).unwrap().map(Result::unwrap).collect()
+}
+
+/// Starts a hub (with `warehouse_toml`, or the embedded SQLite one) and an agent syncing the
+/// source into an open and a non-open dataset, and waits until both hold the source's live rows
+/// and the evaluator has seen the data.
+fn synced(tmp: &std::path::Path, warehouse_toml: Option<String>) -> (SourceDb, HubProc, AgentProc, Client) {
+    let mut src = SourceDb::create(&tmp.join("so_y_te.sqlite"), 300).unwrap();
+    src.delete([5, 6, 7]).unwrap();
+    let spec = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("token-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into(), HIDDEN.into()],
+    };
+    let hub_dir = tmp.join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::write(hub_dir.join("catalog.toml"), CATALOG).unwrap();
+    let extra = "\n[catalog]\npath = \"catalog.toml\"\nreload_interval = \"100ms\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n";
+    let hub = match warehouse_toml {
+        Some(wh) => HubProc::start_with_warehouse(&hub_dir, std::slice::from_ref(&spec), &format!("{wh}{extra}")),
+        None => HubProc::start_with(&hub_dir, std::slice::from_ref(&spec), extra),
+    };
+    // Rows deleted after the first sync must be soft-deleted in the warehouse, not just absent.
+    let agent = AgentProc::start(
+        &tmp.join("agent"),
+        &spec,
+        &hub.url(),
+        &hub.ca_path(),
+        &src.path,
+        &[ho_so("ho_so"), ho_so(HIDDEN)],
+        &AgentOptions::default(),
+    );
+    let client = Client::new(&hub);
+    let live = |c: &Client| -> Option<u64> {
+        let r = c.get("/api/v1/status");
+        let doc = r.json();
+        let ds = doc["datasets"].as_array()?;
+        let of = |name: &str| ds.iter().find(|d| d["dataset"] == name).and_then(|d| d["rows"].as_u64());
+        Some(of("ho_so")?.min(of(HIDDEN)?))
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "both datasets synced",
+        || format!("{}\n{}", hub.log_tail(), agent.log_tail()),
+        || live(&client) == Some(297),
+    );
+    src.delete([10, 11]).unwrap();
+    wait_for(Duration::from_secs(60), "deletes synced", || hub.log_tail(), || live(&client) == Some(295));
+    wait_for(
+        Duration::from_secs(30),
+        "the evaluator to see the data",
+        || hub.log_tail(),
+        || client.action("package_show?id=ho_so")["metadata_modified"].is_string(),
+    );
+    (src, hub, agent, client)
+}
+
+fn check_open_data(src: &SourceDb, hub: &HubProc, client: &Client) {
+    let want = source_rows(src);
+    assert_eq!(want.len(), 295);
+
+    // package_list / package_show / package_search: only the open dataset.
+    assert_eq!(client.action("package_list"), json!(["ho_so"]));
+    let p = client.action("package_show?id=ho_so");
+    assert_eq!(p["name"], "ho_so");
+    assert_eq!(p["title"], "Hồ sơ thủ tục hành chính");
+    assert_eq!(p["license_id"], "CC-BY-4.0");
+    assert_eq!(p["organization"]["title"], "Sở Y tế");
+    assert_eq!(p["num_resources"], 2);
+    let daily = "http://publications.europa.eu/resource/authority/frequency/DAILY";
+    assert!(p["extras"].as_array().unwrap().contains(&json!({"key": "accrualPeriodicity", "value": daily})), "{p}");
+    let modified = p["metadata_modified"].as_str().unwrap();
+    assert!(modified.starts_with("20") && !modified.ends_with('Z'), "CKAN's naive UTC form: {modified}");
+    let csv_url = p["resources"][0]["url"].as_str().unwrap();
+    assert_eq!(csv_url, format!("{}/opendata/ho_so.csv", hub.url()));
+    assert_eq!(p["resources"][0]["last_modified"], modified);
+    let found = client.action("package_search?q=th%E1%BB%A7%20t%E1%BB%A5c"); // "thủ tục"
+    assert_eq!(found["count"], 1);
+    assert_eq!(found["results"][0]["name"], "ho_so");
+    assert_eq!(
+        client.action("package_search?q=n%E1%BB%99i%20b%E1%BB%99")["count"],
+        0,
+        "the hidden title is not searchable"
+    );
+    assert_eq!(client.action("package_search")["count"], 1);
+
+    // The non-open dataset: the same 404 as one that does not exist, everywhere.
+    let hidden = client.refused(&format!("/api/3/action/package_show?id={HIDDEN}"), 404, "Not Found Error");
+    let missing = client.refused("/api/3/action/package_show?id=khong_co", 404, "Not Found Error");
+    assert_eq!(hidden["error"], missing["error"]);
+    let hidden =
+        client.refused(&format!("/api/3/action/datastore_search?resource_id={HIDDEN}-csv"), 404, "Not Found Error");
+    let missing = client.refused("/api/3/action/datastore_search?resource_id=khong_co-csv", 404, "Not Found Error");
+    assert_eq!(hidden["error"], missing["error"]);
+    for file in [format!("{HIDDEN}.csv"), format!("{HIDDEN}.json")] {
+        let r = client.get(&format!("/opendata/{file}"));
+        assert_eq!(r.status, 404, "{file}");
+        assert!(!r.text().contains("Hồ sơ số"), "no row of {file} leaks");
+    }
+
+    // datastore_search: paging in key order, total, fields without _kho_ columns, search.
+    let page = client.action("datastore_search?resource_id=ho_so-csv&limit=10&offset=5");
+    for key in ["resource_id", "fields", "records", "total", "limit", "offset", "_links"] {
+        assert!(page.get(key).is_some(), "datastore_search lacks {key}: {page}");
+    }
+    assert_eq!(page["total"], 295);
+    assert_eq!((page["limit"].as_u64(), page["offset"].as_u64()), (Some(10), Some(5)));
+    let ids: Vec<i64> = page["records"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = want.keys().copied().skip(5).take(10).collect();
+    assert_eq!(ids, expected);
+    let fields: Vec<&str> = page["fields"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        [
+            "id",
+            "ma_ho_so",
+            "linh_vuc",
+            "don_vi",
+            "trang_thai",
+            "ngay_nhan",
+            "ngay_hen_tra",
+            "so_tien",
+            "ghi_chu",
+            "updated_at"
+        ]
+    );
+    assert_eq!(page["fields"][0]["type"], "int8");
+    let first = &page["records"][0];
+    assert_eq!(first["ghi_chu"].as_str(), Some(want[&expected[0]].1.as_str()));
+    let hit = client.action("datastore_search?resource_id=ho_so-json&q=260101-0000123");
+    assert_eq!(hit["total"], 1);
+    assert_eq!(hit["records"][0]["id"], 123);
+    let gone = client.action("datastore_search?resource_id=ho_so-csv&q=260101-0000010");
+    assert_eq!(gone["total"], 0, "a deleted row is not searchable");
+    // POST with a JSON body, as ckanapi sends it.
+    let r = client.post("/api/3/action/datastore_search", &json!({"resource_id": "ho_so-csv", "limit": 3}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"]["records"].as_array().map(Vec::len), Some(3));
+
+    // Bad input: clear CKAN errors.
+    let bad = client.refused("/api/3/action/datastore_search?resource_id=ho_so-csv&limit=abc", 409, "Validation Error");
+    assert!(bad["error"]["limit"].is_array(), "{bad}");
+    let bad = client.refused("/api/3/action/package_show?id=ho_so&fq=x", 409, "Validation Error");
+    assert!(bad["error"]["fq"][0].as_str().unwrap().contains("not expected"), "{bad}");
+    client.refused("/api/3/action/package_show", 409, "Validation Error");
+    let r = client.get("/api/3/action/package_delete?id=ho_so");
+    assert_eq!((r.status, r.json()["success"].clone()), (400, json!(false)));
+
+    // CSV download: every live row, as in the source, no internal columns.
+    let r = client.get("/opendata/ho_so.csv");
+    assert_eq!(r.status, 200);
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(r.headers.contains_key("last-modified"));
+    let mut reader = csv::Reader::from_reader(r.body.as_slice());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header, fields);
+    let mut got = BTreeMap::new();
+    for rec in reader.records() {
+        let rec = rec.unwrap();
+        got.insert(rec[0].parse::<i64>().unwrap(), (rec[1].to_string(), rec[8].to_string()));
+    }
+    assert_eq!(got, want, "the CSV download equals the source's live rows");
+
+    // JSON download: CKAN's dump shape, the same rows.
+    let r = client.get("/opendata/ho_so.json");
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["fields"], page["fields"]);
+    let records = doc["records"].as_array().unwrap();
+    assert_eq!(records.len(), 295);
+    assert!(records.iter().all(|r| r.as_object().unwrap().keys().all(|k| !k.starts_with("_kho_"))));
+    assert_eq!(&records[5], first);
+}
+
+fn closing_hides_at_once(hub: &HubProc, client: &Client) {
+    let closed = CATALOG.replace("open_data = true\nlicence = \"CC-BY-4.0\"\n", "");
+    std::fs::write(hub.dir.join("catalog.toml"), closed).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the catalogue reload to close ho_so",
+        || hub.log_tail(),
+        || client.get("/api/3/action/package_show?id=ho_so").status == 404,
+    );
+    assert_eq!(client.action("package_list"), json!([]));
+    assert_eq!(client.get("/opendata/ho_so.csv").status, 404);
+}
+
+#[test]
+fn open_data_api_serves_open_datasets_from_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, hub, _agent, client) = synced(tmp.path(), None);
+    check_open_data(&src, &hub, &client);
+    closing_hides_at_once(&hub, &client);
+}
+
+#[test]
+fn open_data_api_serves_open_datasets_from_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = PgWarehouse::create();
+    let (src, hub, _agent, client) = synced(tmp.path(), Some(pg.hub_toml(1)));
+    check_open_data(&src, &hub, &client);
+}
