@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod freshness;
@@ -199,10 +200,17 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     });
     let scheme = if tls_config.is_some() { "https" } else { "http" };
     let open_data = api::opendata::OpenData::new(Arc::clone(&status.reader), catalog.clone(), snapshot.clone(), scheme);
+    let dashboard = dashboard::Dashboard {
+        snapshot: snapshot.clone(),
+        catalog: catalog.clone(),
+        reader: Arc::clone(&status.reader),
+        auth: Arc::new(dashboard::auth::Auth::new(&config.dashboard, tls_config.is_some())),
+    };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
     let routes = ingest::https::routes(Arc::clone(&ingest))
         .merge(api::routes(status, fresh_api, Arc::clone(&metrics)))
-        .merge(api::opendata::routes(open_data));
+        .merge(api::opendata::routes(open_data))
+        .merge(dashboard::routes(dashboard));
     let router = server::router(routes, request_limits);
     drop(ingest);
 

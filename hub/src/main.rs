@@ -52,6 +52,8 @@ enum Command {
         #[arg(long, default_value = "auto")]
         color: ColorChoice,
     },
+    /// Read a password on stdin and print its argon2 hash for `[[dashboard.operator]]`.
+    HashPassword,
     /// Run a hub and a real agent on a generated sample database.
     Demo {
         /// Directory for the sample database, configs and data.
@@ -105,6 +107,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Command::HashPassword = command {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password).context("cannot read the password from stdin")?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "the password is empty");
+        let hash = kho_hub::dashboard::auth::hash_password(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+        println!("{hash}");
+        return Ok(());
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     if let Command::Status { url, ca, department, color } = command {
         return runtime.block_on(status(&cli.config, url, ca, department, color));
@@ -119,7 +130,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let opts = kho_hub::demo::DemoOptions { dir, rows, port, live, fresh };
                 kho_hub::demo::run(opts, shutdown).await?;
             }
-            Command::Run | Command::Check | Command::Status { .. } => {
+            Command::Run | Command::Check | Command::HashPassword | Command::Status { .. } => {
                 let mut config = kho_hub::HubConfig::load(&cli.config)?;
                 config.hub.insecure_dev_http |= cli.insecure_dev_http;
                 kho_hub::run_with(config, hooks, shutdown).await?;

@@ -14,6 +14,7 @@ pub mod pgwh;
 pub mod procs;
 pub mod remote;
 pub mod source;
+pub mod webdriver;
 
 use std::path::PathBuf;
 

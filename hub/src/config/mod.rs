@@ -51,8 +51,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod dashboard;
 mod freshness;
 mod mqtt;
+pub use dashboard::*;
 pub use freshness::*;
 pub use mqtt::*;
 
@@ -106,6 +108,9 @@ pub struct HubConfig {
     pub freshness: FreshnessSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// The operator dashboard's logins (see `config/dashboard.rs`).
+    #[serde(default)]
+    pub dashboard: DashboardSection,
     /// Ingest from an MQTT broker too (see `config/mqtt.rs`).
     #[serde(default)]
     pub mqtt: Option<MqttSection>,
@@ -490,6 +495,7 @@ impl HubConfig {
             bad("limits.max_concurrent_requests", "must be at least 1".into());
         }
         self.warehouse.validate(&mut bad);
+        self.dashboard.validate(&mut |f, why| bad(f, why));
         if let Some(m) = &self.mqtt {
             m.validate(&mut |f, why| bad(f, why));
         }
