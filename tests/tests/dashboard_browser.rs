@@ -152,6 +152,8 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
     assert_eq!(browser.attribute("html", "lang").as_deref(), Some("en"));
     assert!(browser.text("body").contains("Freshness history"), "{}", browser.text("body"));
     assert!(browser.text("table.schema").contains("ngay"));
+    let recent = browser.text("table.recent");
+    assert!(recent.lines().nth(1).is_some_and(|newest| newest.starts_with("3 ")), "newest change first: {recent}");
     browser.screenshot("05-dataset-en");
     browser.goto(&format!("{ui}/fleet"));
     assert!(browser.text("tr[data-agent=\"so-tc-01\"]").contains("Online"), "{}", browser.text("body"));

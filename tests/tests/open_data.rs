@@ -127,7 +127,7 @@ fn synced(tmp: &std::path::Path, warehouse_toml: Option<String>) -> (SourceDb, H
     let hub_dir = tmp.join("hub");
     std::fs::create_dir_all(&hub_dir).unwrap();
     std::fs::write(hub_dir.join("catalog.toml"), CATALOG).unwrap();
-    let extra = "\n[catalog]\npath = \"catalog.toml\"\nreload_interval = \"100ms\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n";
+    let extra = "\n[catalog]\npath = \"catalog.toml\"\nreload_interval = \"100ms\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n\n[dashboard]\npublic_view = true\n";
     let hub = match warehouse_toml {
         Some(wh) => HubProc::start_with_warehouse(&hub_dir, std::slice::from_ref(&spec), &format!("{wh}{extra}")),
         None => HubProc::start_with(&hub_dir, std::slice::from_ref(&spec), extra),
@@ -148,7 +148,9 @@ fn synced(tmp: &std::path::Path, warehouse_toml: Option<String>) -> (SourceDb, H
         let doc = r.json();
         let ds = doc["datasets"].as_array()?;
         let of = |name: &str| ds.iter().find(|d| d["dataset"] == name).and_then(|d| d["rows"].as_u64());
-        Some(of("ho_so")?.min(of(HIDDEN)?))
+        // Both must hold the count: the two datasets are captured and applied independently.
+        let (a, b) = (of("ho_so")?, of(HIDDEN)?);
+        (a == b).then_some(a)
     };
     wait_for(
         Duration::from_secs(60),
@@ -282,6 +284,15 @@ fn check_open_data(src: &SourceDb, hub: &HubProc, client: &Client) {
     assert_eq!(records.len(), 295);
     assert!(records.iter().all(|r| r.as_object().unwrap().keys().all(|k| !k.starts_with("_kho_"))));
     assert_eq!(&records[5], first);
+
+    // The dashboard's dataset page (public view) lists the newest writes first: the two deletes.
+    let r = client.get("/ui/datasets/ho_so?lang=en");
+    assert_eq!(r.status, 200);
+    let page = r.text();
+    let recent = &page[page.find("<table class=\"recent\">").expect("recent changes table")..];
+    let rows: Vec<&str> = recent.split("<tr>").skip(2).take(3).collect();
+    assert!(rows[0].contains("Deleted") && rows[1].contains("Deleted") && rows[2].contains("Upserted"), "{recent}");
+    assert!(rows[0].contains("<td>11</td>") || rows[0].contains("<td>10</td>"), "{recent}");
 }
 
 fn closing_hides_at_once(hub: &HubProc, client: &Client) {

@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 use crate::catalog::CatalogHandle;
 use crate::freshness::SnapshotCell;
+use crate::warehouse::rows::RECENT_CHANGES;
 use crate::warehouse::{WarehouseReader, WarehouseStatus};
 use auth::{Auth, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Viewer};
 use i18n::{LANG_COOKIE, Lang};
@@ -173,16 +174,30 @@ async fn dataset(
     uri: Uri,
 ) -> Response {
     let Some(p) = page(&d, &q, &headers, &uri) else { return to_login() };
-    let status = match warehouse_status(&d).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let s = d.snapshot.get();
-    let Some(content) = pages::dataset(p.lang, &s, &id, status.datasets.iter().find(|x| x.dataset == id)) else {
+    if s.dataset(&id).is_none() {
         let content = html! { h1 { (p.lang.tr("Không có bộ dữ liệu này", "No such dataset")) } };
         let mut r = render(p, "404", s.evaluated_at, content);
         *r.status_mut() = StatusCode::NOT_FOUND;
         return r;
+    }
+    let status = match warehouse_status(&d).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let reader = Arc::clone(&d.reader);
+    let dataset = id.clone();
+    let recent = match tokio::task::spawn_blocking(move || reader.recent_changes(&dataset, RECENT_CHANGES)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, dataset = %id, "dashboard: cannot read recent changes");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    let st = status.datasets.iter().find(|x| x.dataset == id);
+    let Some(content) = pages::dataset(p.lang, &s, &id, st, &recent) else {
+        return (StatusCode::NOT_FOUND, "no such dataset").into_response();
     };
     let title = p.lang.tr("Bộ dữ liệu", "Dataset");
     render(p, title, s.evaluated_at, content)

@@ -14,6 +14,7 @@ use crate::catalog::Department;
 use crate::freshness::views::{self, DepartmentScorecard};
 use crate::freshness::{DatasetView, Snapshot};
 use crate::warehouse::WarehouseStatus;
+use crate::warehouse::rows::RecentChange;
 
 /// Seconds between automatic reloads of every page.
 pub const REFRESH_SECONDS: u32 = 30;
@@ -303,7 +304,13 @@ pub fn fleet(l: Lang, s: &Snapshot, status: &WarehouseStatus) -> Markup {
 }
 
 /// A dataset's page: freshness, schema, row counts, last changes and history.
-pub fn dataset(l: Lang, s: &Snapshot, id: &str, status: Option<&crate::warehouse::DatasetStatus>) -> Option<Markup> {
+pub fn dataset(
+    l: Lang,
+    s: &Snapshot,
+    id: &str,
+    status: Option<&crate::warehouse::DatasetStatus>,
+    recent: &[RecentChange],
+) -> Option<Markup> {
     let d = s.dataset(id)?;
     let dept = s.catalog.department(&d.department);
     let fr = d.freshness.as_ref();
@@ -338,6 +345,21 @@ pub fn dataset(l: Lang, s: &Snapshot, id: &str, status: Option<&crate::warehouse
             thead { tr { th { (l.tr("Thời điểm", "At")) } th { (l.tr("Trạng thái", "Status")) } th { (l.tr("Kỳ", "Period")) } } }
             tbody { @for t in transitions.iter().rev().take(20) {
                 tr { td { (local_time(Some(t.at))) } td { (l.status(t.status)) } td { (t.period.label) } }
+            } }
+        }
+        h2 { (l.tr("Thay đổi gần đây", "Recent changes")) }
+        table.recent {
+            thead { tr {
+                th { (l.tr("Khoá", "Key")) } th { (l.tr("Thao tác", "Change")) }
+                th { (l.tr("Áp dụng lúc", "Applied at")) } th { "Agent" }
+            } }
+            tbody { @for c in recent {
+                tr {
+                    td { (c.key.iter().map(|v| match v { serde_json::Value::String(s) => s.clone(), other => other.to_string() }).collect::<Vec<_>>().join(", ")) }
+                    td { @if c.deleted { (l.tr("Xoá", "Deleted")) } @else { (l.tr("Thêm/sửa", "Upserted")) } }
+                    td { (local_time(c.applied_at.as_deref().and_then(|t| t.parse().ok()))) }
+                    td { (c.agent.as_deref().unwrap_or("—")) " #" (c.seq.map_or("—".into(), |s| s.to_string())) }
+                }
             } }
         }
         h2 { (l.tr("Cấu trúc", "Schema")) }

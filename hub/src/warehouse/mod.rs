@@ -124,6 +124,9 @@ pub trait WarehouseReader: Send + Sync {
         query: &rows::RowQuery,
         emit: &mut dyn FnMut(rows::RowChunk) -> bool,
     ) -> Result<bool, WarehouseError>;
+    /// The last `limit` rows written to `dataset` (upserted or deleted), newest first; empty when
+    /// it has no table. Scans the table (no index on the write time): for a page view, not a loop.
+    fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<rows::RecentChange>, WarehouseError>;
 }
 
 /// What one applied batch changed in one dataset.

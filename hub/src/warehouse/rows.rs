@@ -38,6 +38,21 @@ pub enum RowChunk {
     Rows(Vec<Vec<Value>>),
 }
 
+/// Rows shown as a dataset's recent changes.
+pub const RECENT_CHANGES: usize = 10;
+
+/// One of a dataset's most recently written rows (dashboard: "recent changes"). Only the last
+/// change of each key is kept in the table, so this is the newest write per key, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentChange {
+    /// The key columns' values, in key order.
+    pub key: Vec<Value>,
+    pub deleted: bool,
+    pub applied_at: Option<String>,
+    pub agent: Option<String>,
+    pub seq: Option<i64>,
+}
+
 /// The `LIKE` pattern for a free-text query: `%q%` with `\`, `%` and `_` escaped (use with
 /// `ESCAPE '\'`).
 pub fn like_pattern(q: &str) -> String {

@@ -8,7 +8,7 @@ use kho_shared::types::ColumnType;
 use serde_json::Value;
 
 use super::{Settings, connect, db, table};
-use crate::warehouse::rows::{ROW_CHUNK, RowChunk, RowQuery, like_pattern};
+use crate::warehouse::rows::{ROW_CHUNK, RecentChange, RowChunk, RowQuery, like_pattern};
 use crate::warehouse::{WarehouseError, quote_ident};
 
 /// Reads `dataset`'s live rows; `false` if the warehouse has no table for it.
@@ -83,6 +83,41 @@ pub fn read_live(
     drop(portal);
     tx.commit().map_err(db("read rows"))?;
     Ok(true)
+}
+
+/// The newest `limit` writes to `dataset`, in the reader's transaction.
+pub fn recent_changes(
+    tx: &mut postgres::Transaction<'_>,
+    dataset: &str,
+    limit: usize,
+) -> Result<Vec<RecentChange>, WarehouseError> {
+    let ctx = || format!("recent changes of {dataset}");
+    let found = tx
+        .query_opt("SELECT schema_name, key_json::text FROM kho.datasets WHERE dataset = $1", &[&dataset])
+        .map_err(db(ctx()))?;
+    let Some(found) = found else { return Ok(Vec::new()) };
+    let schema_name: String = found.get(0);
+    let key: Vec<String> = serde_json::from_str(found.get::<_, &str>(1)).unwrap_or_default();
+    let cols: String = key.iter().map(|k| format!("t.{}::text, ", quote_ident(k))).collect();
+    let sql = format!(
+        "SELECT {cols}t.\"_kho_deleted\", {}, t.\"_kho_agent\", t.\"_kho_seq\" FROM {} AS t \
+         ORDER BY t.\"_kho_applied_at\" DESC, t.\"_kho_seq\" DESC LIMIT {limit}",
+        super::rfc3339("t.\"_kho_applied_at\""),
+        table::qualified(&schema_name, dataset)
+    );
+    let n = key.len();
+    Ok(tx
+        .query(&sql, &[])
+        .map_err(db(ctx()))?
+        .iter()
+        .map(|r| RecentChange {
+            key: (0..n).map(|i| from_text(ColumnType::Text, r.get(i))).collect(),
+            deleted: r.get(n),
+            applied_at: r.get(n + 1),
+            agent: r.get(n + 2),
+            seq: r.get(n + 3),
+        })
+        .collect())
 }
 
 fn filter_sql(columns: &[Column], with_pattern: bool) -> String {

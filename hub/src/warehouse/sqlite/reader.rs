@@ -11,7 +11,7 @@ use kho_shared::protocol::DatasetReport;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{count_rows, db};
-use crate::warehouse::rows::{RowChunk, RowQuery};
+use crate::warehouse::rows::{RecentChange, RowChunk, RowQuery};
 use crate::warehouse::{
     AgentStatus, AgentTransition, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
     WarehouseStatus,
@@ -43,6 +43,11 @@ impl WarehouseReader for SqliteReader {
         emit: &mut dyn FnMut(RowChunk) -> bool,
     ) -> Result<bool, WarehouseError> {
         super::rows::read_live(&self.path, dataset, query, emit)
+    }
+
+    fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<RecentChange>, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        super::rows::recent_changes(&conn, dataset, limit)
     }
 
     fn evidence(&self) -> Result<Evidence, WarehouseError> {

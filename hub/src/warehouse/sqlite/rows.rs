@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
 use super::db;
-use crate::warehouse::rows::{ROW_CHUNK, RowChunk, RowQuery, like_pattern};
+use crate::warehouse::rows::{ROW_CHUNK, RecentChange, RowChunk, RowQuery, like_pattern};
 use crate::warehouse::{WarehouseError, quote_ident};
 
 /// Reads `dataset`'s live rows from the warehouse file at `path`; `false` if it has no table.
@@ -83,6 +83,42 @@ pub fn read_live(
         emit(RowChunk::Rows(chunk));
     }
     Ok(true)
+}
+
+/// The newest `limit` writes to `dataset`, on the reader's connection.
+pub fn recent_changes(conn: &Connection, dataset: &str, limit: usize) -> Result<Vec<RecentChange>, WarehouseError> {
+    let key_json: Option<String> = conn
+        .query_row("SELECT key_json FROM _kho_datasets WHERE dataset = ?1", [dataset], |r| r.get(0))
+        .optional()
+        .map_err(db(format!("recent changes of {dataset}")))?;
+    let Some(key_json) = key_json else { return Ok(Vec::new()) };
+    let key: Vec<String> = serde_json::from_str(&key_json).unwrap_or_default();
+    let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let sql = format!(
+        "SELECT {}\"_kho_deleted\", \"_kho_applied_at\", \"_kho_agent\", \"_kho_seq\" FROM {} \
+         ORDER BY \"_kho_applied_at\" DESC, \"_kho_seq\" DESC LIMIT {limit}",
+        cols.iter().map(|c| format!("{c}, ")).collect::<String>(),
+        quote_ident(dataset)
+    );
+    let ctx = || format!("recent changes of {dataset}");
+    let mut stmt = conn.prepare(&sql).map_err(db(ctx()))?;
+    let mut rows = stmt.query([]).map_err(db(ctx()))?;
+    let mut out = Vec::new();
+    let n = key.len();
+    while let Some(r) = rows.next().map_err(db(ctx()))? {
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(to_json(ColumnType::Text, r.get_ref(i).map_err(db(ctx()))?));
+        }
+        out.push(RecentChange {
+            key: values,
+            deleted: r.get::<_, i64>(n).map_err(db(ctx()))? != 0,
+            applied_at: r.get(n + 1).map_err(db(ctx()))?,
+            agent: r.get(n + 2).map_err(db(ctx()))?,
+            seq: r.get(n + 3).map_err(db(ctx()))?,
+        });
+    }
+    Ok(out)
 }
 
 /// The `WHERE` condition for live rows matching `q`, and the bound pattern (`?1`) if any.
