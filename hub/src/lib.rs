@@ -199,12 +199,19 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         timeout: limits.request_timeout,
     });
     let scheme = if tls_config.is_some() { "https" } else { "http" };
-    let open_data = api::opendata::OpenData::new(Arc::clone(&status.reader), catalog.clone(), snapshot.clone(), scheme);
+    let open_data = api::opendata::OpenData::new(
+        Arc::clone(&status.reader),
+        catalog.clone(),
+        snapshot.clone(),
+        scheme,
+        Arc::clone(&metrics),
+    );
     let dashboard = dashboard::Dashboard {
         snapshot: snapshot.clone(),
         catalog: catalog.clone(),
         reader: Arc::clone(&status.reader),
         auth: Arc::new(dashboard::auth::Auth::new(&config.dashboard, tls_config.is_some())),
+        metrics: Arc::clone(&metrics),
     };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
     let routes = ingest::https::routes(Arc::clone(&ingest))

@@ -285,6 +285,16 @@ fn check_open_data(src: &SourceDb, hub: &HubProc, client: &Client) {
     assert!(records.iter().all(|r| r.as_object().unwrap().keys().all(|k| !k.starts_with("_kho_"))));
     assert_eq!(&records[5], first);
 
+    // Served rows and requests are counted.
+    let metrics = client.get("/metrics").text();
+    let rows: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kho_hub_open_data_rows_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(rows >= 2 * 295, "both downloads counted: {rows}");
+    assert!(metrics.contains("kho_hub_open_data_refused_total "), "{metrics}");
+
     // The dashboard's dataset page (public view) lists the newest writes first: the two deletes.
     let r = client.get("/ui/datasets/ho_so?lang=en");
     assert_eq!(r.status, 200);

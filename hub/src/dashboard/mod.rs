@@ -46,6 +46,7 @@ pub struct Dashboard {
     pub catalog: CatalogHandle,
     pub reader: Arc<dyn WarehouseReader>,
     pub auth: Arc<Auth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn routes(state: Dashboard) -> Router {
@@ -277,6 +278,7 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, axum::Form(form):
     let (lang, _) = language(&PageQuery::default(), &headers);
     let expected = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     if !auth::same(expected, &form.csrf) {
+        d.metrics.dashboard_login(false);
         let msg = lang.tr("Phiên đăng nhập đã hết hạn, vui lòng thử lại.", "The login form expired; please try again.");
         return login_response(&d, lang, None, Some(msg), StatusCode::FORBIDDEN);
     }
@@ -291,6 +293,7 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, axum::Form(form):
     })
     .await
     .unwrap_or(false);
+    d.metrics.dashboard_login(ok);
     if !ok {
         tracing::warn!(operator = %form.name, "dashboard login refused");
         let msg = lang.tr("Sai tên đăng nhập hoặc mật khẩu.", "Wrong user name or password.");

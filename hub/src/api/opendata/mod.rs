@@ -38,6 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::catalog::{CatalogHandle, Dataset, Department};
 use crate::freshness::{DatasetView, SnapshotCell};
+use crate::metrics::Metrics;
 use crate::warehouse::WarehouseReader;
 use crate::warehouse::rows::{RowChunk, RowQuery};
 use ckan::{CkanError, Format, PackageInput, Params};
@@ -56,6 +57,7 @@ pub struct OpenData {
     pub reads: Arc<Semaphore>,
     /// `https`, or `http` in insecure dev mode: the scheme of the URLs the API publishes.
     pub scheme: &'static str,
+    pub metrics: Arc<Metrics>,
 }
 
 impl OpenData {
@@ -64,8 +66,9 @@ impl OpenData {
         catalog: CatalogHandle,
         snapshot: SnapshotCell,
         scheme: &'static str,
+        metrics: Arc<Metrics>,
     ) -> OpenData {
-        OpenData { reader, catalog, snapshot, reads: Arc::new(Semaphore::new(OPEN_DATA_READS)), scheme }
+        OpenData { reader, catalog, snapshot, reads: Arc::new(Semaphore::new(OPEN_DATA_READS)), scheme, metrics }
     }
 
     /// An open dataset with its department and freshness, or the 404 every other id gets.
@@ -180,11 +183,13 @@ async fn run_action(s: OpenData, action: String, params: Result<Params, CkanErro
         "package_search" => package_search(&s, &params, &base),
         "datastore_search" => datastore_search(&s, &params).await,
         _ => {
+            s.metrics.open_data_request(false);
             let body = json!({"help": help, "success": false,
                 "error": {"__type": "Bad Request", "message": format!("Action name not known: {action}")}});
             return respond(StatusCode::BAD_REQUEST, body);
         }
     };
+    s.metrics.open_data_request(result.is_ok());
     match result {
         Ok(result) => respond(StatusCode::OK, ckan::success(&help, result)),
         Err(e) => fail(&help, &e),
@@ -277,6 +282,7 @@ async fn datastore_search(s: &OpenData, p: &Params) -> Result<Value, CkanError> 
     .await
     .map_err(|e| CkanError::Internal(format!("open-data read stopped: {e}")))?;
     let (columns, total, records) = read.map_err(|e| CkanError::Internal(e.to_string()))?;
+    s.metrics.open_data_rows(records.len());
     let records: Vec<Value> = records
         .into_iter()
         .map(|row| Value::Object(columns.iter().map(|c| c.name.clone()).zip(row).collect()))
@@ -306,7 +312,9 @@ async fn download(
     uri: Uri,
 ) -> Response {
     let help = ckan::help_url(&base_url(s.scheme, &headers, &uri), "datastore_search");
-    match start_download(&s, &file, Params(query)).await {
+    let result = start_download(&s, &file, Params(query)).await;
+    s.metrics.open_data_request(result.is_ok());
+    match result {
         Ok(response) => response,
         Err(e) => fail(&help, &e),
     }
@@ -324,6 +332,7 @@ async fn start_download(s: &OpenData, file: &str, params: Params) -> Result<Resp
     let permit = s.permit()?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(DOWNLOAD_CHANNEL);
     let reader = Arc::clone(&s.reader);
+    let metrics = Arc::clone(&s.metrics);
     let dataset = published.dataset.id.clone();
     let span = tracing::info_span!("open_data_download", dataset = %dataset, format = format.extension());
     tokio::task::spawn_blocking(move || {
@@ -331,8 +340,12 @@ async fn start_download(s: &OpenData, file: &str, params: Params) -> Result<Resp
         let _span = span.enter();
         let mut encoder = download::Encoder::new(format, bom);
         let all = RowQuery::default();
-        let read = reader
-            .read_live(&dataset, &all, &mut |chunk| tx.blocking_send(Ok(Bytes::from(encoder.chunk(chunk)))).is_ok());
+        let read = reader.read_live(&dataset, &all, &mut |chunk| {
+            if let RowChunk::Rows(rows) = &chunk {
+                metrics.open_data_rows(rows.len());
+            }
+            tx.blocking_send(Ok(Bytes::from(encoder.chunk(chunk)))).is_ok()
+        });
         match read {
             Ok(_) => {
                 let _ = tx.blocking_send(Ok(Bytes::from(encoder.finish())));
