@@ -7,7 +7,8 @@
 //! protocol and permission checks) → [`apply`] (the single writer: ledger decision and rows in one
 //! transaction) → [`warehouse`] (SQLite tables, ledger, freshness evidence) → [`freshness`] (the
 //! periodic evaluator: statuses, history, alerts via [`alerts`]) → [`api`] (status, catalogue,
-//! freshness, scorecards, readiness, metrics). [`catalog`] is the dataset catalogue (reloadable);
+//! freshness, scorecards, readiness, metrics, and the CKAN-compatible open-data API) and
+//! [`dashboard`] (the operators' HTML views). [`catalog`] is the dataset catalogue (reloadable);
 //! [`config`], [`clock`] and [`tls`] set the stage; [`demo`] runs a hub and a real agent side by
 //! side; [`cli`] is `kho-hub status`.
 //!
