@@ -185,6 +185,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         metrics: Arc::clone(&metrics),
         max_body_bytes: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
         max_decoded_bytes: usize::try_from(limits.max_decoded_bytes).unwrap_or(usize::MAX),
+        transports: ingest::TransportBoard::default(),
     });
     if let Some(section) = &config.mqtt {
         let mqtt = ingest::mqtt::MqttIngest::new(section, ingest.max_body_bytes)?;
@@ -213,6 +214,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         reader: Arc::clone(&status.reader),
         auth: Arc::new(dashboard::auth::Auth::new(&config.dashboard, tls_config.is_some())),
         metrics: Arc::clone(&metrics),
+        transports: ingest.transports.clone(),
     };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
     let routes = ingest::https::routes(Arc::clone(&ingest))

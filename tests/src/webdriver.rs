@@ -142,6 +142,27 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Waits (up to 15 s) until the first element matching `css` contains `needle`: a click that
+    /// submits a form or follows a link returns before the next page has loaded.
+    pub fn wait_text(&self, css: &str, needle: &str) {
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{css} to contain {needle:?}"),
+            || self.text("body"),
+            || self.text(css).contains(needle),
+        );
+    }
+
+    /// Waits (up to 15 s) until the current URL ends with `suffix`.
+    pub fn wait_url(&self, suffix: &str) {
+        wait_for(
+            Duration::from_secs(15),
+            &format!("the URL to end with {suffix}"),
+            || self.current_url(),
+            || self.current_url().ends_with(suffix),
+        );
+    }
+
     /// Runs a script in the page and returns its result.
     pub fn script(&self, js: &str) -> Value {
         self.session_call("POST", "/execute/sync", Some(json!({"script": js, "args": []}))).expect("script")

@@ -105,11 +105,11 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
     browser.type_into("#name", "ioc");
     browser.type_into("#password", "sai mật khẩu");
     browser.click("#submit");
-    assert!(browser.text("#login-error").contains("Sai tên đăng nhập"), "{}", browser.text("body"));
+    browser.wait_text("#login-error", "Sai tên đăng nhập");
     browser.type_into("#name", "ioc");
     browser.type_into("#password", "Mật-khẩu 2026");
     browser.click("#submit");
-    assert!(browser.current_url().ends_with("/ui"), "logged in: {}", browser.current_url());
+    browser.wait_url("/ui");
 
     // The first sync carries only old reports: overdue.
     wait_for(
@@ -146,6 +146,7 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
 
     // English, remembered on the next page.
     browser.click("#lang-switch");
+    browser.wait_text("header", "Log out");
     assert_eq!(browser.attribute("html", "lang").as_deref(), Some("en"));
     assert!(browser.text("tr[data-dataset=\"bao_cao\"]").contains("On time"), "{}", browser.text("body"));
     browser.goto(&format!("{ui}/datasets/bao_cao"));
@@ -156,7 +157,8 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
     assert!(recent.lines().nth(1).is_some_and(|newest| newest.starts_with("3 ")), "newest change first: {recent}");
     browser.screenshot("05-dataset-en");
     browser.goto(&format!("{ui}/fleet"));
-    assert!(browser.text("tr[data-agent=\"so-tc-01\"]").contains("Online"), "{}", browser.text("body"));
+    let agent_row = browser.text("tr[data-agent=\"so-tc-01\"]");
+    assert!(agent_row.contains("Online") && agent_row.contains("HTTPS"), "{agent_row}");
     browser.screenshot("06-fleet-en");
     // The page fits a 1366-pixel-wide laptop screen without horizontal scrolling.
     browser.goto(&ui);
@@ -165,7 +167,7 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
 
     // Log out (a CSRF-protected form): back to the login page, and the board is closed again.
     browser.click("#logout");
-    assert!(browser.current_url().ends_with("/ui/login"), "{}", browser.current_url());
+    browser.wait_url("/ui/login");
     browser.goto(&ui);
     assert!(browser.current_url().ends_with("/ui/login"));
     eprintln!("screenshots in {}", browser.screenshots.display());

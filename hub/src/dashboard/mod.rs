@@ -47,6 +47,7 @@ pub struct Dashboard {
     pub reader: Arc<dyn WarehouseReader>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub transports: crate::ingest::TransportBoard,
 }
 
 pub fn routes(state: Dashboard) -> Router {
@@ -162,7 +163,7 @@ async fn fleet(State(d): State<Dashboard>, Query(q): Query<PageQuery>, headers: 
         Err(r) => return r,
     };
     let s = d.snapshot.get();
-    let content = pages::fleet(p.lang, &s, &status);
+    let content = pages::fleet(p.lang, &s, &status, &|agent| d.transports.get(agent));
     let title = p.lang.tr("Máy trạm", "Fleet");
     render(p, title, s.evaluated_at, content)
 }

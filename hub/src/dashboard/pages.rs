@@ -270,7 +270,12 @@ fn reason(l: Lang, b: &kho_shared::freshness::readiness::Blocker) -> String {
 }
 
 /// The fleet: every agent's version, last contact, backlog and last error (operators only).
-pub fn fleet(l: Lang, s: &Snapshot, status: &WarehouseStatus) -> Markup {
+pub fn fleet(
+    l: Lang,
+    s: &Snapshot,
+    status: &WarehouseStatus,
+    transport: &dyn Fn(&str) -> Option<&'static str>,
+) -> Markup {
     html! {
         h1 { (l.tr("Máy trạm (agent)", "Agents")) }
         table.board {
@@ -278,6 +283,7 @@ pub fn fleet(l: Lang, s: &Snapshot, status: &WarehouseStatus) -> Markup {
                 th { "Agent" }
                 th { (l.tr("Kết nối", "Contact")) }
                 th { (l.tr("Phiên bản", "Version")) }
+                th { (l.tr("Đường truyền", "Transport")) }
                 th { (l.tr("Liên lạc gần nhất", "Last seen")) }
                 th { (l.tr("Tồn đọng", "Backlog")) }
                 th { (l.tr("Đã áp dụng đến", "Applied through")) }
@@ -292,6 +298,7 @@ pub fn fleet(l: Lang, s: &Snapshot, status: &WarehouseStatus) -> Markup {
                         td { (a.agent) @if !a.configured { br; small { (l.tr("không có trong cấu hình", "not configured")) } } }
                         td { @if a.offline { span.badge.st-offline { (l.tr("Mất kết nối", "Offline")) } } @else { span.badge.st-on_time { (l.tr("Trực tuyến", "Online")) } } }
                         td { (st.and_then(|x| x.version.as_deref()).unwrap_or("—")) }
+                        td.transport { (transport(&a.agent).map_or("—".to_string(), str::to_uppercase)) }
                         td { (local_time(a.last_seen_at)) }
                         td { (st.and_then(|x| x.outbox_depth).map_or("—".into(), |d| d.to_string())) }
                         td { (st.map_or("—".into(), |x| x.applied_through.to_string())) }

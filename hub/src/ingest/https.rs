@@ -49,6 +49,7 @@ async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
 async fn handle_batch(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<Ack, ApiError> {
     let agent = ingest.authenticate(header_str(headers, header::AUTHORIZATION))?;
     tracing::Span::current().record("agent", agent.id.as_str());
+    ingest.transports.note(&agent.id, "https");
     let encoding = header_str(headers, header::CONTENT_ENCODING).unwrap_or("");
     if !encoding.trim().eq_ignore_ascii_case(BATCH_CONTENT_ENCODING) {
         return Err(ApiError::new(
@@ -80,6 +81,7 @@ async fn post_heartbeat(
     let result = async {
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION))?;
         tracing::Span::current().record("agent", agent.id.as_str());
+        ingest.transports.note(&agent.id, "https");
         let bytes = read_bounded(&headers, body, MAX_HEARTBEAT_BYTES).await?;
         ingest.metrics.bytes_received(bytes.len());
         ingest.heartbeat(agent, &bytes).await

@@ -39,6 +39,26 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub max_decoded_bytes: usize,
+    /// Which transport each agent last used, for the dashboard's fleet page.
+    pub transports: TransportBoard,
+}
+
+/// The transport (`https` or `mqtt`) each agent last authenticated on. In memory only: after a
+/// restart an agent's transport shows again with its next heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct TransportBoard(Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>);
+
+impl TransportBoard {
+    pub fn note(&self, agent: &str, transport: &'static str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(agent) != Some(&transport) {
+            map.insert(agent.to_string(), transport);
+        }
+    }
+
+    pub fn get(&self, agent: &str) -> Option<&'static str> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(agent).copied()
+    }
 }
 
 impl Ingest {

@@ -200,6 +200,9 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
     let body = publish.payload.slice(publish.payload.len() - envelope.body.len()..);
     ingest.metrics.bytes_received(publish.payload.len());
     let checked = authenticate(ingest, topic_agent, kind, &header);
+    if let Ok(agent) = &checked {
+        ingest.transports.note(&agent.id, "mqtt");
+    }
     match kind {
         Kind::Heartbeat => {
             let result = match checked {
