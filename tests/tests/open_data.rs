@@ -48,15 +48,24 @@ struct Client {
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
     base: String,
+    ca: Vec<u8>,
 }
 
 impl Client {
     fn new(hub: &HubProc) -> Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-        Client { rt, http, base: hub.url() }
+        let ca = std::fs::read(hub.ca_path()).unwrap();
+        let http =
+            reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]).build().unwrap();
+        Client { rt, http, base: hub.url(), ca }
+    }
+
+    /// A client with a connection of its own (HTTP/2 would multiplex every request on one
+    /// connection, whose shared flow-control window the slow downloads fill).
+    fn separate(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&self.ca).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
     }
 
     fn send(&self, req: reqwest::RequestBuilder) -> Reply {
@@ -332,4 +341,74 @@ fn open_data_api_serves_open_datasets_from_postgres() {
     let pg = PgWarehouse::create();
     let (src, hub, _agent, client) = synced(tmp.path(), Some(pg.hub_toml(1)));
     check_open_data(&src, &hub, &client);
+}
+
+/// Downloads stream: slow clients hold their reads (and the hub's memory stays bounded by the
+/// channel, not the table), at most `OPEN_DATA_READS` (4) run at once and a fifth is told to retry
+/// (503), and clients that go away free their reads for the next one, which gets every row.
+#[test]
+fn slow_and_vanishing_download_clients_hold_bounded_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = 60_000;
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), rows).unwrap();
+    let spec = AgentSpec {
+        id: "so-y-te-02".into(),
+        token: format!("token-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
+    let hub_dir = tmp.path().join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::write(hub_dir.join("catalog.toml"), CATALOG).unwrap();
+    let hub = HubProc::start_with(&hub_dir, std::slice::from_ref(&spec), "\n[catalog]\npath = \"catalog.toml\"\n");
+    let _agent = AgentProc::start(
+        &tmp.path().join("agent"),
+        &spec,
+        &hub.url(),
+        &hub.ca_path(),
+        &src.path,
+        &[ho_so("ho_so")],
+        &AgentOptions::default(),
+    );
+    let client = Client::new(&hub);
+    wait_for(
+        Duration::from_secs(120),
+        "the table synced",
+        || hub.log_tail(),
+        || client.action("datastore_search?resource_id=ho_so-csv&limit=1")["total"] == rows,
+    );
+    let rss_before = kho_tests::procs::rss_kib(hub.pid().unwrap()).unwrap().0;
+    let url = format!("{}/opendata/ho_so.csv", hub.url());
+    client.rt.block_on(async {
+        let mut slow = Vec::new();
+        for _ in 0..4 {
+            let mut resp = client.separate().get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert!(resp.chunk().await.unwrap().is_some(), "the first bytes arrive at once");
+            slow.push(resp);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let busy = client.separate().get(&url).send().await.unwrap();
+        assert_eq!(busy.status(), 503, "four slow clients hold every read");
+        let body: Value = serde_json::from_slice(&busy.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["success"], false);
+        let rss_slow = kho_tests::procs::rss_kib(hub.pid().unwrap()).unwrap().0;
+        eprintln!("hub RSS before downloads {rss_before} KiB, with four stalled downloads {rss_slow} KiB");
+        // Four unread 15 MB downloads: the hub holds each one's channel, not its table.
+        assert!(rss_slow < rss_before + 40 * 1024, "hub RSS {rss_before} KiB → {rss_slow} KiB");
+        drop(slow);
+        let mut full = None;
+        for _ in 0..100 {
+            let resp = client.separate().get(&url).send().await.unwrap();
+            if resp.status() == 200 {
+                full = Some(resp.bytes().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let full = full.expect("reads are freed once the slow clients go away");
+        let lines = full.iter().filter(|b| **b == b'\n').count();
+        assert!(lines > rows as usize, "header plus every row: {lines} lines");
+        let mut reader = csv::Reader::from_reader(full.as_ref());
+        assert_eq!(reader.records().count() as u64, rows);
+    });
 }
