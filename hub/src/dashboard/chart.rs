@@ -112,6 +112,39 @@ mod tests {
         assert!(svg.contains("<title>50 %</title>"));
     }
 
+    fn score(verdicts: &[Verdict]) -> DatasetScore {
+        use kho_shared::freshness::history::PeriodOutcome;
+        use kho_shared::schedule::Period;
+        let t = jiff::Timestamp::UNIX_EPOCH;
+        let periods = verdicts
+            .iter()
+            .map(|v| crate::freshness::views::PeriodScore {
+                outcome: PeriodOutcome {
+                    period: Period { start: t, end: t, label: String::new() },
+                    deadline: t,
+                    overdue_after: t,
+                    satisfied_at: None,
+                    verdict: *v,
+                    late_by_s: None,
+                },
+                days_late: 0,
+            })
+            .collect();
+        DatasetScore { dataset: "d".into(), title: "D".into(), status: None, periods }
+    }
+
+    #[test]
+    fn the_trend_aligns_datasets_on_their_latest_periods() {
+        use Verdict::*;
+        // A monthly dataset with 3 ended periods and a daily one with 4: period i counts each
+        // one's i-th last period; pending and untracked periods are not judged.
+        let a = score(&[OnTime, Late, OnTime]);
+        let b = score(&[Missed, OnTime, Pending, OnTime]);
+        let trend = department_trend(&[a, b], 4);
+        assert_eq!(trend, vec![Some(0.0), Some(1.0), Some(0.0), Some(1.0)]);
+        assert_eq!(department_trend(&[score(&[NotTracked])], 2), vec![None, None]);
+    }
+
     #[test]
     fn lateness_scales_to_the_worst_period() {
         let svg = lateness_svg(&[("2026-01".into(), 0, Verdict::OnTime), ("2026-02".into(), 4, Verdict::Late)]);
