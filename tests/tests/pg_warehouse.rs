@@ -54,6 +54,11 @@ fn wait_converged_in(
     );
 }
 
+/// A real agent in `dir/agent` syncing the source's `ho_so` table in cursor mode.
+fn start_cursor_agent(dir: &std::path::Path, a: &AgentSpec, hub: &HubProc, src: &SourceDb, opts: &AgentOptions) -> AgentProc {
+    AgentProc::start(&dir.join("agent"), a, &hub.url(), &hub.ca_path(), &src.path, &[ho_so("ho_so", Some("updated_at"))], opts)
+}
+
 #[test]
 fn snapshot_sync_updates_deletes_new_and_hostile_columns() {
     let tmp = tempfile::tempdir().unwrap();
@@ -123,15 +128,7 @@ fn hub_killed_repeatedly_during_a_100k_load_loses_and_duplicates_nothing() {
     let a = spec("crash-hub", &["ho_so"]);
     let mut hub = HubProc::start_with_warehouse(&tmp.path().join("hub"), std::slice::from_ref(&a), &pg.hub_toml(2));
     let opts = AgentOptions { batch_max_changes: 1_000, poll_interval: "300ms", ..AgentOptions::default() };
-    let agent = AgentProc::start(
-        &tmp.path().join("agent"),
-        &a,
-        &hub.url(),
-        &hub.ca_path(),
-        &src.path,
-        &[ho_so("ho_so", Some("updated_at"))],
-        &opts,
-    );
+    let agent = start_cursor_agent(tmp.path(), &a, &hub, &src, &opts);
     let mut killed_mid_load = 0;
     for round in 0..5u64 {
         std::thread::sleep(Duration::from_millis(fastrand::u64(300..1_200)));
@@ -243,14 +240,6 @@ fn the_hub_waits_for_an_unreachable_warehouse_at_start() {
     let _proxy = opener.join().unwrap();
     let log = hub.log_tail();
     assert!(log.contains("cannot reach the warehouse"), "the hub says why it waits:\n{log}");
-    let agent = AgentProc::start(
-        &tmp.path().join("agent"),
-        &a,
-        &hub.url(),
-        &hub.ca_path(),
-        &src.path,
-        &[ho_so("ho_so", Some("updated_at"))],
-        &AgentOptions::default(),
-    );
+    let agent = start_cursor_agent(tmp.path(), &a, &hub, &src, &AgentOptions::default());
     wait_converged(&mut pg, &src, &hub, &agent, "ho_so");
 }
