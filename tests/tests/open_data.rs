@@ -207,7 +207,13 @@ fn check_open_data(src: &SourceDb, hub: &HubProc, client: &Client) {
     );
     assert_eq!(client.action("package_search")["count"], 1);
 
+    let res = client.action("resource_show?id=ho_so-json");
+    assert_eq!((res["format"].as_str(), res["package_id"].as_str()), (Some("JSON"), Some("ho_so")));
+    assert_eq!(client.action("organization_list"), json!(["so_y_te"]));
+    assert_eq!(client.action("organization_list?all_fields=true")[0]["title"], "Sở Y tế");
+
     // The non-open dataset: the same 404 as one that does not exist, everywhere.
+    client.refused(&format!("/api/3/action/resource_show?id={HIDDEN}-csv"), 404, "Not Found Error");
     let hidden = client.refused(&format!("/api/3/action/package_show?id={HIDDEN}"), 404, "Not Found Error");
     let missing = client.refused("/api/3/action/package_show?id=khong_co", 404, "Not Found Error");
     assert_eq!(hidden["error"], missing["error"]);
@@ -324,6 +330,7 @@ fn closing_hides_at_once(hub: &HubProc, client: &Client) {
         || client.get("/api/3/action/package_show?id=ho_so").status == 404,
     );
     assert_eq!(client.action("package_list"), json!([]));
+    assert_eq!(client.action("organization_list"), json!([]));
     assert_eq!(client.get("/opendata/ho_so.csv").status, 404);
 }
 

@@ -5,6 +5,7 @@
 //! - `GET|POST /api/3/action/package_show?id=`;
 //! - `GET|POST /api/3/action/package_search?q=&rows=&start=`;
 //! - `GET|POST /api/3/action/datastore_search?resource_id=&limit=&offset=&q=&include_total=`;
+//! - `GET|POST /api/3/action/resource_show?id=` and `organization_list` (`all_fields`);
 //! - `GET /opendata/<id>.csv` and `GET /opendata/<id>.json`: every current row (deleted rows
 //!   excluded, `_kho_*` columns never shown), streamed.
 //!
@@ -181,6 +182,8 @@ async fn run_action(s: OpenData, action: String, params: Result<Params, CkanErro
         "package_list" => package_list(&s, &params),
         "package_show" => package_show(&s, &params, &base),
         "package_search" => package_search(&s, &params, &base),
+        "resource_show" => resource_show(&s, &params, &base),
+        "organization_list" => organization_list(&s, &params),
         "datastore_search" => datastore_search(&s, &params).await,
         _ => {
             s.metrics.open_data_request(false);
@@ -214,6 +217,42 @@ fn package_show(s: &OpenData, p: &Params, base: &str) -> Result<Value, CkanError
     p.only(&["id", "use_default_schema", "include_tracking"])?;
     let id = p.required("id")?;
     Ok(ckan::package(&s.open(id)?.input(), base))
+}
+
+fn resource_show(s: &OpenData, p: &Params, base: &str) -> Result<Value, CkanError> {
+    p.only(&["id", "include_tracking"])?;
+    let id = p.required("id")?;
+    let not_found = || CkanError::NotFound("resource".into());
+    let (dataset, _) = ckan::parse_resource_id(id).ok_or_else(not_found)?;
+    let package = ckan::package(&s.open(dataset).map_err(|_| not_found())?.input(), base);
+    let resources = package["resources"].as_array().cloned().unwrap_or_default();
+    resources.into_iter().find(|r| r["id"] == id).ok_or_else(not_found)
+}
+
+/// The departments that publish at least one open dataset, by code (`all_fields=true`: dicts).
+fn organization_list(s: &OpenData, p: &Params) -> Result<Value, CkanError> {
+    p.only(&["all_fields", "limit", "offset"])?;
+    let all_fields = flag(p, "all_fields", false)?;
+    let offset = usize::try_from(p.count("offset", 0)?).unwrap_or(usize::MAX);
+    let limit = usize::try_from(p.count("limit", u64::MAX)?).unwrap_or(usize::MAX);
+    let mut seen = std::collections::BTreeSet::new();
+    let orgs: Vec<Value> = s
+        .all_open()
+        .into_iter()
+        .filter_map(|d| d.department)
+        .filter(|dep| seen.insert(dep.code.clone()))
+        .skip(offset)
+        .take(limit)
+        .map(|dep| {
+            if all_fields {
+                json!({"id": dep.code, "name": dep.code, "title": dep.name, "display_name": dep.name,
+                       "type": "organization", "is_organization": true, "state": "active"})
+            } else {
+                Value::from(dep.code)
+            }
+        })
+        .collect();
+    Ok(Value::Array(orgs))
 }
 
 fn package_search(s: &OpenData, p: &Params, base: &str) -> Result<Value, CkanError> {
