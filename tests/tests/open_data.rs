@@ -91,6 +91,31 @@ impl Client {
         )
     }
 
+    /// Logs in to the dashboard through its form; returns the session cookie (`name=value`).
+    fn login(&self, name: &str, password: &str) -> String {
+        let form = self.get("/ui/login");
+        let cookie = |r: &Reply, name: &str| -> String {
+            let c = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).find(|c| c.starts_with(name));
+            c.expect("cookie").split(';').next().unwrap().to_string()
+        };
+        let login_cookie = cookie(&form, "kho_login_csrf=");
+        let token = login_cookie.split_once('=').unwrap().1.to_string();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&self.ca).unwrap()])
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let body = format!("name={name}&password={password}&csrf={token}");
+        let req = http
+            .post(format!("{}/ui/login", self.base))
+            .header("cookie", login_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        let r = self.send(req);
+        assert_eq!(r.status, 303, "login: {}", r.text());
+        cookie(&r, "kho_session=")
+    }
+
     /// A CKAN action that must succeed: checks the envelope and returns `result`.
     fn action(&self, path: &str) -> Value {
         let r = self.get(&format!("/api/3/action/{path}"));
@@ -115,6 +140,18 @@ impl Client {
     }
 }
 
+fn hash_password(password: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(kho_tests::bin_path("kho-hub"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+}
+
 /// Source rows by id: `(ma_ho_so, ghi_chu)`.
 fn source_rows(src: &SourceDb) -> BTreeMap<i64, (String, String)> {
     let conn = rusqlite::Connection::open(&src.path).unwrap();
@@ -137,6 +174,8 @@ fn synced(tmp: &std::path::Path, warehouse_toml: Option<String>) -> (SourceDb, H
     std::fs::create_dir_all(&hub_dir).unwrap();
     std::fs::write(hub_dir.join("catalog.toml"), CATALOG).unwrap();
     let extra = "\n[catalog]\npath = \"catalog.toml\"\nreload_interval = \"100ms\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n\n[dashboard]\npublic_view = true\n";
+    let extra = format!("{extra}[[dashboard.operator]]\nname = \"ioc\"\npassword_hash = \"{}\"\n", hash_password("mk"));
+    let extra = extra.as_str();
     let hub = match warehouse_toml {
         Some(wh) => HubProc::start_with_warehouse(&hub_dir, std::slice::from_ref(&spec), &format!("{wh}{extra}")),
         None => HubProc::start_with(&hub_dir, std::slice::from_ref(&spec), extra),
@@ -310,8 +349,14 @@ fn check_open_data(src: &SourceDb, hub: &HubProc, client: &Client) {
     assert!(rows >= 2 * 295, "both downloads counted: {rows}");
     assert!(metrics.contains("kho_hub_open_data_refused_total "), "{metrics}");
 
-    // The dashboard's dataset page (public view) lists the newest writes first: the two deletes.
-    let r = client.get("/ui/datasets/ho_so?lang=en");
+    // The dashboard's dataset page lists the newest writes first, the two deletes, for operators
+    // only: the public view shows no key values.
+    let public = client.get("/ui/datasets/ho_so?lang=en");
+    assert_eq!(public.status, 200);
+    assert!(!public.text().contains("Recent changes"), "no recent changes in the public view");
+    let session = client.login("ioc", "mk");
+    let r =
+        client.send(client.http.get(format!("{}/ui/datasets/ho_so?lang=en", client.base)).header("cookie", session));
     assert_eq!(r.status, 200);
     let page = r.text();
     let recent = &page[page.find("<table class=\"recent\">").expect("recent changes table")..];

@@ -12,7 +12,8 @@
 //! dataset pages), refresh themselves every [`pages::REFRESH_SECONDS`], speak Vietnamese unless
 //! the `kho_lang` cookie (set by `?lang=en`) says English, and fit a 1366×768 screen. Without a
 //! session every page redirects to the login, unless `dashboard.public_view` allows a read-only
-//! view without the fleet and without contacts' phone numbers and e-mail addresses.
+//! view without the fleet, contacts' phone numbers and e-mail addresses, or recent changes (which
+//! show key values).
 
 pub mod auth;
 pub mod chart;
@@ -187,18 +188,23 @@ async fn dataset(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let reader = Arc::clone(&d.reader);
-    let dataset = id.clone();
-    let recent = match tokio::task::spawn_blocking(move || reader.recent_changes(&dataset, RECENT_CHANGES)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, dataset = %id, "dashboard: cannot read recent changes");
-            Vec::new()
+    // Recent changes show key values (a citizen id can be a key): operators only.
+    let recent = if p.viewer.is_operator() {
+        let reader = Arc::clone(&d.reader);
+        let dataset = id.clone();
+        match tokio::task::spawn_blocking(move || reader.recent_changes(&dataset, RECENT_CHANGES)).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, dataset = %id, "dashboard: cannot read recent changes");
+                Some(Vec::new())
+            }
+            Err(_) => Some(Vec::new()),
         }
-        Err(_) => Vec::new(),
+    } else {
+        None
     };
     let st = status.datasets.iter().find(|x| x.dataset == id);
-    let Some(content) = pages::dataset(p.lang, &s, &id, st, &recent) else {
+    let Some(content) = pages::dataset(p.lang, &s, &id, st, recent.as_deref()) else {
         return (StatusCode::NOT_FOUND, "no such dataset").into_response();
     };
     let title = p.lang.tr("Bộ dữ liệu", "Dataset");

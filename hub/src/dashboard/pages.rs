@@ -316,7 +316,7 @@ pub fn dataset(
     s: &Snapshot,
     id: &str,
     status: Option<&crate::warehouse::DatasetStatus>,
-    recent: &[RecentChange],
+    recent: Option<&[RecentChange]>,
 ) -> Option<Markup> {
     let d = s.dataset(id)?;
     let dept = s.catalog.department(&d.department);
@@ -354,20 +354,22 @@ pub fn dataset(
                 tr { td { (local_time(Some(t.at))) } td { (l.status(t.status)) } td { (t.period.label) } }
             } }
         }
-        h2 { (l.tr("Thay đổi gần đây", "Recent changes")) }
-        table.recent {
-            thead { tr {
-                th { (l.tr("Khoá", "Key")) } th { (l.tr("Thao tác", "Change")) }
-                th { (l.tr("Áp dụng lúc", "Applied at")) } th { "Agent" }
-            } }
-            tbody { @for c in recent {
-                tr {
-                    td { (c.key.iter().map(|v| match v { serde_json::Value::String(s) => s.clone(), other => other.to_string() }).collect::<Vec<_>>().join(", ")) }
-                    td { @if c.deleted { (l.tr("Xoá", "Deleted")) } @else { (l.tr("Thêm/sửa", "Upserted")) } }
-                    td { (local_time(c.applied_at.as_deref().and_then(|t| t.parse().ok()))) }
-                    td { (c.agent.as_deref().unwrap_or("—")) " #" (c.seq.map_or("—".into(), |s| s.to_string())) }
-                }
-            } }
+        @if let Some(recent) = recent {
+            h2 { (l.tr("Thay đổi gần đây", "Recent changes")) }
+            table.recent {
+                thead { tr {
+                    th { (l.tr("Khoá", "Key")) } th { (l.tr("Thao tác", "Change")) }
+                    th { (l.tr("Áp dụng lúc", "Applied at")) } th { "Agent" }
+                } }
+                tbody { @for c in recent {
+                    tr {
+                        td { (c.key.iter().map(|v| match v { serde_json::Value::String(s) => s.clone(), other => other.to_string() }).collect::<Vec<_>>().join(", ")) }
+                        td { @if c.deleted { (l.tr("Xoá", "Deleted")) } @else { (l.tr("Thêm/sửa", "Upserted")) } }
+                        td { (local_time(c.applied_at.as_deref().and_then(|t| t.parse().ok()))) }
+                        td { (c.agent.as_deref().unwrap_or("—")) " #" (c.seq.map_or("—".into(), |s| s.to_string())) }
+                    }
+                } }
+            }
         }
         h2 { (l.tr("Cấu trúc", "Schema")) }
         @match status {
