@@ -8,7 +8,9 @@
 //!   every POST. The login form, which comes before any session, uses a double-submit token: a
 //!   random value in a `SameSite=Strict` cookie that the form must repeat.
 //! - **Password checks** run on the blocking pool, at most [`LOGIN_CHECKS`] at once (argon2 is
-//!   deliberately slow), and an unknown name costs the same check as a wrong password.
+//!   deliberately slow), an unknown name costs the same check as a wrong password, and a refused
+//!   login is answered only after [`FAILED_LOGIN_DELAY`]. There is no account lockout (it would
+//!   let anyone lock the operators out).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,8 @@ pub const LOGIN_CSRF_COOKIE: &str = "kho_login_csrf";
 pub const MAX_SESSIONS: usize = 10_000;
 /// Password checks at once.
 pub const LOGIN_CHECKS: usize = 2;
+/// A refused login answers only after this long.
+pub const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
 /// Checked when the name is unknown, so that costs as much as a wrong password ("kho").
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0Wyu2a0mYnJ6oHnZBL4sFmvt0zNPsK0rX0sOaeXX3GM";
 

@@ -303,6 +303,8 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, axum::Form(form):
     d.metrics.dashboard_login(ok);
     if !ok {
         tracing::warn!(operator = %form.name, "dashboard login refused");
+        // Slows password guessing on a connection without costing CPU or blocking other logins.
+        tokio::time::sleep(auth::FAILED_LOGIN_DELAY).await;
         let msg = lang.tr("Sai tên đăng nhập hoặc mật khẩu.", "Wrong user name or password.");
         return login_response(&d, lang, None, Some(msg), StatusCode::UNAUTHORIZED);
     }
