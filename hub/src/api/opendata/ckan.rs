@@ -17,7 +17,6 @@ use jiff::Timestamp;
 use kho_shared::protocol::Column;
 use kho_shared::schedule::Cadence;
 use kho_shared::types::ColumnType;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::catalog::{Dataset, Department};
@@ -233,8 +232,8 @@ pub fn parse_resource_id(id: &str) -> Option<(&str, Format)> {
     }
 }
 
-/// A package (CKAN dataset dict) for an open dataset.
-#[derive(Debug, Clone, Serialize)]
+/// What a package (CKAN dataset dict) is built from: an open dataset, its department and freshness.
+#[derive(Debug, Clone, Copy)]
 pub struct PackageInput<'a> {
     pub dataset: &'a Dataset,
     pub department: Option<&'a Department>,
