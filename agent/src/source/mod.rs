@@ -19,6 +19,7 @@ pub mod remote;
 pub mod rest;
 pub mod row;
 pub mod sqlite;
+pub mod text;
 pub mod values;
 
 use std::ops::ControlFlow;
