@@ -204,6 +204,10 @@ pub struct DatasetConfig {
     #[serde(default)]
     pub schedule: Option<String>,
     pub source: SourceConfig,
+    /// `[dataset.text]`: encodings of the source's text and NFC normalisation
+    /// ([`crate::source::text`]).
+    #[serde(default)]
+    pub text: crate::source::text::TextConfig,
 }
 
 impl DatasetConfig {
@@ -417,6 +421,9 @@ impl AgentConfig {
             }
             if d.poll_interval.is_zero() {
                 bad(&f("poll_interval"), "must be greater than zero".into());
+            }
+            for (field, problem) in d.text.validate(&f("text")) {
+                bad(&field, problem);
             }
             match &d.source {
                 SourceConfig::Sqlite { path } if path.as_os_str().is_empty() => {

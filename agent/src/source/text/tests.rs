@@ -67,7 +67,8 @@ fn utf8_must_be_valid_and_unicode_values_are_kept() {
 
 #[test]
 fn config_defaults_and_overrides() {
-    let c: TextConfig = toml::from_str("encoding = \"tcvn3\"\ncolumns = { ghi_chu = \"vni\", ma = \"utf-8\" }").unwrap();
+    let c: TextConfig =
+        toml::from_str("encoding = \"tcvn3\"\ncolumns = { ghi_chu = \"vni\", ma = \"utf-8\" }").unwrap();
     assert!(c.nfc);
     assert_eq!(c.encoding_of("ten"), Encoding::Tcvn3);
     assert_eq!(c.encoding_of("ghi_chu"), Encoding::Vni);

@@ -14,7 +14,8 @@ use std::sync::LazyLock;
 
 /// Tones in the order of the tables below: none, sắc (acute), huyền (grave), hỏi (hook above),
 /// ngã (tilde), nặng (dot below), as Unicode combining marks.
-const TONES: [Option<char>; 6] = [None, Some('\u{301}'), Some('\u{300}'), Some('\u{309}'), Some('\u{303}'), Some('\u{323}')];
+const TONES: [Option<char>; 6] =
+    [None, Some('\u{301}'), Some('\u{300}'), Some('\u{309}'), Some('\u{303}'), Some('\u{323}')];
 
 /// Diacritic bytes after a plain vowel (a e o u y, and ơ ư), per tone; lower then upper case.
 const PLAIN: [[Option<u8>; 6]; 2] = [
@@ -52,10 +53,10 @@ fn letters() -> Vec<(char, Vec<u8>)> {
             let tone: Vec<char> = tone.iter().copied().collect();
             for v in ['a', 'e', 'o', 'u', 'y'] {
                 let base = cased(v);
-                if let Some(b) = PLAIN[case][t] {
-                    if !(v == 'y' && t == 5) {
-                        out.push((compose(base, &tone), vec![base as u8, b]));
-                    }
+                if let Some(b) = PLAIN[case][t]
+                    && !(v == 'y' && t == 5)
+                {
+                    out.push((compose(base, &tone), vec![base as u8, b]));
                 }
                 if matches!(v, 'a' | 'e' | 'o')
                     && let Some(b) = CIRCUMFLEX[case][t]
@@ -163,6 +164,10 @@ mod tests {
         assert_eq!(dec(b"NGUYE\xc3N"), "NGUYỄN");
         assert_eq!(dec(b"ng\xf6\xf4\xf8i"), "người");
         assert_eq!(dec(b"\xf0"), "ð", "unmapped bytes are their Windows-1252 character");
-        assert_eq!(TABLES.encode.len(), 2 * (12 * 6 - 6 + 1), "every vowel but the six plain ASCII ones, and đ, in both cases");
+        assert_eq!(
+            TABLES.encode.len(),
+            2 * (12 * 6 - 6 + 1),
+            "every vowel but the six plain ASCII ones, and đ, in both cases"
+        );
     }
 }
