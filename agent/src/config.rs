@@ -175,12 +175,17 @@ pub enum SourceConfig {
     Folder(crate::source::folder::FolderSourceConfig),
     // Boxed: much larger than the other variants.
     Rest(Box<crate::source::rest::RestSourceConfig>),
+    /// Any database with an ODBC driver ([`crate::source::odbc`]).
+    Odbc(crate::source::odbc::OdbcSourceConfig),
 }
 
 impl SourceConfig {
     /// Whether rows come from a database (which needs `table` or `query`).
     pub fn is_database(&self) -> bool {
-        matches!(self, SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_))
+        matches!(
+            self,
+            SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_) | SourceConfig::Odbc(_)
+        )
     }
 }
 
@@ -383,10 +388,10 @@ impl AgentConfig {
             }
             match (&d.table, &d.query) {
                 (Some(_), _) if !d.source.is_database() => {
-                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql)".into())
+                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql, odbc)".into())
                 }
                 (None, Some(_)) if !d.source.is_database() => {
-                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql)".into())
+                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql, odbc)".into())
                 }
                 (None, None) if !d.source.is_database() => {}
                 (Some(_), Some(_)) => bad(&f("table"), "give either table or query, not both".into()),
@@ -450,6 +455,11 @@ impl AgentConfig {
                         bad(&field, problem);
                     }
                 }
+                SourceConfig::Odbc(c) => {
+                    for (field, problem) in c.validate(&f("source")) {
+                        bad(&field, problem);
+                    }
+                }
             }
         }
         p
@@ -480,6 +490,7 @@ impl AgentConfig {
                         a.secret_file.iter_mut().for_each(resolve);
                     }
                 }
+                SourceConfig::Odbc(c) => c.password_file.iter_mut().for_each(resolve),
             }
         }
     }

@@ -110,8 +110,7 @@ fn legacy_encodings_nfd_and_local_formats_reach_the_warehouse_exactly() {
     file.extend("2;Ngo\u{302}\u{300}i;".as_bytes());
     file.extend(b"Lo\xf8\n");
     std::fs::write(nfd.join("ds.csv"), file).unwrap();
-    let want_nfd: Rows =
-        [row(&["1", "Sơn La", "Mường Thanh"]), row(&["2", "Ngồi", "Lò"])].into_iter().collect();
+    let want_nfd: Rows = [row(&["1", "Sơn La", "Mường Thanh"]), row(&["2", "Ngồi", "Lò"])].into_iter().collect();
 
     // A Vietnamese-number column with one value written the English way (line 3).
     std::fs::write(bad.join("sai.csv"), "ma;so_tien\n1;1.000,5\n2;1,000.5\n").unwrap();
@@ -129,12 +128,8 @@ fn legacy_encodings_nfd_and_local_formats_reach_the_warehouse_exactly() {
            (2, 'Tha\u{300}nh pho\u{302}\u{301}', '§i\u{d6}n Bi\u{aa}n Ph\u{f1}', 'Lß Th\u{de} H\u{e5}ng')"
     ))
     .unwrap();
-    let want_pg: Rows = [
-        row(&["1", "Hồ sơ cán bộ", "Sơn La"]),
-        row(&["2", "Thành phố", "Điện Biên Phủ"]),
-    ]
-    .into_iter()
-    .collect();
+    let want_pg: Rows =
+        [row(&["1", "Hồ sơ cán bộ", "Sơn La"]), row(&["2", "Thành phố", "Điện Biên Phủ"])].into_iter().collect();
 
     let a = AgentSpec {
         id: "so-noi-vu".into(),
@@ -189,7 +184,10 @@ fn legacy_encodings_nfd_and_local_formats_reach_the_warehouse_exactly() {
     let text = String::from_utf8_lossy(&out.stdout);
     let warning = text.lines().find(|l| l.contains("WARNING") && l.contains("ghi_chu")).unwrap_or_default();
     assert!(warning.contains("dataset pg_vn") && warning.contains("tcvn3") && warning.contains("Điện Biên"), "{text}");
-    assert!(!text.lines().any(|l| l.contains("WARNING") && l.contains("\"ten_cu\"")), "declared columns are fine\n{text}");
+    assert!(
+        !text.lines().any(|l| l.contains("WARNING") && l.contains("\"ten_cu\"")),
+        "declared columns are fine\n{text}"
+    );
 
     pg.batch_execute(&format!("DROP TABLE {table}")).unwrap();
 }

@@ -18,6 +18,7 @@ pub mod decoded;
 pub mod folder;
 pub mod formats;
 pub mod mysql;
+pub mod odbc;
 pub mod postgres;
 pub mod remote;
 pub mod rest;
@@ -161,6 +162,9 @@ pub enum SourceError {
     /// An HTTP API that failed or answered something that is not the expected JSON.
     #[error("dataset {dataset}: {url}: {problem}")]
     Http { dataset: String, url: String, problem: String, transient: bool },
+    /// An ODBC driver's error (connection lost, SQL refused, value too long).
+    #[error("dataset {dataset}: {server}: {problem}")]
+    Odbc { dataset: String, server: String, problem: String, transient: bool },
 }
 
 impl SourceError {
@@ -172,7 +176,7 @@ impl SourceError {
             | SourceError::Open { .. }
             | SourceError::Read { .. }
             | SourceError::Io { .. } => true,
-            SourceError::Http { transient, .. } => *transient,
+            SourceError::Http { transient, .. } | SourceError::Odbc { transient, .. } => *transient,
             SourceError::Connect { source, .. } | SourceError::Query { source, .. } => source.is_transient(),
             _ => false,
         }
@@ -222,6 +226,10 @@ pub fn open(dataset: &DatasetConfig, since: Option<&CursorValue>) -> Result<Box<
             return Ok(Box::new(folder::FolderSource::open(&dataset.name, folder, &dataset.text, &newest.path)?));
         }
         SourceConfig::Rest(rest) => (Box::new(rest::RestSource::open(&dataset.name, rest, since)?), Origin::Unicode),
+        SourceConfig::Odbc(odbc) => (
+            Box::new(odbc::OdbcSource::open(&dataset.name, odbc, dataset.table.as_deref(), dataset.query.as_deref())?),
+            Origin::Unicode,
+        ),
     };
     if dataset.text.is_identity() {
         Ok(inner)
