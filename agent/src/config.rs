@@ -25,6 +25,11 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long a partial batch waits to fill: short enough to feel live, long enough to group a
 /// burst of captured changes into one request.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+/// Batches sent before the oldest one's answer (HTTPS): 2 keeps the hub busy while the next batch
+/// travels and is decoded; more only adds memory (each in-flight batch is held until its answer).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+/// Most batches in flight a config may ask for.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 8;
 /// Per-request timeout: generous for an 8 MiB batch on a slow provincial link.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeat period: the hub declares an agent offline after a few missed heartbeats.
@@ -132,6 +137,9 @@ pub struct ForwardSection {
     pub batch_max_bytes: usize,
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: Duration,
+    /// Batches sent before the oldest one's answer arrives (HTTPS; MQTT always sends one at a time).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for ForwardSection {
@@ -140,6 +148,7 @@ impl Default for ForwardSection {
             batch_max_changes: DEFAULT_BATCH_MAX_CHANGES,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             linger: DEFAULT_LINGER,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -238,6 +247,9 @@ fn default_batch_max_bytes() -> usize {
 }
 fn default_linger() -> Duration {
     DEFAULT_LINGER
+}
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
 }
 fn default_request_timeout() -> Duration {
     DEFAULT_REQUEST_TIMEOUT
@@ -374,6 +386,9 @@ impl AgentConfig {
         }
         if self.forward.batch_max_bytes < 1024 {
             bad("forward.batch_max_bytes", "must be at least 1024".into());
+        }
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&self.forward.max_in_flight) {
+            bad("forward.max_in_flight", format!("must be between 1 and {MAX_IN_FLIGHT_LIMIT}"));
         }
         if self.datasets.is_empty() {
             bad("dataset", "no [[dataset]] configured; the agent would have nothing to do".into());

@@ -18,7 +18,7 @@ use super::https::HttpsTransport;
 use super::*;
 use crate::config::{HubSection, Mode};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Reply {
     Fail500,
     Gap(u64),
@@ -33,6 +33,10 @@ struct Hub {
     batches: Vec<(u64, u64)>,
     applied: Vec<u64>,
     heartbeats: usize,
+    /// Each batch request waits this long before it is handled (to overlap requests).
+    delay: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<Hub>>;
@@ -42,6 +46,14 @@ async fn batches(State(hub): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     assert_eq!(headers["content-type"], kho_shared::protocol::BATCH_CONTENT_TYPE);
     assert_eq!(headers["content-encoding"], "zstd");
     let digest = headers[kho_shared::protocol::DIGEST_HEADER].to_str().unwrap().to_string();
+    let delay = {
+        let mut h = hub.lock().unwrap();
+        h.in_flight += 1;
+        h.max_in_flight = h.max_in_flight.max(h.in_flight);
+        h.delay
+    };
+    tokio::time::sleep(delay).await;
+    hub.lock().unwrap().in_flight -= 1;
     let batch = codec::decode(&body, &digest, 64 << 20).unwrap();
     batch.validate().unwrap();
     let mut hub = hub.lock().unwrap();
@@ -130,9 +142,19 @@ fn outbox_with(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     path
 }
 
+/// A forwarder with one batch in flight, so scripted replies meet batches in a known order.
 fn forwarder(path: &std::path::Path, url: &str, batch: usize) -> Forwarder<HttpsTransport> {
+    forwarder_with_window(path, url, batch, 1)
+}
+
+fn forwarder_with_window(path: &std::path::Path, url: &str, batch: usize, window: usize) -> Forwarder<HttpsTransport> {
     let transport = Arc::new(HttpsTransport::new(&hub_section(url), "t0ken").unwrap());
-    let config = ForwardSection { batch_max_changes: batch, batch_max_bytes: 1 << 20, linger: Duration::from_millis(5) };
+    let config = ForwardSection {
+        batch_max_changes: batch,
+        batch_max_bytes: 1 << 20,
+        linger: Duration::from_millis(5),
+        max_in_flight: window,
+    };
     Forwarder::new(Outbox::open(path).unwrap(), transport, config, "a1".into(), Arc::new(Notify::new()))
         .with_backoff(Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40) })
 }
@@ -167,6 +189,44 @@ async fn server_errors_are_retried_and_nothing_is_lost() {
     assert!(hub.batches[..5].iter().all(|b| *b == (1, 10)), "the refused batch is resent unchanged");
     let m = Outbox::open_read_only(&path).unwrap().meta().unwrap();
     assert_eq!((m.acked_through, m.next_seq), (25, 26));
+}
+
+/// Two batches travel at once: the hub has the next batch before it answers the previous one.
+/// Replies that come back out of order (gaps for a batch that overtook its predecessor) and
+/// failures in the middle of the window still end with every change applied once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batches_in_flight_and_every_change_once_in_order() {
+    for script in [vec![], vec![Reply::Fail500, Reply::Fail500], [Reply::Fail500, Reply::Gap(1)].repeat(3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = outbox_with(dir.path(), 95);
+        let (hub, url) = start_hub(script.clone()).await;
+        hub.lock().unwrap().delay = Duration::from_millis(30);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(forwarder_with_window(&path, &url, 10, 2).run(cancel.clone()));
+        wait_until("the outbox to drain", || depth(&path) == 0).await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        let hub = hub.lock().unwrap();
+        assert_eq!(hub.applied, (1..=95).collect::<Vec<_>>(), "script {script:?}: every change once, in order");
+        // After a failure the agent abandons the batch behind it, which the hub may still be
+        // handling while the resend arrives: more than two then, never more than two otherwise.
+        if script.is_empty() {
+            assert_eq!(hub.max_in_flight, 2, "two batches travelled at once");
+        } else {
+            assert!(hub.max_in_flight >= 2, "script {script:?}: two batches travelled at once");
+        }
+    }
+    // One in flight means one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = outbox_with(dir.path(), 35);
+    let (hub, url) = start_hub(vec![]).await;
+    hub.lock().unwrap().delay = Duration::from_millis(30);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(forwarder_with_window(&path, &url, 10, 1).run(cancel.clone()));
+    wait_until("the outbox to drain", || depth(&path) == 0).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(hub.lock().unwrap().max_in_flight, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

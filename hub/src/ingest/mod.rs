@@ -54,6 +54,8 @@ impl Ingest {
         let digest = digest
             .map(str::to_string)
             .ok_or_else(|| ApiError::new(ErrorCode::DigestMismatch, "missing x-kho-content-sha256 header"))?;
+        // Its place in the agent's line, before the (possibly slow) decode.
+        let arrival = self.applier.arrive(&agent.id);
         let max_decoded = self.max_decoded_bytes;
         let decoded = tokio::task::spawn_blocking(move || -> Result<Batch, ApiError> {
             let batch = codec::decode(&body, &digest, max_decoded).map_err(codec_error)?;
@@ -80,7 +82,7 @@ impl Ingest {
             }
         }
         let (first_seq, last_seq, changes) = (batch.first_seq, batch.last_seq, batch.changes.len());
-        let applied = self.applier.apply(batch).await?;
+        let applied = self.applier.apply(batch, arrival).await?;
         tracing::info!(
             agent = %agent.id, first_seq, last_seq, changes, applied = applied.changes,
             duplicate = applied.duplicate, "batch acknowledged"
