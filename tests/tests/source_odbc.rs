@@ -56,7 +56,7 @@ fn run(kind: Kind) {
     let a = AgentSpec {
         id: "so-tai-nguyen".into(),
         token: format!("token-{}", fastrand::u64(..)),
-        datasets: vec!["odbc_snap".into(), "odbc_cur".into()],
+        datasets: vec!["odbc_snap".into(), "odbc_cur".into(), "odbc_query".into()],
     };
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     let opts = AgentOptions::default();
@@ -76,9 +76,16 @@ fn run(kind: Kind) {
     };
     let toml: String =
         [ds("odbc_snap", None), ds("odbc_cur", Some("sua_luc"))].iter().map(|d| d.toml(source, &opts)).collect();
+    // A query instead of a table, in cursor mode.
+    let toml = format!(
+        "{toml}\n[[dataset]]\nname = \"odbc_query\"\nquery = \"SELECT id, ten, so_tien, sua_luc FROM {}\"\n\
+         key = [\"id\"]\nmode = \"cursor\"\ncursor_column = \"sua_luc\"\npoll_interval = \"200ms\"\n[dataset.source]\n{source}",
+        db.table
+    );
     let mut agent = AgentProc::start_with(&tmp.path().join("agent"), &a, &hub.url(), &hub.ca_path(), &toml, &opts);
     wait_equal(&mut db, &hub, &agent, "odbc_snap", true);
     wait_equal(&mut db, &hub, &agent, "odbc_cur", false);
+    wait_equal(&mut db, &hub, &agent, "odbc_query", false);
 
     agent.kill9();
     db.update((1..=2_000).step_by(37), "Đã trả kết quả — cập nhật qua ODBC");
@@ -87,6 +94,7 @@ fn run(kind: Kind) {
     agent.spawn();
     wait_equal(&mut db, &hub, &agent, "odbc_snap", true);
     wait_equal(&mut db, &hub, &agent, "odbc_cur", false);
+    wait_equal(&mut db, &hub, &agent, "odbc_query", false);
     let all = warehouse_rows(&hub.warehouse(), "odbc_snap", false).unwrap();
     let live = warehouse_rows(&hub.warehouse(), "odbc_snap", true).unwrap();
     assert_eq!((all.len(), live.len()), (2_040, 2_037), "deletes are soft deletes");

@@ -75,10 +75,8 @@ pub fn profile(config: &DatasetConfig) -> Result<Profile, ProfileError> {
             enc.encode(row)?;
             p.rows += 1;
             for (sample, &i) in samples.iter_mut().zip(&texts) {
-                if let Cell::Text(t) = row.cell(i)?
-                    && let Ok(s) = std::str::from_utf8(t)
-                {
-                    sample.observe(s);
+                if let Cell::Text(t) = row.cell(i)? {
+                    sample.observe_bytes(t);
                 }
             }
             if enc.key_has_null() {

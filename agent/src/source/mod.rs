@@ -4,13 +4,14 @@
 //! a visitor; it never holds a table in memory and never writes to the department's database.
 //! Sources are blocking (database drivers are) and run on a blocking thread, never on the async
 //! runtime. Implementations: [`sqlite`] (a file), [`postgres`] and [`mysql`] (network servers,
-//! settings in [`remote`], rows decoded into a reused [`row::RowBuf`]), [`folder`] (CSV/XLSX files
-//! dropped into a folder) and [`rest`] (a JSON HTTP API), chosen by [`open`] from the dataset's
+//! settings in [`remote`], rows decoded into a reused [`row::RowBuf`]), [`odbc`] (any database
+//! with an ODBC driver), [`folder`] (CSV/XLSX files dropped into a folder) and [`rest`] (a JSON
+//! HTTP API), chosen by [`open`] from the dataset's
 //! config; [`values`] types the untyped values of files and JSON, [`formats`] reads local date
 //! and number formats. [`text`] decodes legacy Vietnamese encodings and normalises text to NFC;
 //! database and API sources get it through the [`decoded`] wrapper, folders apply it themselves.
 //!
-//! Network sources read each scan inside one read-only REPEATABLE READ transaction (a consistent
+//! PostgreSQL and MySQL read each scan inside one read-only REPEATABLE READ transaction (a consistent
 //! snapshot) and stream it (a PostgreSQL portal fetched in bounded pages; MySQL's row-by-row
 //! result), so memory does not grow with the table.
 

@@ -139,6 +139,23 @@ impl ColumnSample {
         }
     }
 
+    /// Looks at one value as stored: text that is not UTF-8 at all (a SQLite column written by a
+    /// legacy program) is judged by the legacy encoding it reads as.
+    pub fn observe_bytes(&mut self, b: &[u8]) {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.observe(s),
+            Err(_) if self.sampled < SAMPLE_VALUES => {
+                self.sampled += 1;
+                if let Some(enc) = suggest_for_bytes(b) {
+                    let fixed = normalize(decode_bytes(enc, b).into()).into_owned();
+                    let shown = String::from_utf8_lossy(b).into_owned();
+                    self.hits.entry(Misread::Legacy(enc)).or_insert_with(|| (0, (shown, fixed))).0 += 1;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
     /// The most frequent misreading, if any value showed one.
     pub fn verdict(&self) -> Option<Verdict> {
         let (m, (count, example)) = self.hits.iter().max_by_key(|(_, (n, _))| *n)?;
@@ -205,6 +222,10 @@ mod tests {
         let v = col.verdict().unwrap();
         assert_eq!(v.misread, Misread::Legacy(Encoding::Tcvn3));
         assert_eq!((v.count, v.sampled), (4, 4));
+        let mut raw = ColumnSample::default();
+        raw.observe_bytes(&encode(Encoding::Vni, "Nguyễn Thị Hường").unwrap());
+        assert_eq!(raw.verdict().unwrap().misread, Misread::Legacy(Encoding::Vni));
+        assert_eq!(raw.verdict().unwrap().example.1, "Nguyễn Thị Hường");
         let mut good = ColumnSample::default();
         good.observe("Nguyễn Văn An");
         assert_eq!(good.verdict(), None);
