@@ -8,6 +8,8 @@
 //! Vietnamese letters. When both TCVN3 and VNI would give such text, VNI wins if its decoding
 //! joined a vowel with a following diacritic byte (the way VNI writes every toned vowel; TCVN3
 //! text rarely has a toned letter straight after a plain vowel byte that VNI would read as a mark).
+//! It is a heuristic for Vietnamese data: text in other Latin-1 languages ("Zürich") can look like
+//! TCVN3, since almost every high byte is a Vietnamese letter there — `check` only warns.
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,9 @@
 //! (0x01, 0x02, 0x04–0x06, 0x11–0x17) and 0x80–0xA0, the lower-case letters in 0xA8–0xFE, and
 //! the five combining tone marks at 0xB0–0xB4. The VN3 subset that "ABC" fonts use (lower-case
 //! toned letters only; capitals drawn by a separate font from the same codes) sits at the same
-//! positions, so VN3 files decode with this table too. Every byte maps to one character, so
+//! positions, so VN3 files decode with this table too — but capitals typed in an "H" font
+//! (.VnTimeH) are stored as the lower-case codes and come out lower case: the bytes do not say
+//! otherwise. Every byte maps to one character, so
 //! decoding never fails; a letter stored as base letter + combining mark comes out decomposed and
 //! is composed by NFC normalisation later.
 
