@@ -62,7 +62,7 @@ fn run(kind: Kind) {
     let opts = AgentOptions::default();
     let source = match kind {
         Kind::Postgres => {
-            "kind = \"odbc\"\nconnection_string = \"Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test\"\nuser = \"postgres\"\n"
+            "kind = \"odbc\"\nconnection_string = \"Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=test;UseDeclareFetch=1\"\nuser = \"postgres\"\n"
         }
         Kind::Mysql => {
             "kind = \"odbc\"\nconnection_string = \"Driver={MariaDB Unicode};Server=127.0.0.1;Port=3306;Database=test;CHARSET=utf8mb4\"\nuser = \"root\"\n"

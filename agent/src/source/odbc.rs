@@ -9,7 +9,8 @@
 //! Invariants:
 //! - **Bounded memory.** Rows are fetched with a block cursor into column buffers allocated once
 //!   per scan: [`BATCH_BYTES`] bytes at most, `max_value_bytes` per text or binary value. A value
-//!   longer than its buffer is an error naming the column, never silently truncated.
+//!   longer than its buffer is an error naming the column, never silently truncated. (A driver
+//!   may still cache the whole result on its side: psqlODBC does unless `UseDeclareFetch=1`.)
 //! - **Portable types.** Integer types → `int`, BIT → `bool`, DECIMAL/NUMERIC → `decimal` (the
 //!   driver's exact digits), REAL/FLOAT/DOUBLE → `float`, DATE → `date`, TIMESTAMP → `timestamp`
 //!   (ISO 8601, microseconds), binary → `bytes`, everything else → `text`, fetched as UTF-16 so
