@@ -109,6 +109,9 @@ fn run(kind: Kind) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("so_tien") && text.contains("decimal") && text.contains("timestamp"), "{text}");
     assert!(text.contains("rows: 2037, key unique and never NULL"), "{text}");
+    assert!(text.contains("source: ") && text.contains("through ODBC"), "{text}");
+    // Advice about drivers that hold whole results in memory: not needed with UseDeclareFetch=1.
+    assert_eq!(text.contains("holds whole results"), kind == Kind::Mysql, "{text}");
     assert!(agent.stop(), "agent did not stop cleanly\n{}", agent.log_tail());
 }
 

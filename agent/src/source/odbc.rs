@@ -193,6 +193,8 @@ pub struct OdbcSource {
     max_value_bytes: usize,
     /// Fetch text as UTF-8 bytes instead of UTF-16.
     narrow_text: bool,
+    /// What `check` shows: the database product and any advice about the driver.
+    description: String,
     fetch: Vec<Fetch>,
     row: RowBuf,
 }
@@ -256,6 +258,15 @@ impl OdbcSource {
         // the connection's utf8mb4 character set) is exact, so text is fetched narrow there.
         let dbms = conn.database_management_system_name().unwrap_or_default().to_ascii_lowercase();
         let narrow_text = dbms.contains("mariadb") || dbms.contains("mysql");
+        let cs = config.connection_string.as_deref().unwrap_or("").to_ascii_lowercase().replace(' ', "");
+        let advice = if dbms.contains("postgres") && !cs.contains("usedeclarefetch=1") {
+            " — add UseDeclareFetch=1 to the connection string (or the DSN), else psqlODBC holds whole results in memory"
+        } else if narrow_text {
+            " — the native kind = \"mysql\" source streams; MariaDB Connector/ODBC holds whole results in memory"
+        } else {
+            ""
+        };
+        let description = format!("{} through {server}{advice}", if dbms.is_empty() { "database" } else { &dbms });
         let relation = match (table, query) {
             (Some(t), _) => super::table_parts(t).iter().map(|p| quote_with(p, quote)).collect::<Vec<_>>().join("."),
             (None, Some(q)) => format!("({}) kho_q", q.trim().trim_end_matches(';')),
@@ -271,6 +282,7 @@ impl OdbcSource {
             quote,
             max_value_bytes: config.max_value_bytes,
             narrow_text,
+            description,
             fetch: Vec::new(),
             row: RowBuf::default(),
         })
@@ -485,6 +497,10 @@ impl Source for OdbcSource {
             r.get_text(1, &mut text).map_err(|e| odbc_err(&self.dataset, &self.server, e))?;
         }
         Ok(std::str::from_utf8(&text).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0))
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(self.description.clone())
     }
 }
 
