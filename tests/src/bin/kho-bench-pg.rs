@@ -112,8 +112,9 @@ fn main() -> anyhow::Result<()> {
         peak.0 as f64 / 1024.0,
         peak.1 as f64 / 1024.0
     );
-    // How much of the sync the hub's writer was busy (queue entry to commit, summed over batches):
-    // the rest of the wall time it waited for the next batch to arrive and be decoded.
+    // Batches' time from entering the apply queue to commit, summed: above 100 % of the wall time
+    // the next batch was always waiting while one was applied (two in flight); below, the writer
+    // sometimes waited for the next batch to arrive and be decoded.
     let metrics = Command::new("curl")
         .args(["-sk", &format!("{}/metrics", hub.url())])
         .output()
@@ -124,7 +125,7 @@ fn main() -> anyhow::Result<()> {
         .find_map(|l| l.strip_prefix("kho_hub_apply_latency_seconds_sum "))
         .and_then(|v| v.trim().parse::<f64>().ok());
     if let Some(busy) = busy {
-        println!("writer    busy applying {busy:.2} s of the {sync:.2} s ({:.0}%)", 100.0 * busy / sync);
+        println!("queue     batches queued + applying {busy:.2} s summed, {:.0}% of the sync's wall time", 100.0 * busy / sync);
     }
     let logged = pg.count("SELECT count(*) FROM kho.change_log");
     println!("change log rows {logged} (every change, in the same transactions)");
