@@ -184,12 +184,17 @@ pub enum SourceConfig {
     Folder(crate::source::folder::FolderSourceConfig),
     // Boxed: much larger than the other variants.
     Rest(Box<crate::source::rest::RestSourceConfig>),
+    /// Any database with an ODBC driver ([`crate::source::odbc`]).
+    Odbc(crate::source::odbc::OdbcSourceConfig),
 }
 
 impl SourceConfig {
     /// Whether rows come from a database (which needs `table` or `query`).
     pub fn is_database(&self) -> bool {
-        matches!(self, SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_))
+        matches!(
+            self,
+            SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_) | SourceConfig::Odbc(_)
+        )
     }
 }
 
@@ -213,6 +218,10 @@ pub struct DatasetConfig {
     #[serde(default)]
     pub schedule: Option<String>,
     pub source: SourceConfig,
+    /// `[dataset.text]`: encodings of the source's text and NFC normalisation
+    /// ([`crate::source::text`]).
+    #[serde(default)]
+    pub text: crate::source::text::TextConfig,
 }
 
 impl DatasetConfig {
@@ -394,10 +403,10 @@ impl AgentConfig {
             }
             match (&d.table, &d.query) {
                 (Some(_), _) if !d.source.is_database() => {
-                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql)".into())
+                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql, odbc)".into())
                 }
                 (None, Some(_)) if !d.source.is_database() => {
-                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql)".into())
+                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql, odbc)".into())
                 }
                 (None, None) if !d.source.is_database() => {}
                 (Some(_), Some(_)) => bad(&f("table"), "give either table or query, not both".into()),
@@ -433,6 +442,9 @@ impl AgentConfig {
             if d.poll_interval.is_zero() {
                 bad(&f("poll_interval"), "must be greater than zero".into());
             }
+            for (field, problem) in d.text.validate(&f("text")) {
+                bad(&field, problem);
+            }
             match &d.source {
                 SourceConfig::Sqlite { path } if path.as_os_str().is_empty() => {
                     bad(&f("source.path"), "must not be empty".into())
@@ -455,6 +467,11 @@ impl AgentConfig {
                 }
                 SourceConfig::Rest(c) => {
                     for (field, problem) in c.validate(d.mode, &f("source")) {
+                        bad(&field, problem);
+                    }
+                }
+                SourceConfig::Odbc(c) => {
+                    for (field, problem) in c.validate(&f("source")) {
                         bad(&field, problem);
                     }
                 }
@@ -488,6 +505,7 @@ impl AgentConfig {
                         a.secret_file.iter_mut().for_each(resolve);
                     }
                 }
+                SourceConfig::Odbc(c) => c.password_file.iter_mut().for_each(resolve),
             }
         }
     }
