@@ -127,7 +127,8 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
     browser.screenshot("02-overdue");
     browser.goto(&format!("{ui}/scenarios"));
     assert!(browser.find("article.blocked[data-scenario=\"kb_ngan_sach\"]").is_some(), "{}", browser.text("body"));
-    assert!(browser.text("article.blocked").contains("Phòng Ngân sách"));
+    let blocked = browser.text("article.blocked");
+    assert!(blocked.contains("Phòng Ngân sách") && blocked.contains("tối đa 2 ngày"), "{blocked}");
     browser.screenshot("03-scenario-blocked");
 
     // Today's report arrives: on time.

@@ -3,6 +3,7 @@
 //! both languages at once and no key can go missing.
 
 use kho_shared::freshness::Status;
+use kho_shared::freshness::readiness::{Staleness, StalenessUnit};
 use kho_shared::schedule::Cadence;
 
 /// Cookie that remembers the chosen language.
@@ -56,6 +57,24 @@ impl Lang {
         }
     }
 
+    /// `2 ngày` / `2 days`.
+    pub fn staleness(self, s: &Staleness) -> String {
+        match self {
+            Lang::En => s.to_string(),
+            Lang::Vi => {
+                let unit = match s.unit {
+                    StalenessUnit::Hour => "giờ",
+                    StalenessUnit::Day => "ngày",
+                    StalenessUnit::Week => "tuần",
+                    StalenessUnit::Month => "tháng",
+                    StalenessUnit::Quarter => "quý",
+                    StalenessUnit::Year => "năm",
+                };
+                format!("{} {unit}", s.count)
+            }
+        }
+    }
+
     pub fn cadence(self, c: &Cadence) -> String {
         match c {
             Cadence::Daily => self.tr("Hằng ngày", "Daily").into(),
@@ -89,6 +108,8 @@ mod tests {
         assert_eq!(Lang::parse("en").map(Lang::other), Some(Lang::Vi));
         assert_eq!(Lang::parse("fr"), None);
         assert_eq!(Lang::Vi.cadence(&Cadence::Monthly), "Hằng tháng");
+        let two_days: Staleness = "2 days".parse().expect("staleness");
+        assert_eq!((Lang::Vi.staleness(&two_days), Lang::En.staleness(&two_days)), ("2 ngày".into(), "2 days".into()));
     }
 
     #[test]

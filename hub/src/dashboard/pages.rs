@@ -266,7 +266,7 @@ fn reason(l: Lang, b: &kho_shared::freshness::readiness::Blocker) -> String {
         BlockReason::Stale => l.tr("Dữ liệu quá cũ", "Too old"),
     };
     let offline = if b.agent_offline { l.tr(" · máy trạm mất kết nối", " · agent offline") } else { "" };
-    format!("{why} ({} {}){offline}", l.tr("tối đa", "max"), b.max_staleness)
+    format!("{why} ({} {}){offline}", l.tr("tối đa", "max"), l.staleness(&b.max_staleness))
 }
 
 /// The fleet: every agent's version, last contact, backlog and last error (operators only).
@@ -302,7 +302,7 @@ pub fn fleet(
                         td { (local_time(a.last_seen_at)) }
                         td { (st.and_then(|x| x.outbox_depth).map_or("—".into(), |d| d.to_string())) }
                         td { (st.map_or("—".into(), |x| x.applied_through.to_string())) }
-                        td.error { @if errors.is_empty() { "—" } @else { @for e in errors { div { (e) } } } }
+                        td { @if errors.is_empty() { "—" } @else { @for e in errors { div.error { (e) } } } }
                     }
                 }
             }
