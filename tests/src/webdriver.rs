@@ -163,6 +163,11 @@ impl Browser {
         );
     }
 
+    /// Resizes the browser window (e.g. to an IOC wall screen's 1920×1080).
+    pub fn set_window(&self, width: u32, height: u32) {
+        self.session_call("POST", "/window/rect", Some(json!({"width": width, "height": height}))).expect("resize");
+    }
+
     /// Runs a script in the page and returns its result.
     pub fn script(&self, js: &str) -> Value {
         self.session_call("POST", "/execute/sync", Some(json!({"script": js, "args": []}))).expect("script")

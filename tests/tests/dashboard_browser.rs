@@ -165,6 +165,12 @@ fn operator_sees_an_overdue_dataset_turn_on_time_in_a_real_browser() {
     browser.goto(&ui);
     let width = browser.script("return document.documentElement.scrollWidth");
     assert!(width.as_u64().is_some_and(|w| w <= 1366), "page is {width} px wide");
+    // And the IOC wall screen.
+    browser.set_window(1920, 1080);
+    browser.goto(&ui);
+    let width = browser.script("return document.documentElement.scrollWidth");
+    assert!(width.as_u64().is_some_and(|w| w <= 1920), "page is {width} px wide");
+    browser.screenshot("07-wall-screen-en");
 
     // Log out (a CSRF-protected form): back to the login page, and the board is closed again.
     browser.click("#logout");
