@@ -464,3 +464,27 @@ fn slow_and_vanishing_download_clients_hold_bounded_reads() {
         assert_eq!(reader.records().count() as u64, rows);
     });
 }
+
+/// An open dataset the hub has not received yet: listed, with no modification time, no rows, and
+/// downloads that are empty but well formed.
+#[test]
+fn an_open_dataset_not_yet_received_is_listed_and_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = tmp.path().join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::write(hub_dir.join("catalog.toml"), CATALOG).unwrap();
+    let hub = HubProc::start_with(&hub_dir, &[], "\n[catalog]\npath = \"catalog.toml\"\n");
+    let client = Client::new(&hub);
+    assert_eq!(client.action("package_list"), json!(["ho_so"]));
+    let p = client.action("package_show?id=ho_so");
+    assert!(p["metadata_modified"].is_null() && p["metadata_created"].is_null(), "{p}");
+    let page = client.action("datastore_search?resource_id=ho_so-csv");
+    assert_eq!(
+        (page["total"].clone(), page["records"].clone(), page["fields"].clone()),
+        (json!(0), json!([]), json!([]))
+    );
+    let csv = client.get("/opendata/ho_so.csv");
+    assert_eq!((csv.status, csv.body.len()), (200, 0));
+    let doc = client.get("/opendata/ho_so.json");
+    assert_eq!((doc.status, doc.json()), (200, json!({"fields": [], "records": []})));
+}

@@ -307,7 +307,8 @@ async fn datastore_search(s: &OpenData, p: &Params) -> Result<Value, CkanError> 
     let read = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut columns = Vec::new();
-        let mut total = None;
+        // No table yet (nothing received): no columns and, if asked, a total of 0.
+        let mut total = query.with_total.then_some(0);
         let mut records = Vec::new();
         reader.read_live(&id, &query, &mut |chunk| {
             match chunk {
