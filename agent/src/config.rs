@@ -96,6 +96,10 @@ pub struct HubSection {
     pub request_timeout: Duration,
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Enrolled agents: the Ed25519 private key (PKCS#8 PEM, mode 0600) that signs every batch.
+    /// `kho-agent enroll` creates it here; it never leaves this machine.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
     /// MQTT: client certificate (PEM) presented to the broker, whose CN is the agent id.
     #[serde(default)]
     pub client_cert: Option<PathBuf>,
@@ -257,6 +261,8 @@ pub enum ConfigError {
     Invalid { origin: String, problems: Vec<FieldProblem> },
     #[error("config {origin}: hub.token_file {path}: {source}")]
     TokenFile { origin: String, path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: hub.signing_key {path}: {problem}")]
+    SigningKey { origin: String, path: PathBuf, problem: String },
 }
 
 impl ConfigError {
@@ -458,7 +464,10 @@ impl AgentConfig {
         if let Some(p) = self.hub.token_file.as_mut() {
             resolve(p);
         }
-        for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key].into_iter().flatten() {
+        for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key, &mut self.hub.signing_key]
+            .into_iter()
+            .flatten()
+        {
             resolve(p);
         }
         for d in &mut self.datasets {
@@ -480,6 +489,16 @@ impl AgentConfig {
     /// The outbox database file.
     pub fn outbox_path(&self) -> PathBuf {
         self.agent.data_dir.join(crate::outbox::OUTBOX_FILE)
+    }
+
+    /// The batch signer, when `hub.signing_key` is configured (read once at start).
+    pub fn signer(&self) -> Result<Option<kho_shared::signing::Signer>, ConfigError> {
+        let Some(path) = &self.hub.signing_key else { return Ok(None) };
+        let bad =
+            |problem: String| ConfigError::SigningKey { origin: self.origin.clone(), path: path.clone(), problem };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("{e} (run `kho-agent enroll` first)")))?;
+        let der = crate::enroll::pem_to_pkcs8(&pem).map_err(bad)?;
+        kho_shared::signing::Signer::from_pkcs8(&self.agent.id, &der).map(Some).map_err(|e| bad(e.to_string()))
     }
 
     /// The bearer token, read from `token_file` when configured (trailing whitespace trimmed).

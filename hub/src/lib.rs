@@ -9,7 +9,8 @@
 //! periodic evaluator: statuses, history, alerts via [`alerts`]) → [`api`] (status, catalogue,
 //! freshness, scorecards, readiness, metrics). [`catalog`] is the dataset catalogue (reloadable);
 //! [`config`], [`clock`] and [`tls`] set the stage; [`demo`] runs a hub and a real agent side by
-//! side; [`cli`] is `kho-hub status`.
+//! side; [`cli`] is `kho-hub status`; [`registry`] holds enrolled agents and the [`audit`] log,
+//! managed by [`admin`] (`kho-hub agent …`, `kho-hub audit verify`).
 //!
 //! [`run`] is the whole service: it validates the config and the catalogue, prepares TLS and the
 //! warehouse, evaluates freshness once, binds the listener (writing the bound address to
@@ -20,9 +21,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
@@ -33,6 +36,7 @@ pub mod error;
 pub mod freshness;
 pub mod ingest;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod tls;
 pub mod warehouse;
@@ -175,10 +179,18 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     }
     tracker.close();
 
+    let warehouse_config = config.warehouse.clone();
+    let store = tokio::task::spawn_blocking(move || registry::open(&warehouse_config))
+        .await
+        .map_err(|e| HubError::Thread(std::io::Error::other(e.to_string())))??;
     let limits = &config.limits;
     let ingest = Arc::new(ingest::Ingest {
         catalog: catalog.clone(),
-        registry: auth::AgentRegistry::new(&config.agents),
+        gate: ingest::gate::Gate {
+            config_agents: auth::AgentRegistry::new(&config.agents),
+            store: Arc::new(std::sync::Mutex::new(store)),
+            clock: Arc::clone(&hooks.clock),
+        },
         applier,
         metrics: Arc::clone(&metrics),
         max_body_bytes: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),

@@ -36,6 +36,8 @@ pub struct HttpsTransport {
     heartbeat_url: String,
     whoami_url: String,
     auth: HeaderValue,
+    /// Signs each batch's digest (enrolled agents).
+    signer: Option<std::sync::Arc<kho_shared::signing::Signer>>,
 }
 
 impl HttpsTransport {
@@ -70,7 +72,14 @@ impl HttpsTransport {
             heartbeat_url: format!("{base}{HEARTBEAT_PATH}"),
             whoami_url: format!("{base}{WHOAMI_PATH}"),
             auth,
+            signer: None,
         })
+    }
+
+    /// Signs every batch with `signer` (an enrolled agent's key).
+    pub fn with_signer(mut self, signer: Option<kho_shared::signing::Signer>) -> HttpsTransport {
+        self.signer = signer.map(std::sync::Arc::new);
+        self
     }
 
     /// Asks the hub who it takes this agent's token for and what it may write (`check`).
@@ -120,9 +129,12 @@ fn rejected(status: u16, reply: Option<ErrorReply>, message: String) -> Transpor
 
 impl Transport for HttpsTransport {
     async fn send_batch(&self, body: &EncodedBody) -> Result<Delivery, TransportError> {
-        let resp = self
-            .client
-            .post(&self.batches_url)
+        let mut request = self.client.post(&self.batches_url);
+        if let Some(signer) = &self.signer {
+            let signature = signer.sign(&body.digest_hex).map_err(|e| TransportError::Setup(e.to_string()))?;
+            request = request.header(kho_shared::signing::SIGNATURE_HEADER, signature);
+        }
+        let resp = request
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, BATCH_CONTENT_TYPE)
             .header(CONTENT_ENCODING, BATCH_CONTENT_ENCODING)

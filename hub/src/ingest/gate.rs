@@ -1,0 +1,154 @@
+//! The gate: who is calling (config agents, then the registry), enrollment, batch signatures and
+//! the audit trail of every decision.
+//!
+//! Authentication order: a token declared in the hub config (constant-time, in memory), then the
+//! registry by the token's sha256 — read on every request, so `kho-hub agent revoke` is effective
+//! on the next request over HTTPS and MQTT alike. Registry agents carry a public key and every
+//! batch of theirs must be signed ([`kho_shared::signing`]); config agents have no key and keep
+//! working as before.
+//!
+//! The registry and the audit log are blocking database calls on one connection; they run on the
+//! blocking pool. An audit append that fails is logged at ERROR (the operator must look) but does
+//! not turn an applied batch into a refusal: the data is committed either way.
+
+use std::sync::{Arc, Mutex};
+
+use kho_shared::protocol::{EnrollReply, EnrollRequest, ErrorCode, PROTOCOL_VERSION};
+
+use crate::audit::{Entry, Kind};
+use crate::auth::{AgentIdentity, AgentRegistry, bearer};
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::registry::{self, AgentStore, EnrollRefusal, RegisteredAgent, RegistryError};
+
+/// The registry store, shared by the request handlers.
+pub type SharedStore = Arc<Mutex<Box<dyn AgentStore>>>;
+
+/// Authentication, enrollment and audit.
+pub struct Gate {
+    pub config_agents: AgentRegistry,
+    pub store: SharedStore,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Gate {
+    fn now_ms(&self) -> i64 {
+        self.clock.now().as_millisecond()
+    }
+
+    /// Runs `f` on the store, on the blocking pool.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn AgentStore) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = Arc::clone(&self.store);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut guard = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(guard.as_mut())
+        })
+        .await;
+        match joined {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "agent registry failed");
+                Err(ApiError::new(ErrorCode::Unavailable, "the agent registry is unavailable; retry later"))
+            }
+            Err(e) => Err(ApiError::new(ErrorCode::Internal, format!("registry task failed: {e}"))),
+        }
+    }
+
+    /// The agent behind an `Authorization` header value.
+    pub async fn authenticate_header(&self, header: Option<&str>) -> Result<AgentIdentity, ApiError> {
+        match bearer(header) {
+            Some(token) => self.authenticate(token).await,
+            None => Err(ApiError::new(ErrorCode::Unauthorized, "missing or unknown bearer token")),
+        }
+    }
+
+    /// The agent holding `token`: a config agent, or an enrolled, unrevoked registry agent.
+    pub async fn authenticate(&self, token: &str) -> Result<AgentIdentity, ApiError> {
+        if let Some(agent) = self.config_agents.authenticate(token) {
+            return Ok(agent.clone());
+        }
+        let hash = registry::token_sha256(token);
+        let found = self.with_store(move |s| s.by_access_token(&hash)).await?;
+        identity_of(found)
+    }
+
+    /// Enrolls an agent: checks the one-time token, stores the public key, issues the access token.
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<EnrollReply, ApiError> {
+        if request.v != PROTOCOL_VERSION {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedVersion,
+                format!("enrollment version {} (this hub speaks {PROTOCOL_VERSION})", request.v),
+            ));
+        }
+        let refuse = |r: EnrollRefusal| ApiError::new(ErrorCode::Unauthorized, r.to_string());
+        let public_key = registry::parse_public_key(&request.public_key).map_err(refuse)?;
+        let now = self.now_ms();
+        let hash = registry::token_sha256(&request.token);
+        let found = self.with_store(move |s| s.by_enroll_token(&hash)).await?;
+        registry::check_enrollment(found.as_ref(), &request.agent, now).map_err(refuse)?;
+        let Some(agent) = found else { return Err(refuse(EnrollRefusal::UnknownToken)) };
+        let access_token = registry::new_token("kho-access")
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot create an access token: {e}")))?;
+        let (id, key_hex, access_hash) =
+            (agent.id.clone(), hex::encode(&public_key), registry::token_sha256(&access_token));
+        let done = self.with_store(move |s| s.complete_enrollment(&id, &key_hex, &access_hash, now)).await?;
+        if !done {
+            // Another request used the token between our read and our write.
+            return Err(refuse(EnrollRefusal::AlreadyUsed));
+        }
+        tracing::info!(agent = %agent.id, department = %agent.department, version = %request.version, "agent enrolled");
+        self.audit(Entry {
+            at_ms: now,
+            kind: Kind::Enrolled,
+            agent: Some(agent.id.clone()),
+            detail: serde_json::json!({"public_key": hex::encode(&public_key), "version": request.version}),
+        })
+        .await;
+        Ok(EnrollReply { agent: agent.id, department: agent.department, datasets: agent.datasets, access_token })
+    }
+
+    /// Appends an audit entry; a failure is logged, never returned.
+    pub async fn audit(&self, entry: Entry) {
+        let kind = entry.kind;
+        if let Err(e) = self.with_store(move |s| s.append_audit(&entry).map(drop)).await {
+            tracing::error!(kind = kind.as_str(), error = %e.reply.message, "cannot append to the audit log");
+        }
+    }
+
+    /// Audits a refused request (`agent`: who it claimed or proved to be, when known).
+    pub async fn audit_refusal(&self, agent: Option<&str>, transport: &str, refusal: &ApiError) {
+        if !audited(refusal.code()) {
+            return;
+        }
+        self.audit(Entry {
+            at_ms: self.now_ms(),
+            kind: Kind::Refused,
+            agent: agent.map(str::to_string),
+            detail: serde_json::json!({
+                "transport": transport,
+                "code": refusal.code(),
+                "reason": refusal.reply.message,
+            }),
+        })
+        .await;
+    }
+}
+
+/// Refusals worth an audit entry: security and integrity decisions. Sequence gaps are ordinary
+/// protocol flow and overload refusals say nothing about the caller.
+fn audited(code: ErrorCode) -> bool {
+    !matches!(code, ErrorCode::SequenceGap | ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited)
+}
+
+fn identity_of(found: Option<RegisteredAgent>) -> Result<AgentIdentity, ApiError> {
+    let unknown = || ApiError::new(ErrorCode::Unauthorized, "missing or unknown bearer token");
+    let agent = found.ok_or_else(unknown)?;
+    if agent.revoked_at_ms.is_some() {
+        return Err(ApiError::new(ErrorCode::Unauthorized, format!("agent {} is revoked", agent.id)));
+    }
+    let key = agent.public_key.as_deref().and_then(|k| hex::decode(k).ok()).ok_or_else(unknown)?;
+    Ok(AgentIdentity::enrolled(&agent.id, &agent.datasets, key))
+}
