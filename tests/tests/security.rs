@@ -425,3 +425,53 @@ fn raw_body(body: Vec<u8>) -> EncodedBody {
 fn random_text(n: usize) -> String {
     (0..n).map(|_| fastrand::alphanumeric()).collect()
 }
+
+#[test]
+fn postgres_warehouse_holds_the_registry_and_the_audit_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg = kho_tests::pgwh::PgWarehouse::create();
+    let hub = HubProc::start_with_warehouse(&tmp.path().join("hub"), &[], &pg.hub_toml(2));
+    // The PostgreSQL client runs its own runtime, so this test is synchronous and drives HTTP here.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = client(&hub);
+    let a = "so-y-te-pg";
+    let key = new_key(a);
+    let token = add_agent(&hub, a, "ho_so", "1h");
+    let (status, enrolled) = rt.block_on(enroll(&http, &hub, a, &token, &key));
+    assert_eq!(status, 200, "{enrolled}");
+    let access = enrolled["access_token"].as_str().unwrap().to_string();
+    assert_refused(
+        rt.block_on(enroll(&http, &hub, a, &token, &key)),
+        401,
+        "unauthorized",
+        "enrollment token already used",
+    );
+
+    let encoded = codec::encode(&batch(a, "ho_so", 1, 4)).unwrap();
+    let ok = rt.block_on(Post::signed(&access, &encoded, &key).send(&http, &hub));
+    assert_eq!((ok.0, ok.1["applied_through"].as_u64()), (200, Some(4)), "{ok:?}");
+    assert_eq!(pg.ledger(a), 4);
+    let next = codec::encode(&batch(a, "ho_so", 5, 5)).unwrap();
+    let mut unsigned = Post::signed(&access, &next, &key);
+    unsigned.signature = None;
+    assert_refused(rt.block_on(unsigned.send(&http, &hub)), 401, "bad_signature", "signature missing");
+
+    let list = String::from_utf8_lossy(&hub.command(&["agent", "list"]).stdout).to_string();
+    assert!(list.lines().any(|l| l.starts_with(a) && l.contains("enrolled")), "{list}");
+    assert!(hub.command(&["agent", "revoke", a]).status.success());
+    let revoked = rt.block_on(Post::signed(&access, &next, &key).send(&http, &hub));
+    assert_refused(revoked, 401, "unauthorized", "is revoked");
+    assert_eq!(pg.ledger(a), 4);
+
+    let kinds = pg.count("SELECT count(DISTINCT kind) FROM kho.audit");
+    assert_eq!(kinds, 5, "agent_added, enrolled, batch_applied, refused, revoked");
+    let verify = hub.command(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    let edited = pg.count(
+        "WITH u AS (UPDATE kho.audit SET agent = 'someone-else' WHERE seq = 2 RETURNING 1) SELECT count(*) FROM u",
+    );
+    assert_eq!(edited, 1);
+    let verify = hub.command(&["audit", "verify"]);
+    assert!(!verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("audit entry 2: content does not match its hash"));
+}
