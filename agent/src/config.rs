@@ -282,7 +282,16 @@ impl AgentConfig {
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        AgentConfig::from_toml_str(&text, &base, &path.display().to_string())
+        let config = AgentConfig::from_toml_str(&text, &base, &path.display().to_string())?;
+        if config.hub.token.is_some() {
+            warn_if_readable_by_others(path, "config file with hub.token inline");
+        }
+        for (file, what) in [(&config.hub.token_file, "hub.token_file"), (&config.hub.signing_key, "hub.signing_key")] {
+            if let Some(file) = file {
+                warn_if_readable_by_others(file, what);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates `text`; relative paths are resolved against `base_dir`, and `origin`
@@ -516,6 +525,23 @@ impl AgentConfig {
         }
         Ok(token)
     }
+}
+
+/// Warns (and returns true) when `path` holds a secret and other users may read it. A missing
+/// file is not reported here (using it fails with its own error).
+pub fn warn_if_readable_by_others(path: &Path, what: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let mode = meta.permissions().mode();
+    let exposed = mode & 0o077 != 0;
+    if exposed {
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{:o}", mode & 0o777),
+            "{what} holds a secret but is readable by other users; run chmod 600"
+        );
+    }
+    exposed
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub mod error;
 pub mod freshness;
 pub mod ingest;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod tls;
@@ -195,6 +196,8 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         metrics: Arc::clone(&metrics),
         max_body_bytes: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
         max_decoded_bytes: usize::try_from(limits.max_decoded_bytes).unwrap_or(usize::MAX),
+        max_batch_changes: limits.max_batch_changes,
+        rate: ratelimit::RateLimiter::new(limits.agent_requests_per_second, limits.agent_burst),
     });
     if let Some(section) = &config.mqtt {
         let mqtt = ingest::mqtt::MqttIngest::new(section, ingest.max_body_bytes)?;
@@ -226,7 +229,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         })?;
         let scheme = if tls_config.is_some() { "https" } else { "http" };
         tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), data_dir = %data_dir.display(), "hub listening");
-        server::serve(listener, tls_config, router, shutdown.child_token()).await
+        server::serve(listener, tls_config, router, limits.header_read_timeout, shutdown.child_token()).await
     }
     .await;
 

@@ -245,7 +245,7 @@ fn enrolled_agent_syncs_signed_batches_revoke_stops_it_and_audit_verify_catches_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_matrix_each_refusal_is_exact_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let limits = "\n[limits]\nmax_body_bytes = \"64 KiB\"\nmax_decoded_bytes = \"1 MiB\"\n";
+    let limits = "\n[limits]\nmax_body_bytes = \"64 KiB\"\nmax_decoded_bytes = \"1 MiB\"\nmax_batch_changes = 10\n";
     let hub = tokio::task::block_in_place(|| HubProc::start_with(&tmp.path().join("hub"), &[], limits));
     let http = client(&hub);
     let (a, b) = ("agent-a", "agent-b");
@@ -339,6 +339,10 @@ async fn bad_input_matrix_each_refusal_is_exact_and_changes_nothing() {
     let big = codec::encode(&big).unwrap();
     cases.push(("oversized body", Post::signed(&access_a, &big, &key_a), 413, "too_large", "exceeds the limit"));
 
+    let many = codec::encode(&batch(a, "ho_so", 4, 14)).unwrap();
+    let p = Post::signed(&access_a, &many, &key_a);
+    cases.push(("too many rows in one batch", p, 413, "too_large", "batch has 11 changes; the limit is 10"));
+
     let junk = zstd::encode_all(&b"{\"v\":1,\"agent\":\"agent-a\", not json"[..], 3).unwrap();
     let junk = raw_body(junk);
     cases.push((
@@ -407,7 +411,7 @@ async fn bad_input_matrix_each_refusal_is_exact_and_changes_nothing() {
     // Every refusal was audited with its reason; the chain is intact.
     let audit = audit_rows(&hub);
     let refused = audit.iter().filter(|(k, _, _)| k == "refused").count();
-    assert!(refused >= 17, "{refused} refusals audited: {audit:?}");
+    assert!(refused >= 18, "{refused} refusals audited: {audit:?}");
     assert!(audit.iter().any(|(k, a, d)| k == "refused" && a.as_deref() == Some("agent-c") && d.contains("expired")));
     let verify = hub.command(&["audit", "verify"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
@@ -474,4 +478,52 @@ fn postgres_warehouse_holds_the_registry_and_the_audit_chain() {
     let verify = hub.command(&["audit", "verify"]);
     assert!(!verify.status.success());
     assert!(String::from_utf8_lossy(&verify.stderr).contains("audit entry 2: content does not match its hash"));
+}
+
+#[test]
+fn per_agent_rate_limit_and_slow_clients_time_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = "\n[limits]\nagent_requests_per_second = 1\nagent_burst = 3\nheader_read_timeout = \"1s\"\n";
+    let hub = HubProc::start_with(&tmp.path().join("hub"), &[], limits);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = client(&hub);
+    let key = new_key("busy");
+    let token = add_agent(&hub, "busy", "ho_so", "1h");
+    let (status, enrolled) = rt.block_on(enroll(&http, &hub, "busy", &token, &key));
+    assert_eq!(status, 200);
+    let access = enrolled["access_token"].as_str().unwrap().to_string();
+    let whoami = || {
+        let req = http.get(format!("{}/v1/whoami", hub.url())).bearer_auth(&access);
+        rt.block_on(async { reply(req.send().await.unwrap()).await })
+    };
+    for _ in 0..3 {
+        assert_eq!(whoami().0, 200);
+    }
+    assert_refused(whoami(), 429, "rate_limited", "exceeds its request rate");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(whoami().0, 200, "the bucket refills");
+
+    // Slowloris: TLS up, then headers trickle in too slowly; the hub closes the connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(hub.ca_path()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        std::sync::Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", hub.port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"POST /v1/batches HTTP/1.1\r\nHost: hub\r\n").unwrap();
+    tls.flush().unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(8), "the slow client was not cut off ({waited:?})");
+    assert!(waited >= Duration::from_millis(800), "cut off before the header timeout ({waited:?})");
+    assert!(!String::from_utf8_lossy(&buf).contains(" 200 "), "{}", String::from_utf8_lossy(&buf));
 }

@@ -23,6 +23,10 @@
 //! max_decoded_bytes = "128 MiB"
 //! request_timeout = "60s"
 //! max_concurrent_requests = 256
+//! max_batch_changes = 100000
+//! agent_requests_per_second = 50
+//! agent_burst = 100
+//! header_read_timeout = "10s"
 //!
 //! [warehouse]
 //! kind = "sqlite"
@@ -69,6 +73,18 @@ pub const DEFAULT_MAX_DECODED_BYTES: u64 = 128 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A province has a few hundred agents; more concurrent requests than that is a retry storm.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// Five times the agent's default batch (20,000 changes): room for a configured larger batch,
+/// while one request can never make the applier hold millions of rows in one transaction.
+pub const DEFAULT_MAX_BATCH_CHANGES: usize = 100_000;
+/// An agent sends one batch at a time (the next only after the ack) plus a heartbeat every few
+/// seconds; 50 requests per second per agent is above an honest catch-up of small batches and
+/// stops one agent (or a stolen token) from crowding out the province.
+pub const DEFAULT_AGENT_REQUESTS_PER_SECOND: u32 = 50;
+/// Short bursts above the rate: a catch-up after an outage sends batches back to back.
+pub const DEFAULT_AGENT_BURST: u32 = 100;
+/// A client must send its request line and headers this fast (slowloris); the body is bounded by
+/// `request_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The embedded warehouse file, relative to the data directory.
 pub const DEFAULT_WAREHOUSE_PATH: &str = "warehouse.sqlite";
 /// How long the PostgreSQL warehouse keeps `kho.change_log` rows: a quarter covers the
@@ -159,6 +175,18 @@ pub struct LimitsSection {
     pub request_timeout: Duration,
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests: usize,
+    /// Most changes one batch may carry (413 `too_large` beyond).
+    #[serde(default = "default_max_batch_changes")]
+    pub max_batch_changes: usize,
+    /// Sustained requests per second one agent may make (429 `rate_limited` beyond).
+    #[serde(default = "default_agent_rate")]
+    pub agent_requests_per_second: u32,
+    /// Requests one agent may make at once above the sustained rate.
+    #[serde(default = "default_agent_burst")]
+    pub agent_burst: u32,
+    /// How long a client may take to send its request headers before the connection is closed.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for LimitsSection {
@@ -168,6 +196,10 @@ impl Default for LimitsSection {
             max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_batch_changes: DEFAULT_MAX_BATCH_CHANGES,
+            agent_requests_per_second: DEFAULT_AGENT_REQUESTS_PER_SECOND,
+            agent_burst: DEFAULT_AGENT_BURST,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -312,6 +344,18 @@ fn default_request_timeout() -> Duration {
 fn default_max_concurrent() -> usize {
     DEFAULT_MAX_CONCURRENT_REQUESTS
 }
+fn default_max_batch_changes() -> usize {
+    DEFAULT_MAX_BATCH_CHANGES
+}
+fn default_agent_rate() -> u32 {
+    DEFAULT_AGENT_REQUESTS_PER_SECOND
+}
+fn default_agent_burst() -> u32 {
+    DEFAULT_AGENT_BURST
+}
+fn default_header_read_timeout() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
 fn default_warehouse_kind() -> WarehouseKind {
     WarehouseKind::Sqlite
 }
@@ -381,7 +425,16 @@ impl HubConfig {
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        HubConfig::from_toml_str(&text, &base, &path.display().to_string())
+        let config = HubConfig::from_toml_str(&text, &base, &path.display().to_string())?;
+        let inline = config.agents.iter().any(|a| a.token.is_some() && !a.token_from_file)
+            || config.warehouse.url.as_deref().is_some_and(url_has_password);
+        if inline {
+            kho_agent::config::warn_if_readable_by_others(path, "config file with agent tokens or a password inline");
+        }
+        for file in config.agents.iter().filter_map(|a| a.token_file.as_deref()) {
+            kho_agent::config::warn_if_readable_by_others(file, "agent token_file");
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; relative paths are taken relative to `base_dir`, and
@@ -489,6 +542,18 @@ impl HubConfig {
         if l.max_concurrent_requests == 0 {
             bad("limits.max_concurrent_requests", "must be at least 1".into());
         }
+        if l.max_batch_changes == 0 {
+            bad("limits.max_batch_changes", "must be at least 1".into());
+        }
+        if l.agent_requests_per_second == 0 {
+            bad("limits.agent_requests_per_second", "must be at least 1".into());
+        }
+        if l.agent_burst == 0 {
+            bad("limits.agent_burst", "must be at least 1".into());
+        }
+        if l.header_read_timeout.is_zero() {
+            bad("limits.header_read_timeout", "must be greater than 0".into());
+        }
         self.warehouse.validate(&mut bad);
         if let Some(m) = &self.mqtt {
             m.validate(&mut |f, why| bad(f, why));
@@ -539,6 +604,11 @@ pub fn check_agent_id(id: &str) -> Result<(), String> {
         return Err(format!("{id:?} must use only a-z, 0-9, - and _ and start with a letter or digit"));
     }
     Ok(())
+}
+
+/// Whether a PostgreSQL URL or key=value string carries a password.
+fn url_has_password(url: &str) -> bool {
+    url.parse::<postgres::Config>().is_ok_and(|c| c.get_password().is_some())
 }
 
 fn valid_host_name(name: &str) -> bool {

@@ -67,6 +67,7 @@ async fn handle_batch(
     let agent = ingest.authenticate(header_str(headers, header::AUTHORIZATION)).await?;
     tracing::Span::current().record("agent", agent.id.as_str());
     *agent_id = Some(agent.id.clone());
+    ingest.admit(&agent)?;
     let content_type = header_str(headers, header::CONTENT_TYPE).unwrap_or("");
     if !content_type.trim().eq_ignore_ascii_case(BATCH_CONTENT_TYPE) {
         return Err(ApiError::new(
@@ -115,7 +116,13 @@ async fn post_enroll(
 
 async fn get_whoami(State(ingest): State<Arc<Ingest>>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
     match ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await {
-        Ok(agent) => Ok(Json(ingest.whoami(&agent))),
+        Ok(agent) => match ingest.admit(&agent) {
+            Ok(()) => Ok(Json(ingest.whoami(&agent))),
+            Err(e) => {
+                ingest.metrics.refused(e.code());
+                Err(e.log())
+            }
+        },
         Err(e) => {
             ingest.metrics.refused(e.code());
             Err(e.log())
@@ -132,6 +139,7 @@ async fn post_heartbeat(
     let result = async {
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
         tracing::Span::current().record("agent", agent.id.as_str());
+        ingest.admit(&agent)?;
         let bytes = read_bounded(&headers, body, MAX_HEARTBEAT_BYTES).await?;
         ingest.metrics.bytes_received(bytes.len());
         ingest.heartbeat(&agent, &bytes).await

@@ -46,12 +46,28 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub max_decoded_bytes: usize,
+    /// Most changes one batch may carry.
+    pub max_batch_changes: usize,
+    /// Per-agent request rate.
+    pub rate: crate::ratelimit::RateLimiter,
 }
 
 impl Ingest {
     /// The agent behind an `Authorization` header value, or 401.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<AgentIdentity, ApiError> {
         self.gate.authenticate_header(authorization).await
+    }
+
+    /// Counts one request against `agent`'s rate, or 429.
+    pub fn admit(&self, agent: &AgentIdentity) -> Result<(), ApiError> {
+        if self.rate.allow(&agent.id, self.gate.clock.now().as_millisecond()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!("agent {} exceeds its request rate; retry later", agent.id),
+            ))
+        }
     }
 
     /// Checks, decodes and applies one batch body from `agent`; `signature` is required (and
@@ -79,6 +95,12 @@ impl Ingest {
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("decoder task failed: {e}")))?;
         let batch = decoded?;
+        if batch.changes.len() > self.max_batch_changes {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("batch has {} changes; the limit is {}", batch.changes.len(), self.max_batch_changes),
+            ));
+        }
         if batch.agent != agent.id {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,

@@ -199,7 +199,10 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
     let header = envelope.header;
     let body = publish.payload.slice(publish.payload.len() - envelope.body.len()..);
     ingest.metrics.bytes_received(publish.payload.len());
-    let checked = authenticate(ingest, topic_agent, kind, &header).await;
+    let checked = authenticate(ingest, topic_agent, kind, &header).await.and_then(|agent| {
+        ingest.admit(&agent)?;
+        Ok(agent)
+    });
     match kind {
         Kind::Heartbeat => {
             let result = match checked {
