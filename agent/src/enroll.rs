@@ -59,7 +59,8 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
             return Err(EnrollError::Setup("transport is MQTT: give the hub's HTTPS address with --hub".into()));
         }
     };
-    if !url.starts_with("https://") && !(config.hub.insecure_dev && url.starts_with("http://")) {
+    let plain_allowed = config.hub.insecure_dev && url.starts_with("http://");
+    if !(url.starts_with("https://") || plain_allowed) {
         return Err(EnrollError::Setup(format!("--hub {url:?} must be an https:// URL")));
     }
     let rng = ring::rand::SystemRandom::new();

@@ -422,7 +422,7 @@ fn raw_body(body: Vec<u8>) -> EncodedBody {
     EncodedBody {
         digest_hex: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
         raw_len: body.len(),
-        body: body.into(),
+        body,
     }
 }
 
