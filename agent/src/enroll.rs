@@ -7,13 +7,22 @@
 //! both written atomically with mode 0600 and only after the hub accepted the enrollment — a
 //! refused or failed attempt leaves existing files untouched. From then on every batch is signed
 //! ([`kho_shared::signing`]).
+//!
+//! `kho-agent rotate-key` replaces the key pair: it takes the agent lock (the service must be
+//! stopped, so nothing signs with a key that is being replaced), keeps the new private key in
+//! `<signing_key>.new` (0600) until the hub has accepted it — proven by signatures of both the
+//! current and the new key — and then renames it over `signing_key`. Interrupted at any point, it
+//! is simply run again: the pending key is reused and the hub accepts a repeat. The outbox is not
+//! touched, so buffered changes are sent, signed with the new key, when the service starts again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use kho_shared::protocol::{ENROLL_PATH, EnrollReply, EnrollRequest, ErrorReply, PROTOCOL_VERSION};
+use kho_shared::protocol::{
+    ENROLL_PATH, EnrollReply, EnrollRequest, ErrorReply, PROTOCOL_VERSION, ROTATE_KEY_PATH, RotateKeyRequest,
+};
 use ring::signature::KeyPair;
 
 use crate::config::AgentConfig;
@@ -32,6 +41,10 @@ pub enum EnrollError {
     Refused { status: u16, message: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 /// What `kho-agent enroll` was given on the command line.
@@ -52,17 +65,7 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
     let token_path = config.hub.token_file.clone().ok_or_else(|| {
         EnrollError::Setup("hub.token_file is not set: name the file that will hold the access token".into())
     })?;
-    let url = match (&options.hub_url, config.hub.transport) {
-        (Some(url), _) => url.clone(),
-        (None, crate::config::TransportKind::Https) => config.hub.url.clone(),
-        (None, crate::config::TransportKind::Mqtt) => {
-            return Err(EnrollError::Setup("transport is MQTT: give the hub's HTTPS address with --hub".into()));
-        }
-    };
-    let plain_allowed = config.hub.insecure_dev && url.starts_with("http://");
-    if !(url.starts_with("https://") || plain_allowed) {
-        return Err(EnrollError::Setup(format!("--hub {url:?} must be an https:// URL")));
-    }
+    let url = hub_url(config, options)?;
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
         .map_err(|_| EnrollError::Setup("cannot generate a key pair (OS random source failed)".into()))?;
@@ -75,7 +78,8 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
         public_key: hex::encode(pair.public_key().as_ref()),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let reply = post(&url, options.ca_cert.as_ref().or(config.hub.ca_cert.as_ref()), &request).await?;
+    let reply: EnrollReply =
+        post(&url, ENROLL_PATH, None, options.ca_cert.as_ref().or(config.hub.ca_cert.as_ref()), &request).await?;
     if reply.agent != config.agent.id {
         return Err(EnrollError::Setup(format!(
             "the hub enrolled agent {:?} but this config is agent {:?}",
@@ -87,7 +91,67 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
     Ok(reply)
 }
 
-async fn post(url: &str, ca: Option<&PathBuf>, request: &EnrollRequest) -> Result<EnrollReply, EnrollError> {
+/// Replaces this agent's key pair (see the module comment); returns the new public key (hex).
+pub async fn rotate_key(config: &AgentConfig, options: &EnrollOptions) -> Result<String, EnrollError> {
+    let _lock = crate::lock::AgentLock::acquire(&config.agent.data_dir)?;
+    let key_path = config
+        .hub
+        .signing_key
+        .clone()
+        .ok_or_else(|| EnrollError::Setup("hub.signing_key is not set: this agent has no key to rotate".into()))?;
+    let current = config.signer()?.ok_or_else(|| EnrollError::Setup("no current signing key".into()))?;
+    let pending_path = PathBuf::from(format!("{}.new", key_path.display()));
+    let pending_der = match std::fs::read(&pending_path) {
+        Ok(pem) => pem_to_pkcs8(&pem).map_err(|e| EnrollError::Setup(format!("{}: {e}", pending_path.display())))?,
+        Err(_) => {
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| EnrollError::Setup("cannot generate a key pair (OS random source failed)".into()))?;
+            write_private(&pending_path, pkcs8_to_pem(pkcs8.as_ref()).as_bytes())?;
+            pkcs8.as_ref().to_vec()
+        }
+    };
+    let next = kho_shared::signing::Signer::from_pkcs8(&config.agent.id, &pending_der)
+        .map_err(|e| EnrollError::Setup(format!("{}: {e}", pending_path.display())))?;
+    let new_public_key = next.public_key_hex();
+    let request = RotateKeyRequest {
+        v: PROTOCOL_VERSION,
+        old_key_signature: current.sign_rotation(&new_public_key),
+        new_key_signature: next.sign_rotation(&new_public_key),
+        new_public_key: new_public_key.clone(),
+    };
+    let url = hub_url(config, options)?;
+    let token = config.bearer_token()?;
+    let ca = options.ca_cert.as_ref().or(config.hub.ca_cert.as_ref());
+    let _ok: serde_json::Value = post(&url, ROTATE_KEY_PATH, Some(&token), ca, &request).await?;
+    std::fs::rename(&pending_path, &key_path)
+        .map_err(|source| EnrollError::Write { path: key_path.clone(), source })?;
+    Ok(new_public_key)
+}
+
+/// The hub's HTTPS base URL: `--hub`, else `hub.url` when the transport is HTTPS.
+fn hub_url(config: &AgentConfig, options: &EnrollOptions) -> Result<String, EnrollError> {
+    let url = match (&options.hub_url, config.hub.transport) {
+        (Some(url), _) => url.clone(),
+        (None, crate::config::TransportKind::Https) => config.hub.url.clone(),
+        (None, crate::config::TransportKind::Mqtt) => {
+            return Err(EnrollError::Setup("transport is MQTT: give the hub's HTTPS address with --hub".into()));
+        }
+    };
+    let plain_allowed = config.hub.insecure_dev && url.starts_with("http://");
+    if !(url.starts_with("https://") || plain_allowed) {
+        return Err(EnrollError::Setup(format!("--hub {url:?} must be an https:// URL")));
+    }
+    Ok(url)
+}
+
+async fn post<T: serde::de::DeserializeOwned>(
+    url: &str,
+    path: &str,
+    bearer: Option<&str>,
+    ca: Option<&PathBuf>,
+    request: &impl serde::Serialize,
+) -> Result<T, EnrollError> {
     crate::forward::https::install_crypto_provider();
     let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
     if let Some(ca) = ca {
@@ -97,7 +161,7 @@ async fn post(url: &str, ca: Option<&PathBuf>, request: &EnrollRequest) -> Resul
         builder = builder.tls_certs_only(certs);
     }
     let client = builder.build().map_err(|e| EnrollError::Setup(e.to_string()))?;
-    let endpoint = format!("{}{ENROLL_PATH}", url.trim_end_matches('/'));
+    let endpoint = format!("{}{path}", url.trim_end_matches('/'));
     let network = |e: reqwest::Error| {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -109,18 +173,19 @@ async fn post(url: &str, ca: Option<&PathBuf>, request: &EnrollRequest) -> Resul
         EnrollError::Network { url: url.to_string(), message }
     };
     let body = serde_json::to_vec(request).map_err(|e| EnrollError::Setup(e.to_string()))?;
-    let resp = client
-        .post(&endpoint)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(network)?;
+    let mut req = client.post(&endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    if let Some(token) = bearer {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| EnrollError::Setup("the access token has characters not allowed in a header".into()))?;
+        value.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let resp = req.send().await.map_err(network)?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(network)?;
     if (200..300).contains(&status) {
         return serde_json::from_slice(&body)
-            .map_err(|e| EnrollError::Refused { status, message: format!("not an enrollment answer: {e}") });
+            .map_err(|e| EnrollError::Refused { status, message: format!("not a Kho hub answer: {e}") });
     }
     let message = match serde_json::from_slice::<ErrorReply>(&body) {
         Ok(reply) => reply.message,

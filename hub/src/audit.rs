@@ -24,6 +24,8 @@ pub enum Kind {
     Enrolled,
     /// `kho-hub agent revoke`.
     Revoked,
+    /// `kho-agent rotate-key`: the agent replaced its public key.
+    KeyRotated,
     /// A request was refused (detail: code and reason).
     Refused,
     /// A batch was applied (detail: dataset(s), seq range, rows, digest).
@@ -36,6 +38,7 @@ impl Kind {
             Kind::AgentAdded => "agent_added",
             Kind::Enrolled => "enrolled",
             Kind::Revoked => "revoked",
+            Kind::KeyRotated => "key_rotated",
             Kind::Refused => "refused",
             Kind::BatchApplied => "batch_applied",
         }

@@ -39,6 +39,8 @@ pub const BATCH_CONTENT_TYPE: &str = "application/vnd.kho.batch.v1+json";
 pub const BATCH_CONTENT_ENCODING: &str = "zstd";
 /// `POST` [`EnrollRequest`] (no bearer token: the one-time enrollment token is the credential).
 pub const ENROLL_PATH: &str = "/v1/enroll";
+/// `POST` [`RotateKeyRequest`] (bearer token of the enrolled agent).
+pub const ROTATE_KEY_PATH: &str = "/v1/rotate-key";
 
 /// One agent's contiguous run of changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +148,19 @@ pub struct EnrollReply {
     pub department: String,
     pub datasets: Vec<String>,
     pub access_token: String,
+}
+
+/// `POST /v1/rotate-key`: an enrolled agent replaces its public key. Both signatures are over
+/// [`crate::signing::rotation_message`]: the old key's proves the request comes from the agent,
+/// the new key's proves it holds the new private key. Re-sending after a lost answer is accepted
+/// (the hub already holds `new_public_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    pub v: u32,
+    pub new_public_key: String,
+    pub old_key_signature: String,
+    pub new_key_signature: String,
 }
 
 /// Machine-readable reason for a refused request.

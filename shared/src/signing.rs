@@ -22,6 +22,8 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 pub const SIGNATURE_LEN: usize = 64;
 /// Domain separation: a batch signature can never be mistaken for a signature over anything else.
 const DOMAIN: &[u8] = b"kho/v1/batch-signature\0";
+/// Domain of key-rotation proofs (`kho-agent rotate-key`).
+const ROTATION_DOMAIN: &[u8] = b"kho/v1/key-rotation\0";
 
 /// Why a signature does not check out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +72,33 @@ pub fn verify(
         .map_err(|_| SignatureError::Invalid(agent.to_string()))
 }
 
+/// The bytes signed — by the old key and by the new one — to move `agent` to `new_public_key_hex`.
+pub fn rotation_message(agent: &str, new_public_key_hex: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ROTATION_DOMAIN.len() + agent.len() + 1 + new_public_key_hex.len());
+    out.extend_from_slice(ROTATION_DOMAIN);
+    out.extend_from_slice(agent.as_bytes());
+    out.push(0);
+    out.extend_from_slice(new_public_key_hex.trim().to_ascii_lowercase().as_bytes());
+    out
+}
+
+/// Checks a rotation proof `signature_hex` made with `public_key` for `agent` moving to
+/// `new_public_key_hex`.
+pub fn verify_rotation(
+    public_key: &[u8],
+    agent: &str,
+    new_public_key_hex: &str,
+    signature_hex: &str,
+) -> Result<(), SignatureError> {
+    let signature = hex::decode(signature_hex.trim()).map_err(|_| SignatureError::Encoding)?;
+    if signature.len() != SIGNATURE_LEN {
+        return Err(SignatureError::Encoding);
+    }
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&rotation_message(agent, new_public_key_hex), &signature)
+        .map_err(|_| SignatureError::Invalid(agent.to_string()))
+}
+
 /// An agent's signing key (the private half never leaves the agent's machine).
 pub struct Signer {
     agent: String,
@@ -93,6 +122,11 @@ impl Signer {
     /// The public key, lowercase hex.
     pub fn public_key_hex(&self) -> String {
         hex::encode(self.key.public_key().as_ref())
+    }
+
+    /// The rotation proof (hex) for moving this agent to `new_public_key_hex`.
+    pub fn sign_rotation(&self, new_public_key_hex: &str) -> String {
+        hex::encode(self.key.sign(&rotation_message(&self.agent, new_public_key_hex)).as_ref())
     }
 
     /// The signature (hex) of this agent's batch whose body has digest `digest_hex`.
@@ -132,6 +166,19 @@ mod tests {
         assert_eq!(verify(&pk_a, "a", DIGEST, Some("zz")), Err(SignatureError::Encoding));
         assert_eq!(verify(&pk_a, "a", "abc", Some(&sig)), Err(SignatureError::Digest));
         assert!(format!("{a:?}").contains(&a.public_key_hex()));
+    }
+
+    #[test]
+    fn rotation_proofs_bind_agent_and_new_key() {
+        let (old, new) = (pair("a", 1), pair("a", 2));
+        let pk_old = hex::decode(old.public_key_hex()).unwrap();
+        let proof = old.sign_rotation(&new.public_key_hex());
+        assert_eq!(verify_rotation(&pk_old, "a", &new.public_key_hex(), &proof), Ok(()));
+        assert!(verify_rotation(&pk_old, "b", &new.public_key_hex(), &proof).is_err());
+        assert!(verify_rotation(&pk_old, "a", &old.public_key_hex(), &proof).is_err());
+        // A batch signature is never a rotation proof (domains differ).
+        let batch_sig = old.sign(DIGEST).unwrap();
+        assert!(verify_rotation(&pk_old, "a", DIGEST, &batch_sig).is_err());
     }
 
     proptest! {

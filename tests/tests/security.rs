@@ -527,3 +527,82 @@ fn per_agent_rate_limit_and_slow_clients_time_out() {
     assert!(waited >= Duration::from_millis(800), "cut off before the header timeout ({waited:?})");
     assert!(!String::from_utf8_lossy(&buf).contains(" 200 "), "{}", String::from_utf8_lossy(&buf));
 }
+
+#[test]
+fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 200).unwrap();
+    let mut hub = HubProc::start(&tmp.path().join("hub"), &[]);
+    let id = "so-y-te-rot";
+    let token = add_agent(&hub, id, "ho_so", "1h");
+    let spec = AgentSpec { id: id.into(), token: String::new(), datasets: vec!["ho_so".into()] };
+    let opts = AgentOptions {
+        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n".into(),
+        ..AgentOptions::default()
+    };
+    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
+    let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
+    let mut agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &spec,
+        &hub.url(),
+        &hub.ca_path(),
+        &ds.toml(&source_toml, &opts),
+        &opts,
+    );
+    assert!(agent.command(&["enroll", "--token", &token]).status.success());
+    agent.spawn();
+    let src_path = src.path.clone();
+    let converged = |hub: &HubProc| ho_so_diff(&src_path, &hub.warehouse(), "ho_so").is_ok_and(|d| d.is_empty());
+    wait_for(CONVERGE, "the first sync", || agent.log_tail(), || converged(&hub));
+
+    // Changes captured while the hub is away wait in the outbox.
+    assert!(hub.stop());
+    src.insert_range(201, 300).unwrap();
+    wait_for(
+        CONVERGE,
+        "100 changes buffered",
+        || agent.log_tail(),
+        || agent.status()["outbox"]["depth"].as_u64().is_some_and(|d| d >= 100),
+    );
+    assert!(agent.stop());
+    let key_path = agent.dir.join("secrets/agent.key");
+    let old_pem = std::fs::read(&key_path).unwrap();
+
+    // The hub is down: rotation fails, keeps the pending key and leaves the current one in place.
+    let failed = agent.command(&["rotate-key"]);
+    assert!(!failed.status.success());
+    let pending = agent.dir.join("secrets/agent.key.new");
+    assert!(pending.exists());
+    assert_eq!(std::fs::read(&key_path).unwrap(), old_pem);
+
+    // Run again with the hub back: the same pending key is accepted and installed.
+    hub.spawn();
+    let pending_pem = std::fs::read(&pending).unwrap();
+    let out = agent.command(&["rotate-key"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!pending.exists());
+    assert_eq!(std::fs::read(&key_path).unwrap(), pending_pem);
+
+    // The old key is retired: a batch it signs is refused.
+    let der = PrivatePkcs8KeyDer::from_pem_slice(&old_pem).unwrap();
+    let old_key = Signer::from_pkcs8(id, der.secret_pkcs8_der()).unwrap();
+    let access = std::fs::read_to_string(agent.dir.join("secrets/access.token")).unwrap().trim().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = client(&hub);
+    let encoded = codec::encode(&batch(id, "ho_so", 1, 1)).unwrap();
+    let refused = rt.block_on(Post::signed(&access, &encoded, &old_key).send(&http, &hub));
+    assert_refused(refused, 401, "bad_signature", "does not verify");
+
+    // The buffered changes arrive, signed with the new key.
+    agent.spawn();
+    wait_for(
+        CONVERGE,
+        "the buffered changes",
+        || format!("{}\n{}", hub.log_tail(), agent.log_tail()),
+        || converged(&hub),
+    );
+    assert!(audit_rows(&hub).iter().any(|(k, a, _)| k == "key_rotated" && a.as_deref() == Some(id)));
+}

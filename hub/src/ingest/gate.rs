@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kho_shared::protocol::{EnrollReply, EnrollRequest, ErrorCode, PROTOCOL_VERSION};
+use kho_shared::protocol::{EnrollReply, EnrollRequest, ErrorCode, PROTOCOL_VERSION, RotateKeyRequest};
 
 use crate::audit::{Entry, Kind};
 use crate::auth::{AgentIdentity, AgentRegistry, bearer};
@@ -108,6 +108,45 @@ impl Gate {
         })
         .await;
         Ok(EnrollReply { agent: agent.id, department: agent.department, datasets: agent.datasets, access_token })
+    }
+
+    /// Replaces an enrolled agent's public key (`kho-agent rotate-key`). Idempotent: a retry after
+    /// a lost answer finds the new key already stored and succeeds.
+    pub async fn rotate_key(&self, agent: &AgentIdentity, request: RotateKeyRequest) -> Result<(), ApiError> {
+        use kho_shared::signing::verify_rotation;
+        let bad = |why: String| ApiError::new(ErrorCode::BadSignature, why);
+        if request.v != PROTOCOL_VERSION {
+            return Err(ApiError::new(ErrorCode::UnsupportedVersion, format!("key rotation version {}", request.v)));
+        }
+        let Some(old_key) = agent.public_key.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("agent {} has no key to rotate (config agent)", agent.id),
+            ));
+        };
+        let new_key = registry::parse_public_key(&request.new_public_key)
+            .map_err(|e| ApiError::new(ErrorCode::Malformed, e.to_string()))?;
+        verify_rotation(&new_key, &agent.id, &request.new_public_key, &request.new_key_signature)
+            .map_err(|e| bad(format!("new key's proof: {e}")))?;
+        if new_key == old_key {
+            return Ok(()); // a retry whose first attempt succeeded
+        }
+        verify_rotation(&old_key, &agent.id, &request.new_public_key, &request.old_key_signature)
+            .map_err(|e| bad(format!("current key's proof: {e}")))?;
+        let (id, old_hex, new_hex) = (agent.id.clone(), hex::encode(&old_key), hex::encode(&new_key));
+        let swapped = self.with_store(move |s| s.rotate_key(&id, &old_hex, &new_hex)).await?;
+        if !swapped {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "the key changed or the agent was revoked meanwhile"));
+        }
+        tracing::info!(agent = %agent.id, "agent rotated its key");
+        self.audit(Entry {
+            at_ms: self.now_ms(),
+            kind: Kind::KeyRotated,
+            agent: Some(agent.id.clone()),
+            detail: serde_json::json!({"old_public_key": hex::encode(&old_key), "public_key": hex::encode(&new_key)}),
+        })
+        .await;
+        Ok(())
     }
 
     /// Appends an audit entry; a failure is logged, never returned.

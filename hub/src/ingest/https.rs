@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use kho_shared::protocol::{
     Ack, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCHES_PATH, DIGEST_HEADER, ENROLL_PATH, EnrollReply,
-    EnrollRequest, ErrorCode, HEARTBEAT_PATH, WHOAMI_PATH, WhoAmI,
+    EnrollRequest, ErrorCode, HEARTBEAT_PATH, ROTATE_KEY_PATH, RotateKeyRequest, WHOAMI_PATH, WhoAmI,
 };
 use kho_shared::signing::SIGNATURE_HEADER;
 
@@ -34,6 +34,7 @@ pub fn routes(ingest: Arc<Ingest>) -> Router {
         .route(HEARTBEAT_PATH, post(post_heartbeat))
         .route(WHOAMI_PATH, axum::routing::get(get_whoami))
         .route(ENROLL_PATH, post(post_enroll))
+        .route(ROTATE_KEY_PATH, post(post_rotate_key))
         .with_state(ingest)
 }
 
@@ -85,6 +86,35 @@ async fn handle_batch(
     let bytes = read_bounded(headers, body, ingest.max_body_bytes).await?;
     ingest.metrics.bytes_received(bytes.len());
     ingest.batch(&agent, bytes, header_str(headers, DIGEST_HEADER), header_str(headers, SIGNATURE_HEADER)).await
+}
+
+async fn post_rotate_key(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let span = tracing::info_span!("rotate_key", agent = tracing::field::Empty);
+    let mut agent_id = None;
+    let result = async {
+        let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
+        tracing::Span::current().record("agent", agent.id.as_str());
+        agent_id = Some(agent.id.clone());
+        ingest.admit(&agent)?;
+        let bytes = read_bounded(&headers, body, MAX_ENROLL_BYTES).await?;
+        let request: RotateKeyRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("key rotation request is not valid JSON: {e}")))?;
+        ingest.gate.rotate_key(&agent, request).await
+    }
+    .instrument(span.clone())
+    .await;
+    match result {
+        Ok(()) => Ok(Json(serde_json::json!({"ok": true}))),
+        Err(e) => {
+            ingest.metrics.refused(e.code());
+            ingest.gate.audit_refusal(agent_id.as_deref(), "https/rotate-key", &e).await;
+            Err(span.in_scope(|| e.log()))
+        }
+    }
 }
 
 async fn post_enroll(

@@ -117,6 +117,9 @@ pub trait AgentStore: Send {
     fn by_access_token(&mut self, access_sha256: &str) -> Result<Option<RegisteredAgent>, RegistryError>;
     /// Every registered agent with its last heartbeat, by id.
     fn list(&mut self) -> Result<Vec<RegisteredAgent>, RegistryError>;
+    /// Replaces `id`'s public key `old` (hex) by `new` if it is still `old` and the agent is not
+    /// revoked (compare-and-swap); false otherwise.
+    fn rotate_key(&mut self, id: &str, old: &str, new: &str) -> Result<bool, RegistryError>;
     /// Revokes `id` (its access and enrollment tokens stop working); false if already revoked.
     fn revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, RegistryError>;
     /// Appends an audit entry after the current last one, atomically.

@@ -161,6 +161,17 @@ impl AgentStore for PostgresAgentStore {
         Ok(rows.iter().map(row).collect())
     }
 
+    fn rotate_key(&mut self, id: &str, old: &str, new: &str) -> Result<bool, RegistryError> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE kho.agent_registry SET public_key = $3 WHERE agent = $1 AND public_key = $2 AND revoked_at_ms IS NULL",
+                &[&id, &old, &new],
+            )
+            .map_err(db("rotate key"))?;
+        Ok(n == 1)
+    }
+
     fn revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, RegistryError> {
         let found = self
             .client

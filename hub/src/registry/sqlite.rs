@@ -158,6 +158,17 @@ impl AgentStore for SqliteAgentStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(db("list agents"))
     }
 
+    fn rotate_key(&mut self, id: &str, old: &str, new: &str) -> Result<bool, RegistryError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE _kho_agent_registry SET public_key = ?3 WHERE agent = ?1 AND public_key = ?2 AND revoked_at_ms IS NULL",
+                params![id, old, new],
+            )
+            .map_err(db("rotate key"))?;
+        Ok(n == 1)
+    }
+
     fn revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, RegistryError> {
         let exists: Option<Option<i64>> = self
             .conn
