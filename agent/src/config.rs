@@ -100,7 +100,9 @@ pub struct HubSection {
     /// `kho-agent enroll` creates it here; it never leaves this machine.
     #[serde(default)]
     pub signing_key: Option<PathBuf>,
-    /// MQTT: client certificate (PEM) presented to the broker, whose CN is the agent id.
+    /// Client certificate (PEM), CN = agent id. MQTT: presented to the broker (with `client_key`).
+    /// HTTPS: presented to the hub with `signing_key`; `kho-agent enroll` writes the one the hub's
+    /// agent CA issues here.
     #[serde(default)]
     pub client_cert: Option<PathBuf>,
     /// MQTT: the client certificate's private key (PEM).
@@ -336,10 +338,8 @@ impl AgentConfig {
                 }
             }
         }
-        let mqtt_only = [
-            ("hub.client_cert", self.hub.client_cert.is_some()),
-            ("hub.client_key", self.hub.client_key.is_some()),
-        ];
+        // Over HTTPS a client certificate (issued at enrollment) goes with the signing key.
+        let mqtt_only = [("hub.client_key", self.hub.client_key.is_some())];
         if self.hub.transport == TransportKind::Mqtt {
             if self.hub.ca_cert.is_none() {
                 bad("hub.ca_cert", "required with transport = \"mqtt\" (the CA that signed the broker's certificate)".into());
@@ -354,6 +354,9 @@ impl AgentConfig {
                 bad("hub.ack_timeout", "must be greater than zero".into());
             }
         } else {
+            if self.hub.client_cert.is_some() && self.hub.signing_key.is_none() {
+                bad("hub.client_cert", "over HTTPS it needs hub.signing_key (the certificate's key)".into());
+            }
             for (field, set) in mqtt_only {
                 if set {
                     bad(field, "only used with transport = \"mqtt\"".into());

@@ -88,6 +88,9 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
     }
     write_private(&key_path, pkcs8_to_pem(pkcs8.as_ref()).as_bytes())?;
     write_private(&token_path, format!("{}\n", reply.access_token).as_bytes())?;
+    if let (Some(path), Some(pem)) = (&config.hub.client_cert, &reply.client_cert) {
+        write_private(path, pem.as_bytes())?;
+    }
     Ok(reply)
 }
 
@@ -123,9 +126,13 @@ pub async fn rotate_key(config: &AgentConfig, options: &EnrollOptions) -> Result
     let url = hub_url(config, options)?;
     let token = config.bearer_token()?;
     let ca = options.ca_cert.as_ref().or(config.hub.ca_cert.as_ref());
-    let _ok: serde_json::Value = post(&url, ROTATE_KEY_PATH, Some(&token), ca, &request).await?;
+    let reply: serde_json::Value = post(&url, ROTATE_KEY_PATH, Some(&token), ca, &request).await?;
     std::fs::rename(&pending_path, &key_path)
         .map_err(|source| EnrollError::Write { path: key_path.clone(), source })?;
+    // The client certificate names the key, so it is replaced with it.
+    if let (Some(path), Some(pem)) = (&config.hub.client_cert, reply["client_cert"].as_str()) {
+        write_private(path, pem.as_bytes())?;
+    }
     Ok(new_public_key)
 }
 

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agent_ca;
 pub mod alerts;
 pub mod api;
 pub mod apply;
@@ -110,14 +111,16 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     let addr_file = listen_addr_file(&data_dir);
     let _stale = std::fs::remove_file(&addr_file);
 
+    let agent_ca = Arc::new(agent_ca::AgentCa::ensure(&data_dir.join("tls"))?);
+    let client_ca = Some(agent_ca.ca_path.as_path());
     let tls_config = if config.hub.insecure_dev_http {
         tracing::warn!("insecure_dev_http: serving PLAIN HTTP; tokens and data cross the network unencrypted. Development only!");
         None
     } else if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-        Some(tls::server_config(cert, key)?)
+        Some(tls::server_config_with_clients(cert, key, client_ca)?)
     } else {
         let paths = tls::ensure_self_signed(&data_dir.join("tls"), &config.tls.self_signed_names)?;
-        Some(tls::server_config(&paths.cert, &paths.key)?)
+        Some(tls::server_config_with_clients(&paths.cert, &paths.key, client_ca)?)
     };
 
     let department_of: warehouse::postgres::DepartmentOf = {
@@ -191,6 +194,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
             config_agents: auth::AgentRegistry::new(&config.agents),
             store: Arc::new(std::sync::Mutex::new(store)),
             clock: Arc::clone(&hooks.clock),
+            agent_ca,
         },
         applier,
         metrics: Arc::clone(&metrics),

@@ -148,6 +148,10 @@ pub struct EnrollReply {
     pub department: String,
     pub datasets: Vec<String>,
     pub access_token: String,
+    /// A client certificate (PEM) for the agent's public key, signed by the hub's agent CA
+    /// (CN = agent id), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
 }
 
 /// `POST /v1/rotate-key`: an enrolled agent replaces its public key. Both signatures are over

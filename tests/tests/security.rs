@@ -145,7 +145,9 @@ fn enrolled_agent_syncs_signed_batches_revoke_stops_it_and_audit_verify_catches_
 
     let spec = AgentSpec { id: "so-y-te-01".into(), token: String::new(), datasets: vec!["ho_so".into()] };
     let opts = AgentOptions {
-        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n".into(),
+        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n\
+                    client_cert = \"secrets/agent.crt\"\n"
+            .into(),
         ..AgentOptions::default()
     };
     let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
@@ -165,6 +167,9 @@ fn enrolled_agent_syncs_signed_batches_revoke_stops_it_and_audit_verify_catches_
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(agent.dir.join("secrets/access.token")).unwrap().permissions().mode() & 0o777, 0o600);
+    // The hub issued a client certificate for the agent's key (mutual TLS from now on).
+    let cert = std::fs::read_to_string(agent.dir.join("secrets/agent.crt")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
     // The hub holds only the public key: the private key's bytes appear nowhere in the warehouse.
     let pem = std::fs::read_to_string(&key_path).unwrap();
     let registry: String = rusqlite::Connection::open(hub.warehouse())
@@ -394,6 +399,34 @@ async fn bad_input_matrix_each_refusal_is_exact_and_changes_nothing() {
     assert!(!plain.contains("HTTP/1.1 200"), "plain TCP got an HTTP answer: {plain:?}");
     assert_eq!(warehouse_state(&hub, a), before);
 
+    // A client certificate from another CA: refused in the TLS handshake.
+    let foreign = {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::default();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, a);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let identity =
+            reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes()).unwrap();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).identity(identity).build().unwrap()
+    };
+    let sent = foreign
+        .post(format!("{}/v1/batches", hub.url()))
+        .bearer_auth(&access_a)
+        .header("content-type", BATCH_CONTENT_TYPE)
+        .header("content-encoding", "zstd")
+        .header(DIGEST_HEADER, &next.digest_hex)
+        .header(SIGNATURE_HEADER, key_a.sign(&next.digest_hex).unwrap())
+        .body(next.body.clone())
+        .send()
+        .await;
+    assert!(sent.is_err(), "a certificate from another CA was accepted: {:?}", sent.map(|r| r.status()));
+    assert_eq!(warehouse_state(&hub, a), before);
+
     // Revoked: refused at once, on the next request.
     let out = hub.command(&["agent", "revoke", a]);
     assert!(out.status.success());
@@ -530,6 +563,7 @@ fn per_agent_rate_limit_and_slow_clients_time_out() {
 
 #[test]
 fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
+    // The agent uses mutual TLS too: its certificate must follow the key.
     use rustls::pki_types::PrivatePkcs8KeyDer;
     use rustls::pki_types::pem::PemObject;
     let tmp = tempfile::tempdir().unwrap();
@@ -539,7 +573,9 @@ fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
     let token = add_agent(&hub, id, "ho_so", "1h");
     let spec = AgentSpec { id: id.into(), token: String::new(), datasets: vec!["ho_so".into()] };
     let opts = AgentOptions {
-        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n".into(),
+        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n\
+                    client_cert = \"secrets/agent.crt\"\n"
+            .into(),
         ..AgentOptions::default()
     };
     let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
@@ -570,6 +606,7 @@ fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
     assert!(agent.stop());
     let key_path = agent.dir.join("secrets/agent.key");
     let old_pem = std::fs::read(&key_path).unwrap();
+    let old_cert = std::fs::read(agent.dir.join("secrets/agent.crt")).unwrap();
 
     // The hub is down: rotation fails, keeps the pending key and leaves the current one in place.
     let failed = agent.command(&["rotate-key"]);
@@ -585,6 +622,7 @@ fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!pending.exists());
     assert_eq!(std::fs::read(&key_path).unwrap(), pending_pem);
+    assert_ne!(std::fs::read(agent.dir.join("secrets/agent.crt")).unwrap(), old_cert, "certificate re-issued");
 
     // The old key is retired: a batch it signs is refused.
     let der = PrivatePkcs8KeyDer::from_pem_slice(&old_pem).unwrap();

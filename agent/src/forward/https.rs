@@ -58,6 +58,16 @@ impl HttpsTransport {
             }
             builder = builder.tls_certs_only(certs);
         }
+        if let (Some(cert), Some(key)) = (&hub.client_cert, hub.client_key.as_ref().or(hub.signing_key.as_ref())) {
+            // Mutual TLS with the certificate the hub issued at enrollment (a missing file means
+            // the agent is not enrolled yet: the token check will say so).
+            if let (Ok(mut pem), Ok(key_pem)) = (std::fs::read(cert), std::fs::read(key)) {
+                pem.extend_from_slice(&key_pem);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| TransportError::Setup(format!("hub.client_cert {}: {e}", cert.display())))?;
+                builder = builder.identity(identity);
+            }
+        }
         if hub.url.starts_with("http://") {
             tracing::warn!(url = %hub.url, "hub.insecure_dev: sending data and the token over plain HTTP (development only)");
         }

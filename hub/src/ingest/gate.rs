@@ -29,6 +29,8 @@ pub struct Gate {
     pub config_agents: AgentRegistry,
     pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
+    /// Issues each enrolled agent its client certificate.
+    pub agent_ca: Arc<crate::agent_ca::AgentCa>,
 }
 
 impl Gate {
@@ -107,12 +109,30 @@ impl Gate {
             detail: serde_json::json!({"public_key": hex::encode(&public_key), "version": request.version}),
         })
         .await;
-        Ok(EnrollReply { agent: agent.id, department: agent.department, datasets: agent.datasets, access_token })
+        let client_cert = match self.agent_ca.issue(&agent.id, &public_key) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                tracing::error!(agent = %agent.id, error = %e, "cannot issue the agent's client certificate");
+                None
+            }
+        };
+        Ok(EnrollReply {
+            agent: agent.id,
+            department: agent.department,
+            datasets: agent.datasets,
+            access_token,
+            client_cert,
+        })
     }
 
     /// Replaces an enrolled agent's public key (`kho-agent rotate-key`). Idempotent: a retry after
     /// a lost answer finds the new key already stored and succeeds.
-    pub async fn rotate_key(&self, agent: &AgentIdentity, request: RotateKeyRequest) -> Result<(), ApiError> {
+    /// Returns the client certificate issued for the new key.
+    pub async fn rotate_key(
+        &self,
+        agent: &AgentIdentity,
+        request: RotateKeyRequest,
+    ) -> Result<Option<String>, ApiError> {
         use kho_shared::signing::verify_rotation;
         let bad = |why: String| ApiError::new(ErrorCode::BadSignature, why);
         if request.v != PROTOCOL_VERSION {
@@ -128,8 +148,15 @@ impl Gate {
             .map_err(|e| ApiError::new(ErrorCode::Malformed, e.to_string()))?;
         verify_rotation(&new_key, &agent.id, &request.new_public_key, &request.new_key_signature)
             .map_err(|e| bad(format!("new key's proof: {e}")))?;
+        let issue = |key: &[u8]| match self.agent_ca.issue(&agent.id, key) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                tracing::error!(agent = %agent.id, error = %e, "cannot issue the agent's client certificate");
+                None
+            }
+        };
         if new_key == old_key {
-            return Ok(()); // a retry whose first attempt succeeded
+            return Ok(issue(&new_key)); // a retry whose first attempt succeeded
         }
         verify_rotation(&old_key, &agent.id, &request.new_public_key, &request.old_key_signature)
             .map_err(|e| bad(format!("current key's proof: {e}")))?;
@@ -146,7 +173,7 @@ impl Gate {
             detail: serde_json::json!({"old_public_key": hex::encode(&old_key), "public_key": hex::encode(&new_key)}),
         })
         .await;
-        Ok(())
+        Ok(issue(&new_key))
     }
 
     /// Appends an audit entry; a failure is logged, never returned.

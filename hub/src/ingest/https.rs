@@ -108,7 +108,7 @@ async fn post_rotate_key(
     .instrument(span.clone())
     .await;
     match result {
-        Ok(()) => Ok(Json(serde_json::json!({"ok": true}))),
+        Ok(client_cert) => Ok(Json(serde_json::json!({"ok": true, "client_cert": client_cert}))),
         Err(e) => {
             ingest.metrics.refused(e.code());
             ingest.gate.audit_refusal(agent_id.as_deref(), "https/rotate-key", &e).await;
