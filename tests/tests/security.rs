@@ -219,6 +219,15 @@ fn enrolled_agent_syncs_signed_batches_revoke_stops_it_and_audit_verify_catches_
     assert!(!ho_so_diff(&src.path, &hub.warehouse(), "ho_so").unwrap().is_empty());
     agent.stop();
 
+    // No secret ever reached a log: not the enrollment token, the access token or the private key.
+    let access = std::fs::read_to_string(agent.dir.join("secrets/access.token")).unwrap().trim().to_string();
+    for log in [hub.dir.join("hub.log"), agent.dir.join("agent.log")] {
+        let text = std::fs::read_to_string(&log).unwrap();
+        for secret in [token.as_str(), access.as_str(), secret_line] {
+            assert!(!text.contains(secret), "{} contains a secret", log.display());
+        }
+    }
+
     // The audit log tells the story, and verifies.
     let kinds: Vec<String> = audit_rows(&hub).into_iter().map(|(k, _, _)| k).collect();
     for kind in ["agent_added", "enrolled", "batch_applied", "revoked", "refused"] {
@@ -643,4 +652,29 @@ fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
         || converged(&hub),
     );
     assert!(audit_rows(&hub).iter().any(|(k, a, _)| k == "key_rotated" && a.as_deref() == Some(id)));
+}
+
+#[test]
+fn a_config_with_inline_tokens_readable_by_others_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec =
+        AgentSpec { id: "so-y-te-cfg".into(), token: "inline-secret-token".into(), datasets: vec!["ho_so".into()] };
+    let hub = HubProc::start(&tmp.path().join("hub"), &[spec]);
+    use std::os::unix::fs::PermissionsExt;
+    let config = tmp.path().join("hub/hub.toml");
+    assert_ne!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o077, 0, "written world-readable");
+    let log = std::fs::read_to_string(tmp.path().join("hub/hub.log")).unwrap();
+    assert!(log.contains("readable by other users"), "{log}");
+    assert!(!log.contains("inline-secret-token"), "the token itself is never logged");
+    drop(hub);
+    // chmod 600: no warning.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new(kho_tests::bin_path("kho-hub"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("readable by other users"));
 }
