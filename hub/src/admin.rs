@@ -109,8 +109,8 @@ fn millis(ms: Option<i64>) -> String {
 pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, AdminError> {
     let agents = store.list()?;
     let mut out = format!(
-        "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {}\n",
-        "AGENT", "DEPARTMENT", "STATE", "ENROLLED", "VERSION", "LAST SEEN", "BACKLOG", "DATASETS"
+        "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {:<24} {}\n",
+        "AGENT", "DEPARTMENT", "STATE", "ENROLLED", "VERSION", "LAST SEEN", "BACKLOG", "DATASETS", "LAST ERROR"
     );
     for a in &agents {
         let state = match a.state() {
@@ -119,7 +119,7 @@ pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, Ad
             registry::AgentState::Revoked => "revoked",
         };
         out.push_str(&format!(
-            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {}\n",
+            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {:<24} {}\n",
             a.id,
             a.department,
             state,
@@ -127,12 +127,13 @@ pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, Ad
             a.version.as_deref().unwrap_or("-"),
             a.last_seen_at.as_deref().unwrap_or("-"),
             a.outbox_depth.map_or_else(|| "-".into(), |d| d.to_string()),
-            a.datasets.join(",")
+            a.datasets.join(","),
+            a.last_error.as_deref().unwrap_or("-")
         ));
     }
     for a in &config.agents {
         out.push_str(&format!(
-            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {}\n",
+            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {:<24} {}\n",
             a.id,
             "-",
             "config",
@@ -140,7 +141,8 @@ pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, Ad
             "-",
             "-",
             "-",
-            a.datasets.join(",")
+            a.datasets.join(","),
+            "-"
         ));
     }
     Ok(out)

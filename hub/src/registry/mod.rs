@@ -75,6 +75,8 @@ pub struct RegisteredAgent {
     pub last_seen_at: Option<String>,
     pub version: Option<String>,
     pub outbox_depth: Option<i64>,
+    /// The first per-dataset capture error of the last heartbeat (`dataset: error`).
+    pub last_error: Option<String>,
 }
 
 impl RegisteredAgent {
@@ -195,6 +197,12 @@ pub fn check_enrollment(found: Option<&RegisteredAgent>, claimed: &str, now_ms: 
     Ok(())
 }
 
+/// The first capture error in a heartbeat's dataset reports (stored JSON), as `dataset: error`.
+pub fn first_error(report_json: Option<&str>) -> Option<String> {
+    let reports: Vec<kho_shared::protocol::DatasetReport> = serde_json::from_str(report_json?).ok()?;
+    reports.into_iter().find_map(|r| r.last_error.map(|e| format!("{}: {e}", r.dataset)))
+}
+
 /// Decodes a hex Ed25519 public key.
 pub fn parse_public_key(hex_key: &str) -> Result<Vec<u8>, EnrollRefusal> {
     match hex::decode(hex_key.trim()) {
@@ -220,6 +228,7 @@ mod tests {
             last_seen_at: None,
             version: None,
             outbox_depth: None,
+            last_error: None,
         }
     }
 
@@ -238,6 +247,15 @@ mod tests {
         assert_eq!(revoked.state(), AgentState::Revoked);
         assert_eq!(parse_public_key(&"ab".repeat(32)).map(|k| k.len()), Ok(32));
         assert_eq!(parse_public_key("abc"), Err(EnrollRefusal::BadKey));
+    }
+
+    #[test]
+    fn the_first_capture_error_is_shown() {
+        let json = r#"[{"dataset":"a","last_ok_poll_at_ms":1,"captured_through_seq":0,"last_error":null},
+                       {"dataset":"b","last_ok_poll_at_ms":null,"captured_through_seq":0,"last_error":"no such table"}]"#;
+        assert_eq!(first_error(Some(json)).as_deref(), Some("b: no such table"));
+        assert_eq!(first_error(Some("[]")), None);
+        assert_eq!(first_error(None), None);
     }
 
     #[test]
