@@ -29,8 +29,22 @@ fn add_agent(hub: &HubProc, id: &str, datasets: &str, expires: &str) -> String {
 
 /// A fresh Ed25519 key for `agent` (what `kho-agent enroll` generates).
 fn new_key(agent: &str) -> Signer {
+    new_key_pem(agent).0
+}
+
+/// A fresh key and its private key as PEM (for a TLS client identity).
+fn new_key_pem(agent: &str) -> (Signer, String) {
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-    Signer::from_pkcs8(agent, pkcs8.as_ref()).unwrap()
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_ref().to_vec());
+    let pem = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519).unwrap().serialize_pem();
+    (Signer::from_pkcs8(agent, pkcs8.as_ref()).unwrap(), pem)
+}
+
+/// A client presenting `cert_pem` with `key_pem` (and trusting the hub's CA).
+fn client_with_cert(hub: &HubProc, cert_pem: &str, key_pem: &str) -> reqwest::Client {
+    let identity = reqwest::Identity::from_pem(format!("{cert_pem}{key_pem}").as_bytes()).unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).identity(identity).build().unwrap()
 }
 
 fn client(hub: &HubProc) -> reqwest::Client {
@@ -263,7 +277,7 @@ async fn bad_input_matrix_each_refusal_is_exact_and_changes_nothing() {
     let hub = tokio::task::block_in_place(|| HubProc::start_with(&tmp.path().join("hub"), &[], limits));
     let http = client(&hub);
     let (a, b) = ("agent-a", "agent-b");
-    let (key_a, key_b) = (new_key(a), new_key(b));
+    let ((key_a, pem_a), (key_b, pem_b)) = (new_key_pem(a), new_key_pem(b));
     let token_a = add_agent(&hub, a, "ho_so", "1h");
     let token_b = add_agent(&hub, b, "thuoc", "1h");
     let expiring = add_agent(&hub, "agent-c", "ho_so", "1s");
@@ -295,6 +309,16 @@ async fn bad_input_matrix_each_refusal_is_exact_and_changes_nothing() {
     let (status, enrolled_b) = enroll(&http, &hub, b, &token_b, &key_b).await;
     assert_eq!(status, 200);
     let access_b = enrolled_b["access_token"].as_str().unwrap().to_string();
+    let (cert_a, cert_b) = (enrolled["client_cert"].as_str().unwrap(), enrolled_b["client_cert"].as_str().unwrap());
+    // The issued certificate works for its own agent (mutual TLS) …
+    let whoami = |client: &reqwest::Client, token: &str| {
+        let req = client.get(format!("{}/v1/whoami", hub.url())).bearer_auth(token.to_string());
+        async move { reply(req.send().await.unwrap()).await }
+    };
+    assert_eq!(whoami(&client_with_cert(&hub, cert_a, &pem_a), &access_a).await.0, 200);
+    // … but B's certificate (and B's key) with A's token is refused.
+    let mixed = whoami(&client_with_cert(&hub, cert_b, &pem_b), &access_a).await;
+    assert_refused(mixed, 403, "forbidden", "the client certificate was not issued to agent agent-a");
 
     // A first good batch, so "unchanged" means something.
     let first = codec::encode(&batch(a, "ho_so", 1, 3)).unwrap();

@@ -203,6 +203,22 @@ impl Gate {
     }
 }
 
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// Binds a verified client certificate (`leaf_der`, already chained to the agent CA by the TLS
+/// layer) to the agent the token names: the certificate must carry that agent's enrolled public
+/// key. The agent CA only issues certificates for enrolled keys, so this is the same as "the
+/// certificate was issued to this agent"; a config agent (no key) may not present one.
+pub fn check_client_certificate(agent: &AgentIdentity, leaf_der: &[u8]) -> Result<(), ApiError> {
+    let forbidden =
+        || ApiError::new(ErrorCode::Forbidden, format!("the client certificate was not issued to agent {}", agent.id));
+    let key = agent.public_key.as_deref().ok_or_else(forbidden)?;
+    let mut spki = ED25519_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(key);
+    if leaf_der.windows(spki.len()).any(|w| w == spki.as_slice()) { Ok(()) } else { Err(forbidden()) }
+}
+
 /// Refusals worth an audit entry: security and integrity decisions. Sequence gaps are ordinary
 /// protocol flow and overload refusals say nothing about the caller.
 fn audited(code: ErrorCode) -> bool {

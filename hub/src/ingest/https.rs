@@ -45,10 +45,26 @@ fn header_str(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) 
 /// Largest enrollment request: a token, a public key and a few names.
 const MAX_ENROLL_BYTES: usize = 16 * 1024;
 
-async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Result<Json<Ack>, ApiError> {
+/// What the TLS layer saw of the client (axum-server puts it on every request).
+type Tls = Option<axum::Extension<Arc<axum_server::tls::TlsInfo>>>;
+
+/// With a client certificate, it must belong to the authenticated agent.
+fn check_peer(tls: &Tls, agent: &crate::auth::AgentIdentity) -> Result<(), ApiError> {
+    match tls.as_ref().and_then(|t| t.peer_certificates.first()) {
+        Some(leaf) => super::gate::check_client_certificate(agent, leaf),
+        None => Ok(()),
+    }
+}
+
+async fn post_batch(
+    State(ingest): State<Arc<Ingest>>,
+    tls: Tls,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Ack>, ApiError> {
     let span = tracing::info_span!("batch", agent = tracing::field::Empty);
     let mut agent = None;
-    let result = handle_batch(&ingest, &headers, body, &mut agent).instrument(span.clone()).await;
+    let result = handle_batch(&ingest, &tls, &headers, body, &mut agent).instrument(span.clone()).await;
     match result {
         Ok(ack) => Ok(Json(ack)),
         Err(e) => {
@@ -61,6 +77,7 @@ async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
 
 async fn handle_batch(
     ingest: &Ingest,
+    tls: &Tls,
     headers: &HeaderMap,
     body: Body,
     agent_id: &mut Option<String>,
@@ -68,6 +85,7 @@ async fn handle_batch(
     let agent = ingest.authenticate(header_str(headers, header::AUTHORIZATION)).await?;
     tracing::Span::current().record("agent", agent.id.as_str());
     *agent_id = Some(agent.id.clone());
+    check_peer(tls, &agent)?;
     ingest.admit(&agent)?;
     let content_type = header_str(headers, header::CONTENT_TYPE).unwrap_or("");
     if !content_type.trim().eq_ignore_ascii_case(BATCH_CONTENT_TYPE) {
@@ -90,6 +108,7 @@ async fn handle_batch(
 
 async fn post_rotate_key(
     State(ingest): State<Arc<Ingest>>,
+    tls: Tls,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -99,6 +118,7 @@ async fn post_rotate_key(
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
         tracing::Span::current().record("agent", agent.id.as_str());
         agent_id = Some(agent.id.clone());
+        check_peer(&tls, &agent)?;
         ingest.admit(&agent)?;
         let bytes = read_bounded(&headers, body, MAX_ENROLL_BYTES).await?;
         let request: RotateKeyRequest = serde_json::from_slice(&bytes)
@@ -144,24 +164,23 @@ async fn post_enroll(
     }
 }
 
-async fn get_whoami(State(ingest): State<Arc<Ingest>>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
-    match ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await {
-        Ok(agent) => match ingest.admit(&agent) {
-            Ok(()) => Ok(Json(ingest.whoami(&agent))),
-            Err(e) => {
-                ingest.metrics.refused(e.code());
-                Err(e.log())
-            }
-        },
-        Err(e) => {
-            ingest.metrics.refused(e.code());
-            Err(e.log())
-        }
+async fn get_whoami(State(ingest): State<Arc<Ingest>>, tls: Tls, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
+    let result = async {
+        let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
+        check_peer(&tls, &agent)?;
+        ingest.admit(&agent)?;
+        Ok(ingest.whoami(&agent))
     }
+    .await;
+    result.map(Json).map_err(|e: ApiError| {
+        ingest.metrics.refused(e.code());
+        e.log()
+    })
 }
 
 async fn post_heartbeat(
     State(ingest): State<Arc<Ingest>>,
+    tls: Tls,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -169,6 +188,7 @@ async fn post_heartbeat(
     let result = async {
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
         tracing::Span::current().record("agent", agent.id.as_str());
+        check_peer(&tls, &agent)?;
         ingest.admit(&agent)?;
         let bytes = read_bounded(&headers, body, MAX_HEARTBEAT_BYTES).await?;
         ingest.metrics.bytes_received(bytes.len());
