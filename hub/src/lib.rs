@@ -195,6 +195,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
             store: Arc::new(std::sync::Mutex::new(store)),
             clock: Arc::clone(&hooks.clock),
             agent_ca,
+            refusal_budget: ingest::gate::refusal_budget(),
         },
         applier,
         metrics: Arc::clone(&metrics),

@@ -21,6 +21,12 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::registry::{self, AgentStore, EnrollRefusal, RegisteredAgent, RegistryError};
 
+/// Refusals audited per second, all callers together: beyond it (a flood of forged requests) they
+/// are still refused and counted in the metrics, but not each written to the audit log, so an
+/// attacker cannot fill the disk through it. A fixed key keeps the limiter's memory constant.
+const AUDITED_REFUSALS_PER_SECOND: u32 = 50;
+const AUDITED_REFUSALS_BURST: u32 = 200;
+
 /// The registry store, shared by the request handlers.
 pub type SharedStore = Arc<Mutex<Box<dyn AgentStore>>>;
 
@@ -31,6 +37,13 @@ pub struct Gate {
     pub clock: Arc<dyn Clock>,
     /// Issues each enrolled agent its client certificate.
     pub agent_ca: Arc<crate::agent_ca::AgentCa>,
+    /// Bounds how many refusals per second reach the audit log.
+    pub refusal_budget: crate::ratelimit::RateLimiter,
+}
+
+/// The refusal budget a hub starts with.
+pub fn refusal_budget() -> crate::ratelimit::RateLimiter {
+    crate::ratelimit::RateLimiter::new(AUDITED_REFUSALS_PER_SECOND, AUDITED_REFUSALS_BURST)
 }
 
 impl Gate {
@@ -187,6 +200,10 @@ impl Gate {
     /// Audits a refused request (`agent`: who it claimed or proved to be, when known).
     pub async fn audit_refusal(&self, agent: Option<&str>, transport: &str, refusal: &ApiError) {
         if !audited(refusal.code()) {
+            return;
+        }
+        if !self.refusal_budget.allow("refusals", self.now_ms()) {
+            tracing::debug!("refusal not audited: over the audit budget (flood)");
             return;
         }
         self.audit(Entry {
