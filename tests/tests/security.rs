@@ -500,7 +500,7 @@ fn random_text(n: usize) -> String {
 fn postgres_warehouse_holds_the_registry_and_the_audit_chain() {
     let tmp = tempfile::tempdir().unwrap();
     let mut pg = kho_tests::pgwh::PgWarehouse::create();
-    let hub = HubProc::start_with_warehouse(&tmp.path().join("hub"), &[], &pg.hub_toml(2));
+    let mut hub = HubProc::start_with_warehouse(&tmp.path().join("hub"), &[], &pg.hub_toml(2));
     // The PostgreSQL client runs its own runtime, so this test is synchronous and drives HTTP here.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = client(&hub);
@@ -544,6 +544,8 @@ fn postgres_warehouse_holds_the_registry_and_the_audit_chain() {
     let verify = hub.command(&["audit", "verify"]);
     assert!(!verify.status.success());
     assert!(String::from_utf8_lossy(&verify.stderr).contains("audit entry 2: content does not match its hash"));
+    // The registry's PostgreSQL connection closes off the async workers: a clean stop.
+    assert!(hub.stop(), "the hub stops cleanly\n{}", hub.log_tail());
 }
 
 #[test]

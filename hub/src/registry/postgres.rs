@@ -54,9 +54,23 @@ const SELECT: &str = "SELECT r.agent, r.department, r.datasets_json, r.added_at_
      to_char(h.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), h.version, h.outbox_depth, h.report_json::text \
      FROM kho.agent_registry r LEFT JOIN kho.agents h ON h.agent = r.agent";
 
-/// The PostgreSQL registry store.
+/// The PostgreSQL registry store. The client is an `Option` only so that [`Drop`] can move it to
+/// a thread.
 pub struct PostgresAgentStore {
-    client: Client,
+    client: Option<Client>,
+}
+
+impl Drop for PostgresAgentStore {
+    /// The synchronous client blocks on its own runtime when it closes, which must not happen on
+    /// an async worker (the hub's last handle is dropped there at shutdown): close it on a thread.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && let Ok(closer) =
+                std::thread::Builder::new().name("kho-pg-registry-close".into()).spawn(move || drop(client))
+        {
+            let _ = closer.join();
+        }
+    }
 }
 
 fn db(context: &'static str) -> impl FnOnce(postgres::Error) -> RegistryError {
@@ -91,12 +105,16 @@ impl PostgresAgentStore {
             .map_err(db("create registry tables"))?;
         tx.batch_execute(SCHEMA).map_err(db("create registry tables"))?;
         tx.commit().map_err(db("create registry tables"))?;
-        Ok(PostgresAgentStore { client })
+        Ok(PostgresAgentStore { client: Some(client) })
+    }
+
+    fn client(&mut self) -> Result<&mut Client, RegistryError> {
+        self.client.as_mut().ok_or_else(|| RegistryError::database("registry", std::io::Error::other("closed")))
     }
 
     fn one(&mut self, filter: &str, value: &str) -> Result<Option<RegisteredAgent>, RegistryError> {
         let found = self
-            .client
+            .client()?
             .query_opt(&format!("{SELECT} WHERE {filter} = $1"), &[&value])
             .map_err(db("read the registry"))?;
         Ok(found.as_ref().map(row))
@@ -105,7 +123,7 @@ impl PostgresAgentStore {
 
 impl AgentStore for PostgresAgentStore {
     fn add(&mut self, agent: &NewAgent, now_ms: i64) -> Result<(), RegistryError> {
-        let mut tx = self.client.transaction().map_err(db("add agent"))?;
+        let mut tx = self.client()?.transaction().map_err(db("add agent"))?;
         let existing = tx
             .query_opt(
                 "SELECT enrolled_at_ms, revoked_at_ms FROM kho.agent_registry WHERE agent = $1 FOR UPDATE",
@@ -143,7 +161,7 @@ impl AgentStore for PostgresAgentStore {
         now_ms: i64,
     ) -> Result<bool, RegistryError> {
         let n = self
-            .client
+            .client()?
             .execute(
                 "UPDATE kho.agent_registry SET enrolled_at_ms = $2, public_key = $3, access_token_sha256 = $4 \
                  WHERE agent = $1 AND enrolled_at_ms IS NULL AND revoked_at_ms IS NULL AND token_expires_at_ms > $2",
@@ -158,13 +176,13 @@ impl AgentStore for PostgresAgentStore {
     }
 
     fn list(&mut self) -> Result<Vec<RegisteredAgent>, RegistryError> {
-        let rows = self.client.query(&format!("{SELECT} ORDER BY r.agent"), &[]).map_err(db("list agents"))?;
+        let rows = self.client()?.query(&format!("{SELECT} ORDER BY r.agent"), &[]).map_err(db("list agents"))?;
         Ok(rows.iter().map(row).collect())
     }
 
     fn rotate_key(&mut self, id: &str, old: &str, new: &str) -> Result<bool, RegistryError> {
         let n = self
-            .client
+            .client()?
             .execute(
                 "UPDATE kho.agent_registry SET public_key = $3 WHERE agent = $1 AND public_key = $2 AND revoked_at_ms IS NULL",
                 &[&id, &old, &new],
@@ -175,7 +193,7 @@ impl AgentStore for PostgresAgentStore {
 
     fn revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, RegistryError> {
         let found = self
-            .client
+            .client()?
             .query_opt("SELECT revoked_at_ms FROM kho.agent_registry WHERE agent = $1", &[&id])
             .map_err(db("revoke"))?;
         let Some(found) = found else { return Err(RegistryError::Unknown(id.to_string())) };
@@ -183,7 +201,7 @@ impl AgentStore for PostgresAgentStore {
             return Ok(false);
         }
         let n = self
-            .client
+            .client()?
             .execute(
                 "UPDATE kho.agent_registry SET revoked_at_ms = $2 WHERE agent = $1 AND revoked_at_ms IS NULL",
                 &[&id, &now_ms],
@@ -193,7 +211,7 @@ impl AgentStore for PostgresAgentStore {
     }
 
     fn append_audit(&mut self, entry: &audit::Entry) -> Result<audit::Stored, RegistryError> {
-        let mut tx = self.client.transaction().map_err(db("audit"))?;
+        let mut tx = self.client()?.transaction().map_err(db("audit"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).map_err(db("audit lock"))?;
         let last =
             tx.query_opt("SELECT seq, sha256 FROM kho.audit ORDER BY seq DESC LIMIT 1", &[]).map_err(db("audit"))?;
@@ -218,7 +236,7 @@ impl AgentStore for PostgresAgentStore {
 
     fn audit_log(&mut self) -> Result<Vec<audit::Stored>, RegistryError> {
         let rows = self
-            .client
+            .client()?
             .query("SELECT seq, at_ms, kind, agent, detail, prev_sha256, sha256 FROM kho.audit ORDER BY seq", &[])
             .map_err(db("read audit log"))?;
         Ok(rows
