@@ -102,7 +102,7 @@ pub struct HubSection {
     pub signing_key: Option<PathBuf>,
     /// Client certificate (PEM), CN = agent id. MQTT: presented to the broker (with `client_key`).
     /// HTTPS: presented to the hub with `signing_key`; `kho-agent enroll` writes the one the hub's
-    /// agent CA issues here.
+    /// agent CA issues here (over MQTT it leaves this file alone).
     #[serde(default)]
     pub client_cert: Option<PathBuf>,
     /// MQTT: the client certificate's private key (PEM).

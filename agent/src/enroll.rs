@@ -88,7 +88,7 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
     }
     write_private(&key_path, pkcs8_to_pem(pkcs8.as_ref()).as_bytes())?;
     write_private(&token_path, format!("{}\n", reply.access_token).as_bytes())?;
-    if let (Some(path), Some(pem)) = (&config.hub.client_cert, &reply.client_cert) {
+    if let (Some(path), Some(pem)) = (issued_cert_path(config), &reply.client_cert) {
         write_private(path, pem.as_bytes())?;
     }
     Ok(reply)
@@ -130,10 +130,19 @@ pub async fn rotate_key(config: &AgentConfig, options: &EnrollOptions) -> Result
     std::fs::rename(&pending_path, &key_path)
         .map_err(|source| EnrollError::Write { path: key_path.clone(), source })?;
     // The client certificate names the key, so it is replaced with it.
-    if let (Some(path), Some(pem)) = (&config.hub.client_cert, reply["client_cert"].as_str()) {
+    if let (Some(path), Some(pem)) = (issued_cert_path(config), reply["client_cert"].as_str()) {
         write_private(path, pem.as_bytes())?;
     }
     Ok(new_public_key)
+}
+
+/// Where the certificate the hub issues goes: `hub.client_cert` over HTTPS. Over MQTT that field
+/// is the broker's client certificate (the broker's own PKI, with `client_key`), never replaced.
+fn issued_cert_path(config: &AgentConfig) -> Option<&PathBuf> {
+    match config.hub.transport {
+        crate::config::TransportKind::Https => config.hub.client_cert.as_ref(),
+        crate::config::TransportKind::Mqtt => None,
+    }
 }
 
 /// The hub's HTTPS base URL: `--hub`, else `hub.url` when the transport is HTTPS.
