@@ -164,6 +164,7 @@ fn capture_only() {
             poll_interval: Duration::from_secs(1),
             schedule: None,
             source: SourceConfig::Sqlite { path: src.clone() },
+            text: Default::default(),
         };
         let outbox = Outbox::open(&dir.path().join(format!("{mode:?}.sqlite"))).unwrap();
         let mut cap = Capture::new(config, outbox, u64::MAX, Default::default(), Box::new(|| {})).unwrap();

@@ -25,6 +25,11 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long a partial batch waits to fill: short enough to feel live, long enough to group a
 /// burst of captured changes into one request.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+/// Batches sent before the oldest one's answer (HTTPS): 2 keeps the hub busy while the next batch
+/// travels and is decoded; more only adds memory (each in-flight batch is held until its answer).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+/// Most batches in flight a config may ask for.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 8;
 /// Per-request timeout: generous for an 8 MiB batch on a slow provincial link.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Heartbeat period: the hub declares an agent offline after a few missed heartbeats.
@@ -138,6 +143,9 @@ pub struct ForwardSection {
     pub batch_max_bytes: usize,
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: Duration,
+    /// Batches sent before the oldest one's answer arrives (HTTPS; MQTT always sends one at a time).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for ForwardSection {
@@ -146,6 +154,7 @@ impl Default for ForwardSection {
             batch_max_changes: DEFAULT_BATCH_MAX_CHANGES,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             linger: DEFAULT_LINGER,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -181,12 +190,17 @@ pub enum SourceConfig {
     Folder(crate::source::folder::FolderSourceConfig),
     // Boxed: much larger than the other variants.
     Rest(Box<crate::source::rest::RestSourceConfig>),
+    /// Any database with an ODBC driver ([`crate::source::odbc`]).
+    Odbc(crate::source::odbc::OdbcSourceConfig),
 }
 
 impl SourceConfig {
     /// Whether rows come from a database (which needs `table` or `query`).
     pub fn is_database(&self) -> bool {
-        matches!(self, SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_))
+        matches!(
+            self,
+            SourceConfig::Sqlite { .. } | SourceConfig::Postgres(_) | SourceConfig::Mysql(_) | SourceConfig::Odbc(_)
+        )
     }
 }
 
@@ -210,6 +224,10 @@ pub struct DatasetConfig {
     #[serde(default)]
     pub schedule: Option<String>,
     pub source: SourceConfig,
+    /// `[dataset.text]`: encodings of the source's text and NFC normalisation
+    /// ([`crate::source::text`]).
+    #[serde(default)]
+    pub text: crate::source::text::TextConfig,
 }
 
 impl DatasetConfig {
@@ -235,6 +253,9 @@ fn default_batch_max_bytes() -> usize {
 }
 fn default_linger() -> Duration {
     DEFAULT_LINGER
+}
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
 }
 fn default_request_timeout() -> Duration {
     DEFAULT_REQUEST_TIMEOUT
@@ -384,6 +405,9 @@ impl AgentConfig {
         if self.forward.batch_max_bytes < 1024 {
             bad("forward.batch_max_bytes", "must be at least 1024".into());
         }
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&self.forward.max_in_flight) {
+            bad("forward.max_in_flight", format!("must be between 1 and {MAX_IN_FLIGHT_LIMIT}"));
+        }
         if self.datasets.is_empty() {
             bad("dataset", "no [[dataset]] configured; the agent would have nothing to do".into());
         }
@@ -397,10 +421,10 @@ impl AgentConfig {
             }
             match (&d.table, &d.query) {
                 (Some(_), _) if !d.source.is_database() => {
-                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql)".into())
+                    bad(&f("table"), "only for database sources (sqlite, postgres, mysql, odbc)".into())
                 }
                 (None, Some(_)) if !d.source.is_database() => {
-                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql)".into())
+                    bad(&f("query"), "only for database sources (sqlite, postgres, mysql, odbc)".into())
                 }
                 (None, None) if !d.source.is_database() => {}
                 (Some(_), Some(_)) => bad(&f("table"), "give either table or query, not both".into()),
@@ -436,6 +460,9 @@ impl AgentConfig {
             if d.poll_interval.is_zero() {
                 bad(&f("poll_interval"), "must be greater than zero".into());
             }
+            for (field, problem) in d.text.validate(&f("text")) {
+                bad(&field, problem);
+            }
             match &d.source {
                 SourceConfig::Sqlite { path } if path.as_os_str().is_empty() => {
                     bad(&f("source.path"), "must not be empty".into())
@@ -458,6 +485,11 @@ impl AgentConfig {
                 }
                 SourceConfig::Rest(c) => {
                     for (field, problem) in c.validate(d.mode, &f("source")) {
+                        bad(&field, problem);
+                    }
+                }
+                SourceConfig::Odbc(c) => {
+                    for (field, problem) in c.validate(&f("source")) {
                         bad(&field, problem);
                     }
                 }
@@ -494,6 +526,7 @@ impl AgentConfig {
                         a.secret_file.iter_mut().for_each(resolve);
                     }
                 }
+                SourceConfig::Odbc(c) => c.password_file.iter_mut().for_each(resolve),
             }
         }
     }

@@ -304,9 +304,31 @@ fn check_hub(config: &AgentConfig) -> usize {
     problems
 }
 
+/// Prints a warning for each text column whose values look mis-decoded (not counted as a
+/// problem: the data still syncs, but it will not join with correctly written text).
+fn warn_misdecoded(d: &kho_agent::config::DatasetConfig, p: &detect::profile::Profile) {
+    for (column, v) in &p.misdecoded {
+        println!(
+            "dataset {}: WARNING: column {column:?}: {} of {} sampled non-ASCII values look like {} \
+             (e.g. {:?} should read {:?}); {}",
+            d.name,
+            v.count,
+            v.sampled,
+            v.misread.describe(),
+            v.example.0,
+            v.example.1,
+            v.misread.advice()
+        );
+    }
+}
+
 /// Counts a dataset's rows and checks that its key identifies them; returns the problems found.
 fn check_rows(d: &kho_agent::config::DatasetConfig) -> usize {
-    match detect::profile::profile(d) {
+    let profile = detect::profile::profile(d);
+    if let Ok(p) = &profile {
+        warn_misdecoded(d, p);
+    }
+    match profile {
         Ok(p) if p.key_is_valid() => {
             println!("  rows: {}, key unique and never NULL", p.rows);
             0

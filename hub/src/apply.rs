@@ -8,8 +8,9 @@
 //!   overlaps `L` (the agent re-batched after a lost ack) applies only its changes above `L`; a
 //!   batch starting past `L + 1` is refused with the expected sequence.
 //! - **Per-agent order** (invariant 4): one thread applies all of an agent's jobs, in queue order
-//!   (an agent is always routed to the same writer); an agent sends its next batch only after the
-//!   previous one's ack. SQLite has exactly one writer; PostgreSQL has `warehouse.writers`, each
+//!   (an agent is always routed to the same writer), and an agent's batches are queued in the order
+//!   they arrived ([`ApplierHandle::apply`]; an agent over HTTPS sends its next batch while the
+//!   previous one is applied). SQLite has exactly one writer; PostgreSQL has `warehouse.writers`, each
 //!   with its own connection, so different agents' batches are applied in parallel. The
 //!   exactly-once rule ([`plan`]) is the same either way: it reads the agent's ledger inside the
 //!   writer's transaction.
@@ -47,6 +48,8 @@ pub const MIN_QUEUE_CAPACITY: usize = 4;
 pub const MAX_GROUP_JOBS: usize = 64;
 /// Stop adding jobs to a group past this many changes, so one commit stays a few seconds at most.
 pub const MAX_GROUP_CHANGES: usize = 200_000;
+/// Longest a batch waits for its agent's earlier-arrived batches to be queued ([`ApplierHandle::apply`]).
+pub const ORDER_WAIT: Duration = Duration::from_secs(2);
 /// Quiet time after the last batch before the writer releases its page cache: long enough that a
 /// sync in progress never pays for re-reading pages, short enough that a hub between syncs is small.
 pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(3);
@@ -146,6 +149,58 @@ impl Job {
 pub struct ApplierHandle {
     /// One queue per writer thread; [`ApplierHandle::queue_of`] picks an agent's.
     queues: Arc<[mpsc::Sender<Job>]>,
+    /// Batches received and not yet queued, per agent, in arrival order ([`Arrival`]).
+    arrivals: Arc<std::sync::Mutex<Line>>,
+    /// Woken whenever a batch leaves `arrivals`.
+    line_moved: Arc<tokio::sync::Notify>,
+}
+
+/// Batches between arrival and queue, per agent.
+#[derive(Default)]
+struct Line {
+    next: u64,
+    waiting: std::collections::HashMap<String, Vec<u64>>,
+}
+
+/// One batch's place in its agent's line ([`ApplierHandle::arrive`]).
+pub struct Arrival {
+    agent: String,
+    id: u64,
+    line: Arc<std::sync::Mutex<Line>>,
+    moved: Arc<tokio::sync::Notify>,
+}
+
+impl Arrival {
+    /// Returns once no batch of the same agent that arrived earlier is still waiting.
+    async fn turn(&self) {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let first = {
+                let line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+                line.waiting.get(&self.agent).and_then(|ids| ids.first().copied())
+            };
+            if first.is_none_or(|first| first >= self.id) {
+                return;
+            }
+            moved.await;
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = line.waiting.get_mut(&self.agent) {
+            ids.retain(|&id| id != self.id);
+            if ids.is_empty() {
+                line.waiting.remove(&self.agent);
+            }
+        }
+        drop(line);
+        self.moved.notify_waiters();
+    }
 }
 
 impl ApplierHandle {
@@ -159,12 +214,30 @@ impl ApplierHandle {
         &self.queues[(h.finish() % self.queues.len() as u64) as usize]
     }
 
+    /// Takes `agent`'s place in line for a batch that has just arrived, before it is decoded.
+    /// Hand it to [`ApplierHandle::apply`]; dropping it (a refused batch) gives the place up.
+    pub fn arrive(&self, agent: &str) -> Arrival {
+        let mut line = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        line.next += 1;
+        let id = line.next;
+        line.waiting.entry(agent.to_string()).or_default().push(id);
+        Arrival { agent: agent.to_string(), id, line: Arc::clone(&self.arrivals), moved: Arc::clone(&self.line_moved) }
+    }
+
     /// Queues a validated, authorised batch and waits until it is committed (or refused).
-    pub async fn apply(&self, batch: Batch) -> Result<Applied, ApplyError> {
+    ///
+    /// An agent may have two batches in flight (the next travels while the hub applies the
+    /// previous), and the later one may finish decoding first. So a batch is queued only once the
+    /// batches of the same agent that arrived before it are queued or refused (waiting at most
+    /// [`ORDER_WAIT`]). This only saves needless gap replies: correctness stays with the ledger
+    /// ([`plan`]), which refuses a batch that still comes early, and the agent resends it.
+    pub async fn apply(&self, batch: Batch, arrival: Arrival) -> Result<Applied, ApplyError> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue_of(&batch.agent).clone();
+        let _ = tokio::time::timeout(ORDER_WAIT, arrival.turn()).await;
         let job = Job::Batch { batch: Box::new(batch), queued: Instant::now(), reply };
         queue.send(job).await.map_err(|_| ApplyError::Stopped)?;
+        drop(arrival);
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
@@ -233,7 +306,8 @@ pub fn spawn_pool(
             std::panic::resume_unwind(panic);
         }
     })?;
-    Ok((ApplierHandle { queues: queues.into() }, joiner))
+    let handle = ApplierHandle { queues: queues.into(), arrivals: Arc::default(), line_moved: Arc::default() };
+    Ok((handle, joiner))
 }
 
 /// Waits for the next job. While the cache holds a burst's pages (`last_batch` is set), waits at
@@ -463,6 +537,32 @@ pub fn business_date(value: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_agents_batches_queue_in_arrival_order() {
+        let (tx, _rx) = mpsc::channel(1);
+        let handle = ApplierHandle { queues: vec![tx].into(), arrivals: Arc::default(), line_moved: Arc::default() };
+        let quick = Duration::from_millis(50);
+        let first = handle.arrive("so-y-te");
+        let second = handle.arrive("so-y-te");
+        let other = handle.arrive("so-tai-chinh");
+        // Another agent's batch and the agent's first one never wait.
+        assert!(tokio::time::timeout(quick, other.turn()).await.is_ok());
+        assert!(tokio::time::timeout(quick, first.turn()).await.is_ok());
+        // The second waits while the first is still being decoded, and goes once it is queued
+        // (or refused: either way its `Arrival` is dropped).
+        assert!(tokio::time::timeout(quick, second.turn()).await.is_err(), "second overtook first");
+        let waiter = tokio::spawn(async move {
+            second.turn().await;
+            second
+        });
+        tokio::time::sleep(quick).await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("second's turn").expect("task");
+        drop((second, other));
+        assert!(handle.arrivals.lock().expect("line").waiting.is_empty(), "nothing left behind");
+    }
 
     #[test]
     fn ledger_plan_covers_every_case() {

@@ -92,6 +92,39 @@ pub fn load_catalog(config: &HubConfig) -> Result<catalog::Catalog, catalog::Cat
     }
 }
 
+/// Longest wait between attempts to reach the warehouse at start.
+const WAREHOUSE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens the warehouse, waiting for it while its server is unreachable (a hub started with or
+/// before its PostgreSQL must not give up: agents keep their batches meanwhile). `None` when
+/// `shutdown` fires first. Any other failure (a bad certificate file, …) is returned at once.
+async fn open_warehouse(
+    config: &config::WarehouseSection,
+    department_of: warehouse::postgres::DepartmentOf,
+    shutdown: &CancellationToken,
+) -> Result<Option<warehouse::Opened>, HubError> {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        // Opening may block (PostgreSQL connects with its own small runtime): off the async workers.
+        let (warehouse_config, department_of) = (config.clone(), Arc::clone(&department_of));
+        let opened = tokio::task::spawn_blocking(move || warehouse::open(&warehouse_config, department_of))
+            .await
+            .map_err(|e| HubError::Thread(std::io::Error::other(e.to_string())))?;
+        match opened {
+            Ok(opened) => return Ok(Some(opened)),
+            Err(e @ warehouse::WarehouseError::Unreachable { .. }) => {
+                tracing::error!(error = %e, retry_in = ?delay, "cannot reach the warehouse; the hub waits for it before accepting batches");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(WAREHOUSE_RETRY_MAX);
+    }
+}
+
 /// Runs the hub with injected hooks until `shutdown` is cancelled.
 pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationToken) -> Result<(), HubError> {
     let problems = config.validate();
@@ -127,11 +160,9 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         let catalog = catalog.clone();
         Arc::new(move |dataset: &str| catalog.get().dataset(dataset).map(|d| d.department.clone()))
     };
-    // Opening may block (PostgreSQL connects with its own small runtime): off the async workers.
-    let warehouse_config = config.warehouse.clone();
-    let (writers, reader) = tokio::task::spawn_blocking(move || warehouse::open(&warehouse_config, department_of))
-        .await
-        .map_err(|e| HubError::Thread(std::io::Error::other(e.to_string())))??;
+    let Some((writers, reader)) = open_warehouse(&config.warehouse, department_of, &shutdown).await? else {
+        return Ok(());
+    };
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = apply::ApplierContext {
         metrics: Arc::clone(&metrics),

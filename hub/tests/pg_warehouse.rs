@@ -177,6 +177,96 @@ fn upserts_deletes_and_last_change_per_key_win() {
     assert_eq!(status.agents[0].applied_at.as_deref(), Some(NOW));
 }
 
+/// A load of new rows is `COPY`ed straight into the table; a batch that meets a key already in
+/// the table (even one soft-deleted) is rolled back to its savepoint and merged through staging
+/// instead. Both give the same rows, metadata and misfit cells.
+#[test]
+fn new_rows_load_directly_and_existing_keys_fall_back_to_the_merge() {
+    let db = TestDb::new();
+    let (mut wh, _reader) = open(&db);
+    let s = ho_so(&[col("so", ColumnType::Int)]);
+    let load: Vec<Change> =
+        (1..=1000).map(|i| upsert("ho_so", i, json!({"id": i, "ten": format!("hồ sơ {i}"), "so": i}))).collect();
+    apply(&mut wh, "a", std::slice::from_ref(&s), &load).expect("load");
+    // All upserts, 999 new keys and one that exists (key 500), plus a misfit cell: the primary key
+    // stops the direct COPY, nothing of it stays, the merge applies all of it.
+    let mut mixed: Vec<Change> =
+        (1001..=1999).map(|i| upsert("ho_so", i, json!({"id": i + 1000, "ten": "mới", "so": i}))).collect();
+    mixed.insert(400, upsert("ho_so", 1401, json!({"id": 500, "ten": "sửa", "so": "không phải số"})));
+    for (n, c) in mixed.iter_mut().enumerate() {
+        c.seq = 1001 + n as u64;
+    }
+    apply(&mut wh, "a", std::slice::from_ref(&s), &mixed).expect("mixed");
+    // Delete one row, then a load that brings it back to life with new keys around it.
+    apply(&mut wh, "a", std::slice::from_ref(&s), &[delete("ho_so", 2001, json!({"id": 7}))]).expect("delete");
+    let revive = [
+        upsert("ho_so", 2002, json!({"id": 7, "ten": "lại", "so": 7})),
+        upsert("ho_so", 2003, json!({"id": 5000, "ten": "x", "so": 1})),
+    ];
+    apply(&mut wh, "a", std::slice::from_ref(&s), &revive).expect("revive");
+    let mut c = db.client();
+    let count: i64 = c.query_one("SELECT count(*) FROM so_y_te.ho_so", &[]).expect("count").get(0);
+    assert_eq!(count, 1000 + 999 + 1);
+    let dup: i64 = c
+        .query_one("SELECT count(*) FROM (SELECT id FROM so_y_te.ho_so GROUP BY id HAVING count(*) > 1) d", &[])
+        .expect("dup")
+        .get(0);
+    assert_eq!(dup, 0);
+    let mut row = |id: i64| -> (String, Option<i64>, i64, bool, Option<String>, String) {
+        let r = c
+            .query_one(
+                "SELECT ten, so, _kho_seq, _kho_deleted, _kho_invalid::text, _kho_agent FROM so_y_te.ho_so WHERE id = $1",
+                &[&id],
+            )
+            .expect("row");
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+    };
+    assert_eq!(row(1), ("hồ sơ 1".into(), Some(1), 1, false, None, "a".into()));
+    assert_eq!(row(500), ("sửa".into(), None, 1401, false, Some("{\"so\": \"không phải số\"}".into()), "a".into()));
+    assert_eq!(row(2999), ("mới".into(), Some(1999), 2000, false, None, "a".into()));
+    assert_eq!(row(7), ("lại".into(), Some(7), 2002, false, None, "a".into()));
+    assert_eq!(wh.applied_seq("a").expect("ledger"), 2003);
+    let logged: i64 = c.query_one("SELECT count(*) FROM kho.change_log", &[]).expect("log").get(0);
+    assert_eq!(logged, 2003, "every change is in the history whichever path loaded it");
+}
+
+/// A warehouse written by an older hub kept one jsonb row per change in a `kho.change_log`
+/// table; opening it moves that history into `kho.change_batches`, readable through the view.
+#[test]
+fn an_older_per_change_history_is_migrated_into_the_view() {
+    let db = TestDb::new();
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE SCHEMA kho; CREATE TABLE kho.change_log (dataset text NOT NULL, key jsonb NOT NULL, op text NOT NULL, \
+         row jsonb, agent text NOT NULL, seq bigint NOT NULL, applied_at timestamptz NOT NULL); \
+         INSERT INTO kho.change_log VALUES \
+         ('ho_so', '{\"id\": 1}', 'upsert', '{\"id\": 1, \"ten\": \"cũ\", \"so\": null}', 'a', 1, now() - interval '2 days'), \
+         ('ho_so', '{\"id\": 1}', 'delete', NULL, 'a', 2, now() - interval '1 day')",
+    )
+    .expect("old history");
+    let (mut wh, _reader) = open(&db);
+    apply(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 3, json!({"id": 2, "ten": "mới"}))]).expect("apply");
+    let log: Vec<(String, String, Option<String>, String, i64)> = c
+        .query("SELECT key::text, op, row::text, agent, seq FROM kho.change_log ORDER BY seq", &[])
+        .expect("log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            ("{\"id\": 1}".into(), "upsert".into(), Some("{\"id\": 1, \"so\": null, \"ten\": \"cũ\"}".into()), "a".into(), 1),
+            ("{\"id\": 1}".into(), "delete".into(), None, "a".into(), 2),
+            ("{\"id\": 2}".into(), "upsert".into(), Some("{\"id\": 2, \"ten\": \"mới\"}".into()), "a".into(), 3),
+        ]
+    );
+    let kind: String = c
+        .query_one("SELECT relkind::text FROM pg_class WHERE oid = 'kho.change_log'::regclass", &[])
+        .expect("kind")
+        .get(0);
+    assert_eq!(kind, "v", "the old table is gone, the view took its name");
+}
+
 #[test]
 fn portable_types_land_typed_and_misfits_are_kept() {
     let db = TestDb::new();

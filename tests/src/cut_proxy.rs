@@ -22,7 +22,12 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 impl CutProxy {
     /// Starts forwarding to `127.0.0.1:<target>`.
     pub fn start(target: u16) -> CutProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        CutProxy::start_on(0, target)
+    }
+
+    /// Starts forwarding `127.0.0.1:<port>` (0: any free port) to `127.0.0.1:<target>`.
+    pub fn start_on(port: u16, target: u16) -> CutProxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let open = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

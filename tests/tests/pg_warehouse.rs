@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use kho_tests::compare::Diff;
+use kho_tests::cut_proxy::CutProxy;
 use kho_tests::pgwh::PgWarehouse;
-use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, free_port, wait_for};
 use kho_tests::source::SourceDb;
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -51,6 +52,11 @@ fn wait_converged_in(
             done
         },
     );
+}
+
+/// A real agent in `dir/agent` syncing the source's `ho_so` table in cursor mode.
+fn start_cursor_agent(dir: &std::path::Path, a: &AgentSpec, hub: &HubProc, src: &SourceDb, opts: &AgentOptions) -> AgentProc {
+    AgentProc::start(&dir.join("agent"), a, &hub.url(), &hub.ca_path(), &src.path, &[ho_so("ho_so", Some("updated_at"))], opts)
 }
 
 #[test]
@@ -122,15 +128,7 @@ fn hub_killed_repeatedly_during_a_100k_load_loses_and_duplicates_nothing() {
     let a = spec("crash-hub", &["ho_so"]);
     let mut hub = HubProc::start_with_warehouse(&tmp.path().join("hub"), std::slice::from_ref(&a), &pg.hub_toml(2));
     let opts = AgentOptions { batch_max_changes: 1_000, poll_interval: "300ms", ..AgentOptions::default() };
-    let agent = AgentProc::start(
-        &tmp.path().join("agent"),
-        &a,
-        &hub.url(),
-        &hub.ca_path(),
-        &src.path,
-        &[ho_so("ho_so", Some("updated_at"))],
-        &opts,
-    );
+    let agent = start_cursor_agent(tmp.path(), &a, &hub, &src, &opts);
     let mut killed_mid_load = 0;
     for round in 0..5u64 {
         std::thread::sleep(Duration::from_millis(fastrand::u64(300..1_200)));
@@ -219,4 +217,29 @@ fn two_agents_write_different_datasets_concurrently() {
         pg.count("SELECT count(*) FROM kho.datasets WHERE dataset = 'ho_so_yte' AND schema_name = 'so_y_te'"),
         1
     );
+}
+
+/// A hub started before its PostgreSQL is reachable waits for it (logging why) instead of
+/// exiting, then serves as usual once the server answers.
+#[test]
+fn the_hub_waits_for_an_unreachable_warehouse_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg = PgWarehouse::create();
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 300).unwrap();
+    let a = spec("so-y-te-01", &["ho_so"]);
+    // The warehouse URL points at a port nobody listens on yet.
+    let pg_port = free_port();
+    let url = pg.url().replace(":5432/", &format!(":{pg_port}/"));
+    assert_ne!(url, pg.url(), "the test database must be on port 5432: {}", pg.url());
+    let toml = format!("kind = \"postgres\"\nurl = \"{url}\"\nwriters = 2\n");
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(4));
+        CutProxy::start_on(pg_port, 5432)
+    });
+    let hub = HubProc::start_with_warehouse(&tmp.path().join("hub"), std::slice::from_ref(&a), &toml);
+    let _proxy = opener.join().unwrap();
+    let log = hub.log_tail();
+    assert!(log.contains("cannot reach the warehouse"), "the hub says why it waits:\n{log}");
+    let agent = start_cursor_agent(tmp.path(), &a, &hub, &src, &AgentOptions::default());
+    wait_converged(&mut pg, &src, &hub, &agent, "ho_so");
 }

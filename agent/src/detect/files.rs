@@ -158,7 +158,7 @@ fn capture_file(
         }
         None => {}
     }
-    let mut src = FolderSource::open(&dataset, config, &f.path)?;
+    let mut src = FolderSource::open(&dataset, config, &cap.config.text, &f.path)?;
     let schema = match src.discover(&cap.config.key, None) {
         Ok(s) => s,
         Err(e @ (SourceError::File { .. } | SourceError::MissingColumn { .. } | SourceError::Schema { .. })) => {

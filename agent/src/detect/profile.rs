@@ -5,7 +5,9 @@
 //! One streamed pass through the same [`Source`](crate::source::Source) and [`RowEncoder`] that
 //! capture uses, so what `check` counts is exactly what capture would see. Distinct keys are
 //! counted in a private temporary SQLite database on disk (not in memory), so memory stays flat
-//! whatever the table's size.
+//! whatever the table's size. Text columns are sampled for mojibake (legacy Vietnamese text
+//! decoded with the wrong encoding, [`crate::source::text::mojibake`]) after the dataset's own
+//! decoding, so a warning means the configured encoding is still wrong.
 
 use std::ops::ControlFlow;
 
@@ -13,7 +15,9 @@ use rusqlite::Connection;
 
 use super::encode::RowEncoder;
 use crate::config::DatasetConfig;
-use crate::source::{self, ScanRange, SourceError};
+use crate::source::text::mojibake::{ColumnSample, Verdict};
+use crate::source::{self, Cell, ScanRange, SourceError};
+use kho_shared::types::ColumnType;
 
 /// Key examples kept for the report.
 const EXAMPLES: usize = 3;
@@ -28,6 +32,8 @@ pub struct Profile {
     pub duplicate_keys: u64,
     /// A few repeated keys, as JSON objects.
     pub duplicate_examples: Vec<String>,
+    /// Text columns whose values look mis-decoded, with what they look like.
+    pub misdecoded: Vec<(String, Verdict)>,
 }
 
 impl Profile {
@@ -50,19 +56,29 @@ pub fn profile(config: &DatasetConfig) -> Result<Profile, ProfileError> {
     let scratch = |source| ProfileError::Scratch { dataset: config.name.clone(), source };
     // An empty path is a private temporary database on disk, deleted when closed.
     let keys = Connection::open("").map_err(scratch)?;
-    keys.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; CREATE TABLE k (h BLOB PRIMARY KEY) WITHOUT ROWID;")
-        .map_err(scratch)?;
+    keys.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; CREATE TABLE k (h BLOB PRIMARY KEY) WITHOUT ROWID;",
+    )
+    .map_err(scratch)?;
     let mut insert = keys.prepare("INSERT OR IGNORE INTO k (h) VALUES (?1)").map_err(scratch)?;
     let mut source = source::open(config, None)?;
     let schema = source.discover(&config.key, config.cursor_column.as_deref())?;
     let mut enc = RowEncoder::new(&schema);
     let mut p = Profile::default();
+    let texts: Vec<usize> =
+        schema.columns.iter().enumerate().filter(|(_, c)| c.ty == ColumnType::Text).map(|(i, _)| i).collect();
+    let mut samples: Vec<ColumnSample> = texts.iter().map(|_| ColumnSample::default()).collect();
     let mut failure: Option<ProfileError> = None;
     keys.execute_batch("BEGIN").map_err(scratch)?;
     source.scan(&schema, ScanRange::KeyOrder, &mut |row| {
         let step = (|| -> Result<(), ProfileError> {
             enc.encode(row)?;
             p.rows += 1;
+            for (sample, &i) in samples.iter_mut().zip(&texts) {
+                if let Cell::Text(t) = row.cell(i)? {
+                    sample.observe_bytes(t);
+                }
+            }
             if enc.key_has_null() {
                 p.null_keys += 1;
             } else if insert.execute([enc.key_hash().as_slice()]).map_err(scratch)? == 0 {
@@ -83,6 +99,11 @@ pub fn profile(config: &DatasetConfig) -> Result<Profile, ProfileError> {
     })?;
     if let Some(e) = failure {
         return Err(e);
+    }
+    for (sample, &i) in samples.iter().zip(&texts) {
+        if let Some(v) = sample.verdict() {
+            p.misdecoded.push((schema.columns[i].name.clone(), v));
+        }
     }
     Ok(p)
 }

@@ -62,6 +62,7 @@ impl Fixture {
             poll_interval: std::time::Duration::from_secs(1),
             schedule: None,
             source: SourceConfig::Sqlite { path: self.src.clone() },
+            text: Default::default(),
         }
     }
 

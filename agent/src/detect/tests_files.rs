@@ -57,7 +57,9 @@ impl Folder {
                 delimiter: None,
                 settle,
                 types: BTreeMap::new(),
+                formats: BTreeMap::new(),
             }),
+            text: Default::default(),
         };
         let outbox = Outbox::open(&self.outbox).unwrap();
         Capture::new(config, outbox, u64::MAX, CancellationToken::new(), Box::new(|| {}))

@@ -99,6 +99,7 @@ impl Db {
             poll_interval: std::time::Duration::from_secs(1),
             schedule: None,
             source: self.source(self.remote()),
+            text: Default::default(),
         }
     }
 }

@@ -138,6 +138,11 @@ fn rejected(status: u16, reply: Option<ErrorReply>, message: String) -> Transpor
 }
 
 impl Transport for HttpsTransport {
+    /// Each batch in flight takes its own connection from the client's pool.
+    fn max_in_flight(&self) -> usize {
+        crate::config::MAX_IN_FLIGHT_LIMIT
+    }
+
     async fn send_batch(&self, body: &EncodedBody) -> Result<Delivery, TransportError> {
         let mut request = self.client.post(&self.batches_url);
         if let Some(signer) = &self.signer {

@@ -14,10 +14,13 @@
 //! - any other failure → retry with capped exponential backoff and jitter, forever; WARN when a
 //!   retry may help by itself, ERROR when an operator must act (401/403/400/413/422).
 //!
-//! One batch is in flight at a time, so acks arrive in order and `acked_through` only grows (the
-//! hub refuses out-of-order batches). The work around it overlaps: while batch `k` travels, batch
-//! `k+1` is read, assembled and compressed on a blocking thread (a read-ahead of exactly one
-//! batch, discarded if a gap reply moves the start), and acks are written by a separate task that
+//! Over HTTPS up to `forward.max_in_flight` batches (default 2) travel at once, so the hub applies
+//! batch `k` while `k+1` crosses the network and is decoded; over MQTT one at a time. Answers are
+//! taken in sequence order, so `acked_through` only grows; a failed batch stops the ones behind it
+//! and sending starts again after the last ack (the hub queues an agent's batches in arrival order
+//! and its ledger refuses any that still come early; such a stale gap reply is resent at once).
+//! While batches travel, the next one is read, assembled and compressed on a blocking thread (a
+//! read-ahead of exactly one batch, discarded if an answer moves the start), and acks are written by a separate task that
 //! coalesces the ones that arrive while it is busy, so neither the next send nor capture waits for
 //! a delete's fsync. Deleting after the next send has started is safe: until the delete commits,
 //! a restart resends those changes and the hub acknowledges them as duplicates. The last ack is
@@ -28,6 +31,7 @@
 pub mod https;
 pub mod mqtt;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +95,10 @@ pub trait Transport: Send + Sync + 'static {
     fn send_batch(&self, body: &EncodedBody) -> impl Future<Output = Result<Delivery, TransportError>> + Send;
     /// Sends a heartbeat.
     fn send_heartbeat(&self, heartbeat: &Heartbeat) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Most batches this transport can usefully have in flight at once.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// Why the forwarder stopped.
@@ -134,6 +142,8 @@ enum Next {
     Ack(u64),
     /// Wait (backoff) and retry.
     Retry,
+    /// Resend at once (the answer was stale, not a failure).
+    Resend,
 }
 
 /// Decides what a gap reply means given the outbox's counters (pure).
@@ -177,6 +187,49 @@ enum Ready {
     Empty,
     /// The batch could not be compressed (never expected); retried after a backoff.
     Unencodable(CodecError),
+}
+
+/// A batch sent and not yet answered. Its send runs as a task of its own, so the next batch can
+/// go before this one's answer.
+struct InFlight {
+    batch: Arc<Prepared>,
+    /// What was acknowledged when it was sent (see the stale-gap rule in `judge`).
+    acked_at_send: u64,
+    task: JoinHandle<Result<Delivery, TransportError>>,
+}
+
+/// What woke the sending loop.
+enum Event {
+    /// The oldest batch in flight was answered.
+    Answer(Result<Delivery, TransportError>),
+    /// The read-ahead finished.
+    Ready(Result<Result<(Ready, Pending), ForwardError>, tokio::task::JoinError>),
+}
+
+/// The answer to the oldest batch in flight (pending forever when none is).
+async fn oldest_answer(flight: &mut VecDeque<InFlight>) -> Result<Delivery, TransportError> {
+    match flight.front_mut() {
+        Some(f) => (&mut f.task)
+            .await
+            .unwrap_or_else(|e| Err(TransportError::Network(format!("send task stopped: {e}")))),
+        None => std::future::pending().await,
+    }
+}
+
+/// The read-ahead's result (pending forever when none runs).
+async fn next_ready(ahead: &mut Option<ReadAhead>) -> Result<Result<(Ready, Pending), ForwardError>, tokio::task::JoinError> {
+    match ahead.as_mut() {
+        Some(a) => (&mut a.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stops every send in flight. The hub may still apply what it already received; the ledger
+/// makes the resend of those changes a harmless duplicate.
+fn abort_all(flight: &mut VecDeque<InFlight>) {
+    for f in flight.drain(..) {
+        f.task.abort();
+    }
 }
 
 /// A batch being prepared in the background while the previous one is in flight. The task hands
@@ -296,8 +349,9 @@ impl<T: Transport> Forwarder<T> {
         sent.and(persisted)
     }
 
-    /// The sending loop. At most one batch is in flight; the next one is read, assembled and
-    /// compressed while it travels, and acks are persisted by [`persist_acks`] meanwhile.
+    /// The sending loop. Up to `max_in_flight` batches travel at once (HTTPS; one over MQTT), in
+    /// sequence order, and their answers are taken in that order; the next batch is read,
+    /// assembled and compressed while they travel, and acks are persisted by [`persist_acks`].
     async fn send_loop(
         &self,
         mut acked: u64,
@@ -305,42 +359,45 @@ impl<T: Transport> Forwarder<T> {
         persister: &JoinHandle<Result<(), ForwardError>>,
         cancel: &CancellationToken,
     ) -> Result<(), ForwardError> {
+        let window = self.config.max_in_flight.clamp(1, self.transport.max_in_flight().max(1));
         let mut attempt: u32 = 0;
-        let mut current: Option<Prepared> = None;
+        let mut flight: VecDeque<InFlight> = VecDeque::new();
+        // Where the next batch to send starts.
+        let mut next_from = acked + 1;
         let mut ahead: Option<ReadAhead> = None;
         // The read buffer while no read-ahead holds it; dropped when the outbox drains.
         let mut spare: Option<Pending> = None;
         let mut released = false;
+        // The outbox had nothing past `next_from`: wait for an answer before looking again.
+        let mut drained = false;
         loop {
             if cancel.is_cancelled() || persister.is_finished() {
                 break;
             }
-            let batch = match current.take() {
-                Some(b) => b,
-                None => {
-                    let next = match ahead.take() {
-                        Some(a) if a.from == acked + 1 => a,
-                        Some(stale) => {
-                            stale.task.abort();
-                            self.read_ahead(acked + 1, spare.take().unwrap_or_default())
-                        }
-                        None => self.read_ahead(acked + 1, spare.take().unwrap_or_default()),
-                    };
-                    let mut task = next.task;
-                    let ready = tokio::select! {
-                        _ = cancel.cancelled() => {
-                            task.abort();
-                            break;
-                        }
-                        r = &mut task => r.map_err(|e| ForwardError::Join(e.to_string()))??,
-                    };
-                    let (ready, buffer) = ready;
+            let want = flight.len() < window && !drained;
+            if want && ahead.as_ref().is_none_or(|a| a.from != next_from) {
+                if let Some(stale) = ahead.take() {
+                    stale.task.abort();
+                }
+                ahead = Some(self.read_ahead(next_from, spare.take().unwrap_or_default()));
+            }
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = oldest_answer(&mut flight) => Event::Answer(r),
+                r = next_ready(&mut ahead), if want => Event::Ready(r),
+            };
+            match event {
+                Event::Ready(ready) => {
+                    ahead = None;
+                    let (ready, buffer) = ready.map_err(|e| ForwardError::Join(e.to_string()))??;
                     spare = Some(buffer);
                     match ready {
                         Ready::Batch(b) => {
                             released = false;
-                            b
+                            next_from = b.last_seq + 1;
+                            flight.push_back(self.send(b, acked));
                         }
+                        Ready::Empty if !flight.is_empty() => drained = true,
                         Ready::Empty => {
                             if !released {
                                 // The burst is over: give back what it grew.
@@ -353,74 +410,104 @@ impl<T: Transport> Forwarder<T> {
                                 _ = self.notify.notified() => {}
                                 _ = tokio::time::sleep(IDLE_RECHECK) => {}
                             }
-                            continue;
                         }
                         Ready::Unencodable(e) => {
                             tracing::error!(error = %e, "could not compress a batch");
                             attempt = self.wait_retry(attempt, cancel).await;
-                            continue;
                         }
                     }
                 }
-            };
-            let (first, last) = (batch.first_seq, batch.last_seq);
-            if ahead.is_none() {
-                ahead = Some(self.read_ahead(last + 1, spare.take().unwrap_or_default()));
-            }
-            let result = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = self.transport.send_batch(&batch.body) => r,
-            };
-            let next = match result {
-                Ok(Delivery::Applied { through }) if through >= first => {
-                    if through > last {
-                        tracing::warn!(through, last_seq = last, "hub acknowledged more than the batch carried; acking the batch only");
-                    }
-                    Next::Ack(through.min(last))
-                }
-                Ok(Delivery::Applied { through }) => {
-                    tracing::warn!(through, first_seq = first, "hub acknowledged less than the batch; resending");
-                    Next::Retry
-                }
-                Ok(Delivery::Gap { expected }) => {
-                    let next_seq = blocking(&self.outbox, |o| o.meta()).await?.next_seq;
-                    match on_gap(expected, acked, next_seq) {
-                        Ok(next) => {
-                            tracing::info!(expected, "hub already has earlier changes; continuing from its expected sequence");
-                            next
+                Event::Answer(result) => {
+                    drained = false;
+                    let Some(sent) = flight.pop_front() else { continue };
+                    match self.judge(&sent, result, acked, attempt).await? {
+                        Next::Ack(through) => {
+                            acked = acked.max(through);
+                            acks.send_replace(acked);
+                            tracing::debug!(first_seq = sent.batch.first_seq, through, "batch acknowledged");
+                            attempt = 0;
+                            // The batches behind it must start right after what is acknowledged.
+                            let expected = acked + 1;
+                            if flight.front().map_or(next_from, |f| f.batch.first_seq) != expected {
+                                abort_all(&mut flight);
+                                next_from = expected;
+                            }
                         }
-                        Err(problem) => {
-                            tracing::error!(expected, acked_through = acked, "{problem}");
-                            Next::Retry
+                        next @ (Next::Retry | Next::Resend) => {
+                            // Whatever was sent after it depends on it: start again after the ack.
+                            abort_all(&mut flight);
+                            next_from = acked + 1;
+                            if next == Next::Retry {
+                                attempt = self.wait_retry(attempt, cancel).await;
+                            }
                         }
                     }
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(first_seq = first, last_seq = last, attempt, error = %e, "batch not delivered; will retry");
-                    Next::Retry
-                }
-                Err(e) => {
-                    tracing::error!(first_seq = first, last_seq = last, attempt, error = %e, "hub refused the batch; operator action needed, will keep retrying");
-                    Next::Retry
-                }
-            };
-            match next {
-                Next::Ack(through) => {
-                    acked = acked.max(through);
-                    acks.send_replace(acked);
-                    tracing::debug!(first_seq = first, through, "batch acknowledged");
-                    attempt = 0;
-                }
-                Next::Retry => {
-                    current = Some(batch);
-                    attempt = self.wait_retry(attempt, cancel).await;
                 }
             }
         }
+        abort_all(&mut flight);
         if let Some(a) = ahead {
             a.task.abort();
         }
         Ok(())
+    }
+
+    /// Starts sending `batch` in its own task.
+    fn send(&self, batch: Prepared, acked: u64) -> InFlight {
+        let batch = Arc::new(batch);
+        let (transport, body) = (Arc::clone(&self.transport), Arc::clone(&batch));
+        let task = tokio::spawn(async move { transport.send_batch(&body.body).await });
+        InFlight { batch, acked_at_send: acked, task }
+    }
+
+    /// What the hub's answer to `sent` means, `acked` being what is acknowledged so far.
+    async fn judge(
+        &self,
+        sent: &InFlight,
+        result: Result<Delivery, TransportError>,
+        acked: u64,
+        attempt: u32,
+    ) -> Result<Next, ForwardError> {
+        let (first, last) = (sent.batch.first_seq, sent.batch.last_seq);
+        Ok(match result {
+            Ok(Delivery::Applied { through }) if through >= first => {
+                if through > last {
+                    tracing::warn!(through, last_seq = last, "hub acknowledged more than the batch carried; acking the batch only");
+                }
+                Next::Ack(through.min(last))
+            }
+            Ok(Delivery::Applied { through }) => {
+                tracing::warn!(through, first_seq = first, "hub acknowledged less than the batch; resending");
+                Next::Retry
+            }
+            // Sent while an earlier batch was still unanswered, and that one has been acknowledged
+            // since: the hub answered before it applied the earlier one. Resend at once.
+            Ok(Delivery::Gap { expected }) if expected <= acked && acked > sent.acked_at_send => {
+                tracing::debug!(expected, acked_through = acked, "batch overtook its predecessor; resending");
+                Next::Resend
+            }
+            Ok(Delivery::Gap { expected }) => {
+                let next_seq = blocking(&self.outbox, |o| o.meta()).await?.next_seq;
+                match on_gap(expected, acked, next_seq) {
+                    Ok(next) => {
+                        tracing::info!(expected, "hub already has earlier changes; continuing from its expected sequence");
+                        next
+                    }
+                    Err(problem) => {
+                        tracing::error!(expected, acked_through = acked, "{problem}");
+                        Next::Retry
+                    }
+                }
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(first_seq = first, last_seq = last, attempt, error = %e, "batch not delivered; will retry");
+                Next::Retry
+            }
+            Err(e) => {
+                tracing::error!(first_seq = first, last_seq = last, attempt, error = %e, "hub refused the batch; operator action needed, will keep retrying");
+                Next::Retry
+            }
+        })
     }
 
     async fn wait_retry(&self, attempt: u32, cancel: &CancellationToken) -> u32 {

@@ -18,7 +18,7 @@ use super::https::HttpsTransport;
 use super::*;
 use crate::config::{HubSection, Mode};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Reply {
     Fail500,
     Gap(u64),
@@ -33,6 +33,10 @@ struct Hub {
     batches: Vec<(u64, u64)>,
     applied: Vec<u64>,
     heartbeats: usize,
+    /// Each batch request waits this long before it is handled (to overlap requests).
+    delay: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<Hub>>;
@@ -42,6 +46,14 @@ async fn batches(State(hub): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     assert_eq!(headers["content-type"], kho_shared::protocol::BATCH_CONTENT_TYPE);
     assert_eq!(headers["content-encoding"], "zstd");
     let digest = headers[kho_shared::protocol::DIGEST_HEADER].to_str().unwrap().to_string();
+    let delay = {
+        let mut h = hub.lock().unwrap();
+        h.in_flight += 1;
+        h.max_in_flight = h.max_in_flight.max(h.in_flight);
+        h.delay
+    };
+    tokio::time::sleep(delay).await;
+    hub.lock().unwrap().in_flight -= 1;
     let batch = codec::decode(&body, &digest, 64 << 20).unwrap();
     batch.validate().unwrap();
     let mut hub = hub.lock().unwrap();
@@ -131,9 +143,19 @@ fn outbox_with(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     path
 }
 
+/// A forwarder with one batch in flight, so scripted replies meet batches in a known order.
 fn forwarder(path: &std::path::Path, url: &str, batch: usize) -> Forwarder<HttpsTransport> {
+    forwarder_with_window(path, url, batch, 1)
+}
+
+fn forwarder_with_window(path: &std::path::Path, url: &str, batch: usize, window: usize) -> Forwarder<HttpsTransport> {
     let transport = Arc::new(HttpsTransport::new(&hub_section(url), "t0ken").unwrap());
-    let config = ForwardSection { batch_max_changes: batch, batch_max_bytes: 1 << 20, linger: Duration::from_millis(5) };
+    let config = ForwardSection {
+        batch_max_changes: batch,
+        batch_max_bytes: 1 << 20,
+        linger: Duration::from_millis(5),
+        max_in_flight: window,
+    };
     Forwarder::new(Outbox::open(path).unwrap(), transport, config, "a1".into(), Arc::new(Notify::new()))
         .with_backoff(Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(40) })
 }
@@ -168,6 +190,41 @@ async fn server_errors_are_retried_and_nothing_is_lost() {
     assert!(hub.batches[..5].iter().all(|b| *b == (1, 10)), "the refused batch is resent unchanged");
     let m = Outbox::open_read_only(&path).unwrap().meta().unwrap();
     assert_eq!((m.acked_through, m.next_seq), (25, 26));
+}
+
+/// Forwards `n` changes in batches of 10 with `window` in flight to a hub that takes 30 ms per
+/// request and answers by `script`; returns (changes applied in order, most requests at once).
+async fn forward_through_slow_hub(n: usize, script: Vec<Reply>, window: usize) -> (Vec<u64>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = outbox_with(dir.path(), n);
+    let (hub, url) = start_hub(script).await;
+    hub.lock().unwrap().delay = Duration::from_millis(30);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(forwarder_with_window(&path, &url, 10, window).run(cancel.clone()));
+    wait_until("the outbox to drain", || depth(&path) == 0).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let hub = hub.lock().unwrap();
+    (hub.applied.clone(), hub.max_in_flight)
+}
+
+/// Two batches travel at once: the hub has the next batch before it answers the previous one.
+/// Replies that come back out of order (gaps for a batch that overtook its predecessor) and
+/// failures in the middle of the window still end with every change applied once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batches_in_flight_and_every_change_once_in_order() {
+    let (applied, most) = forward_through_slow_hub(95, vec![], 2).await;
+    assert_eq!(applied, (1..=95).collect::<Vec<_>>(), "every change once, in order");
+    assert_eq!(most, 2, "two batches travelled at once");
+    for script in [vec![Reply::Fail500, Reply::Fail500], [Reply::Fail500, Reply::Gap(1)].repeat(3)] {
+        let (applied, most) = forward_through_slow_hub(95, script.clone(), 2).await;
+        assert_eq!(applied, (1..=95).collect::<Vec<_>>(), "script {script:?}: every change once, in order");
+        // After a failure the agent abandons the batch behind it, which the hub may still be
+        // handling when the resend arrives: then more than two.
+        assert!(most >= 2, "script {script:?}: two batches travelled at once");
+    }
+    let (applied, most) = forward_through_slow_hub(35, vec![], 1).await;
+    assert_eq!((applied.len(), most), (35, 1), "one in flight means one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

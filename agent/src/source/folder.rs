@@ -2,8 +2,11 @@
 //!
 //! A department's application exports a file into a folder on a schedule; the agent reads each
 //! new or changed file. Config: `path`, `pattern` (`*.csv`, `ho_so_*.xlsx`; `*` and `?`), `sheet`
-//! (XLSX; first sheet by default), `delimiter` (CSV; `,` by default), `settle`, and `types`
-//! (declared column types, replacing inference for those columns).
+//! (XLSX; first sheet by default), `delimiter` (CSV; `,` by default), `settle`, `types`
+//! (declared column types, replacing inference for those columns) and `formats` (how a declared
+//! column's dates or numbers are written: `%d/%m/%Y`, `excel`, `vi`; see [`super::formats`]).
+//! Text is decoded with the dataset's `[dataset.text]` encodings (CSV bytes as bytes, XLSX strings
+//! as Unicode that Excel may have read from a legacy font) and normalised to NFC ([`super::text`]).
 //!
 //! Invariants:
 //! - **Half-written files are never read.** Temporary names (`~$*`, `*.tmp`, `*.part`,
@@ -13,7 +16,8 @@
 //!   again; a file that changed meanwhile is not marked processed and is read again.
 //! - **A file is applied whole or not at all.** Before any row is emitted the whole file is
 //!   validated ([`FolderSource::discover`]): header (non-empty, unique names, declared key
-//!   present), UTF-8 (a BOM is accepted and dropped), field count of every line, every value
+//!   present), text encoding (UTF-8 unless declared otherwise; a BOM is accepted and dropped),
+//!   field count of every line, every value
 //!   against its column type, and the key of every row (no NULL, no duplicate). The first problem
 //!   refuses the file with an error naming dataset, file and line; the refusal is remembered by
 //!   the file's sha256 and reported on every poll until the file changes (new hash) or is removed.
@@ -21,8 +25,9 @@
 //! - **Processed files are remembered by content sha256** in the outbox (`source_files`), written
 //!   in the same transaction as the file's last chunk of changes, so a file is never applied twice
 //!   (a copy dropped again under another name too) and a crash mid-file re-reads it.
-//! - **Text is kept byte for byte**: fields are taken as UTF-8 bytes; an empty field is NULL (CSV
-//!   cannot tell an empty string from a missing value).
+//! - **Text is kept exactly**: fields are decoded from their declared encoding and normalised to
+//!   NFC (unless `nfc = false`), nothing else; an empty field is NULL (CSV cannot tell an empty
+//!   string from a missing value).
 //!
 //! Detection modes:
 //! - `snapshot`: the newest settled file is the dataset's full current state. Its rows are diffed
@@ -50,7 +55,9 @@ use kho_shared::types::ColumnType;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::formats::{self, ValueFormat};
 use super::row::RowBuf;
+use super::text::{self, Encoding, Origin, TextConfig};
 use super::values::{self, Class, Infer};
 use super::{RowView, ScanRange, Source, SourceError};
 
@@ -76,6 +83,10 @@ pub struct FolderSourceConfig {
     /// `json`), replacing inference for those columns.
     #[serde(default)]
     pub types: BTreeMap<String, ColumnType>,
+    /// How declared columns write their values: a date pattern (`"%d/%m/%Y"`), `"excel"` (serial
+    /// day numbers), `"vi"` (`1.234.567,89`) or `"en"` (`1,234,567.89`).
+    #[serde(default)]
+    pub formats: BTreeMap<String, String>,
 }
 
 fn default_settle() -> Duration {
@@ -111,6 +122,11 @@ impl FolderSourceConfig {
         }
         if let Some((col, _)) = self.types.iter().find(|(_, t)| **t == ColumnType::Bytes) {
             p.push((f(&format!("types.{col}")), "bytes cannot be read from a text file; use text".into()));
+        }
+        for (col, spec) in &self.formats {
+            if let Err(e) = ValueFormat::parse(spec, self.types.get(col).copied()) {
+                p.push((f(&format!("formats.{col}")), e));
+            }
         }
         p
     }
@@ -237,6 +253,10 @@ pub struct FolderSource {
     delimiter: u8,
     sheet: Option<String>,
     declared: BTreeMap<String, ColumnType>,
+    formats: BTreeMap<String, ValueFormat>,
+    text: TextConfig,
+    /// How each column is read, from the header (`discover`).
+    specs: Vec<ColumnSpec>,
     /// Size and mtime when opened, to notice a file changing while it is read.
     stamp: (u64, SystemTime),
     /// The loaded worksheet (XLSX only), from `discover`.
@@ -245,8 +265,13 @@ pub struct FolderSource {
 }
 
 impl FolderSource {
-    /// Opens `path` (a file of the folder `config` describes).
-    pub fn open(dataset: &str, config: &FolderSourceConfig, path: &Path) -> Result<FolderSource, SourceError> {
+    /// Opens `path` (a file of the folder `config` describes), decoding text as `text` says.
+    pub fn open(
+        dataset: &str,
+        config: &FolderSourceConfig,
+        text: &TextConfig,
+        path: &Path,
+    ) -> Result<FolderSource, SourceError> {
         let meta = std::fs::metadata(path).map_err(|source| SourceError::Io {
             dataset: dataset.to_string(),
             path: path.to_path_buf(),
@@ -267,6 +292,14 @@ impl FolderSource {
             delimiter,
             sheet: config.sheet.clone(),
             declared: config.types.clone(),
+            // The config was validated: a format that does not parse cannot occur.
+            formats: config
+                .formats
+                .iter()
+                .filter_map(|(c, f)| Some((c.clone(), ValueFormat::parse(f, config.types.get(c).copied()).ok()?)))
+                .collect(),
+            text: text.clone(),
+            specs: Vec::new(),
             stamp,
             sheet_data: None,
             row: RowBuf::default(),
@@ -343,6 +376,18 @@ impl FolderSource {
             .collect()
     }
 
+    /// How each named column is read: its encoding, declared type and format.
+    fn column_specs(&self, names: &[String]) -> Vec<ColumnSpec> {
+        names
+            .iter()
+            .map(|n| ColumnSpec {
+                encoding: self.text.encoding_of(n),
+                declared: self.declared.get(n).copied(),
+                format: self.formats.get(n).cloned(),
+            })
+            .collect()
+    }
+
     fn validate_csv(&mut self, key: &[String]) -> Result<Vec<Column>, SourceError> {
         let mut rdr = self.csv_reader()?;
         let mut rec = csv::ByteRecord::new();
@@ -352,14 +397,18 @@ impl FolderSource {
         }
         let mut fields = Vec::with_capacity(rec.len());
         for f in rec.iter() {
-            fields.push(String::from_utf8(f.to_vec()).map_err(|_| self.refuse(not_utf8(1)))?);
+            let name = text::convert(self.text.encoding, Origin::Bytes, self.text.nfc, f)
+                .map_err(|_| self.refuse(not_utf8(1, None, f)))?;
+            fields.push(name.into_owned());
         }
         let names = self.header(fields)?;
         let key_idx = self.check_key_columns(&names, key)?;
-        let declared: Vec<Option<ColumnType>> = names.iter().map(|n| self.declared.get(n).copied()).collect();
+        let specs = self.column_specs(&names);
+        let declared: Vec<Option<ColumnType>> = specs.iter().map(|c| c.declared).collect();
         let mut infer = vec![Infer::default(); names.len()];
         let mut keys = KeySet::default();
         let mut scratch = RowBuf::default();
+        let mut key_vals: Vec<String> = vec![String::new(); key_idx.len()];
         let mut line = 1u64;
         while rdr.read_byte_record(&mut rec).map_err(|e| self.csv_err(e))? {
             line = rec.position().map_or(line + 1, |p| p.line());
@@ -369,23 +418,30 @@ impl FolderSource {
             if rec.len() != names.len() {
                 return Err(self.refuse(format!("line {line}: {} fields, the header has {}", rec.len(), names.len())));
             }
+            key_vals.iter_mut().for_each(String::clear);
             for (i, f) in rec.iter().enumerate() {
-                let s = std::str::from_utf8(f).map_err(|_| self.refuse(not_utf8(line)))?;
+                let s = text::convert(specs[i].encoding, Origin::Bytes, self.text.nfc, f)
+                    .map_err(|_| self.refuse(not_utf8(line, Some(&names[i]), f)))?;
+                if let Some(k) = key_idx.iter().position(|&k| k == i) {
+                    key_vals[k].push_str(&s);
+                }
                 if s.is_empty() {
                     continue;
                 }
                 match declared[i] {
                     Some(ty) => {
                         scratch.clear();
-                        values::push_typed(&mut scratch, ty, s)
+                        specs[i]
+                            .push(&mut scratch, ty, &s)
                             .map_err(|e| self.refuse(format!("line {line}, column {:?}: {e}", names[i])))?;
                     }
-                    None => infer[i].observe(values::classify_text(s)),
+                    None => infer[i].observe(values::classify_text(&s)),
                 }
             }
-            let key_vals: Vec<&[u8]> = key_idx.iter().map(|&i| rec.get(i).unwrap_or(b"")).collect();
-            self.check_key(&mut keys, &names, &key_idx, &key_vals, ("line", line))?;
+            let refs: Vec<&[u8]> = key_vals.iter().map(String::as_bytes).collect();
+            self.check_key(&mut keys, &names, &key_idx, &refs, ("line", line))?;
         }
+        self.specs = specs;
         Ok(columns(names, &declared, &infer))
     }
 
@@ -436,13 +492,17 @@ impl FolderSource {
         let Some(head) = rows.next() else {
             return Err(self.refuse("the sheet is empty (no header row)".into()));
         };
-        let head: Vec<String> =
-            head.iter().map(|c| xlsx_text(c).ok().flatten().map(|(s, _)| s).unwrap_or_default()).collect();
+        let enc = self.text.encoding;
+        let head: Vec<String> = head
+            .iter()
+            .map(|c| xlsx_text(c, enc, self.text.nfc).ok().flatten().map(|(s, _)| s).unwrap_or_default())
+            .collect();
         // Trailing empty header cells are formatting, not columns.
         let used = head.iter().rposition(|h| !h.trim().is_empty()).map_or(0, |i| i + 1);
         let names = self.header(head[..used].to_vec())?;
         let key_idx = self.check_key_columns(&names, key)?;
-        let declared: Vec<Option<ColumnType>> = names.iter().map(|n| self.declared.get(n).copied()).collect();
+        let specs = self.column_specs(&names);
+        let declared: Vec<Option<ColumnType>> = specs.iter().map(|c| c.declared).collect();
         let mut infer = vec![Infer::default(); names.len()];
         let mut keys = KeySet::default();
         let mut scratch = RowBuf::default();
@@ -460,32 +520,70 @@ impl FolderSource {
             let mut key_vals: Vec<Vec<u8>> = Vec::with_capacity(key_idx.len());
             for (i, name) in names.iter().enumerate() {
                 let cell = row.get(i).unwrap_or(&Data::Empty);
-                let v = xlsx_text(cell).map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
+                let v = xlsx_text(cell, specs[i].encoding, self.text.nfc)
+                    .map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
                 let Some((s, class)) = v else { continue };
                 match declared[i] {
                     Some(ty) => {
                         scratch.clear();
-                        values::push_typed(&mut scratch, ty, &s)
+                        specs[i]
+                            .push(&mut scratch, ty, &s)
                             .map_err(|e| self.refuse(format!("row {line}, column {name:?}: {e}")))?;
                     }
                     None => infer[i].observe(class),
                 }
             }
             for &k in &key_idx {
-                let v =
-                    xlsx_text(row.get(k).unwrap_or(&Data::Empty)).ok().flatten().map(|(s, _)| s).unwrap_or_default();
+                let v = xlsx_text(row.get(k).unwrap_or(&Data::Empty), specs[k].encoding, self.text.nfc)
+                    .ok()
+                    .flatten()
+                    .map(|(s, _)| s)
+                    .unwrap_or_default();
                 key_vals.push(v.into_bytes());
             }
             let refs: Vec<&[u8]> = key_vals.iter().map(Vec::as_slice).collect();
             self.check_key(&mut keys, &names, &key_idx, &refs, ("row", line))?;
         }
         self.sheet_data = Some(range);
+        self.specs = specs;
         Ok(columns(names, &declared, &infer))
     }
 }
 
-fn not_utf8(line: u64) -> String {
-    format!("line {line}: text is not UTF-8 (export the file as \"CSV UTF-8\")")
+/// The refusal of a field that is not UTF-8, suggesting the legacy encoding it reads as.
+fn not_utf8(line: u64, column: Option<&str>, bytes: &[u8]) -> String {
+    let at = match column {
+        Some(c) => format!("line {line}, column {c:?}"),
+        None => format!("line {line}"),
+    };
+    match text::mojibake::suggest_for_bytes(bytes) {
+        Some(enc) => format!(
+            "{at}: text is not UTF-8; it reads as Vietnamese in {0} (set encoding = \"{0}\" in [dataset.text], \
+             or export the file as \"CSV UTF-8\")",
+            enc.as_str()
+        ),
+        None => format!(
+            "{at}: text is not UTF-8 (export the file as \"CSV UTF-8\", or declare its encoding in [dataset.text])"
+        ),
+    }
+}
+
+/// How one column of a file is read.
+#[derive(Debug, Clone)]
+struct ColumnSpec {
+    encoding: Encoding,
+    declared: Option<ColumnType>,
+    format: Option<ValueFormat>,
+}
+
+impl ColumnSpec {
+    /// Appends the non-empty (decoded) value `s` as a value of `ty`.
+    fn push(&self, out: &mut RowBuf, ty: ColumnType, s: &str) -> Result<(), String> {
+        match &self.format {
+            Some(f) => formats::push_formatted(out, ty, f, s),
+            None => values::push_typed(out, ty, s),
+        }
+    }
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -527,11 +625,19 @@ impl KeySet {
 }
 
 /// An XLSX cell as text plus its class; None when empty. Errors for `#N/A`-style error cells.
-pub fn xlsx_text(cell: &Data) -> Result<Option<(String, Class)>, String> {
+/// Strings are decoded from `enc` (a legacy font's text that Excel holds as Windows-1252
+/// characters) and normalised to NFC when `nfc`.
+pub fn xlsx_text(cell: &Data, enc: Encoding, nfc: bool) -> Result<Option<(String, Class)>, String> {
     Ok(Some(match cell {
         Data::Empty => return Ok(None),
         Data::String(s) if s.is_empty() => return Ok(None),
-        Data::String(s) => (s.clone(), values::classify_text(s)),
+        Data::String(s) => {
+            let s = text::convert(enc, Origin::Unicode, nfc, s.as_bytes())
+                .map_err(|_| "the cell's text is not valid Unicode".to_string())?
+                .into_owned();
+            let class = values::classify_text(&s);
+            (s, class)
+        }
         Data::Int(i) => (i.to_string(), Class::Int),
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => (format!("{}", *f as i64), Class::Int),
         // Shortest digits that read back as the stored double: what Excel displays at full precision.
@@ -564,6 +670,12 @@ impl Source for FolderSource {
         // Files were validated whole by `discover`; any failure here means the file changed
         // under us, which is reported as transient I/O (the file is read again next poll).
         let types: Vec<ColumnType> = schema.columns.iter().map(|c| c.ty).collect();
+        if self.specs.len() != types.len() {
+            let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+            self.specs = self.column_specs(&names);
+        }
+        let specs = std::mem::take(&mut self.specs);
+        let nfc = self.text.nfc;
         let (dataset, path) = (self.dataset.clone(), self.path.clone());
         let changed = |e: String| SourceError::Io {
             dataset: dataset.clone(),
@@ -593,8 +705,9 @@ impl Source for FolderSource {
                             row.push_null();
                             continue;
                         }
-                        let s = std::str::from_utf8(f).map_err(|_| changed("UTF-8".into()))?;
-                        values::push_typed(&mut row, types[i], s).map_err(changed)?;
+                        let s = text::convert(specs[i].encoding, Origin::Bytes, nfc, f)
+                            .map_err(|_| changed("UTF-8".into()))?;
+                        specs[i].push(&mut row, types[i], &s).map_err(changed)?;
                     }
                     if visit(&row).is_break() {
                         break;
@@ -614,9 +727,11 @@ impl Source for FolderSource {
                     }
                     row.clear();
                     for (i, ty) in types.iter().enumerate() {
-                        match xlsx_text(cells.get(i).unwrap_or(&Data::Empty)).map_err(changed)? {
+                        match xlsx_text(cells.get(i).unwrap_or(&Data::Empty), specs[i].encoding, nfc)
+                            .map_err(changed)?
+                        {
                             None => row.push_null(),
-                            Some((s, _)) => values::push_typed(&mut row, *ty, &s).map_err(changed)?,
+                            Some((s, _)) => specs[i].push(&mut row, *ty, &s).map_err(changed)?,
                         }
                     }
                     if visit(&row).is_break() {
@@ -627,6 +742,7 @@ impl Source for FolderSource {
                 self.sheet_data = Some(range);
             }
         }
+        self.specs = specs;
         Ok(())
     }
 
@@ -667,6 +783,7 @@ mod tests {
             delimiter: None,
             settle: Duration::ZERO,
             types: BTreeMap::new(),
+            formats: BTreeMap::new(),
         }
     }
 
@@ -689,7 +806,7 @@ mod tests {
         let p = dir.path().join("a.csv");
         std::fs::write(&p, "\u{feff}ma,ten,so_tien,ngay,ma_xa\n1,Nguyễn Văn Ánh,1234.50,2026-01-05,007\n2,\"Lò Thị Hồng, Sơn La\",,2026-02-01,012\n").unwrap();
         let c = cfg(dir.path(), "*.csv");
-        let mut src = FolderSource::open("d", &c, &p).unwrap();
+        let mut src = FolderSource::open("d", &c, &TextConfig::default(), &p).unwrap();
         let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
         let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
         assert_eq!(types, ["int", "text", "decimal", "date", "text"]);
@@ -704,7 +821,7 @@ mod tests {
         let c = cfg(dir.path(), "*.csv");
         let cases: [(&[u8], &str); 5] = [
             (b"ma,ten\n1,a\n2,b,c\n", "line 3: 3 fields"),
-            (b"ma,ten\n1,a\n2,\xff\xfe\n", "line 3: text is not UTF-8"),
+            (b"ma,ten\n1,a\n2,\xff\xfe\n", "line 3, column \"ten\": text is not UTF-8"),
             (b"ma,ten\n1,a\n1,b\n", "line 3: duplicate key [1]"),
             (b"ma,ten\n1,a\n,b\n", "line 3: key column \"ma\" is empty"),
             (b"ma,ma\n1,a\n", "appears twice"),
@@ -712,7 +829,7 @@ mod tests {
         for (i, (content, want)) in cases.iter().enumerate() {
             let p = dir.path().join(format!("bad{i}.csv"));
             std::fs::write(&p, content).unwrap();
-            let mut src = FolderSource::open("ds", &c, &p).unwrap();
+            let mut src = FolderSource::open("ds", &c, &TextConfig::default(), &p).unwrap();
             let err = read_all(&mut src, &["ma"]).unwrap_err().to_string();
             assert!(err.contains(want) && err.contains("dataset ds") && err.contains(&format!("bad{i}.csv")), "{err}");
         }
@@ -727,7 +844,7 @@ mod tests {
         c.delimiter = Some(';');
         c.types.insert("ngay".into(), ColumnType::Date);
         c.types.insert("so".into(), ColumnType::Decimal);
-        let mut src = FolderSource::open("d", &c, &p).unwrap();
+        let mut src = FolderSource::open("d", &c, &TextConfig::default(), &p).unwrap();
         let (_, rows) = read_all(&mut src, &["ma"]).unwrap();
         assert_eq!(rows[0], r#"{"ma":"007","ngay":"2026-01-05","so":"12"}"#);
     }
@@ -750,7 +867,7 @@ mod tests {
         ws.write_boolean(1, 4, true).unwrap();
         wb.save(&p).unwrap();
         let c = cfg(dir.path(), "*.xlsx");
-        let mut src = FolderSource::open("d", &c, &p).unwrap();
+        let mut src = FolderSource::open("d", &c, &TextConfig::default(), &p).unwrap();
         let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
         let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
         assert_eq!(types, ["int", "text", "decimal", "date", "bool"]);

@@ -4,21 +4,28 @@
 //! a visitor; it never holds a table in memory and never writes to the department's database.
 //! Sources are blocking (database drivers are) and run on a blocking thread, never on the async
 //! runtime. Implementations: [`sqlite`] (a file), [`postgres`] and [`mysql`] (network servers,
-//! settings in [`remote`], rows decoded into a reused [`row::RowBuf`]), [`folder`] (CSV/XLSX files
-//! dropped into a folder) and [`rest`] (a JSON HTTP API), chosen by [`open`] from the dataset's
-//! config; [`values`] types the untyped values of files and JSON.
+//! settings in [`remote`], rows decoded into a reused [`row::RowBuf`]), [`odbc`] (any database
+//! with an ODBC driver), [`folder`] (CSV/XLSX files dropped into a folder) and [`rest`] (a JSON
+//! HTTP API), chosen by [`open`] from the dataset's
+//! config; [`values`] types the untyped values of files and JSON, [`formats`] reads local date
+//! and number formats. [`text`] decodes legacy Vietnamese encodings and normalises text to NFC;
+//! database and API sources get it through the [`decoded`] wrapper, folders apply it themselves.
 //!
-//! Network sources read each scan inside one read-only REPEATABLE READ transaction (a consistent
+//! PostgreSQL and MySQL read each scan inside one read-only REPEATABLE READ transaction (a consistent
 //! snapshot) and stream it (a PostgreSQL portal fetched in bounded pages; MySQL's row-by-row
 //! result), so memory does not grow with the table.
 
+pub mod decoded;
 pub mod folder;
+pub mod formats;
 pub mod mysql;
+pub mod odbc;
 pub mod postgres;
 pub mod remote;
 pub mod rest;
 pub mod row;
 pub mod sqlite;
+pub mod text;
 pub mod values;
 
 use std::ops::ControlFlow;
@@ -27,6 +34,7 @@ use std::path::PathBuf;
 use kho_shared::protocol::{Column, DatasetSchema};
 
 use crate::config::{DatasetConfig, SourceConfig};
+use text::Origin;
 
 /// One value of a row as the source stores it, borrowed from the driver's buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,6 +163,9 @@ pub enum SourceError {
     /// An HTTP API that failed or answered something that is not the expected JSON.
     #[error("dataset {dataset}: {url}: {problem}")]
     Http { dataset: String, url: String, problem: String, transient: bool },
+    /// An ODBC driver's error (connection lost, SQL refused, value too long).
+    #[error("dataset {dataset}: {server}: {problem}")]
+    Odbc { dataset: String, server: String, problem: String, transient: bool },
 }
 
 impl SourceError {
@@ -166,7 +177,7 @@ impl SourceError {
             | SourceError::Open { .. }
             | SourceError::Read { .. }
             | SourceError::Io { .. } => true,
-            SourceError::Http { transient, .. } => *transient,
+            SourceError::Http { transient, .. } | SourceError::Odbc { transient, .. } => *transient,
             SourceError::Connect { source, .. } | SourceError::Query { source, .. } => source.is_transient(),
             _ => false,
         }
@@ -178,38 +189,53 @@ impl SourceError {
 /// [`Source::scan`] instead). A folder opens its newest stable file (what `check` inspects;
 /// capture picks files itself, see [`folder`]).
 pub fn open(dataset: &DatasetConfig, since: Option<&CursorValue>) -> Result<Box<dyn Source>, SourceError> {
-    match &dataset.source {
-        SourceConfig::Sqlite { path } => Ok(Box::new(sqlite::SqliteSource::open(
-            &dataset.name,
-            path,
-            dataset.table.as_deref(),
-            dataset.query.as_deref(),
-        )?)),
-        SourceConfig::Postgres(remote) => Ok(Box::new(postgres::PgSource::open(
-            &dataset.name,
-            remote,
-            dataset.table.as_deref(),
-            dataset.query.as_deref(),
-        )?)),
-        SourceConfig::Mysql(remote) => Ok(Box::new(mysql::MysqlSource::open(
-            &dataset.name,
-            remote,
-            dataset.table.as_deref(),
-            dataset.query.as_deref(),
-        )?)),
+    let (inner, origin): (Box<dyn Source>, Origin) = match &dataset.source {
+        SourceConfig::Sqlite { path } => (
+            Box::new(sqlite::SqliteSource::open(
+                &dataset.name,
+                path,
+                dataset.table.as_deref(),
+                dataset.query.as_deref(),
+            )?),
+            Origin::Bytes,
+        ),
+        SourceConfig::Postgres(remote) => (
+            Box::new(postgres::PgSource::open(
+                &dataset.name,
+                remote,
+                dataset.table.as_deref(),
+                dataset.query.as_deref(),
+            )?),
+            Origin::Unicode,
+        ),
+        SourceConfig::Mysql(remote) => (
+            Box::new(mysql::MysqlSource::open(
+                &dataset.name,
+                remote,
+                dataset.table.as_deref(),
+                dataset.query.as_deref(),
+            )?),
+            Origin::Unicode,
+        ),
         SourceConfig::Folder(folder) => {
             let files = folder::list_files(&dataset.name, folder)?;
             let now = std::time::SystemTime::now();
             let newest = files.into_iter().rev().find(|f| f.settled_at(now, folder.settle)).ok_or_else(|| {
                 SourceError::Missing { dataset: dataset.name.clone(), path: folder.path.join(&folder.pattern) }
             })?;
-            Ok(Box::new(folder::FolderSource::open(&dataset.name, folder, &newest.path)?))
+            // A folder decodes its files itself (headers and typing need the decoded text).
+            return Ok(Box::new(folder::FolderSource::open(&dataset.name, folder, &dataset.text, &newest.path)?));
         }
-        SourceConfig::Rest(rest) => Ok(Box::new(rest::RestSource::open(
-            &dataset.name,
-            rest,
-            since,
-        )?)),
+        SourceConfig::Rest(rest) => (Box::new(rest::RestSource::open(&dataset.name, rest, since)?), Origin::Unicode),
+        SourceConfig::Odbc(odbc) => (
+            Box::new(odbc::OdbcSource::open(&dataset.name, odbc, dataset.table.as_deref(), dataset.query.as_deref())?),
+            Origin::Unicode,
+        ),
+    };
+    if dataset.text.is_identity() {
+        Ok(inner)
+    } else {
+        Ok(Box::new(decoded::Decoded::new(inner, dataset.text.clone(), origin)))
     }
 }
 
@@ -258,9 +284,7 @@ pub(crate) fn check_schema(
         return Err(missing("cursor", c));
     }
     let schema = DatasetSchema { dataset: dataset.to_string(), key: key.to_vec(), columns };
-    schema
-        .validate()
-        .map_err(|e| SourceError::Schema { dataset: dataset.to_string(), problem: e.to_string() })?;
+    schema.validate().map_err(|e| SourceError::Schema { dataset: dataset.to_string(), problem: e.to_string() })?;
     Ok(schema)
 }
 
@@ -294,7 +318,12 @@ mod tests {
         assert!(CursorValue::Real(0.1 + 0.2).matches(Cell::Real(0.1 + 0.2)));
         assert!(!CursorValue::Real(0.3).matches(Cell::Real(0.1 + 0.2)));
         assert!(CursorValue::Int(3).matches(Cell::Real(3.0)));
-        assert!(CursorValue::Text("2026-01-01T00:00:00.123456Z".into()).matches(Cell::Text(b"2026-01-01T00:00:00.123456Z")));
+        assert!(
+            CursorValue::Text("2026-01-01T00:00:00.123456Z".into()).matches(Cell::Text(b"2026-01-01T00:00:00.123456Z"))
+        );
         assert!(!CursorValue::Text("1".into()).matches(Cell::Int(1)));
     }
 }
+
+#[cfg(test)]
+mod tests_local;

@@ -86,6 +86,8 @@ impl Ingest {
             kho_shared::signing::verify(key, &agent.id, &digest, signature)
                 .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
         }
+        // Its place in the agent's line, before the (possibly slow) decode.
+        let arrival = self.applier.arrive(&agent.id);
         let max_decoded = self.max_decoded_bytes;
         let digest_hex = digest.clone();
         let decoded = tokio::task::spawn_blocking(move || -> Result<Batch, ApiError> {
@@ -122,7 +124,7 @@ impl Ingest {
         let mut datasets: Vec<String> = batch.datasets().into_iter().map(str::to_string).collect();
         datasets.sort();
         datasets.dedup();
-        let applied = self.applier.apply(batch).await?;
+        let applied = self.applier.apply(batch, arrival).await?;
         tracing::info!(
             agent = %agent.id, first_seq, last_seq, changes, applied = applied.changes,
             duplicate = applied.duplicate, "batch acknowledged"

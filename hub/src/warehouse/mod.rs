@@ -34,6 +34,10 @@ pub enum WarehouseError {
     Database { context: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("warehouse file {path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    /// The warehouse server could not be reached (down, refusing, unknown host, wrong
+    /// credentials); nothing was done. The hub waits for it at start and retries later batches.
+    #[error("warehouse unreachable ({context}): {source}")]
+    Unreachable { context: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 impl WarehouseError {

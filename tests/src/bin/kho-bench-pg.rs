@@ -112,6 +112,21 @@ fn main() -> anyhow::Result<()> {
         peak.0 as f64 / 1024.0,
         peak.1 as f64 / 1024.0
     );
+    // Batches' time from entering the apply queue to commit, summed: above 100 % of the wall time
+    // the next batch was always waiting while one was applied (two in flight); below, the writer
+    // sometimes waited for the next batch to arrive and be decoded.
+    let metrics = Command::new("curl")
+        .args(["-sk", &format!("{}/metrics", hub.url())])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let busy = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kho_hub_apply_latency_seconds_sum "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    if let Some(busy) = busy {
+        println!("queue     batches queued + applying {busy:.2} s summed, {:.0}% of the sync's wall time", 100.0 * busy / sync);
+    }
     let logged = pg.count("SELECT count(*) FROM kho.change_log");
     println!("change log rows {logged} (every change, in the same transactions)");
     if args.iter().any(|a| a == "--keep") {

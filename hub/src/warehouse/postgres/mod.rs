@@ -16,16 +16,16 @@
 //!   exactly-once record; `datasets(dataset, schema_name, key_json, columns_json, created_at,
 //!   last_change_at, last_seq, last_agent)` — the catalogue tables are created from, with each
 //!   column's *stored* type; `agents` (latest heartbeats); `observations`, `freshness_history`,
-//!   `agent_history` and `meta` ([`freshness`]); and `change_log(dataset, key, op, row, agent, seq, applied_at)` — every applied
-//!   change, append-only, pruned after `warehouse.history_retention` ([`history`]).
+//!   `agent_history` and `meta` ([`freshness`]); and the view `change_log(dataset, key, op, row,
+//!   agent, seq, applied_at)` — every applied change, append-only, stored per batch in
+//!   `change_batches` and pruned after `warehouse.history_retention` ([`history`]).
 //!
 //! ## Bulk path
 //! Per batch and dataset: the last change per key is picked in Rust (a key changed several times
-//! in one batch counts once, as its last change), those rows are `COPY`ed (text format, every cell
-//! checked by [`values`]) into a temporary staging table, and one statement merges its rows:
-//! `INSERT … SELECT … ON CONFLICT (key) DO UPDATE` ([`table::upsert_sql`]); deletes of rows not
-//! in the batch are one `UPDATE … SET _kho_deleted = true` ([`table::delete_sql`]). Every change (not only the last per key) is also
-//! `COPY`ed into `kho.change_log`.
+//! in one batch counts once, as its last change) and those rows are `COPY`ed (text format, every
+//! cell checked by [`values`]) — straight into the table when they are all new keys, otherwise
+//! through a temporary staging table and one `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`
+//! ([`merge`]). Every change (not only the last per key) also goes to the history ([`history`]).
 //!
 //! ## Exactly once and crash story
 //! The applier's group is one PostgreSQL transaction (`BEGIN` … `COMMIT`), each batch in a
@@ -45,12 +45,12 @@
 pub mod connect;
 mod freshness;
 mod history;
+mod merge;
 mod reader;
 mod table;
 mod values;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,16 +135,6 @@ CREATE TABLE IF NOT EXISTS kho.meta (
     key text PRIMARY KEY,
     value text NOT NULL
 );
-CREATE TABLE IF NOT EXISTS kho.change_log (
-    dataset text NOT NULL,
-    key jsonb NOT NULL,
-    op text NOT NULL,
-    row jsonb,
-    agent text NOT NULL,
-    seq bigint NOT NULL,
-    applied_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS change_log_by_time ON kho.change_log USING brin (applied_at);
 ";
 
 pub(super) fn db(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> WarehouseError {
@@ -167,6 +157,8 @@ pub struct PostgresWarehouse {
     tables: HashMap<String, TableInfo>,
     /// Names the staging tables of one transaction.
     stages: u64,
+    /// Per dataset, whether its batches are tried with a direct `COPY` first ([`merge`]).
+    direct: HashMap<String, merge::DirectPath>,
     /// Set on the one writer that prunes the change log, with the time it last did.
     pruned_at: Option<Option<Instant>>,
     /// Between `BEGIN` and `COMMIT`/`ROLLBACK`, so a rollback is only sent when one is open.
@@ -191,6 +183,7 @@ impl PostgresWarehouse {
             conflicts,
             tables: HashMap::new(),
             stages: 0,
+            direct: HashMap::new(),
             pruned_at: prunes.then_some(None),
             in_transaction: false,
         };
@@ -329,130 +322,6 @@ impl PostgresWarehouse {
         }
         Ok(())
     }
-
-    /// Stages and merges one dataset's changes (indices into `changes`, in order).
-    fn apply_dataset(
-        &mut self,
-        agent: &str,
-        schema: &DatasetSchema,
-        changes: &[Change],
-        picked: &[usize],
-        now: &str,
-    ) -> Result<(), WarehouseError> {
-        let dataset = schema.dataset.as_str();
-        let conflict = |problem: String| WarehouseError::SchemaConflict { dataset: dataset.to_string(), problem };
-        let Some(info) = self.tables.get(dataset).cloned() else {
-            return Err(conflict("the dataset's table was not prepared".into()));
-        };
-        let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-        let types: Vec<_> =
-            columns.iter().map(|c| info.column_type(c).unwrap_or(kho_shared::types::ColumnType::Text)).collect();
-        let key_pos: Vec<usize> =
-            schema.key.iter().map(|k| columns.iter().position(|c| c == k).unwrap_or(usize::MAX)).collect();
-
-        // The last change per key: encode each change's key cells once and remember its row.
-        let mut key_text: Vec<String> = Vec::with_capacity(picked.len());
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(picked.len());
-        for &i in picked {
-            let c = &changes[i];
-            let source = match c.op {
-                Op::Upsert => c.row.as_ref(),
-                Op::Delete => c.key.as_ref(),
-            };
-            let mut text = String::new();
-            for (n, &p) in key_pos.iter().enumerate() {
-                let value = source.and_then(|m| m.get(&schema.key[n])).filter(|v| !v.is_null());
-                let ty = types.get(p).copied().unwrap_or(kho_shared::types::ColumnType::Text);
-                if value.is_none() || !values::write_cell(&mut text, ty, value) {
-                    return Err(conflict(format!(
-                        "change {}: key column {:?} is missing, null or not a valid {}; an operator must fix the \
-                         source row",
-                        c.seq,
-                        schema.key[n],
-                        ty.as_str()
-                    )));
-                }
-                text.push('\t');
-            }
-            key_text.push(text);
-        }
-        // The last upsert per key too: a row upserted and then deleted within one batch ends as
-        // a soft-deleted row with the upsert's values, exactly as if the changes came one by one.
-        let mut last_upsert: HashMap<&str, usize> = HashMap::new();
-        for (n, text) in key_text.iter().enumerate() {
-            last.insert(text.as_str(), n);
-            if changes[picked[n]].op == Op::Upsert {
-                last_upsert.insert(text.as_str(), n);
-            }
-        }
-
-        self.stages += 1;
-        let stage = format!("kho_stage_{}", self.stages);
-        self.exec(&table::create_stage_sql(&stage, &info, &columns), "create staging table")?;
-        let mut writer =
-            self.client.copy_in(&table::copy_stage_sql(&stage, &columns)).map_err(db("copy to staging"))?;
-        let mut buf = String::with_capacity(COPY_CHUNK + 4096);
-        let mut invalid = serde_json::Map::new();
-        let (mut with_values, mut key_only) = (0u64, 0u64);
-        for (n, &i) in picked.iter().enumerate() {
-            let key = key_text[n].as_str();
-            if last.get(key) != Some(&n) {
-                continue;
-            }
-            let c = &changes[i];
-            // Where the row's values come from: this upsert, or the batch's last upsert before
-            // this delete, or (a delete of an older row) only the key.
-            let values_from = match c.op {
-                Op::Upsert => c.row.as_ref(),
-                Op::Delete => last_upsert.get(key).and_then(|&u| changes[picked[u]].row.as_ref()),
-            };
-            let has_row = values_from.is_some();
-            if has_row {
-                with_values += 1;
-            } else {
-                key_only += 1;
-            }
-            invalid.clear();
-            for (col, ty) in columns.iter().zip(&types) {
-                let value = match values_from {
-                    Some(row) => row.get(*col),
-                    None => c.key.as_ref().and_then(|k| k.get(*col)),
-                };
-                if !values::write_cell(&mut buf, *ty, value)
-                    && let Some(v) = value
-                {
-                    invalid.insert((*col).to_string(), v.clone());
-                }
-                buf.push('\t');
-            }
-            let deleted = if c.op == Op::Delete { 't' } else { 'f' };
-            let has_row = if has_row { 't' } else { 'f' };
-            std::fmt::Write::write_fmt(&mut buf, format_args!("{}\t{deleted}\t{has_row}\t", c.seq)).ok();
-            if invalid.is_empty() {
-                buf.push_str("\\N");
-            } else {
-                values::escape_into(&mut buf, &values::json_text(&serde_json::Value::Object(invalid.clone())));
-            }
-            buf.push('\n');
-            if buf.len() >= COPY_CHUNK {
-                writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
-                buf.clear();
-            }
-        }
-        writer.write_all(buf.as_bytes()).map_err(|e| WarehouseError::database("copy to staging", e))?;
-        writer.finish().map_err(db("copy to staging"))?;
-        let qualified = info.qualified(dataset);
-        if with_values > 0 {
-            let sql = table::upsert_sql(&qualified, &stage, &schema.key, &columns);
-            self.client.execute(&sql, &[&agent, &now]).map_err(db(format!("merge into {dataset}")))?;
-        }
-        if key_only > 0 {
-            let sql = table::delete_sql(&qualified, &stage, &schema.key);
-            self.client.execute(&sql, &[&agent, &now]).map_err(db(format!("soft-delete in {dataset}")))?;
-        }
-        self.exec(&format!("DROP TABLE {stage}"), "drop staging table")?;
-        Ok(())
-    }
 }
 
 fn parse_table(schema: String, key_json: String, columns_json: String) -> Result<TableInfo, serde_json::Error> {
@@ -465,6 +334,7 @@ fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     let mut tx = client.transaction().map_err(db("create metadata tables"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
     tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
+    tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
 
