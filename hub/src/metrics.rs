@@ -45,6 +45,8 @@ pub struct Metrics {
 fn code_label(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::BadSignature => "bad_signature",
+        ErrorCode::RateLimited => "rate_limited",
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::DigestMismatch => "digest_mismatch",
         ErrorCode::Malformed => "malformed",

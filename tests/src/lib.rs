@@ -13,6 +13,7 @@ pub mod mosquitto;
 pub mod pgwh;
 pub mod procs;
 pub mod remote;
+pub mod security;
 pub mod source;
 pub mod webdriver;
 
