@@ -109,8 +109,8 @@ fn millis(ms: Option<i64>) -> String {
 pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, AdminError> {
     let agents = store.list()?;
     let mut out = format!(
-        "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {:<24} {}\n",
-        "AGENT", "DEPARTMENT", "STATE", "ENROLLED", "VERSION", "LAST SEEN", "BACKLOG", "DATASETS", "LAST ERROR"
+        "{:<24} {:<16} {:<9} {:<24} {:<10} {:<9} {:<24} {:>8}  {:<24} {}\n",
+        "AGENT", "DEPARTMENT", "STATE", "ENROLLED", "VERSION", "TRANSPORT", "LAST SEEN", "BACKLOG", "DATASETS", "LAST ERROR"
     );
     for a in &agents {
         let state = match a.state() {
@@ -119,12 +119,13 @@ pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, Ad
             registry::AgentState::Revoked => "revoked",
         };
         out.push_str(&format!(
-            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {:<24} {}\n",
+            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<9} {:<24} {:>8}  {:<24} {}\n",
             a.id,
             a.department,
             state,
             millis(a.enrolled_at_ms),
             a.version.as_deref().unwrap_or("-"),
+            a.transport.as_deref().unwrap_or("-"),
             a.last_seen_at.as_deref().unwrap_or("-"),
             a.outbox_depth.map_or_else(|| "-".into(), |d| d.to_string()),
             a.datasets.join(","),
@@ -133,10 +134,11 @@ pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, Ad
     }
     for a in &config.agents {
         out.push_str(&format!(
-            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<24} {:>8}  {:<24} {}\n",
+            "{:<24} {:<16} {:<9} {:<24} {:<10} {:<9} {:<24} {:>8}  {:<24} {}\n",
             a.id,
             "-",
             "config",
+            "-",
             "-",
             "-",
             "-",

@@ -101,7 +101,8 @@ pub enum ApplyError {
 
 enum Job {
     Batch { batch: Box<Batch>, queued: Instant, reply: oneshot::Sender<Result<Applied, ApplyError>> },
-    Heartbeat { heartbeat: Heartbeat, reply: oneshot::Sender<Result<(), ApplyError>> },
+    /// `transport`: what the heartbeat came over (`https`, `mqtt`), shown in `kho-hub agent list`.
+    Heartbeat { heartbeat: Heartbeat, transport: &'static str, reply: oneshot::Sender<Result<(), ApplyError>> },
     Records { records: Records, reply: oneshot::Sender<Result<(), ApplyError>> },
 }
 
@@ -242,10 +243,10 @@ impl ApplierHandle {
     }
 
     /// Queues a heartbeat and waits until it is stored (by the agent's writer, after its batches).
-    pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<(), ApplyError> {
+    pub async fn heartbeat(&self, heartbeat: Heartbeat, transport: &'static str) -> Result<(), ApplyError> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue_of(&heartbeat.agent).clone();
-        queue.send(Job::Heartbeat { heartbeat, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        queue.send(Job::Heartbeat { heartbeat, transport, reply }).await.map_err(|_| ApplyError::Stopped)?;
         rx.await.map_err(|_| ApplyError::Stopped)?
     }
 
@@ -379,8 +380,8 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
             wh.savepoint()?;
             let outcome = match job {
                 Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now, &catalog)),
-                Job::Heartbeat { heartbeat, .. } => {
-                    Outcome::Heartbeat(wh.record_heartbeat(heartbeat, &now).map_err(ApplyError::from))
+                Job::Heartbeat { heartbeat, transport, .. } => {
+                    Outcome::Heartbeat(wh.record_heartbeat(heartbeat, transport, &now).map_err(ApplyError::from))
                 }
                 Job::Records { records, .. } => Outcome::Heartbeat(records.write(wh).map_err(ApplyError::from)),
             };

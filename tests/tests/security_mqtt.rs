@@ -113,6 +113,16 @@ fn enrolled_agent_over_mqtt_signs_its_batches_and_revoke_is_immediate() {
         || format!("{}\n{}", hub.log_tail(), agent.log_tail()),
         || ho_so_diff(&src.path, &hub.warehouse(), "ho_so").is_ok_and(|d| d.is_empty()),
     );
+    // The fleet list says which transport the agent's heartbeats come over.
+    wait_for(
+        Duration::from_secs(20),
+        "`agent list` to show the agent on MQTT",
+        || hub.log_tail(),
+        || {
+            let list = String::from_utf8_lossy(&hub.command(&["agent", "list"]).stdout).to_string();
+            list.lines().any(|l| l.starts_with(ID) && l.contains(" mqtt "))
+        },
+    );
     assert!(agent.stop());
     let ledger = hub.ledger(ID);
 

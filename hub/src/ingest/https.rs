@@ -194,7 +194,7 @@ async fn post_heartbeat(
         ingest.transports.note(&agent.id, "https");
         let bytes = read_bounded(&headers, body, MAX_HEARTBEAT_BYTES).await?;
         ingest.metrics.bytes_received(bytes.len());
-        ingest.heartbeat(&agent, &bytes).await
+        ingest.heartbeat(&agent, &bytes, "https").await
     }
     .instrument(span.clone())
     .await;

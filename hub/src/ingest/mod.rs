@@ -182,7 +182,7 @@ impl Ingest {
     }
 
     /// Parses and stores a heartbeat from `agent`.
-    pub async fn heartbeat(&self, agent: &AgentIdentity, body: &[u8]) -> Result<(), ApiError> {
+    pub async fn heartbeat(&self, agent: &AgentIdentity, body: &[u8], transport: &'static str) -> Result<(), ApiError> {
         let mut hb: Heartbeat = serde_json::from_slice(body)
             .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("heartbeat is not valid JSON: {e}")))?;
         if hb.v != PROTOCOL_VERSION {
@@ -207,7 +207,7 @@ impl Ingest {
             allowed
         });
         tracing::debug!(agent = %agent.id, outbox_depth = hb.outbox_depth, "heartbeat");
-        self.applier.heartbeat(hb).await?;
+        self.applier.heartbeat(hb, transport).await?;
         Ok(())
     }
 }

@@ -212,7 +212,7 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
                 Ok(agent) if body.len() > MAX_HEARTBEAT_BYTES => {
                     Err(ApiError::new(ErrorCode::TooLarge, format!("heartbeat from {} too large", agent.id)))
                 }
-                Ok(agent) => ingest.heartbeat(&agent, &body).await,
+                Ok(agent) => ingest.heartbeat(&agent, &body, "mqtt").await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

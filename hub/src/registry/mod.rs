@@ -75,6 +75,8 @@ pub struct RegisteredAgent {
     pub last_seen_at: Option<String>,
     pub version: Option<String>,
     pub outbox_depth: Option<i64>,
+    /// `https` or `mqtt`: what the agent's last heartbeat came over.
+    pub transport: Option<String>,
     /// The first per-dataset capture error of the last heartbeat (`dataset: error`).
     pub last_error: Option<String>,
 }
@@ -228,6 +230,7 @@ mod tests {
             last_seen_at: None,
             version: None,
             outbox_depth: None,
+            transport: None,
             last_error: None,
         }
     }

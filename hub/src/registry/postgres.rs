@@ -47,12 +47,13 @@ CREATE TABLE IF NOT EXISTS kho.agents (
     acked_through bigint,
     report_json jsonb
 );
+ALTER TABLE kho.agents ADD COLUMN IF NOT EXISTS transport text;
 ";
 
 const SELECT: &str = "SELECT r.agent, r.department, r.datasets_json, r.added_at_ms, r.token_expires_at_ms, \
      r.enrolled_at_ms, r.revoked_at_ms, r.public_key, \
-     to_char(h.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), h.version, h.outbox_depth, h.report_json::text \
-     FROM kho.agent_registry r LEFT JOIN kho.agents h ON h.agent = r.agent";
+     to_char(h.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), h.version, h.outbox_depth, h.report_json::text, \
+     h.transport FROM kho.agent_registry r LEFT JOIN kho.agents h ON h.agent = r.agent";
 
 /// The PostgreSQL registry store. The client is an `Option` only so that [`Drop`] can move it to
 /// a thread.
@@ -91,6 +92,7 @@ fn row(r: &postgres::Row) -> RegisteredAgent {
         last_seen_at: r.get(8),
         version: r.get(9),
         outbox_depth: r.get(10),
+        transport: r.get(12),
         last_error: super::first_error(r.get::<_, Option<String>>(11).as_deref()),
     }
 }

@@ -49,8 +49,8 @@ CREATE TABLE IF NOT EXISTS _kho_agents (
 ";
 
 const SELECT: &str = "SELECT r.agent, r.department, r.datasets_json, r.added_at_ms, r.token_expires_at_ms, \
-     r.enrolled_at_ms, r.revoked_at_ms, r.public_key, h.last_seen_at, h.version, h.outbox_depth, h.report_json \
-     FROM _kho_agent_registry r LEFT JOIN _kho_agents h ON h.agent = r.agent";
+     r.enrolled_at_ms, r.revoked_at_ms, r.public_key, h.last_seen_at, h.version, h.outbox_depth, h.report_json, \
+     h.transport FROM _kho_agent_registry r LEFT JOIN _kho_agents h ON h.agent = r.agent";
 
 /// The SQLite registry store.
 pub struct SqliteAgentStore {
@@ -75,6 +75,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegisteredAgent> {
         last_seen_at: r.get(8)?,
         version: r.get(9)?,
         outbox_depth: r.get(10)?,
+        transport: r.get(12)?,
         last_error: super::first_error(r.get::<_, Option<String>>(11)?.as_deref()),
     })
 }
@@ -89,6 +90,7 @@ impl SqliteAgentStore {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db("busy_timeout"))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(db("pragmas"))?;
         conn.execute_batch(SCHEMA).map_err(db("create registry tables"))?;
+        crate::warehouse::sqlite::add_transport_column(&conn).map_err(db("add _kho_agents.transport"))?;
         Ok(SqliteAgentStore { conn })
     }
 

@@ -92,7 +92,7 @@ pub trait Warehouse: Send {
     ) -> Result<ApplyStats, WarehouseError>;
     /// Stores an agent's latest heartbeat and the sync evidence of its dataset reports (confirmed
     /// at once if the ledger already holds `captured_through_seq`, else kept pending).
-    fn record_heartbeat(&mut self, heartbeat: &Heartbeat, now: &str) -> Result<(), WarehouseError>;
+    fn record_heartbeat(&mut self, heartbeat: &Heartbeat, transport: &str, now: &str) -> Result<(), WarehouseError>;
     /// Records what an applied batch changed, per dataset (freshness evidence).
     fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError>;
     /// Confirms `agent`'s pending polls now that its ledger reached `applied`.

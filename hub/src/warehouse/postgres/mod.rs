@@ -105,6 +105,7 @@ CREATE TABLE IF NOT EXISTS kho.agents (
     acked_through bigint,
     report_json jsonb
 );
+ALTER TABLE kho.agents ADD COLUMN IF NOT EXISTS transport text;
 CREATE TABLE IF NOT EXISTS kho.observations (
     dataset text PRIMARY KEY,
     first_received_at timestamptz NOT NULL,
@@ -491,17 +492,17 @@ impl Warehouse for PostgresWarehouse {
         Ok(stats)
     }
 
-    fn record_heartbeat(&mut self, hb: &Heartbeat, now: &str) -> Result<(), WarehouseError> {
+    fn record_heartbeat(&mut self, hb: &Heartbeat, transport: &str, now: &str) -> Result<(), WarehouseError> {
         let report = serde_json::to_value(&hb.datasets).map(|v| values::json_text(&v)).unwrap_or_default();
         let depth = i64::try_from(hb.outbox_depth).unwrap_or(i64::MAX);
         let acked = i64::try_from(hb.acked_through).unwrap_or(i64::MAX);
         self.client
             .execute(
-                "INSERT INTO kho.agents (agent, last_seen_at, version, outbox_depth, acked_through, report_json) \
-                 VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6::text::jsonb) ON CONFLICT (agent) DO UPDATE SET \
+                "INSERT INTO kho.agents (agent, last_seen_at, version, outbox_depth, acked_through, report_json, transport) \
+                 VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6::text::jsonb, $7) ON CONFLICT (agent) DO UPDATE SET \
                  last_seen_at = EXCLUDED.last_seen_at, version = EXCLUDED.version, outbox_depth = EXCLUDED.outbox_depth, \
-                 acked_through = EXCLUDED.acked_through, report_json = EXCLUDED.report_json",
-                &[&hb.agent, &now, &hb.version, &depth, &acked, &report],
+                 acked_through = EXCLUDED.acked_through, report_json = EXCLUDED.report_json, transport = EXCLUDED.transport",
+                &[&hb.agent, &now, &hb.version, &depth, &acked, &report, &transport],
             )
             .map_err(db("write heartbeat"))?;
         let applied = self.applied_seq(&hb.agent)?;

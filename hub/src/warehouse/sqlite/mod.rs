@@ -75,6 +75,20 @@ CREATE TABLE IF NOT EXISTS _kho_agents (
 );
 ";
 
+/// Adds `_kho_agents.transport` to a warehouse made before it existed (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`). Also used by the agent registry, which may open the file first.
+pub fn add_transport_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('_kho_agents') WHERE name = 'transport'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE _kho_agents ADD COLUMN transport TEXT")?;
+    }
+    Ok(())
+}
+
 /// The writer side of the SQLite warehouse.
 pub struct SqliteWarehouse {
     conn: Connection,
@@ -101,6 +115,7 @@ impl SqliteWarehouse {
         ))
         .map_err(db("pragmas"))?;
         conn.execute_batch(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
+        add_transport_column(&conn).map_err(db("add _kho_agents.transport"))?;
         conn.execute_batch(freshness::SCHEMA).map_err(db("create freshness tables"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut wh = SqliteWarehouse { conn, tables: HashMap::new() };
@@ -323,18 +338,18 @@ impl Warehouse for SqliteWarehouse {
         Ok(stats)
     }
 
-    fn record_heartbeat(&mut self, hb: &Heartbeat, now: &str) -> Result<(), WarehouseError> {
+    fn record_heartbeat(&mut self, hb: &Heartbeat, transport: &str, now: &str) -> Result<(), WarehouseError> {
         let report = serde_json::to_string(&hb.datasets).unwrap_or_default();
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO _kho_agents (agent, last_seen_at, version, outbox_depth, acked_through, report_json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent) DO UPDATE SET last_seen_at = excluded.last_seen_at, \
+                "INSERT INTO _kho_agents (agent, last_seen_at, version, outbox_depth, acked_through, report_json, transport) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent) DO UPDATE SET last_seen_at = excluded.last_seen_at, \
                  version = excluded.version, outbox_depth = excluded.outbox_depth, \
-                 acked_through = excluded.acked_through, report_json = excluded.report_json",
+                 acked_through = excluded.acked_through, report_json = excluded.report_json, transport = excluded.transport",
             )
             .map_err(db("write heartbeat"))?;
-        stmt.execute(params![hb.agent, now, hb.version, hb.outbox_depth as i64, hb.acked_through as i64, report])
+        stmt.execute(params![hb.agent, now, hb.version, hb.outbox_depth as i64, hb.acked_through as i64, report, transport])
             .map_err(db("write heartbeat"))?;
         drop(stmt);
         let applied = self.applied_seq(&hb.agent)?;
