@@ -4,7 +4,8 @@
 # agent syncs a local SQLite source into the installed hub (hub status API) and that every file they
 # write belongs to kho; then stops the hub so changes wait in the outbox, upgrades both packages to a
 # rebuilt .deb (higher revision), checks that the edited configs and the outbox survived and drain,
-# and finally removes (dpkg -r) and purges the packages.
+# and finally removes (dpkg -r) and purges the packages. Department IT's steps use the commands of
+# docs/vi/cai-dat-agent.md verbatim (see `guide` below), so the guide cannot silently rot.
 #
 # Needs root. It CHANGES THE SYSTEM: installs the packages, creates the user kho, /etc/kho-agent,
 # /etc/kho-hub, /var/lib/kho-agent, /var/lib/kho-hub and /srv/kho-deb-test, and purges/removes them
@@ -48,6 +49,18 @@ stop_pid() { # pid: SIGTERM, wait up to 30 s
   echo "process $pid did not stop within 30 s of SIGTERM" >&2
   kill -KILL "$pid" 2>/dev/null || true
   return 1
+}
+# Department IT's steps are run as the Vietnamese guide writes them: `guide '<command>'` fails when
+# docs/vi/cai-dat-agent.md no longer contains the command verbatim, then runs it. `sudo` (not
+# installed in CI) is this function: `sudo -u kho cmd` runs cmd as kho, `sudo cmd` as root.
+GUIDE=$PWD/docs/vi/cai-dat-agent.md
+sudo() {
+  if [ "${1:-}" = -u ]; then local user=$2; shift 2; setpriv --reuid="$user" --regid="$user" --init-groups -- "$@"; else "$@"; fi
+}
+guide() { # command [log]
+  grep -qF -- "$1" "$GUIDE" || fail "$GUIDE no longer contains the command: $1"
+  echo "   guide: $1"
+  eval "$1" >>"$WORK/${2:-guide}.log" 2>&1 || fail "the guide's command failed: $1 (log: ${2:-guide}.log)"
 }
 purge_all() {
   dpkg -P kho-agent kho-hub >/dev/null 2>&1 || true
@@ -116,8 +129,11 @@ grep -qx '/etc/kho-agent/agent.toml' "$WORK/conffiles-kho-agent.txt" || fail "ag
 grep -qx '/etc/kho-hub/hub.toml' "$WORK/conffiles-kho-hub.txt" || fail "hub.toml is not a conffile"
 
 # ── install ──────────────────────────────────────────────────────────────────
-step "dpkg -i"
-dpkg -i "$WORK"/v1/kho-hub_*.deb "$WORK"/v1/kho-agent_*.deb >"$WORK/dpkg-install.log" 2>&1 || fail "dpkg -i"
+step "dpkg -i (the agent as the guide says)"
+dpkg -i "$WORK"/v1/kho-hub_*.deb >"$WORK/dpkg-install.log" 2>&1 || fail "dpkg -i kho-hub"
+# The guide names the .deb with its version: when the version changes, update the guide.
+[ -e "$WORK/v1/kho-agent_0.1.0-1_amd64.deb" ] || fail "the agent .deb is $(basename "$WORK"/v1/kho-agent_*.deb); update the version in $GUIDE"
+(cd "$WORK/v1" && guide 'sudo dpkg -i kho-agent_0.1.0-1_amd64.deb' dpkg-install)
 getent passwd kho >/dev/null || fail "the packages did not create the user kho"
 [ "$(getent passwd kho | cut -d: -f7)" = /usr/sbin/nologin ] || fail "kho has a login shell"
 for d in /var/lib/kho-agent /var/lib/kho-hub; do
@@ -191,15 +207,21 @@ check_owners() {
 
 step "starting the installed hub as kho"
 start_hub
-install -m 0640 -g kho /var/lib/kho-hub/tls/ca.pem /etc/kho-agent/hub-ca.pem
-install -m 0640 -g kho /etc/kho-hub/agents/$AGENT_ID.token /etc/kho-agent/token
+mkdir -p "$WORK/from-vnpt" && cp /var/lib/kho-hub/tls/ca.pem "$WORK/from-vnpt/hub-ca.pem"
+(cd "$WORK/from-vnpt" && guide 'sudo install -m 0640 -g kho hub-ca.pem /etc/kho-agent/hub-ca.pem')
+guide 'sudo install -m 0640 -g kho /dev/null /etc/kho-agent/token'
+cat "/etc/kho-hub/agents/$AGENT_ID.token" >/etc/kho-agent/token # the guide: paste it with an editor
 sed -i -e "s|^id = .*|id = \"$AGENT_ID\"|" -e "s|^url = .*|url = \"https://127.0.0.1:$PORT\"|" \
   -e "s|^path = .*|path = \"$SRC_DB\"|" -e 's|^poll_interval = .*|poll_interval = "1s"|' /etc/kho-agent/agent.toml
-"${AS_KHO[@]}" /usr/bin/kho-agent --config /etc/kho-agent/agent.toml check >"$WORK/agent-check.log" 2>&1 \
-  || fail "kho-agent check with the installed config"
+guide 'sudo -u kho kho-agent --config /etc/kho-agent/agent.toml check' agent-check
+[ "$(stat -c '%U:%G %a' /etc/kho-agent/token)" = "root:kho 640" ] || fail "the guide's token file is not root:kho 640"
 
 # ── sync ─────────────────────────────────────────────────────────────────────
-step "starting the installed agent as kho; waiting for 500 rows at the hub"
+step "first sync with the guide's sync --once, then the service as kho"
+guide 'sudo -u kho kho-agent --config /etc/kho-agent/agent.toml sync --once' agent-sync
+[ "$(hub_rows)" = 500 ] || fail "after sync --once the hub has $(hub_rows) rows of ho_so, expected 500"
+guide 'sudo -u kho kho-agent --config /etc/kho-agent/agent.toml status' agent-status
+grep -q ho_so "$WORK/agent-status.log" || fail "kho-agent status does not list the dataset ho_so"
 start_agent
 wait_rows 500
 [ "$(ps -o user= -p "$AGENT_PID" | tr -d ' ')" = kho ] || fail "the agent runs as $(ps -o user= -p "$AGENT_PID")"
