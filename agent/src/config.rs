@@ -101,7 +101,13 @@ pub struct HubSection {
     pub request_timeout: Duration,
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// MQTT: client certificate (PEM) presented to the broker, whose CN is the agent id.
+    /// Enrolled agents: the Ed25519 private key (PKCS#8 PEM, mode 0600) that signs every batch.
+    /// `kho-agent enroll` creates it here; it never leaves this machine.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// Client certificate (PEM), CN = agent id. MQTT: presented to the broker (with `client_key`).
+    /// HTTPS: presented to the hub with `signing_key`; `kho-agent enroll` writes the one the hub's
+    /// agent CA issues here (over MQTT it leaves this file alone).
     #[serde(default)]
     pub client_cert: Option<PathBuf>,
     /// MQTT: the client certificate's private key (PEM).
@@ -278,6 +284,8 @@ pub enum ConfigError {
     Invalid { origin: String, problems: Vec<FieldProblem> },
     #[error("config {origin}: hub.token_file {path}: {source}")]
     TokenFile { origin: String, path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: hub.signing_key {path}: {problem}")]
+    SigningKey { origin: String, path: PathBuf, problem: String },
 }
 
 impl ConfigError {
@@ -297,7 +305,16 @@ impl AgentConfig {
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        AgentConfig::from_toml_str(&text, &base, &path.display().to_string())
+        let config = AgentConfig::from_toml_str(&text, &base, &path.display().to_string())?;
+        if config.hub.token.is_some() {
+            warn_if_readable_by_others(path, "config file with hub.token inline");
+        }
+        for (file, what) in [(&config.hub.token_file, "hub.token_file"), (&config.hub.signing_key, "hub.signing_key")] {
+            if let Some(file) = file {
+                warn_if_readable_by_others(file, what);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates `text`; relative paths are resolved against `base_dir`, and `origin`
@@ -342,10 +359,8 @@ impl AgentConfig {
                 }
             }
         }
-        let mqtt_only = [
-            ("hub.client_cert", self.hub.client_cert.is_some()),
-            ("hub.client_key", self.hub.client_key.is_some()),
-        ];
+        // Over HTTPS a client certificate (issued at enrollment) goes with the signing key.
+        let mqtt_only = [("hub.client_key", self.hub.client_key.is_some())];
         if self.hub.transport == TransportKind::Mqtt {
             if self.hub.ca_cert.is_none() {
                 bad("hub.ca_cert", "required with transport = \"mqtt\" (the CA that signed the broker's certificate)".into());
@@ -360,6 +375,9 @@ impl AgentConfig {
                 bad("hub.ack_timeout", "must be greater than zero".into());
             }
         } else {
+            if self.hub.client_cert.is_some() && self.hub.signing_key.is_none() {
+                bad("hub.client_cert", "over HTTPS it needs hub.signing_key (the certificate's key)".into());
+            }
             for (field, set) in mqtt_only {
                 if set {
                     bad(field, "only used with transport = \"mqtt\"".into());
@@ -490,7 +508,10 @@ impl AgentConfig {
         if let Some(p) = self.hub.token_file.as_mut() {
             resolve(p);
         }
-        for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key].into_iter().flatten() {
+        for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key, &mut self.hub.signing_key]
+            .into_iter()
+            .flatten()
+        {
             resolve(p);
         }
         for d in &mut self.datasets {
@@ -515,6 +536,16 @@ impl AgentConfig {
         self.agent.data_dir.join(crate::outbox::OUTBOX_FILE)
     }
 
+    /// The batch signer, when `hub.signing_key` is configured (read once at start).
+    pub fn signer(&self) -> Result<Option<kho_shared::signing::Signer>, ConfigError> {
+        let Some(path) = &self.hub.signing_key else { return Ok(None) };
+        let bad =
+            |problem: String| ConfigError::SigningKey { origin: self.origin.clone(), path: path.clone(), problem };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("{e} (run `kho-agent enroll` first)")))?;
+        let der = crate::enroll::pem_to_pkcs8(&pem).map_err(bad)?;
+        kho_shared::signing::Signer::from_pkcs8(&self.agent.id, &der).map(Some).map_err(|e| bad(e.to_string()))
+    }
+
     /// The bearer token, read from `token_file` when configured (trailing whitespace trimmed).
     pub fn bearer_token(&self) -> Result<String, ConfigError> {
         if let Some(t) = &self.hub.token {
@@ -530,6 +561,23 @@ impl AgentConfig {
         }
         Ok(token)
     }
+}
+
+/// Warns (and returns true) when `path` holds a secret and other users may read it. A missing
+/// file is not reported here (using it fails with its own error).
+pub fn warn_if_readable_by_others(path: &Path, what: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let mode = meta.permissions().mode();
+    let exposed = mode & 0o077 != 0;
+    if exposed {
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{:o}", mode & 0o777),
+            "{what} holds a secret but is readable by other users; run chmod 600"
+        );
+    }
+    exposed
 }
 
 #[cfg(test)]

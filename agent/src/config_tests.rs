@@ -391,3 +391,16 @@ fn cron_schedule_replaces_the_interval_and_bad_ones_are_named() {
     assert_eq!(fields(&e), ["dataset[0].schedule"]);
     assert!(e.to_string().contains("names"), "{e}");
 }
+
+#[test]
+fn secrets_readable_by_others_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "secret").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(super::warn_if_readable_by_others(&path, "test"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!super::warn_if_readable_by_others(&path, "test"));
+    assert!(!super::warn_if_readable_by_others(&dir.path().join("missing"), "test"));
+}

@@ -6,7 +6,8 @@
 //! (durable, bounded, gapless per-agent sequence) → [`forward`] (batch, compress, send over a
 //! [`forward::Transport`]; delete only on the hub's ack). [`heartbeat`] reports liveness and
 //! per-dataset capture state; [`status`] reads the outbox for operators; [`sync_once`] runs one
-//! pass now and forwards it (`kho-agent sync --once`); [`lock`] keeps one agent per data directory.
+//! pass now and forwards it (`kho-agent sync --once`); [`lock`] keeps one agent per data directory;
+//! [`enroll`] is the first contact with a hub (key pair, one-time token → access token).
 //!
 //! Invariants: capture is atomic (changes and the source position commit together); nothing
 //! leaves the outbox unacknowledged; memory is bounded (streamed reads, bounded chunks, one batch
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod enroll;
 pub mod forward;
 pub mod heartbeat;
 pub mod lock;
@@ -145,14 +147,15 @@ async fn supervise_forwarder<T: Transport>(
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let _lock = lock::AgentLock::acquire(&config.agent.data_dir)?;
     let token = config.bearer_token()?;
+    let signer = config.signer()?;
     match config.hub.transport {
         TransportKind::Https => {
-            let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+            let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?.with_signer(signer));
             run_with(config, transport, shutdown).await
         }
         TransportKind::Mqtt => {
             forward::https::install_crypto_provider();
-            let transport = Arc::new(MqttTransport::new(&config.hub, &config.agent.id, &token)?);
+            let transport = Arc::new(MqttTransport::new(&config.hub, &config.agent.id, &token)?.with_signer(signer));
             run_with(config, transport, shutdown).await
         }
     }

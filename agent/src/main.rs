@@ -40,6 +40,30 @@ enum Command {
     },
     /// Validate the config, open each source and show its schema, verify the outbox.
     Check,
+    /// Enroll with the hub: generate this agent's key pair (private key to `hub.signing_key`, mode
+    /// 0600, never sent), present the one-time token from `kho-hub agent add`, and store the
+    /// access token the hub returns in `hub.token_file`.
+    Enroll {
+        /// The one-time enrollment token.
+        #[arg(long)]
+        token: String,
+        /// The hub's HTTPS base URL (default: `hub.url`; required with the MQTT transport).
+        #[arg(long)]
+        hub: Option<String>,
+        /// CA certificate to trust for the hub (default: `hub.ca_cert`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Replace this agent's key pair (stop the service first; buffered changes are kept and sent
+    /// with the new key). If interrupted, run it again.
+    RotateKey {
+        /// The hub's HTTPS base URL (default: `hub.url`; required with the MQTT transport).
+        #[arg(long)]
+        hub: Option<String>,
+        /// CA certificate to trust for the hub (default: `hub.ca_cert`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Capture the datasets once now (all, or those named) and forward until the hub has
     /// acknowledged everything; for a first sync or a catch-up. Refuses to run beside `run`.
     Sync {
@@ -75,6 +99,13 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::Status { json } => show_status(&config, json),
         Command::Check => check(&config),
+        Command::Enroll { token, hub, ca } => {
+            enroll(&config, kho_agent::enroll::EnrollOptions { hub_url: hub, token, ca_cert: ca })
+        }
+        Command::RotateKey { hub, ca } => {
+            let options = kho_agent::enroll::EnrollOptions { hub_url: hub, token: String::new(), ca_cert: ca };
+            rotate_key(&config, options)
+        }
         Command::Sync { once: _, timeout, datasets } => sync(config, &datasets, timeout),
     };
     match result {
@@ -84,6 +115,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn enroll(config: &AgentConfig, options: kho_agent::enroll::EnrollOptions) -> anyhow::Result<ExitCode> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let reply = runtime.block_on(kho_agent::enroll::enroll(config, &options))?;
+    println!(
+        "enrolled as {} (department {}); may write: {}\nprivate key: {}\naccess token: {}",
+        reply.agent,
+        reply.department,
+        reply.datasets.join(", "),
+        config.hub.signing_key.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        config.hub.token_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate_key(config: &AgentConfig, options: kho_agent::enroll::EnrollOptions) -> anyhow::Result<ExitCode> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let public_key = runtime.block_on(kho_agent::enroll::rotate_key(config, &options))?;
+    println!("key rotated; the hub now verifies batches of {} with public key {public_key}", config.agent.id);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(config: AgentConfig) -> anyhow::Result<ExitCode> {

@@ -69,14 +69,15 @@ pub async fn sync_once(
     }
     let _lock = AgentLock::acquire(&config.agent.data_dir)?;
     let token = config.bearer_token()?;
+    let signer = config.signer()?;
     match config.hub.transport {
         TransportKind::Https => {
-            let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?);
+            let transport = Arc::new(HttpsTransport::new(&config.hub, &token)?.with_signer(signer));
             sync_once_with(config, transport, selected, timeout, progress, shutdown).await
         }
         TransportKind::Mqtt => {
             crate::forward::https::install_crypto_provider();
-            let transport = Arc::new(MqttTransport::new(&config.hub, &config.agent.id, &token)?);
+            let transport = Arc::new(MqttTransport::new(&config.hub, &config.agent.id, &token)?.with_signer(signer));
             sync_once_with(config, transport, selected, timeout, progress, shutdown).await
         }
     }

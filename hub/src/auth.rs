@@ -1,7 +1,9 @@
 //! Who is calling, and what they may write.
 //!
-//! Agents authenticate with a bearer token from the config. The hub keeps only each token's
-//! sha256 and compares digests in constant time against *every* agent (no early exit), so neither
+//! Two kinds of agents: those declared in the hub config (this module's [`AgentRegistry`]) and
+//! those enrolled through the registry ([`crate::registry`], checked by
+//! [`crate::ingest::gate`]). Config agents authenticate with a bearer token from the config. The
+//! hub keeps only each token's sha256 and compares digests in constant time against *every* agent (no early exit), so neither
 //! the comparison nor the position of the match in the list leaks through timing. Permissions are
 //! deny by default: an agent writes exactly the datasets listed for it.
 
@@ -16,9 +18,16 @@ use crate::config::AgentSection;
 pub struct AgentIdentity {
     pub id: String,
     datasets: HashSet<String>,
+    /// Enrolled agents: the Ed25519 public key every batch must be signed with.
+    pub public_key: Option<Vec<u8>>,
 }
 
 impl AgentIdentity {
+    /// An enrolled agent with its grants and public key.
+    pub fn enrolled(id: &str, datasets: &[String], public_key: Vec<u8>) -> AgentIdentity {
+        AgentIdentity { id: id.to_string(), datasets: datasets.iter().cloned().collect(), public_key: Some(public_key) }
+    }
+
     /// Whether this agent may write `dataset`.
     pub fn may_write(&self, dataset: &str) -> bool {
         self.datasets.contains(dataset)
@@ -44,8 +53,11 @@ impl AgentRegistry {
             .iter()
             .filter_map(|a| {
                 let token = a.token.as_deref()?;
-                let identity =
-                    AgentIdentity { id: a.id.clone(), datasets: a.datasets.iter().cloned().collect() };
+                let identity = AgentIdentity {
+                    id: a.id.clone(),
+                    datasets: a.datasets.iter().cloned().collect(),
+                    public_key: None,
+                };
                 Some((digest(token), identity))
             })
             .collect();
@@ -66,13 +78,19 @@ impl AgentRegistry {
 
     /// The agent from an `Authorization: Bearer <token>` header value.
     pub fn authenticate_header(&self, header: Option<&str>) -> Option<&AgentIdentity> {
-        let value = header?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        self.authenticate(token.trim())
+        self.authenticate(bearer(header)?)
     }
+
+    /// Whether `id` is declared in the config.
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.iter().any(|(_, a)| a.id == id)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn digest(token: &str) -> [u8; 32] {

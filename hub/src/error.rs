@@ -29,6 +29,8 @@ pub enum HubError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("{path}: {source}")]
@@ -70,7 +72,8 @@ impl ApiError {
     /// The HTTP status for this refusal.
     pub fn status(&self) -> StatusCode {
         match self.reply.code {
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized | ErrorCode::BadSignature => StatusCode::UNAUTHORIZED,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::DigestMismatch | ErrorCode::Malformed | ErrorCode::UnsupportedVersion => StatusCode::BAD_REQUEST,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -106,7 +109,9 @@ impl ApiError {
             let (code, message) = (self.reply.code, &self.reply.message);
             match code {
                 ErrorCode::Internal => tracing::error!(?code, %message, "request failed"),
-                ErrorCode::SequenceGap | ErrorCode::Unavailable => tracing::info!(?code, %message, "request refused"),
+                ErrorCode::SequenceGap | ErrorCode::Unavailable | ErrorCode::RateLimited => {
+                    tracing::info!(?code, %message, "request refused")
+                }
                 _ => tracing::warn!(?code, %message, "request refused"),
             }
             self.logged = true;

@@ -7,9 +7,11 @@
 //! protocol and permission checks) → [`apply`] (the single writer: ledger decision and rows in one
 //! transaction) → [`warehouse`] (SQLite tables, ledger, freshness evidence) → [`freshness`] (the
 //! periodic evaluator: statuses, history, alerts via [`alerts`]) → [`api`] (status, catalogue,
-//! freshness, scorecards, readiness, metrics). [`catalog`] is the dataset catalogue (reloadable);
+//! freshness, scorecards, readiness, metrics, and the CKAN-compatible open-data API) and
+//! [`dashboard`] (the operators' HTML views). [`catalog`] is the dataset catalogue (reloadable);
 //! [`config`], [`clock`] and [`tls`] set the stage; [`demo`] runs a hub and a real agent side by
-//! side; [`cli`] is `kho-hub status`.
+//! side; [`cli`] is `kho-hub status`; [`registry`] holds enrolled agents and the [`audit`] log,
+//! managed by [`admin`] (`kho-hub agent …`, `kho-hub audit verify`).
 //!
 //! [`run`] is the whole service: it validates the config and the catalogue, prepares TLS and the
 //! warehouse, evaluates freshness once, binds the listener (writing the bound address to
@@ -20,19 +22,25 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod agent_ca;
 pub mod alerts;
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod freshness;
 pub mod ingest;
 pub mod metrics;
+pub mod ratelimit;
+pub mod registry;
 pub mod server;
 pub mod tls;
 pub mod warehouse;
@@ -138,14 +146,16 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     let addr_file = listen_addr_file(&data_dir);
     let _stale = std::fs::remove_file(&addr_file);
 
+    let agent_ca = Arc::new(agent_ca::AgentCa::ensure(&data_dir.join("tls"))?);
+    let client_ca = Some(agent_ca.ca_path.as_path());
     let tls_config = if config.hub.insecure_dev_http {
         tracing::warn!("insecure_dev_http: serving PLAIN HTTP; tokens and data cross the network unencrypted. Development only!");
         None
     } else if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-        Some(tls::server_config(cert, key)?)
+        Some(tls::server_config_with_clients(cert, key, client_ca)?)
     } else {
         let paths = tls::ensure_self_signed(&data_dir.join("tls"), &config.tls.self_signed_names)?;
-        Some(tls::server_config(&paths.cert, &paths.key)?)
+        Some(tls::server_config_with_clients(&paths.cert, &paths.key, client_ca)?)
     };
 
     let department_of: warehouse::postgres::DepartmentOf = {
@@ -206,14 +216,27 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     }
     tracker.close();
 
+    let warehouse_config = config.warehouse.clone();
+    let store = tokio::task::spawn_blocking(move || registry::open(&warehouse_config))
+        .await
+        .map_err(|e| HubError::Thread(std::io::Error::other(e.to_string())))??;
     let limits = &config.limits;
     let ingest = Arc::new(ingest::Ingest {
         catalog: catalog.clone(),
-        registry: auth::AgentRegistry::new(&config.agents),
+        gate: ingest::gate::Gate {
+            config_agents: auth::AgentRegistry::new(&config.agents),
+            store: Arc::new(std::sync::Mutex::new(store)),
+            clock: Arc::clone(&hooks.clock),
+            agent_ca,
+            refusal_budget: ingest::gate::refusal_budget(),
+        },
         applier,
         metrics: Arc::clone(&metrics),
         max_body_bytes: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
         max_decoded_bytes: usize::try_from(limits.max_decoded_bytes).unwrap_or(usize::MAX),
+        transports: ingest::TransportBoard::default(),
+        max_batch_changes: limits.max_batch_changes,
+        rate: ratelimit::RateLimiter::new(limits.agent_requests_per_second, limits.agent_burst),
     });
     if let Some(section) = &config.mqtt {
         let mqtt = ingest::mqtt::MqttIngest::new(section, ingest.max_body_bytes)?;
@@ -228,9 +251,27 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         permits: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
         timeout: limits.request_timeout,
     });
+    let scheme = if tls_config.is_some() { "https" } else { "http" };
+    let open_data = api::opendata::OpenData::new(
+        Arc::clone(&status.reader),
+        catalog.clone(),
+        snapshot.clone(),
+        scheme,
+        Arc::clone(&metrics),
+    );
+    let dashboard = dashboard::Dashboard {
+        snapshot: snapshot.clone(),
+        catalog: catalog.clone(),
+        reader: Arc::clone(&status.reader),
+        auth: Arc::new(dashboard::auth::Auth::new(&config.dashboard, tls_config.is_some())),
+        metrics: Arc::clone(&metrics),
+        transports: ingest.transports.clone(),
+    };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
-    let routes =
-        ingest::https::routes(Arc::clone(&ingest)).merge(api::routes(status, fresh_api, Arc::clone(&metrics)));
+    let routes = ingest::https::routes(Arc::clone(&ingest))
+        .merge(api::routes(status, fresh_api, Arc::clone(&metrics)))
+        .merge(api::opendata::routes(open_data))
+        .merge(dashboard::routes(dashboard));
     let router = server::router(routes, request_limits);
     drop(ingest);
 
@@ -245,7 +286,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         })?;
         let scheme = if tls_config.is_some() { "https" } else { "http" };
         tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), data_dir = %data_dir.display(), "hub listening");
-        server::serve(listener, tls_config, router, shutdown.child_token()).await
+        server::serve(listener, tls_config, router, limits.header_read_timeout, shutdown.child_token()).await
     }
     .await;
 

@@ -52,6 +52,18 @@ enum Command {
         #[arg(long, default_value = "auto")]
         color: ColorChoice,
     },
+    /// Read a password on stdin and print its argon2 hash for `[[dashboard.operator]]`.
+    HashPassword,
+    /// Manage enrolled agents (stored in the warehouse; a running hub sees changes at once).
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run a hub and a real agent on a generated sample database.
     Demo {
         /// Directory for the sample database, configs and data.
@@ -70,6 +82,34 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Register an agent and print its one-time enrollment token.
+    Add {
+        /// Agent id (`[a-z0-9][a-z0-9_-]*`).
+        id: String,
+        /// The department's code (e.g. so_y_te).
+        #[arg(long)]
+        department: String,
+        /// Datasets the agent may write (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        datasets: Vec<String>,
+        /// How long the enrollment token stays valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
+    /// Show every agent: registry state, department, version, last contact, outbox backlog.
+    List,
+    /// Revoke an agent: its requests are refused from now on, over HTTPS and MQTT.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain; prints the head (entry count and hash) to record elsewhere.
+    Verify,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -105,6 +145,25 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Command::HashPassword = command {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password).context("cannot read the password from stdin")?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "the password is empty");
+        let hash = kho_hub::dashboard::auth::hash_password(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+        println!("{hash}");
+        return Ok(());
+    }
+    let command = match command {
+        Command::Agent { command } => return agent_command(&cli.config, command),
+        Command::Audit { command: AuditCommand::Verify } => {
+            let config = kho_hub::HubConfig::load(&cli.config)?;
+            let mut store = kho_hub::registry::open(&config.warehouse)?;
+            print!("{}", kho_hub::admin::verify_audit(store.as_mut())?);
+            return Ok(());
+        }
+        other => other,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     if let Command::Status { url, ca, department, color } = command {
         return runtime.block_on(status(&cli.config, url, ca, department, color));
@@ -119,7 +178,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let opts = kho_hub::demo::DemoOptions { dir, rows, port, live, fresh };
                 kho_hub::demo::run(opts, shutdown).await?;
             }
-            Command::Run | Command::Check | Command::Status { .. } => {
+            Command::Run | Command::Check | Command::HashPassword | Command::Status { .. } | Command::Agent { .. } | Command::Audit { .. } => {
                 let mut config = kho_hub::HubConfig::load(&cli.config)?;
                 config.hub.insecure_dev_http |= cli.insecure_dev_http;
                 kho_hub::run_with(config, hooks, shutdown).await?;
@@ -127,6 +186,24 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `kho-hub agent …`: blocking, outside any async runtime (the PostgreSQL client runs its own).
+fn agent_command(config_path: &std::path::Path, command: AgentCommand) -> anyhow::Result<()> {
+    let config = kho_hub::HubConfig::load(config_path)?;
+    let mut store = kho_hub::registry::open(&config.warehouse)?;
+    match command {
+        AgentCommand::Add { id, department, datasets, expires } => {
+            let add = kho_hub::admin::AddAgent { id: id.clone(), department, datasets, expires_in: expires };
+            let (token, expires_at) = kho_hub::admin::add(&config, store.as_mut(), &add)?;
+            let expires_at = jiff::Timestamp::from_millisecond(expires_at).map(|t| t.to_string()).unwrap_or_default();
+            println!("agent {id} added; enrollment token (works once, expires {expires_at}):\n{token}");
+            println!("on the agent: kho-agent --config agent.toml enroll --token <token>");
+        }
+        AgentCommand::List => print!("{}", kho_hub::admin::list(&config, store.as_mut())?),
+        AgentCommand::Revoke { id } => print!("{}", kho_hub::admin::revoke(&config, store.as_mut(), &id)?),
+    }
+    Ok(())
 }
 
 async fn status(

@@ -33,6 +33,11 @@ pub struct Metrics {
     alerts_dropped: AtomicU64,
     mqtt_messages: AtomicU64,
     mqtt_connection_failures: AtomicU64,
+    open_data_requests: AtomicU64,
+    open_data_refused: AtomicU64,
+    open_data_rows: AtomicU64,
+    dashboard_logins: AtomicU64,
+    dashboard_login_failures: AtomicU64,
     /// Per-dataset and per-agent freshness gauges, rendered by the evaluator after each pass.
     freshness: Mutex<String>,
 }
@@ -40,6 +45,8 @@ pub struct Metrics {
 fn code_label(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::BadSignature => "bad_signature",
+        ErrorCode::RateLimited => "rate_limited",
         ErrorCode::Forbidden => "forbidden",
         ErrorCode::DigestMismatch => "digest_mismatch",
         ErrorCode::Malformed => "malformed",
@@ -109,6 +116,22 @@ impl Metrics {
         self.mqtt_connection_failures.fetch_add(1, Relaxed);
     }
 
+    /// An open-data API request or download answered (`ok`) or refused (4xx/5xx).
+    pub fn open_data_request(&self, ok: bool) {
+        let c = if ok { &self.open_data_requests } else { &self.open_data_refused };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Rows served by `datastore_search` or a download.
+    pub fn open_data_rows(&self, n: usize) {
+        self.open_data_rows.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn dashboard_login(&self, ok: bool) {
+        let c = if ok { &self.dashboard_logins } else { &self.dashboard_login_failures };
+        c.fetch_add(1, Relaxed);
+    }
+
     /// Replaces the freshness gauges with those of `s`.
     pub fn set_freshness(&self, s: &crate::freshness::Snapshot) {
         let text = freshness_gauges(s);
@@ -134,6 +157,11 @@ impl Metrics {
         counter("kho_hub_alerts_dropped_total", "Alerts dropped because the alert queue was full.", self.alerts_dropped.load(Relaxed));
         counter("kho_hub_mqtt_messages_total", "Messages received from the MQTT broker (batches and heartbeats).", self.mqtt_messages.load(Relaxed));
         counter("kho_hub_mqtt_connection_failures_total", "MQTT connection attempts or connections that failed (retried).", self.mqtt_connection_failures.load(Relaxed));
+        counter("kho_hub_open_data_requests_total", "Open-data API requests and downloads answered.", self.open_data_requests.load(Relaxed));
+        counter("kho_hub_open_data_refused_total", "Open-data API requests refused (not found, invalid, busy, failed).", self.open_data_refused.load(Relaxed));
+        counter("kho_hub_open_data_rows_total", "Rows served by datastore_search and downloads.", self.open_data_rows.load(Relaxed));
+        counter("kho_hub_dashboard_logins_total", "Operator logins to the dashboard.", self.dashboard_logins.load(Relaxed));
+        counter("kho_hub_dashboard_login_failures_total", "Refused dashboard logins (wrong name, password or form token).", self.dashboard_login_failures.load(Relaxed));
         let _ = writeln!(out, "# HELP kho_hub_batches_refused_total Requests refused, by error code.");
         let _ = writeln!(out, "# TYPE kho_hub_batches_refused_total counter");
         for (code, n) in self.refused.lock().unwrap_or_else(|p| p.into_inner()).iter() {

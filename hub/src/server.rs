@@ -3,7 +3,9 @@
 //!
 //! Per-request limits (architecture invariant 5): at most `max_concurrent_requests` requests are in
 //! a handler at once — more are refused at once with 503 `unavailable`, which agents retry with
-//! backoff — and each request, body upload included, must finish within `request_timeout`.
+//! backoff — and each request, body upload included, must finish within `request_timeout`. A
+//! client must send its request headers within `header_read_timeout` (slowloris), and finish the
+//! TLS handshake within axum-server's 10 s handshake timeout, or the connection is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,7 @@ pub async fn serve(
     listener: std::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
     let handle = axum_server::Handle::new();
@@ -66,13 +69,15 @@ pub async fn serve(
     match tls {
         Some(config) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(config);
-            axum_server::tls_rustls::from_tcp_rustls(listener, rustls)
-                .map_err(HubError::Serve)?
-                .handle(handle)
-                .serve(service)
-                .await
+            let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls).map_err(HubError::Serve)?;
+            server.http_builder().http1().header_read_timeout(header_read_timeout);
+            server.handle(handle).serve(service).await
         }
-        None => axum_server::from_tcp(listener).map_err(HubError::Serve)?.handle(handle).serve(service).await,
+        None => {
+            let mut server = axum_server::from_tcp(listener).map_err(HubError::Serve)?;
+            server.http_builder().http1().header_read_timeout(header_read_timeout);
+            server.handle(handle).serve(service).await
+        }
     }
     .map_err(HubError::Serve)
 }

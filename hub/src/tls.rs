@@ -127,8 +127,19 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-/// A rustls server config (ring provider, HTTP/2 and HTTP/1.1 via ALPN) from PEM files.
+/// A rustls server config (ring provider, HTTP/2 and HTTP/1.1 via ALPN) from PEM files, with no
+/// client certificates.
 pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_clients(cert_path, key_path, None)
+}
+
+/// Like [`server_config`]; with `client_ca`, clients *may* present a certificate, and one that
+/// does not chain to that CA fails the handshake (see [`crate::agent_ca`]).
+pub fn server_config_with_clients(
+    cert_path: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let pem_err = |path: &Path| {
         let path = path.to_path_buf();
         move |e: rustls::pki_types::pem::Error| TlsError::Pem { path, problem: e.to_string() }
@@ -141,10 +152,22 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
         return Err(TlsError::Pem { path: cert_path.to_path_buf(), problem: "no certificate in file".into() });
     }
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(pem_err(key_path))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+    let mut config = match client_ca {
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(pem_err(ca))? {
+                roots.add(cert.map_err(pem_err(ca))?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Pem { path: ca.to_path_buf(), problem: e.to_string() })?;
+            builder.with_client_cert_verifier(verifier).with_single_cert(certs, key)?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

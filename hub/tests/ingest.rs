@@ -152,6 +152,7 @@ async fn bad_bodies_are_refused_and_write_nothing() {
         .client
         .post(format!("{}/v1/batches", hub.base))
         .bearer_auth(TOKEN_A)
+        .header("content-type", kho_shared::protocol::BATCH_CONTENT_TYPE)
         .header(kho_shared::protocol::DIGEST_HEADER, &encoded.digest_hex)
         .body(encoded.body.clone())
         .send()

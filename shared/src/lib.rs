@@ -8,6 +8,7 @@
 //! - [`protocol`]: the v1 batch, change, schema, acknowledgement, error and heartbeat types.
 //! - [`codec`]: batch body encoding (JSON → zstd), digest, and bounded decoding.
 //! - [`mqtt`]: the MQTT topics, message envelope (what HTTPS carries in headers) and ack message.
+//! - [`signing`]: Ed25519 batch signatures (what is signed, verification, the agent's signer).
 //! - [`hash`]: canonical row and key hashes used by snapshot diffing.
 //! - [`types`]: the portable column type set and its mapping from SQL declared types.
 //! - [`fields`]: configuration problems named by field, shared by both programs.
@@ -28,4 +29,5 @@ pub mod ident;
 pub mod mqtt;
 pub mod protocol;
 pub mod schedule;
+pub mod signing;
 pub mod types;

@@ -51,6 +51,9 @@ pub struct EnvelopeHeader {
     /// Content encoding of the body; `zstd` for batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
+    /// Enrolled agents: the batch signature (hex; see [`crate::signing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// A decoded envelope: the header and a borrowed body.
@@ -178,6 +181,7 @@ mod tests {
             token: "tok-a".into(),
             sha256: Some("ab".repeat(32)),
             encoding: Some("zstd".into()),
+            signature: None,
         }
     }
 
@@ -190,7 +194,8 @@ mod tests {
         assert_eq!(env.header, batch_header());
         assert_eq!(env.body, body);
 
-        let hb = EnvelopeHeader { kind: Kind::Heartbeat, token: "t".into(), sha256: None, encoding: None };
+        let hb =
+            EnvelopeHeader { kind: Kind::Heartbeat, token: "t".into(), sha256: None, encoding: None, signature: None };
         let bytes = encode_envelope(&hb, b"{}");
         let env = decode_envelope(&bytes).expect("decodes");
         assert_eq!(env.header, hb);

@@ -37,6 +37,10 @@ pub const DIGEST_HEADER: &str = "x-kho-content-sha256";
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.kho.batch.v1+json";
 /// Content encoding of an encoded batch body.
 pub const BATCH_CONTENT_ENCODING: &str = "zstd";
+/// `POST` [`EnrollRequest`] (no bearer token: the one-time enrollment token is the credential).
+pub const ENROLL_PATH: &str = "/v1/enroll";
+/// `POST` [`RotateKeyRequest`] (bearer token of the enrolled agent).
+pub const ROTATE_KEY_PATH: &str = "/v1/rotate-key";
 
 /// One agent's contiguous run of changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,12 +125,56 @@ pub struct WhoAmI {
     pub hub_version: String,
 }
 
+/// `POST /v1/enroll`: an agent presents its one-time enrollment token and the public half of the
+/// key pair it generated (the private half never leaves the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub v: u32,
+    /// The agent id the operator configured (must be the one the token was issued for).
+    pub agent: String,
+    pub token: String,
+    /// Ed25519 public key, lowercase hex (32 bytes).
+    pub public_key: String,
+    /// Agent software version.
+    pub version: String,
+}
+
+/// The hub's answer to a successful enrollment: the agent's identity and its access token (the
+/// bearer credential from now on; the hub keeps only its sha256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollReply {
+    pub agent: String,
+    pub department: String,
+    pub datasets: Vec<String>,
+    pub access_token: String,
+    /// A client certificate (PEM) for the agent's public key, signed by the hub's agent CA
+    /// (CN = agent id), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+}
+
+/// `POST /v1/rotate-key`: an enrolled agent replaces its public key. Both signatures are over
+/// [`crate::signing::rotation_message`]: the old key's proves the request comes from the agent,
+/// the new key's proves it holds the new private key. Re-sending after a lost answer is accepted
+/// (the hub already holds `new_public_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    pub v: u32,
+    pub new_public_key: String,
+    pub old_key_signature: String,
+    pub new_key_signature: String,
+}
+
 /// Machine-readable reason for a refused request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// Missing or wrong credential (HTTP 401).
+    /// Missing or wrong credential, revoked agent, or an unusable enrollment token (HTTP 401).
     Unauthorized,
+    /// The batch signature is missing or does not verify against the agent's public key (401).
+    BadSignature,
     /// The agent may not write a dataset in the batch, or the batch names another agent (403).
     Forbidden,
     /// The body's sha256 does not match the digest header (400).
@@ -141,6 +189,8 @@ pub enum ErrorCode {
     SequenceGap,
     /// The batch conflicts with the warehouse's table for a dataset, e.g. a changed key (422).
     SchemaConflict,
+    /// The agent sends faster than the hub's per-agent rate allows; retry later (429).
+    RateLimited,
     /// The hub could not apply the batch right now; retry later (503).
     Unavailable,
     /// A hub bug or storage failure; retry later (500).
@@ -150,7 +200,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether resending the same request later can succeed without anyone changing anything.
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorCode::Unavailable | ErrorCode::Internal)
+        matches!(self, ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::RateLimited)
     }
 }
 

@@ -13,7 +13,9 @@ pub mod mosquitto;
 pub mod pgwh;
 pub mod procs;
 pub mod remote;
+pub mod security;
 pub mod source;
+pub mod webdriver;
 
 use std::path::PathBuf;
 

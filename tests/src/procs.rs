@@ -172,6 +172,11 @@ impl HubProc {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Runs `kho-hub --config <config> <args>` to completion (e.g. `agent add …`).
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin_path("kho-hub")).arg("--config").arg(&self.config).args(args).output().expect("run kho-hub")
+    }
+
     /// Highest sequence applied for `agent`, from the warehouse ledger (0 if none yet).
     pub fn ledger(&self, agent: &str) -> u64 {
         let Ok(conn) = rusqlite::Connection::open_with_flags(self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -308,10 +313,11 @@ impl AgentProc {
     /// Writes `agent.toml` in `dir` like [`AgentProc::start_with`] without starting the agent.
     pub fn configure(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
         fs::create_dir_all(dir).expect("agent dir");
+        // An empty token: the agent is enrolled, and `hub_extra` names its token_file and signing_key.
+        let token = if spec.token.is_empty() { String::new() } else { format!("token = \"{}\"\n", spec.token) };
         let mut toml = format!(
-            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\ntoken = \"{}\"\nca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n{}\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
+            "[agent]\nid = \"{}\"\ndata_dir = \"data\"\n\n[hub]\nurl = \"{hub_url}\"\n{token}ca_cert = \"{}\"\nrequest_timeout = \"10s\"\nheartbeat_interval = \"1s\"\n{}\n[outbox]\nmax_changes = {}\n\n[forward]\nbatch_max_changes = {}\nlinger = \"50ms\"\n",
             spec.id,
-            spec.token,
             ca.display(),
             opts.hub_extra,
             opts.max_outbox,

@@ -141,6 +141,7 @@ fn forged_batch(agent_in_batch: &str, token: &str) -> (String, Vec<u8>) {
         token: token.into(),
         sha256: Some(body.digest_hex.clone()),
         encoding: Some("zstd".into()),
+        signature: None,
     };
     (body.digest_hex.clone(), mqtt::encode_envelope(&header, &body.body))
 }

@@ -36,6 +36,8 @@ pub struct HttpsTransport {
     heartbeat_url: String,
     whoami_url: String,
     auth: HeaderValue,
+    /// Signs each batch's digest (enrolled agents).
+    signer: Option<std::sync::Arc<kho_shared::signing::Signer>>,
 }
 
 impl HttpsTransport {
@@ -56,6 +58,16 @@ impl HttpsTransport {
             }
             builder = builder.tls_certs_only(certs);
         }
+        if let (Some(cert), Some(key)) = (&hub.client_cert, hub.client_key.as_ref().or(hub.signing_key.as_ref())) {
+            // Mutual TLS with the certificate the hub issued at enrollment (a missing file means
+            // the agent is not enrolled yet: the token check will say so).
+            if let (Ok(mut pem), Ok(key_pem)) = (std::fs::read(cert), std::fs::read(key)) {
+                pem.extend_from_slice(&key_pem);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| TransportError::Setup(format!("hub.client_cert {}: {e}", cert.display())))?;
+                builder = builder.identity(identity);
+            }
+        }
         if hub.url.starts_with("http://") {
             tracing::warn!(url = %hub.url, "hub.insecure_dev: sending data and the token over plain HTTP (development only)");
         }
@@ -70,7 +82,14 @@ impl HttpsTransport {
             heartbeat_url: format!("{base}{HEARTBEAT_PATH}"),
             whoami_url: format!("{base}{WHOAMI_PATH}"),
             auth,
+            signer: None,
         })
+    }
+
+    /// Signs every batch with `signer` (an enrolled agent's key).
+    pub fn with_signer(mut self, signer: Option<kho_shared::signing::Signer>) -> HttpsTransport {
+        self.signer = signer.map(std::sync::Arc::new);
+        self
     }
 
     /// Asks the hub who it takes this agent's token for and what it may write (`check`).
@@ -125,9 +144,12 @@ impl Transport for HttpsTransport {
     }
 
     async fn send_batch(&self, body: &EncodedBody) -> Result<Delivery, TransportError> {
-        let resp = self
-            .client
-            .post(&self.batches_url)
+        let mut request = self.client.post(&self.batches_url);
+        if let Some(signer) = &self.signer {
+            let signature = signer.sign(&body.digest_hex).map_err(|e| TransportError::Setup(e.to_string()))?;
+            request = request.header(kho_shared::signing::SIGNATURE_HEADER, signature);
+        }
+        let resp = request
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, BATCH_CONTENT_TYPE)
             .header(CONTENT_ENCODING, BATCH_CONTENT_ENCODING)

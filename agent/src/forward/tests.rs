@@ -119,6 +119,7 @@ fn hub_section(url: &str) -> HubSection {
         transport: crate::config::TransportKind::Https,
         client_cert: None,
         client_key: None,
+        signing_key: None,
         keep_alive: crate::config::DEFAULT_KEEP_ALIVE,
         ack_timeout: crate::config::DEFAULT_ACK_TIMEOUT,
     }

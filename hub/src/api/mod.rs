@@ -1,11 +1,13 @@
 //! The hub's read-only HTTP surface for people and monitoring: `GET /api/v1/status` (JSON),
 //! the catalogue and freshness endpoints of [`freshness`] (JSON), `GET /metrics` (Prometheus
-//! text) and `GET /healthz`. The whole surface is described in `docs/openapi.yaml`.
+//! text) and `GET /healthz`; the open-data API of [`opendata`] (CKAN subset and downloads). The
+//! whole surface is described in `docs/openapi.yaml`.
 //!
 //! Nothing here writes, and nothing here shares the writer's connection: status reads go through
 //! the warehouse's read-only connection on the blocking pool.
 
 pub mod freshness;
+pub mod opendata;
 pub mod status;
 
 use std::sync::Arc;

@@ -23,6 +23,10 @@
 //! max_decoded_bytes = "128 MiB"
 //! request_timeout = "60s"
 //! max_concurrent_requests = 256
+//! max_batch_changes = 100000
+//! agent_requests_per_second = 50
+//! agent_burst = 100
+//! header_read_timeout = "10s"
 //!
 //! [warehouse]
 //! kind = "sqlite"
@@ -40,7 +44,7 @@
 //! ```
 //!
 //! The `[catalog]`, `[freshness]` and `[alerts]` sections are described in `config/freshness.rs`,
-//! the optional `[mqtt]` section in `config/mqtt.rs`. An agent's `datasets` are merged with the catalogue's grants:
+//! the optional `[mqtt]` section in `config/mqtt.rs`, `[limits]` in `config/limits.rs`. An agent's `datasets` are merged with the catalogue's grants:
 //! see [`crate::catalog`].
 
 use std::collections::HashSet;
@@ -51,24 +55,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod dashboard;
 mod freshness;
+mod limits;
 mod mqtt;
+pub use dashboard::*;
 pub use freshness::*;
+pub use limits::*;
 pub use mqtt::*;
 
 /// Loopback only: a hub is reachable from the network only when the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// FHS location for a service's mutable state.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/kho-hub";
-/// Agents send batches of a few MB; 16 MiB leaves room for wide rows without letting one request
-/// pin much memory.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
-/// JSON rows compress about 8×; 128 MiB accepts any honest 16 MiB body and stops zip bombs.
-pub const DEFAULT_MAX_DECODED_BYTES: u64 = 128 << 20;
-/// Long enough for a slow provincial link to upload 16 MiB and for the applier to commit it.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// A province has a few hundred agents; more concurrent requests than that is a retry storm.
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// The embedded warehouse file, relative to the data directory.
 pub const DEFAULT_WAREHOUSE_PATH: &str = "warehouse.sqlite";
 /// How long the PostgreSQL warehouse keeps `kho.change_log` rows: a quarter covers the
@@ -106,6 +105,9 @@ pub struct HubConfig {
     pub freshness: FreshnessSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// The operator dashboard's logins (see `config/dashboard.rs`).
+    #[serde(default)]
+    pub dashboard: DashboardSection,
     /// Ingest from an MQTT broker too (see `config/mqtt.rs`).
     #[serde(default)]
     pub mqtt: Option<MqttSection>,
@@ -145,30 +147,6 @@ pub struct TlsSection {
 impl Default for TlsSection {
     fn default() -> Self {
         TlsSection { self_signed: true, self_signed_names: Vec::new(), cert: None, key: None }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    #[serde(default = "default_max_body", deserialize_with = "byte_size")]
-    pub max_body_bytes: u64,
-    #[serde(default = "default_max_decoded", deserialize_with = "byte_size")]
-    pub max_decoded_bytes: u64,
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    #[serde(default = "default_max_concurrent")]
-    pub max_concurrent_requests: usize,
-}
-
-impl Default for LimitsSection {
-    fn default() -> Self {
-        LimitsSection {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-        }
     }
 }
 
@@ -300,18 +278,6 @@ fn default_listen() -> String {
 fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
-fn default_max_body() -> u64 {
-    DEFAULT_MAX_BODY_BYTES
-}
-fn default_max_decoded() -> u64 {
-    DEFAULT_MAX_DECODED_BYTES
-}
-fn default_request_timeout() -> Duration {
-    DEFAULT_REQUEST_TIMEOUT
-}
-fn default_max_concurrent() -> usize {
-    DEFAULT_MAX_CONCURRENT_REQUESTS
-}
 fn default_warehouse_kind() -> WarehouseKind {
     WarehouseKind::Sqlite
 }
@@ -381,7 +347,16 @@ impl HubConfig {
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        HubConfig::from_toml_str(&text, &base, &path.display().to_string())
+        let config = HubConfig::from_toml_str(&text, &base, &path.display().to_string())?;
+        let inline = config.agents.iter().any(|a| a.token.is_some() && !a.token_from_file)
+            || config.warehouse.url.as_deref().is_some_and(url_has_password);
+        if inline {
+            kho_agent::config::warn_if_readable_by_others(path, "config file with agent tokens or a password inline");
+        }
+        for file in config.agents.iter().filter_map(|a| a.token_file.as_deref()) {
+            kho_agent::config::warn_if_readable_by_others(file, "agent token_file");
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; relative paths are taken relative to `base_dir`, and
@@ -473,23 +448,9 @@ impl HubConfig {
                 bad(&format!("tls.self_signed_names[{i}]"), format!("{name:?} is not a DNS name or IP address"));
             }
         }
-        let l = &self.limits;
-        if l.max_body_bytes == 0 {
-            bad("limits.max_body_bytes", "must be greater than 0".into());
-        }
-        if l.max_decoded_bytes < l.max_body_bytes {
-            bad("limits.max_decoded_bytes", "must be at least limits.max_body_bytes".into());
-        }
-        if usize::try_from(l.max_decoded_bytes).is_err() {
-            bad("limits.max_decoded_bytes", "too large for this machine".into());
-        }
-        if l.request_timeout.is_zero() {
-            bad("limits.request_timeout", "must be greater than 0".into());
-        }
-        if l.max_concurrent_requests == 0 {
-            bad("limits.max_concurrent_requests", "must be at least 1".into());
-        }
+        self.limits.validate(&mut bad);
         self.warehouse.validate(&mut bad);
+        self.dashboard.validate(&mut |f, why| bad(f, why));
         if let Some(m) = &self.mqtt {
             m.validate(&mut |f, why| bad(f, why));
         }
@@ -539,6 +500,11 @@ pub fn check_agent_id(id: &str) -> Result<(), String> {
         return Err(format!("{id:?} must use only a-z, 0-9, - and _ and start with a letter or digit"));
     }
     Ok(())
+}
+
+/// Whether a PostgreSQL URL or key=value string carries a password.
+fn url_has_password(url: &str) -> bool {
+    url.parse::<postgres::Config>().is_ok_and(|c| c.get_password().is_some())
 }
 
 fn valid_host_name(name: &str) -> bool {

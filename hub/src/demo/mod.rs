@@ -172,6 +172,8 @@ fn write_configs(dir: &Path, port: u16) -> Result<(), DemoError> {
          [warehouse]\nkind = \"sqlite\"\npath = \"warehouse.sqlite\"\n\n\
          [catalog]\npath = \"catalog.toml\"\n\n\
          [freshness]\nevaluate_interval = \"2s\"\n\n\
+         # Loopback only: the dashboard's read-only view needs no login here.\n\
+         [dashboard]\npublic_view = true\n\n\
          [[agent]]\nid = \"{DEMO_AGENT}\"\ntoken_file = \"agent.token\"\ndatasets = [\"ho_so\"]\n"
     );
     let agent = format!(
@@ -214,6 +216,8 @@ fn print_banner(addr: &str, warehouse: &Path, db: &Path, live: bool) {
     println!(
         "\n\
          Kho demo is running: a hub and the agent of Sở Y tế (Department of Health) in one process.\n\n\
+         \x20 Dashboard:  https://{addr}/ui   (read-only view; accept the self-signed certificate)\n\
+         \x20 Open data:  curl -k https://{addr}/api/3/action/package_list\n\
          \x20 Status:     curl -k https://{addr}/api/v1/status\n\
          \x20 Freshness:  kho-hub status --url https://{addr} --ca {ca}\n\
          \x20 Metrics:    curl -k https://{addr}/metrics\n\

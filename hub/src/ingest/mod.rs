@@ -2,6 +2,8 @@
 //! transport that carried it ([`https`] or [`mqtt`]).
 //!
 //! The checks run in this order, and a batch that fails any of them writes nothing:
+//! 0. an enrolled agent's signature over the declared digest verifies against its stored public
+//!    key (`bad_signature`; see [`gate`]);
 //! 1. the body's sha256 matches the declared digest (`digest_mismatch`);
 //! 2. it decompresses within `max_decoded_bytes` (`too_large`) into a v1 batch (`malformed`);
 //! 3. the batch names the authenticated agent (`forbidden`);
@@ -10,9 +12,13 @@
 //! 6. the applier checks the ledger and applies it in one transaction (`sequence_gap`,
 //!    `schema_conflict`).
 //!
+//! Every refusal (except ordinary flow: gaps, overload) and every applied batch is appended to
+//! the audit log.
+//!
 //! Decoding (zstd + JSON parse of up to `max_decoded_bytes`) is CPU work and runs on the blocking
 //! pool, never on the async workers.
 
+pub mod gate;
 pub mod https;
 pub mod mqtt;
 
@@ -23,7 +29,7 @@ use kho_shared::codec::{self, CodecError};
 use kho_shared::protocol::{Ack, Batch, ErrorCode, Heartbeat, PROTOCOL_VERSION, ProtocolError};
 
 use crate::apply::ApplierHandle;
-use crate::auth::{AgentIdentity, AgentRegistry};
+use crate::auth::AgentIdentity;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -32,31 +38,78 @@ pub const MAX_HEARTBEAT_BYTES: usize = 1 << 20;
 
 /// Shared state of the ingest path.
 pub struct Ingest {
-    pub registry: AgentRegistry,
+    /// Authentication (config agents, then the registry), enrollment and audit.
+    pub gate: gate::Gate,
     /// Adds catalogue write grants to the registry's (see [`crate::catalog`]'s merge rule).
     pub catalog: crate::catalog::CatalogHandle,
     pub applier: ApplierHandle,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub max_decoded_bytes: usize,
+    /// Most changes one batch may carry.
+    pub max_batch_changes: usize,
+    /// Per-agent request rate.
+    pub rate: crate::ratelimit::RateLimiter,
+    /// Which transport each agent last used, for the dashboard's fleet page.
+    pub transports: TransportBoard,
+}
+
+/// The transport (`https` or `mqtt`) each agent last authenticated on. In memory only: after a
+/// restart an agent's transport shows again with its next heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct TransportBoard(Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>);
+
+impl TransportBoard {
+    pub fn note(&self, agent: &str, transport: &'static str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(agent) != Some(&transport) {
+            map.insert(agent.to_string(), transport);
+        }
+    }
+
+    pub fn get(&self, agent: &str) -> Option<&'static str> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(agent).copied()
+    }
 }
 
 impl Ingest {
     /// The agent behind an `Authorization` header value, or 401.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<&AgentIdentity, ApiError> {
-        self.registry
-            .authenticate_header(authorization)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing or unknown bearer token"))
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<AgentIdentity, ApiError> {
+        self.gate.authenticate_header(authorization).await
     }
 
-    /// Checks, decodes and applies one batch body from `agent`.
-    pub async fn batch(&self, agent: &AgentIdentity, body: Bytes, digest: Option<&str>) -> Result<Ack, ApiError> {
+    /// Counts one request against `agent`'s rate, or 429.
+    pub fn admit(&self, agent: &AgentIdentity) -> Result<(), ApiError> {
+        if self.rate.allow(&agent.id, self.gate.clock.now().as_millisecond()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!("agent {} exceeds its request rate; retry later", agent.id),
+            ))
+        }
+    }
+
+    /// Checks, decodes and applies one batch body from `agent`; `signature` is required (and
+    /// checked before anything is decompressed) when the agent enrolled with a key.
+    pub async fn batch(
+        &self,
+        agent: &AgentIdentity,
+        body: Bytes,
+        digest: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<Ack, ApiError> {
         let digest = digest
             .map(str::to_string)
             .ok_or_else(|| ApiError::new(ErrorCode::DigestMismatch, "missing x-kho-content-sha256 header"))?;
+        if let Some(key) = &agent.public_key {
+            kho_shared::signing::verify(key, &agent.id, &digest, signature)
+                .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
+        }
         // Its place in the agent's line, before the (possibly slow) decode.
         let arrival = self.applier.arrive(&agent.id);
         let max_decoded = self.max_decoded_bytes;
+        let digest_hex = digest.clone();
         let decoded = tokio::task::spawn_blocking(move || -> Result<Batch, ApiError> {
             let batch = codec::decode(&body, &digest, max_decoded).map_err(codec_error)?;
             Ok(batch)
@@ -64,6 +117,12 @@ impl Ingest {
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("decoder task failed: {e}")))?;
         let batch = decoded?;
+        if batch.changes.len() > self.max_batch_changes {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("batch has {} changes; the limit is {}", batch.changes.len(), self.max_batch_changes),
+            ));
+        }
         if batch.agent != agent.id {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -82,11 +141,26 @@ impl Ingest {
             }
         }
         let (first_seq, last_seq, changes) = (batch.first_seq, batch.last_seq, batch.changes.len());
+        let mut datasets: Vec<String> = batch.datasets().into_iter().map(str::to_string).collect();
+        datasets.sort();
+        datasets.dedup();
         let applied = self.applier.apply(batch, arrival).await?;
         tracing::info!(
             agent = %agent.id, first_seq, last_seq, changes, applied = applied.changes,
             duplicate = applied.duplicate, "batch acknowledged"
         );
+        if !applied.duplicate {
+            let entry = crate::audit::Entry {
+                at_ms: self.gate.clock.now().as_millisecond(),
+                kind: crate::audit::Kind::BatchApplied,
+                agent: Some(agent.id.clone()),
+                detail: serde_json::json!({
+                    "datasets": datasets, "first_seq": first_seq, "last_seq": last_seq,
+                    "rows": applied.changes, "applied_through": applied.applied_through, "sha256": digest_hex,
+                }),
+            };
+            self.gate.audit(entry).await;
+        }
         Ok(Ack { applied_through: applied.applied_through })
     }
 

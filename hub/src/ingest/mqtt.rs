@@ -4,7 +4,7 @@
 //! The hub joins the shared subscriptions `$share/<group>/kho/v1/+/batches` and `…/+/heartbeat`
 //! (several hub instances in one group share the load). Each message is an envelope
 //! ([`kho_shared::mqtt`]) carrying what HTTPS carries in headers. Authentication never trusts the
-//! topic: the envelope's token must belong to a configured agent, that agent must be the one the
+//! topic: the envelope's token must belong to a configured or enrolled (unrevoked) agent, that agent must be the one the
 //! topic names, and [`Ingest::batch`] then requires the batch itself to name the same agent —
 //! followed by the same digest, decoding, permission and ledger checks as HTTPS. The verdict
 //! (applied through `n`, or the refusal with `expected_seq` for a gap) is published QoS 1 to
@@ -199,17 +199,24 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
     let header = envelope.header;
     let body = publish.payload.slice(publish.payload.len() - envelope.body.len()..);
     ingest.metrics.bytes_received(publish.payload.len());
-    let checked = authenticate(ingest, topic_agent, kind, &header);
+    let checked = authenticate(ingest, topic_agent, kind, &header).await.and_then(|agent| {
+        ingest.admit(&agent)?;
+        Ok(agent)
+    });
+    if let Ok(agent) = &checked {
+        ingest.transports.note(&agent.id, "mqtt");
+    }
     match kind {
         Kind::Heartbeat => {
             let result = match checked {
                 Ok(agent) if body.len() > MAX_HEARTBEAT_BYTES => {
                     Err(ApiError::new(ErrorCode::TooLarge, format!("heartbeat from {} too large", agent.id)))
                 }
-                Ok(agent) => ingest.heartbeat(agent, &body).await,
+                Ok(agent) => ingest.heartbeat(&agent, &body).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
+                ingest.gate.audit_refusal(Some(topic_agent), "mqtt", &e).await;
                 refuse(e);
             }
             None
@@ -225,14 +232,18 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
                             format!("batch body exceeds the limit of {} bytes", ingest.max_body_bytes),
                         ))
                     } else {
-                        ingest.batch(agent, Bytes::clone(&body), header.sha256.as_deref()).await
+                        let signature = header.signature.as_deref();
+                        ingest.batch(&agent, Bytes::clone(&body), header.sha256.as_deref(), signature).await
                     }
                 }
                 Err(e) => Err(e),
             };
             let ack = match result {
                 Ok(ack) => AckMessage::applied(&digest, ack.applied_through),
-                Err(e) => AckMessage::refused(&digest, refuse(e).reply),
+                Err(e) => {
+                    ingest.gate.audit_refusal(Some(topic_agent), "mqtt", &e).await;
+                    AckMessage::refused(&digest, refuse(e).reply)
+                }
             };
             Some((topic_agent.to_string(), ack))
         }
@@ -241,16 +252,18 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
 
 /// The agent that holds the envelope's token, if it is the agent the topic names and the
 /// envelope is what the topic says it is.
-fn authenticate<'a>(
-    ingest: &'a Ingest,
+async fn authenticate(
+    ingest: &Ingest,
     topic_agent: &str,
     kind: Kind,
     header: &mqtt::EnvelopeHeader,
-) -> Result<&'a crate::auth::AgentIdentity, ApiError> {
-    let agent = ingest
-        .registry
-        .authenticate(&header.token)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, format!("unknown token on {topic_agent}'s topic")))?;
+) -> Result<crate::auth::AgentIdentity, ApiError> {
+    let agent = ingest.gate.authenticate(&header.token).await.map_err(|e| match e.code() {
+        ErrorCode::Unauthorized => {
+            ApiError::new(ErrorCode::Unauthorized, format!("{} on {topic_agent}'s topic", e.reply.message))
+        }
+        _ => e,
+    })?;
     if agent.id != topic_agent {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -6,7 +6,8 @@
 //!   group. Everything between `begin` and `commit` is one database transaction, which is what
 //!   makes apply atomic and idempotent (architecture invariant 3).
 //! - [`WarehouseReader`] answers status questions from a separate read-only connection, so a slow
-//!   status page never holds up the writer.
+//!   status page never holds up the writer, and streams a dataset's live rows for the open-data
+//!   API ([`rows`]) on a connection of its own.
 //!
 //! Every warehouse keeps, besides one table per dataset, the same metadata tables:
 //! the ledger (agent → highest applied sequence), the dataset catalogue (key, columns, last
@@ -16,6 +17,7 @@
 //! province's shared warehouse, several writers — one connection each — for different agents).
 
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 
 use kho_shared::protocol::{Change, DatasetSchema, Heartbeat};
@@ -118,6 +120,17 @@ pub trait WarehouseReader: Send + Sync {
     fn agent_transitions(&self) -> Result<Vec<AgentTransition>, WarehouseError>;
     /// A bookkeeping value set by [`Warehouse::set_meta`].
     fn meta(&self, key: &str) -> Result<Option<String>, WarehouseError>;
+    /// Streams a dataset's live rows to `emit` (see [`rows`]): blocking, on its own connection.
+    /// Returns `false`, having emitted nothing, when the warehouse has no table for `dataset`.
+    fn read_live(
+        &self,
+        dataset: &str,
+        query: &rows::RowQuery,
+        emit: &mut dyn FnMut(rows::RowChunk) -> bool,
+    ) -> Result<bool, WarehouseError>;
+    /// The last `limit` rows written to `dataset` (upserted or deleted), newest first; empty when
+    /// it has no table. Scans the table (no index on the write time): for a page view, not a loop.
+    fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<rows::RecentChange>, WarehouseError>;
 }
 
 /// What one applied batch changed in one dataset.

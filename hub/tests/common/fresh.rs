@@ -332,6 +332,7 @@ impl FreshHub {
             .post(format!("{}{}", self.base, kho_shared::protocol::BATCHES_PATH))
             .bearer_auth(token)
             .header("content-encoding", "zstd")
+            .header("content-type", kho_shared::protocol::BATCH_CONTENT_TYPE)
             .header(kho_shared::protocol::DIGEST_HEADER, enc.digest_hex)
             .body(enc.body)
             .send()

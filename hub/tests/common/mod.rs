@@ -112,7 +112,12 @@ impl TestHub {
 
     /// Sends an encoded body with the given token and digest.
     pub async fn post_raw(&self, token: Option<&str>, body: Vec<u8>, digest: Option<&str>) -> (u16, Value) {
-        let mut req = self.client.post(format!("{}{BATCHES_PATH}", self.base)).header("content-encoding", "zstd").body(body);
+        let mut req = self
+            .client
+            .post(format!("{}{BATCHES_PATH}", self.base))
+            .header("content-encoding", "zstd")
+            .header("content-type", kho_shared::protocol::BATCH_CONTENT_TYPE)
+            .body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -103,6 +103,8 @@ pub struct MqttTransport {
     batches_topic: String,
     heartbeat_topic: String,
     token: String,
+    /// Signs each batch's digest (enrolled agents).
+    signer: Option<kho_shared::signing::Signer>,
     ack_timeout: Duration,
     ready: watch::Receiver<bool>,
     acks: Mutex<mpsc::Receiver<AckMessage>>,
@@ -139,11 +141,18 @@ impl MqttTransport {
             batches_topic: mqtt::batches_topic(agent),
             heartbeat_topic: mqtt::heartbeat_topic(agent),
             token: token.to_string(),
+            signer: None,
             ack_timeout: hub.ack_timeout,
             ready: ready_rx,
             acks: Mutex::new(ack_rx),
             _stop: stop.drop_guard(),
         })
+    }
+
+    /// Signs every batch with `signer` (an enrolled agent's key).
+    pub fn with_signer(mut self, signer: Option<kho_shared::signing::Signer>) -> MqttTransport {
+        self.signer = signer;
+        self
     }
 
     /// Checks the broker URL and reads the CA and client certificate (no connection is made):
@@ -183,11 +192,16 @@ impl Transport for MqttTransport {
     async fn send_batch(&self, body: &EncodedBody) -> Result<Delivery, TransportError> {
         let deadline = Instant::now() + self.ack_timeout;
         self.until_ready(deadline).await?;
+        let signature = match &self.signer {
+            Some(signer) => Some(signer.sign(&body.digest_hex).map_err(|e| TransportError::Setup(e.to_string()))?),
+            None => None,
+        };
         let header = EnvelopeHeader {
             kind: Kind::Batch,
             token: self.token.clone(),
             sha256: Some(body.digest_hex.clone()),
             encoding: Some(BATCH_CONTENT_ENCODING.to_string()),
+            signature,
         };
         // One sender at a time (the forwarder has one batch in flight); acks for other batches
         // and earlier copies wait here and are skipped by digest.
@@ -222,7 +236,13 @@ impl Transport for MqttTransport {
         let deadline = Instant::now() + self.ack_timeout;
         self.until_ready(deadline).await?;
         let body = serde_json::to_vec(heartbeat).map_err(|e| TransportError::Setup(e.to_string()))?;
-        let header = EnvelopeHeader { kind: Kind::Heartbeat, token: self.token.clone(), sha256: None, encoding: None };
+        let header = EnvelopeHeader {
+            kind: Kind::Heartbeat,
+            token: self.token.clone(),
+            sha256: None,
+            encoding: None,
+            signature: None,
+        };
         self.publish(&self.heartbeat_topic, mqtt::encode_envelope(&header, &body), deadline).await
     }
 }

@@ -42,11 +42,12 @@
 //! `kho.datasets` row, after which the writer re-reads the row, so a writer never acts on another's
 //! stale catalogue.
 
-mod connect;
+pub mod connect;
 mod freshness;
 mod history;
 mod merge;
 mod reader;
+mod rows;
 mod table;
 mod values;
 
@@ -73,7 +74,7 @@ pub type Conflicts = Arc<Mutex<HashMap<String, String>>>;
 
 /// Advisory-lock key that serialises DDL (metadata tables, new schemas and tables) across writers
 /// and hubs: "kho" in ASCII.
-const DDL_LOCK: i64 = 0x6b_68_6f;
+pub const DDL_LOCK: i64 = 0x6b_68_6f;
 /// How often the first writer prunes `kho.change_log`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// COPY data is streamed to the server in pieces of about this size.

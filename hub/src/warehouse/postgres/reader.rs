@@ -10,6 +10,7 @@ use kho_shared::protocol::DatasetReport;
 use postgres::{Client, Transaction};
 
 use super::{Conflicts, Settings, connect, db, rfc3339, table};
+use crate::warehouse::rows::{RecentChange, RowChunk, RowQuery};
 use crate::warehouse::{
     AgentStatus, AgentTransition, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
     WarehouseStatus,
@@ -83,6 +84,19 @@ impl Drop for PostgresReader {
 }
 
 impl WarehouseReader for PostgresReader {
+    fn read_live(
+        &self,
+        dataset: &str,
+        query: &RowQuery,
+        emit: &mut dyn FnMut(RowChunk) -> bool,
+    ) -> Result<bool, WarehouseError> {
+        super::rows::read_live(&self.settings, dataset, query, emit)
+    }
+
+    fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<RecentChange>, WarehouseError> {
+        self.read(|tx| super::rows::recent_changes(tx, dataset, limit))
+    }
+
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         self.read(|tx| super::freshness::read_evidence(tx))
     }

@@ -24,6 +24,7 @@
 
 mod freshness;
 mod reader;
+mod rows;
 mod table;
 mod values;
 

@@ -4,13 +4,14 @@
 //! counting a million rows does not delay any agent's acknowledgement.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use kho_shared::protocol::DatasetReport;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{count_rows, db};
+use crate::warehouse::rows::{RecentChange, RowChunk, RowQuery};
 use crate::warehouse::{
     AgentStatus, AgentTransition, DatasetStatus, Evidence, StoredTransition, WarehouseError, WarehouseReader,
     WarehouseStatus,
@@ -19,6 +20,8 @@ use crate::warehouse::{
 /// Status reader over a read-only connection.
 pub struct SqliteReader {
     conn: Mutex<Connection>,
+    /// Open-data reads open their own connection on this file.
+    path: PathBuf,
 }
 
 impl SqliteReader {
@@ -28,11 +31,25 @@ impl SqliteReader {
         let conn =
             Connection::open_with_flags(path, flags).map_err(db(format!("open {} read-only", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db("busy_timeout"))?;
-        Ok(SqliteReader { conn: Mutex::new(conn) })
+        Ok(SqliteReader { conn: Mutex::new(conn), path: path.to_path_buf() })
     }
 }
 
 impl WarehouseReader for SqliteReader {
+    fn read_live(
+        &self,
+        dataset: &str,
+        query: &RowQuery,
+        emit: &mut dyn FnMut(RowChunk) -> bool,
+    ) -> Result<bool, WarehouseError> {
+        super::rows::read_live(&self.path, dataset, query, emit)
+    }
+
+    fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<RecentChange>, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        super::rows::recent_changes(&conn, dataset, limit)
+    }
+
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.unchecked_transaction().map_err(db("evidence"))?;

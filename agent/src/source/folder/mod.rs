@@ -42,17 +42,22 @@
 //! 16 bytes per row; an XLSX sheet is loaded whole by `calamine` (department exports are small),
 //! so prefer CSV for very large exports.
 
+mod config;
+mod files;
+
+pub use config::*;
+pub use files::*;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use calamine::{Data, Reader};
 use kho_shared::protocol::{Column, DatasetSchema};
 use kho_shared::types::ColumnType;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::formats::{self, ValueFormat};
@@ -60,190 +65,6 @@ use super::row::RowBuf;
 use super::text::{self, Encoding, Origin, TextConfig};
 use super::values::{self, Class, Infer};
 use super::{RowView, ScanRange, Source, SourceError};
-
-/// Settle time when the config does not say: long enough for an export to finish writing over a
-/// network share, short next to a typical export schedule.
-pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
-
-/// `[dataset.source]` for `kind = "folder"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FolderSourceConfig {
-    pub path: PathBuf,
-    pub pattern: String,
-    /// XLSX worksheet name; the first sheet when absent.
-    #[serde(default)]
-    pub sheet: Option<String>,
-    /// CSV field delimiter (one ASCII character); `,` when absent.
-    #[serde(default)]
-    pub delimiter: Option<char>,
-    #[serde(default = "default_settle", with = "humantime_serde")]
-    pub settle: Duration,
-    /// Declared column types (`int`, `decimal`, `float`, `bool`, `date`, `timestamp`, `text`,
-    /// `json`), replacing inference for those columns.
-    #[serde(default)]
-    pub types: BTreeMap<String, ColumnType>,
-    /// How declared columns write their values: a date pattern (`"%d/%m/%Y"`), `"excel"` (serial
-    /// day numbers), `"vi"` (`1.234.567,89`) or `"en"` (`1,234,567.89`).
-    #[serde(default)]
-    pub formats: BTreeMap<String, String>,
-}
-
-fn default_settle() -> Duration {
-    DEFAULT_SETTLE
-}
-
-impl FolderSourceConfig {
-    /// Problems as `(field, problem)`; `field` prefixes the names.
-    pub fn validate(&self, field: &str) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        let f = |name: &str| format!("{field}.{name}");
-        if self.path.as_os_str().is_empty() {
-            p.push((f("path"), "must not be empty".into()));
-        }
-        if self.pattern.trim().is_empty() || self.pattern.contains('/') || self.pattern.contains('\\') {
-            p.push((f("pattern"), "must be a file name pattern such as \"*.csv\" (no directory)".into()));
-        } else if Format::of(Path::new(&self.pattern)).is_none() {
-            p.push((
-                f("pattern"),
-                "must end in .csv, .tsv, .txt or .xlsx (the file format is taken from the extension)".into(),
-            ));
-        }
-        if let Some(d) = self.delimiter
-            && (!d.is_ascii() || d == '"' || d == '\n' || d == '\r')
-        {
-            p.push((
-                f("delimiter"),
-                format!("{d:?} cannot be a delimiter: use one ASCII character such as ',' ';' or '\\t'"),
-            ));
-        }
-        if self.sheet.is_some() && Format::of(Path::new(&self.pattern)) != Some(Format::Xlsx) {
-            p.push((f("sheet"), "only for .xlsx patterns".into()));
-        }
-        if let Some((col, _)) = self.types.iter().find(|(_, t)| **t == ColumnType::Bytes) {
-            p.push((f(&format!("types.{col}")), "bytes cannot be read from a text file; use text".into()));
-        }
-        for (col, spec) in &self.formats {
-            if let Err(e) = ValueFormat::parse(spec, self.types.get(col).copied()) {
-                p.push((f(&format!("formats.{col}")), e));
-            }
-        }
-        p
-    }
-}
-
-/// A file format, from the extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Xlsx,
-}
-
-impl Format {
-    pub fn of(path: &Path) -> Option<Format> {
-        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-        match ext.as_str() {
-            "csv" | "tsv" | "txt" => Some(Format::Csv),
-            "xlsx" | "xlsm" => Some(Format::Xlsx),
-            _ => None,
-        }
-    }
-}
-
-/// Whether `name` is a temporary or hidden file another program may still be writing.
-pub fn is_temp_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    name.starts_with('.')
-        || name.starts_with("~$")
-        || name.starts_with('~')
-        || [".tmp", ".part", ".crdownload", ".partial", ".swp", "~"].iter().any(|s| lower.ends_with(s))
-}
-
-/// Glob match of a file name: `*` any run, `?` one character; case-insensitive for ASCII.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().flat_map(char::to_lowercase).collect();
-    let n: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
-    let (mut pi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-/// A candidate file in the drop folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DroppedFile {
-    pub path: PathBuf,
-    pub size: u64,
-    pub mtime: SystemTime,
-}
-
-impl DroppedFile {
-    /// Whether the file's modification time is at least `settle` old (the stateless test).
-    pub fn settled_at(&self, now: SystemTime, settle: Duration) -> bool {
-        now.duration_since(self.mtime).is_ok_and(|age| age >= settle)
-    }
-
-    /// Size and mtime, to notice a change.
-    pub fn stamp(&self) -> (u64, SystemTime) {
-        (self.size, self.mtime)
-    }
-}
-
-/// Files in the folder matching the pattern, temporary names excluded, oldest first (mtime, then
-/// name).
-pub fn list_files(dataset: &str, config: &FolderSourceConfig) -> Result<Vec<DroppedFile>, SourceError> {
-    let io = |source| SourceError::Io { dataset: dataset.to_string(), path: config.path.clone(), source };
-    if !config.path.is_dir() {
-        return Err(SourceError::Missing { dataset: dataset.to_string(), path: config.path.clone() });
-    }
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&config.path).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if is_temp_name(name) || !glob_match(&config.pattern, name) {
-            continue;
-        }
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        out.push(DroppedFile { path: entry.path(), size: meta.len(), mtime: meta.modified().map_err(io)? });
-    }
-    out.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path)));
-    Ok(out)
-}
-
-/// The sha256 of a file's content.
-pub fn file_sha256(dataset: &str, path: &Path) -> Result<[u8; 32], SourceError> {
-    let io = |source| SourceError::Io { dataset: dataset.to_string(), path: path.to_path_buf(), source };
-    let mut f = File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().into())
-}
 
 /// One file of a drop folder, validated by `discover` and then streamed by `scan`.
 pub struct FolderSource {
@@ -757,120 +578,4 @@ impl Source for FolderSource {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn temp_names_are_ignored_and_globs_match() {
-        for n in ["~$bao_cao.xlsx", ".ho_so.csv", "ho_so.csv.tmp", "ho_so.csv.part", "x.crdownload"] {
-            assert!(is_temp_name(n), "{n}");
-        }
-        assert!(!is_temp_name("ho_so_2026.csv"));
-        assert!(glob_match("*.csv", "ho_so.CSV"));
-        assert!(glob_match("ho_so_*.xlsx", "ho_so_2026-01.xlsx"));
-        assert!(glob_match("a?c.csv", "abc.csv"));
-        assert!(!glob_match("*.csv", "ho_so.csv.tmp"));
-        assert!(!glob_match("ho_so_*.csv", "khac.csv"));
-        assert!(glob_match("*", "x"));
-    }
-
-    fn cfg(dir: &Path, pattern: &str) -> FolderSourceConfig {
-        FolderSourceConfig {
-            path: dir.to_path_buf(),
-            pattern: pattern.into(),
-            sheet: None,
-            delimiter: None,
-            settle: Duration::ZERO,
-            types: BTreeMap::new(),
-            formats: BTreeMap::new(),
-        }
-    }
-
-    fn read_all(src: &mut FolderSource, key: &[&str]) -> Result<(DatasetSchema, Vec<String>), SourceError> {
-        let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
-        let schema = src.discover(&key, None)?;
-        let mut enc = crate::detect::encode::RowEncoder::new(&schema);
-        let mut rows = Vec::new();
-        src.scan(&schema, ScanRange::KeyOrder, &mut |r| {
-            enc.encode(r).unwrap();
-            rows.push(String::from_utf8(enc.row().to_vec()).unwrap());
-            ControlFlow::Continue(())
-        })?;
-        Ok((schema, rows))
-    }
-
-    #[test]
-    fn csv_with_bom_is_typed_and_kept_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.csv");
-        std::fs::write(&p, "\u{feff}ma,ten,so_tien,ngay,ma_xa\n1,Nguyễn Văn Ánh,1234.50,2026-01-05,007\n2,\"Lò Thị Hồng, Sơn La\",,2026-02-01,012\n").unwrap();
-        let c = cfg(dir.path(), "*.csv");
-        let mut src = FolderSource::open("d", &c, &TextConfig::default(), &p).unwrap();
-        let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
-        let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
-        assert_eq!(types, ["int", "text", "decimal", "date", "text"]);
-        assert_eq!(schema.columns[0].name, "ma", "the BOM is not part of the first name");
-        assert_eq!(rows[0], r#"{"ma":1,"ten":"Nguyễn Văn Ánh","so_tien":"1234.50","ngay":"2026-01-05","ma_xa":"007"}"#);
-        assert_eq!(rows[1], r#"{"ma":2,"ten":"Lò Thị Hồng, Sơn La","so_tien":null,"ngay":"2026-02-01","ma_xa":"012"}"#);
-    }
-
-    #[test]
-    fn malformed_files_are_refused_naming_the_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), "*.csv");
-        let cases: [(&[u8], &str); 5] = [
-            (b"ma,ten\n1,a\n2,b,c\n", "line 3: 3 fields"),
-            (b"ma,ten\n1,a\n2,\xff\xfe\n", "line 3, column \"ten\": text is not UTF-8"),
-            (b"ma,ten\n1,a\n1,b\n", "line 3: duplicate key [1]"),
-            (b"ma,ten\n1,a\n,b\n", "line 3: key column \"ma\" is empty"),
-            (b"ma,ma\n1,a\n", "appears twice"),
-        ];
-        for (i, (content, want)) in cases.iter().enumerate() {
-            let p = dir.path().join(format!("bad{i}.csv"));
-            std::fs::write(&p, content).unwrap();
-            let mut src = FolderSource::open("ds", &c, &TextConfig::default(), &p).unwrap();
-            let err = read_all(&mut src, &["ma"]).unwrap_err().to_string();
-            assert!(err.contains(want) && err.contains("dataset ds") && err.contains(&format!("bad{i}.csv")), "{err}");
-        }
-    }
-
-    #[test]
-    fn declared_types_override_inference() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.csv");
-        std::fs::write(&p, "ma;ngay;so\n007;05/01/2026;12\n").unwrap();
-        let mut c = cfg(dir.path(), "*.csv");
-        c.delimiter = Some(';');
-        c.types.insert("ngay".into(), ColumnType::Date);
-        c.types.insert("so".into(), ColumnType::Decimal);
-        let mut src = FolderSource::open("d", &c, &TextConfig::default(), &p).unwrap();
-        let (_, rows) = read_all(&mut src, &["ma"]).unwrap();
-        assert_eq!(rows[0], r#"{"ma":"007","ngay":"2026-01-05","so":"12"}"#);
-    }
-
-    #[test]
-    fn xlsx_cells_are_typed() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.xlsx");
-        let mut wb = rust_xlsxwriter::Workbook::new();
-        let ws = wb.add_worksheet();
-        for (i, h) in ["ma", "ten", "so_tien", "ngay", "dung"].iter().enumerate() {
-            ws.write_string(0, i as u16, *h).unwrap();
-        }
-        let fmt = rust_xlsxwriter::Format::new().set_num_format("yyyy-mm-dd");
-        ws.write_number(1, 0, 1.0).unwrap();
-        ws.write_string(1, 1, "Điện Biên Phủ").unwrap();
-        ws.write_number(1, 2, 1234.5).unwrap();
-        let d = rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 1, 5).unwrap();
-        ws.write_datetime_with_format(1, 3, &d, &fmt).unwrap();
-        ws.write_boolean(1, 4, true).unwrap();
-        wb.save(&p).unwrap();
-        let c = cfg(dir.path(), "*.xlsx");
-        let mut src = FolderSource::open("d", &c, &TextConfig::default(), &p).unwrap();
-        let (schema, rows) = read_all(&mut src, &["ma"]).unwrap();
-        let types: Vec<&str> = schema.columns.iter().map(|c| c.ty.as_str()).collect();
-        assert_eq!(types, ["int", "text", "decimal", "date", "bool"]);
-        assert_eq!(rows[0], r#"{"ma":1,"ten":"Điện Biên Phủ","so_tien":"1234.5","ngay":"2026-01-05","dung":true}"#);
-    }
-}
+mod tests;
