@@ -156,17 +156,7 @@ sqlite3 "$SRC_DB" "CREATE TABLE ho_so (id INTEGER PRIMARY KEY, ten TEXT NOT NULL
   WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
   INSERT INTO ho_so SELECT i, 'Hồ sơ số ' || i || ' — Sơn La', '2026-01-01 08:00:00' FROM n;"
 chmod 644 "$SRC_DB"
-TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-install -m 0640 -g kho /dev/null /etc/kho-hub/agents/$AGENT_ID.token
-printf '%s\n' "$TOKEN" >/etc/kho-hub/agents/$AGENT_ID.token
 sed -i "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" /etc/kho-hub/hub.toml
-cat >>/etc/kho-hub/hub.toml <<EOF
-
-[[agent]]
-id = "$AGENT_ID"
-token_file = "/etc/kho-hub/agents/$AGENT_ID.token"
-datasets = ["ho_so"]
-EOF
 "${AS_KHO[@]}" /usr/bin/kho-hub --config /etc/kho-hub/hub.toml check >"$WORK/hub-check.log" 2>&1 || fail "kho-hub check"
 
 start_hub() {
@@ -207,14 +197,20 @@ check_owners() {
 
 step "starting the installed hub as kho"
 start_hub
+# VNPT registers the agent (docs/operator.md) and sends the enrollment token and the hub's CA.
+"${AS_KHO[@]}" /usr/bin/kho-hub --config /etc/kho-hub/hub.toml agent add "$AGENT_ID" --department so_thu_nghiem \
+  --datasets ho_so >"$WORK/agent-add.log" 2>&1 || fail "kho-hub agent add"
+MA_DANG_KY=$(sed -n 2p "$WORK/agent-add.log")
+[ -n "$MA_DANG_KY" ] || fail "kho-hub agent add printed no enrollment token"
 mkdir -p "$WORK/from-vnpt" && cp /var/lib/kho-hub/tls/ca.pem "$WORK/from-vnpt/hub-ca.pem"
-(cd "$WORK/from-vnpt" && guide 'sudo install -m 0640 -g kho hub-ca.pem /etc/kho-agent/hub-ca.pem')
-guide 'sudo install -m 0640 -g kho /dev/null /etc/kho-agent/token'
-cat "/etc/kho-hub/agents/$AGENT_ID.token" >/etc/kho-agent/token # the guide: paste it with an editor
 sed -i -e "s|^id = .*|id = \"$AGENT_ID\"|" -e "s|^url = .*|url = \"https://127.0.0.1:$PORT\"|" \
   -e "s|^path = .*|path = \"$SRC_DB\"|" -e 's|^poll_interval = .*|poll_interval = "1s"|' /etc/kho-agent/agent.toml
+(cd "$WORK/from-vnpt" && guide 'sudo install -m 0640 -g kho hub-ca.pem /etc/kho-agent/hub-ca.pem')
+guide 'sudo -u kho kho-agent --config /etc/kho-agent/agent.toml enroll --token "$MA_DANG_KY"' agent-enroll
+for f in /var/lib/kho-agent/token /var/lib/kho-agent/signing.key; do
+  [ "$(stat -c '%U:%G %a' "$f")" = "kho:kho 600" ] || fail "$f is $(stat -c '%U:%G %a' "$f" 2>&1) after enroll, expected kho:kho 600"
+done
 guide 'sudo -u kho kho-agent --config /etc/kho-agent/agent.toml check' agent-check
-[ "$(stat -c '%U:%G %a' /etc/kho-agent/token)" = "root:kho 640" ] || fail "the guide's token file is not root:kho 640"
 
 # ── sync ─────────────────────────────────────────────────────────────────────
 step "first sync with the guide's sync --once, then the service as kho"
@@ -278,7 +274,7 @@ dpkg -r kho-agent kho-hub >"$WORK/dpkg-remove.log" 2>&1 || fail "dpkg -r"
 [ ! -e /usr/bin/kho-agent ] && [ ! -e /usr/bin/kho-hub ] || fail "binaries left after dpkg -r"
 [ -e /etc/kho-agent/agent.toml ] && [ -e /etc/kho-hub/hub.toml ] || fail "dpkg -r removed a config"
 [ -s /var/lib/kho-agent/outbox.sqlite ] || fail "dpkg -r removed the outbox"
-rm -f /etc/kho-agent/token /etc/kho-agent/hub-ca.pem /etc/kho-hub/agents/$AGENT_ID.token
+rm -f /etc/kho-agent/hub-ca.pem
 dpkg -P kho-agent kho-hub >"$WORK/dpkg-purge.log" 2>&1 || fail "dpkg -P"
 [ ! -e /etc/kho-agent ] && [ ! -e /etc/kho-hub ] || fail "dpkg -P left /etc/kho-agent or /etc/kho-hub"
 [ ! -e /var/lib/kho-agent ] || fail "dpkg -P left /var/lib/kho-agent"
