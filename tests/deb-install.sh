@@ -101,6 +101,8 @@ fi
 if [ -n "$compose" ]; then
   step "validating deploy/compose/docker-compose.yml with $compose config"
   KHO_PG_PASSWORD=validate $compose -f deploy/compose/docker-compose.yml config -q || fail "$compose config"
+elif [ -n "${KHO_REQUIRE_COMPOSE:-}" ]; then
+  fail "no Docker Compose on this machine, and KHO_REQUIRE_COMPOSE is set"
 else
   step "SKIPPED: docker-compose.yml not validated (no Docker Compose on this machine)"
 fi
