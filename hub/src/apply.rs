@@ -100,7 +100,13 @@ pub enum ApplyError {
 }
 
 enum Job {
-    Batch { batch: Box<Batch>, queued: Instant, reply: oneshot::Sender<Result<Applied, ApplyError>> },
+    /// `digest`: the sha256 of the body as sent, recorded in the batch's audit entry.
+    Batch {
+        batch: Box<Batch>,
+        digest: String,
+        queued: Instant,
+        reply: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
     /// `transport`: what the heartbeat came over (`https`, `mqtt`), shown in `kho-hub agent list`.
     Heartbeat { heartbeat: Heartbeat, transport: &'static str, reply: oneshot::Sender<Result<(), ApplyError>> },
     Records { records: Records, reply: oneshot::Sender<Result<(), ApplyError>> },
@@ -232,11 +238,14 @@ impl ApplierHandle {
     /// batches of the same agent that arrived before it are queued or refused (waiting at most
     /// [`ORDER_WAIT`]). This only saves needless gap replies: correctness stays with the ledger
     /// ([`plan`]), which refuses a batch that still comes early, and the agent resends it.
-    pub async fn apply(&self, batch: Batch, arrival: Arrival) -> Result<Applied, ApplyError> {
+    ///
+    /// A batch that applies changes gets its `batch_applied` audit entry (with `digest`, the
+    /// sha256 of the body as sent) in the same transaction as its rows and ledger.
+    pub async fn apply(&self, batch: Batch, digest: String, arrival: Arrival) -> Result<Applied, ApplyError> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue_of(&batch.agent).clone();
         let _ = tokio::time::timeout(ORDER_WAIT, arrival.turn()).await;
-        let job = Job::Batch { batch: Box::new(batch), queued: Instant::now(), reply };
+        let job = Job::Batch { batch: Box::new(batch), digest, queued: Instant::now(), reply };
         queue.send(job).await.map_err(|_| ApplyError::Stopped)?;
         drop(arrival);
         rx.await.map_err(|_| ApplyError::Stopped)?
@@ -373,13 +382,23 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     let metrics = &ctx.metrics;
     let now = ctx.clock.now_rfc3339();
     let catalog = ctx.catalog.get();
+    let at_ms = ctx.clock.now().as_millisecond();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         let mut outcomes = Vec::with_capacity(group.len());
+        let mut audit = Vec::new();
         for job in group.iter() {
             wh.savepoint()?;
             let outcome = match job {
-                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now, &catalog)),
+                Job::Batch { batch, digest, .. } => {
+                    let result = apply_batch(wh, batch, &now, &catalog);
+                    if let Ok(applied) = &result
+                        && !applied.duplicate
+                    {
+                        audit.push(audit_entry(batch, digest, applied, at_ms));
+                    }
+                    Outcome::Batch(result)
+                }
                 Job::Heartbeat { heartbeat, transport, .. } => {
                     Outcome::Heartbeat(wh.record_heartbeat(heartbeat, transport, &now).map_err(ApplyError::from))
                 }
@@ -392,6 +411,11 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                 wh.release_savepoint()?;
             }
             outcomes.push(outcome);
+        }
+        // Last, so the chain's lock (PostgreSQL: shared by every writer) is held only until COMMIT.
+        // An entry that cannot be written fails the whole group: nothing is applied unaudited.
+        for entry in &audit {
+            wh.append_audit(entry)?;
         }
         wh.commit()?;
         Ok(outcomes)
@@ -420,7 +444,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     };
     for (job, outcome) in group.drain(..).zip(outcomes) {
         match (job, outcome) {
-            (Job::Batch { batch, queued, reply }, Outcome::Batch(result)) => {
+            (Job::Batch { batch, queued, reply, .. }, Outcome::Batch(result)) => {
                 if let Ok(a) = &result {
                     metrics.batch_done(&batch.agent, a.applied_through, a.changes, a.duplicate, queued.elapsed());
                 }
@@ -440,6 +464,22 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
             // Outcomes are built from the jobs in order, so kinds always match.
             _ => {}
         }
+    }
+}
+
+/// The `batch_applied` audit entry of a batch that applied changes.
+fn audit_entry(batch: &Batch, digest: &str, applied: &Applied, at_ms: i64) -> crate::audit::Entry {
+    let mut datasets: Vec<&str> = batch.datasets();
+    datasets.sort_unstable();
+    datasets.dedup();
+    crate::audit::Entry {
+        at_ms,
+        kind: crate::audit::Kind::BatchApplied,
+        agent: Some(batch.agent.clone()),
+        detail: serde_json::json!({
+            "datasets": datasets, "first_seq": batch.first_seq, "last_seq": batch.last_seq,
+            "rows": applied.changes, "applied_through": applied.applied_through, "sha256": digest,
+        }),
     }
 }
 

@@ -337,6 +337,7 @@ fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
     tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
     tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
+    tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
 
@@ -527,6 +528,12 @@ impl Warehouse for PostgresWarehouse {
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
         freshness::set_meta(&mut self.client, key, value)
+    }
+
+    fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError> {
+        crate::registry::postgres::append_audit_in(&mut self.client, entry)
+            .map(drop)
+            .map_err(db("append to the audit log"))
     }
 }
 
