@@ -48,6 +48,8 @@ pub struct Ingest {
     pub max_decoded_bytes: usize,
     /// Most changes one batch may carry.
     pub max_batch_changes: usize,
+    /// `[tls] require_client_cert`: enrolled agents must present their hub-issued certificate.
+    pub require_client_cert: bool,
     /// Per-agent request rate.
     pub rate: crate::ratelimit::RateLimiter,
     /// Which transport each agent last used, for the dashboard's fleet page.
