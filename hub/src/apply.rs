@@ -395,7 +395,8 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                     if let Ok(applied) = &result
                         && !applied.duplicate
                     {
-                        audit.push(audit_entry(batch, digest, applied, at_ms));
+                        let (rows, through) = (applied.changes, applied.applied_through);
+                        audit.push(crate::audit::Entry::batch_applied(batch, digest, rows, through, at_ms));
                     }
                     Outcome::Batch(result)
                 }
@@ -464,22 +465,6 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
             // Outcomes are built from the jobs in order, so kinds always match.
             _ => {}
         }
-    }
-}
-
-/// The `batch_applied` audit entry of a batch that applied changes.
-fn audit_entry(batch: &Batch, digest: &str, applied: &Applied, at_ms: i64) -> crate::audit::Entry {
-    let mut datasets: Vec<&str> = batch.datasets();
-    datasets.sort_unstable();
-    datasets.dedup();
-    crate::audit::Entry {
-        at_ms,
-        kind: crate::audit::Kind::BatchApplied,
-        agent: Some(batch.agent.clone()),
-        detail: serde_json::json!({
-            "datasets": datasets, "first_seq": batch.first_seq, "last_seq": batch.last_seq,
-            "rows": applied.changes, "applied_through": applied.applied_through, "sha256": digest,
-        }),
     }
 }
 
