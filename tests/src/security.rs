@@ -152,3 +152,28 @@ pub fn raw_body(body: Vec<u8>) -> EncodedBody {
 pub fn random_text(n: usize) -> String {
     (0..n).map(|_| fastrand::alphanumeric()).collect()
 }
+
+/// An agent in `dir` that syncs the SQLite `ho_so` table at `source` (snapshot mode) and keeps its
+/// credentials under `secrets/`, where `kho-agent enroll` writes them. `url` and `ca`: where its
+/// batches go (the hub, or an MQTT broker); `hub_extra`: its `[hub]` lines besides `url` and
+/// `ca_cert` (credential paths, transport, certificates). Configured, not started.
+pub fn configure_enrolled_agent(
+    dir: &std::path::Path,
+    id: &str,
+    url: &str,
+    ca: &std::path::Path,
+    source: &std::path::Path,
+    hub_extra: String,
+    poll_interval: &'static str,
+) -> crate::procs::AgentProc {
+    use crate::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec};
+    let spec = AgentSpec { id: id.into(), token: String::new(), datasets: vec!["ho_so".into()] };
+    let opts = AgentOptions { poll_interval, hub_extra, ..AgentOptions::default() };
+    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
+    let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", source.display());
+    AgentProc::configure(dir, &spec, url, ca, &ds.toml(&source_toml, &opts), &opts)
+}
+
+/// The `[hub]` credential lines of an enrolled HTTPS agent (token, signing key, hub-issued certificate).
+pub const ENROLLED_HTTPS: &str =
+    "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\nclient_cert = \"secrets/agent.crt\"\n";

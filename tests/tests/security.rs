@@ -11,7 +11,7 @@ use kho_shared::codec;
 use kho_shared::protocol::{BATCH_CONTENT_TYPE, DIGEST_HEADER};
 use kho_shared::signing::SIGNATURE_HEADER;
 use kho_tests::compare::ho_so_diff;
-use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
+use kho_tests::procs::{AgentOptions, HubProc, wait_for};
 use kho_tests::security::*;
 use kho_tests::source::SourceDb;
 use serde_json::json;
@@ -25,22 +25,14 @@ fn enrolled_agent_syncs_signed_batches_revoke_stops_it_and_audit_verify_catches_
     let hub = HubProc::start(&tmp.path().join("hub"), &[]);
     let token = add_agent(&hub, "so-y-te-01", "ho_so", "1h");
 
-    let spec = AgentSpec { id: "so-y-te-01".into(), token: String::new(), datasets: vec!["ho_so".into()] };
-    let opts = AgentOptions {
-        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n\
-                    client_cert = \"secrets/agent.crt\"\n"
-            .into(),
-        ..AgentOptions::default()
-    };
-    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
-    let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let mut agent = AgentProc::configure(
+    let mut agent = configure_enrolled_agent(
         &tmp.path().join("agent"),
-        &spec,
+        "so-y-te-01",
         &hub.url(),
         &hub.ca_path(),
-        &ds.toml(&source_toml, &opts),
-        &opts,
+        &src.path,
+        ENROLLED_HTTPS.into(),
+        AgentOptions::default().poll_interval,
     );
 
     let out = agent.command(&["enroll", "--token", &token]);

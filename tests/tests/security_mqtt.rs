@@ -13,7 +13,8 @@ use kho_shared::signing::Signer;
 use kho_shared::types::ColumnType;
 use kho_tests::compare::ho_so_diff;
 use kho_tests::mosquitto::Broker;
-use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
+use kho_tests::procs::{HubProc, wait_for};
+use kho_tests::security::configure_enrolled_agent;
 use kho_tests::source::SourceDb;
 use rumqttc::{Event, Packet, QoS};
 use rustls::pki_types::PrivatePkcs8KeyDer;
@@ -83,24 +84,18 @@ fn enrolled_agent_over_mqtt_signs_its_batches_and_revoke_is_immediate() {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let token = stdout.lines().find(|l| l.starts_with("kho-enroll-")).unwrap().to_string();
 
-    let spec = AgentSpec { id: ID.into(), token: String::new(), datasets: vec!["ho_so".into()] };
-    let opts = AgentOptions {
-        poll_interval: "300ms",
-        hub_extra: format!(
-            "{}token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n",
-            broker.agent_hub_toml(ID, "3s")
-        ),
-        ..AgentOptions::default()
-    };
-    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
-    let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let mut agent = AgentProc::configure(
+    let hub_extra = format!(
+        "{}token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n",
+        broker.agent_hub_toml(ID, "3s")
+    );
+    let mut agent = configure_enrolled_agent(
         &tmp.path().join("agent"),
-        &spec,
+        ID,
         &broker.url(),
         &broker.ca_path(),
-        &ds.toml(&source_toml, &opts),
-        &opts,
+        &src.path,
+        hub_extra,
+        "300ms",
     );
     // MQTT agents enroll over the hub's HTTPS address.
     let ca = hub.ca_path();

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use kho_tests::compare::ho_so_diff;
 use kho_tests::mosquitto::{Broker, HUB_IDENTITY};
-use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
-use kho_tests::security::{add_agent, client, enroll, new_key_pem};
+use kho_tests::procs::{HubProc, wait_for};
+use kho_tests::security::{add_agent, client, configure_enrolled_agent, enroll, new_key_pem};
 use kho_tests::source::SourceDb;
 use rumqttc::{Event, Packet, QoS};
 
@@ -79,23 +79,16 @@ fn enrolled_agents_use_the_hub_issued_certificate_at_the_broker_which_enforces_i
 
     // Agent A: `kho-agent enroll` writes the hub-issued certificate to hub.client_cert (no
     // client_key: the certificate goes with the signing key), and the agent syncs over MQTT.
-    let spec = AgentSpec { id: A.into(), token: String::new(), datasets: vec!["ho_so".into()] };
-    let opts = AgentOptions {
-        poll_interval: "300ms",
-        hub_extra: "transport = \"mqtt\"\nclient_cert = \"secrets/agent.pem\"\nkeep_alive = \"5s\"\n\
-                    ack_timeout = \"3s\"\ntoken_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n"
-            .into(),
-        ..AgentOptions::default()
-    };
-    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
-    let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let mut agent = AgentProc::configure(
+    let hub_extra = "transport = \"mqtt\"\nclient_cert = \"secrets/agent.pem\"\nkeep_alive = \"5s\"\n\
+                     ack_timeout = \"3s\"\ntoken_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n";
+    let mut agent = configure_enrolled_agent(
         &tmp.path().join("agent"),
-        &spec,
+        A,
         &broker.url(),
         &broker.ca_path(),
-        &ds.toml(&source_toml, &opts),
-        &opts,
+        &src.path,
+        hub_extra.into(),
+        "300ms",
     );
     let ca = hub.ca_path();
     let out = agent.command(&["enroll", "--token", &token_a, "--hub", &hub.url(), "--ca", ca.to_str().unwrap()]);

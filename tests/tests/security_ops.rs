@@ -10,7 +10,7 @@ use std::time::Duration;
 use kho_shared::codec;
 use kho_shared::signing::Signer;
 use kho_tests::compare::ho_so_diff;
-use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, wait_for};
+use kho_tests::procs::{AgentOptions, AgentSpec, HubProc, wait_for};
 use kho_tests::security::*;
 use kho_tests::source::SourceDb;
 
@@ -74,22 +74,14 @@ fn key_rotation_keeps_buffered_changes_and_retires_the_old_key() {
     let mut hub = HubProc::start(&tmp.path().join("hub"), &[]);
     let id = "so-y-te-rot";
     let token = add_agent(&hub, id, "ho_so", "1h");
-    let spec = AgentSpec { id: id.into(), token: String::new(), datasets: vec!["ho_so".into()] };
-    let opts = AgentOptions {
-        hub_extra: "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\n\
-                    client_cert = \"secrets/agent.crt\"\n"
-            .into(),
-        ..AgentOptions::default()
-    };
-    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
-    let source_toml = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let mut agent = AgentProc::configure(
+    let mut agent = configure_enrolled_agent(
         &tmp.path().join("agent"),
-        &spec,
+        id,
         &hub.url(),
         &hub.ca_path(),
-        &ds.toml(&source_toml, &opts),
-        &opts,
+        &src.path,
+        ENROLLED_HTTPS.into(),
+        AgentOptions::default().poll_interval,
     );
     assert!(agent.command(&["enroll", "--token", &token]).status.success());
     agent.spawn();
