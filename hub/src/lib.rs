@@ -39,6 +39,7 @@ pub mod error;
 pub mod freshness;
 pub mod ingest;
 pub mod metrics;
+pub mod quality;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;
