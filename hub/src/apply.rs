@@ -373,13 +373,15 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     let metrics = &ctx.metrics;
     let now = ctx.clock.now_rfc3339();
     let catalog = ctx.catalog.get();
+    let today = kho_shared::schedule::local_date(ctx.clock.now());
+    let mut tallies: Vec<crate::quality::ingest::Tally> = group.iter().map(|_| Default::default()).collect();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         let mut outcomes = Vec::with_capacity(group.len());
-        for job in group.iter() {
+        for (job, tally) in group.iter().zip(tallies.iter_mut()) {
             wh.savepoint()?;
             let outcome = match job {
-                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now, &catalog)),
+                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now, today, &catalog, tally)),
                 Job::Heartbeat { heartbeat, transport, .. } => {
                     Outcome::Heartbeat(wh.record_heartbeat(heartbeat, transport, &now).map_err(ApplyError::from))
                 }
@@ -418,11 +420,12 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                 .collect()
         }
     };
-    for (job, outcome) in group.drain(..).zip(outcomes) {
+    for ((job, outcome), tally) in group.drain(..).zip(outcomes).zip(tallies) {
         match (job, outcome) {
             (Job::Batch { batch, queued, reply }, Outcome::Batch(result)) => {
                 if let Ok(a) = &result {
                     metrics.batch_done(&batch.agent, a.applied_through, a.changes, a.duplicate, queued.elapsed());
+                    metrics.quality(&tally);
                 }
                 // The requester may have timed out; the batch is applied either way and the
                 // agent's retry will be acknowledged as a duplicate.
@@ -447,7 +450,9 @@ fn apply_batch(
     wh: &mut dyn Warehouse,
     batch: &Batch,
     now: &str,
+    today: jiff::civil::Date,
     catalog: &crate::catalog::Catalog,
+    tally: &mut crate::quality::ingest::Tally,
 ) -> Result<Applied, ApplyError> {
     let agent = batch.agent.as_str();
     let applied = wh.applied_seq(agent)?;
@@ -470,7 +475,9 @@ fn apply_batch(
                     wh.prepare_dataset(schema, now)?;
                 }
             }
+            let checked = crate::quality::ingest::check(wh, catalog, &batch.schemas, changes, today)?;
             wh.apply_changes(agent, &batch.schemas, changes, now)?;
+            crate::quality::ingest::record(wh, &checked, now, tally)?;
             wh.record_activity(&activity(changes, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
             wh.set_applied_seq(agent, batch.last_seq, now)?;
             wh.promote_syncs(agent, batch.last_seq)?;

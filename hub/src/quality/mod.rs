@@ -9,6 +9,7 @@
 //! `reference` through a [`eval::Lookup`] the caller supplies).
 
 pub mod eval;
+pub mod ingest;
 #[cfg(test)]
 mod tests;
 
@@ -60,7 +61,7 @@ impl Check {
 }
 
 /// What happens to a row that breaks a rule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// Loaded; the violation is recorded.

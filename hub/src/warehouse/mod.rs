@@ -104,6 +104,26 @@ pub trait Warehouse: Send {
     /// Sets a hub bookkeeping value (e.g. the date of the last daily digest), so it survives a
     /// restart and is shared by every hub instance using this warehouse.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError>;
+    /// Replaces the recorded quality violations of each row a batch wrote to `dataset` (empty
+    /// failures clear them), in the batch's transaction.
+    fn record_quality(
+        &mut self,
+        dataset: &str,
+        verdicts: &[crate::quality::eval::RowVerdict],
+        now: &str,
+    ) -> Result<(), WarehouseError>;
+    /// Whether a live row of `dataset` holds `value` in `column` (a `reference` rule); an indexed
+    /// probe, never a scan. `false` when the table or column does not exist (yet).
+    fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError>;
+    /// Whether a live row of `dataset` other than the one keyed `key` holds `value` in `column`
+    /// (a `unique` rule); an indexed probe.
+    fn value_taken(
+        &mut self,
+        dataset: &str,
+        column: &str,
+        value: &str,
+        key: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, WarehouseError>;
     /// Gives back memory kept only to make the next batch faster (page caches), outside any
     /// transaction. The applier calls it when batches have stopped arriving for a while.
     fn release_memory(&mut self) {}
@@ -131,6 +151,29 @@ pub trait WarehouseReader: Send + Sync {
     /// The last `limit` rows written to `dataset` (upserted or deleted), newest first; empty when
     /// it has no table. Scans the table (no index on the write time): for a page view, not a loop.
     fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<rows::RecentChange>, WarehouseError>;
+    /// Open quality violations per dataset and rule, and each dataset's `latest` newest ones.
+    fn quality(&self, latest: usize) -> Result<QualityData, WarehouseError>;
+}
+
+/// One open quality violation as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredViolation {
+    pub dataset: String,
+    pub rule: String,
+    pub column: Option<String>,
+    /// The row's key as JSON text.
+    pub key: String,
+    pub value: Option<String>,
+    pub seq: u64,
+    pub at: String,
+}
+
+/// What [`WarehouseReader::quality`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QualityData {
+    /// `(dataset, rule, rows violating it)`.
+    pub open: Vec<(String, String, u64)>,
+    pub latest: Vec<StoredViolation>,
 }
 
 /// What one applied batch changed in one dataset.

@@ -1,0 +1,95 @@
+//! The applier's quality step: checks a batch's changes against the catalogue's rules inside the
+//! batch's transaction, then records the verdicts there too, so the rows and what is known about
+//! their quality are committed (or rolled back) together.
+
+use std::collections::BTreeMap;
+
+use kho_shared::protocol::{Change, DatasetSchema};
+use serde_json::{Map, Value};
+
+use super::Policy;
+use super::eval::{Checker, Lookup, RowVerdict};
+use crate::catalog::Catalog;
+use crate::warehouse::{Warehouse, WarehouseError};
+
+/// What one batch's checks found, for the metrics (counted once the batch is committed).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Rows checked per dataset.
+    pub checked: BTreeMap<String, u64>,
+    /// Violations per (dataset, rule, policy).
+    pub violations: BTreeMap<(String, String, Policy), u64>,
+}
+
+/// A dataset's verdicts in one batch.
+pub struct Checked {
+    pub dataset: String,
+    pub verdicts: Vec<RowVerdict>,
+}
+
+/// The warehouse as a [`Lookup`]; the first failure is kept and fails the batch afterwards.
+struct WarehouseLookup<'a> {
+    wh: &'a mut dyn Warehouse,
+    error: Option<WarehouseError>,
+}
+
+impl WarehouseLookup<'_> {
+    fn keep(&mut self, r: Result<bool, WarehouseError>) -> bool {
+        r.unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            false
+        })
+    }
+}
+
+impl Lookup for WarehouseLookup<'_> {
+    fn exists(&mut self, dataset: &str, column: &str, value: &str) -> bool {
+        let r = self.wh.value_exists(dataset, column, value);
+        self.keep(r)
+    }
+    fn taken_by_other(&mut self, dataset: &str, column: &str, value: &str, key: &Map<String, Value>) -> bool {
+        let r = self.wh.value_taken(dataset, column, value, key);
+        self.keep(r)
+    }
+}
+
+/// Checks `changes` (about to be applied) of every dataset that has rules. Lookups see the
+/// warehouse as it was before this batch plus the batch's own upserts.
+pub fn check(
+    wh: &mut dyn Warehouse,
+    catalog: &Catalog,
+    schemas: &[DatasetSchema],
+    changes: &[Change],
+    today: jiff::civil::Date,
+) -> Result<Vec<Checked>, WarehouseError> {
+    let mut out = Vec::new();
+    for schema in schemas {
+        let Some(entry) = catalog.dataset(&schema.dataset).filter(|d| !d.rules.is_empty()) else { continue };
+        if !changes.iter().any(|c| c.dataset == schema.dataset) {
+            continue;
+        }
+        let checker = Checker::new(&schema.dataset, &entry.rules);
+        if checker.is_empty() {
+            continue;
+        }
+        let mut lookup = WarehouseLookup { wh: &mut *wh, error: None };
+        let verdicts = checker.check(changes, &schema.key, today, &mut lookup);
+        if let Some(e) = lookup.error {
+            return Err(e);
+        }
+        out.push(Checked { dataset: schema.dataset.clone(), verdicts });
+    }
+    Ok(out)
+}
+
+/// Records the verdicts (replacing each row's earlier violations) and counts them into `tally`.
+pub fn record(wh: &mut dyn Warehouse, checked: &[Checked], now: &str, tally: &mut Tally) -> Result<(), WarehouseError> {
+    for c in checked {
+        wh.record_quality(&c.dataset, &c.verdicts, now)?;
+        *tally.checked.entry(c.dataset.clone()).or_default() += c.verdicts.iter().filter(|v| !v.delete).count() as u64;
+        for f in c.verdicts.iter().flat_map(|v| &v.failures) {
+            *tally.violations.entry((c.dataset.clone(), f.rule.clone(), f.policy)).or_default() += 1;
+        }
+    }
+    Ok(())
+}
