@@ -103,7 +103,33 @@ fn sync(agent: &AgentProc, dataset: &str) {
 #[test]
 fn warn_rules_record_violations_with_keys_and_a_fix_clears_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 40).unwrap();
+    let warehouse = "kind = \"sqlite\"\npath = \"warehouse.sqlite\"\n";
+    warn_scenario(tmp.path(), warehouse, &mut |hub| {
+        let conn = rusqlite::Connection::open(hub.warehouse()).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        (
+            count("SELECT count(*) FROM ho_so"),
+            count("SELECT count(*) FROM _kho_quality_violations WHERE dataset = 'ho_so'"),
+        )
+    });
+}
+
+#[test]
+fn warn_rules_on_the_postgresql_warehouse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg = kho_tests::pgwh::PgWarehouse::create();
+    let warehouse = pg.hub_toml(2);
+    warn_scenario(tmp.path(), &warehouse, &mut |_| {
+        (
+            pg.count("SELECT count(*) FROM so_y_te.ho_so"),
+            pg.count("SELECT count(*) FROM kho.quality_violations WHERE dataset = 'ho_so'"),
+        )
+    });
+}
+
+/// `loaded_and_stored`: rows in the warehouse's `ho_so` table and its stored violations.
+fn warn_scenario(tmp: &std::path::Path, warehouse: &str, loaded_and_stored: &mut dyn FnMut(&HubProc) -> (i64, i64)) {
+    let mut src = SourceDb::create(&tmp.join("so_y_te.sqlite"), 40).unwrap();
     // Five rows each break one rule; row 9 breaks two.
     src.execute(
         "UPDATE ho_so SET ghi_chu = NULL WHERE id = 2;
@@ -119,10 +145,13 @@ fn warn_rules_record_violations_with_keys_and_a_fix_clears_them() {
         token: format!("t-{}", fastrand::u64(..)),
         datasets: vec!["ho_so".into(), "don_vi".into()],
     };
-    let dir = tmp.path().join("hub");
+    let dir = tmp.join("hub");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("catalog.toml"), CATALOG).unwrap();
-    let hub = HubProc::start_with(&dir, std::slice::from_ref(&a), "\n[catalog]\npath = \"catalog.toml\"\n");
+    let catalog = "\n[catalog]\npath = \"catalog.toml\"\n";
+    let mut hub =
+        HubProc::configure_with(&dir, kho_tests::procs::free_port(), std::slice::from_ref(&a), warehouse, catalog);
+    hub.spawn();
     let opts = AgentOptions::default();
     let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
     let spec = |name: &str, key: &str| DatasetSpec {
@@ -132,14 +161,13 @@ fn warn_rules_record_violations_with_keys_and_a_fix_clears_them() {
         cursor: None,
     };
     let datasets = format!("{}{}", spec("don_vi", "ma").toml(&source, &opts), spec("ho_so", "id").toml(&source, &opts));
-    let agent = AgentProc::configure(&tmp.path().join("agent"), &a, &hub.url(), &hub.ca_path(), &datasets, &opts);
+    let agent = AgentProc::configure(&tmp.join("agent"), &a, &hub.url(), &hub.ca_path(), &datasets, &opts);
     sync(&agent, "don_vi");
     sync(&agent, "ho_so");
 
-    // Policy warn: every row is loaded.
-    let conn = rusqlite::Connection::open(hub.warehouse()).unwrap();
-    let loaded: i64 = conn.query_row("SELECT count(*) FROM ho_so", [], |r| r.get(0)).unwrap();
-    assert_eq!(loaded, 40);
+    // Policy warn: every row is loaded; the violations are in a table analysts can query,
+    // written in the batch's transaction.
+    assert_eq!(loaded_and_stored(&hub), (40, 7));
 
     let q = quality(&hub);
     assert_eq!(q["dataset"], "ho_so");
@@ -163,11 +191,6 @@ fn warn_rules_record_violations_with_keys_and_a_fix_clears_them() {
     assert_eq!(of("unique:ma_ho_so")["key"], r#"{"id":6}"#, "the second holder of the value");
     assert_eq!(of("range:so_tien")["value"], "-5");
     assert_eq!(of("reference:don_vi")["key"], r#"{"id":10}"#);
-    // The table a department's analyst can query, written in the batch's transaction.
-    let stored: i64 = conn
-        .query_row("SELECT count(*) FROM _kho_quality_violations WHERE dataset = 'ho_so'", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored, 7);
 
     let metrics = get(&hub, "/metrics");
     assert!(metrics.contains("kho_hub_quality_rows_checked_total{dataset=\"ho_so\"} 40"), "{metrics}");
