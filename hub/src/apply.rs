@@ -77,12 +77,16 @@ pub fn plan(applied: u64, first: u64, last: u64) -> Plan {
 }
 
 /// A batch's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub applied_through: u64,
     /// Changes written by this batch (0 for a duplicate).
     pub changes: u64,
     pub duplicate: bool,
+    /// Rows held in quarantine by `reject` quality rules instead of being loaded.
+    pub quarantined: Vec<kho_shared::protocol::QuarantinedRow>,
+    /// Rows that left quarantine with this batch.
+    pub released: Vec<kho_shared::protocol::RowRef>,
 }
 
 /// Why a job was not applied.
@@ -465,7 +469,7 @@ fn apply_batch(
                 applied,
                 "duplicate batch acknowledged again"
             );
-            Ok(Applied { applied_through: applied, changes: 0, duplicate: true })
+            Ok(Applied { applied_through: applied, changes: 0, duplicate: true, quarantined: vec![], released: vec![] })
         }
         Plan::Gap { expected } => Err(ApplyError::Gap { expected }),
         Plan::Apply { skip } => {
@@ -476,9 +480,20 @@ fn apply_batch(
                 }
             }
             let checked = crate::quality::ingest::check(wh, catalog, &batch.schemas, changes, today)?;
-            wh.apply_changes(agent, &batch.schemas, changes, now)?;
+            let rejected = crate::quality::ingest::rejected(&checked);
+            // Rows a `reject` rule holds back are not loaded; the rest of the batch is.
+            let loaded: std::borrow::Cow<'_, [Change]> = if rejected.is_empty() {
+                std::borrow::Cow::Borrowed(changes)
+            } else {
+                let keep = changes.iter().enumerate().filter(|(i, _)| !rejected.contains(i)).map(|(_, c)| c.clone());
+                std::borrow::Cow::Owned(keep.collect())
+            };
+            if !loaded.is_empty() {
+                wh.apply_changes(agent, &batch.schemas, &loaded, now)?;
+            }
             crate::quality::ingest::record(wh, &checked, now, tally)?;
-            wh.record_activity(&activity(changes, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
+            let (quarantined, released) = crate::quality::ingest::hold(wh, agent, &checked, changes, now)?;
+            wh.record_activity(&activity(&loaded, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
             wh.set_applied_seq(agent, batch.last_seq, now)?;
             wh.promote_syncs(agent, batch.last_seq)?;
             tracing::debug!(
@@ -488,7 +503,13 @@ fn apply_batch(
                 skipped = skip,
                 "batch applied"
             );
-            Ok(Applied { applied_through: batch.last_seq, changes: changes.len() as u64, duplicate: false })
+            Ok(Applied {
+                applied_through: batch.last_seq,
+                changes: loaded.len() as u64,
+                duplicate: false,
+                quarantined,
+                released,
+            })
         }
     }
 }

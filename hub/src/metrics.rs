@@ -146,6 +146,9 @@ impl Metrics {
         for (k, n) in &tally.violations {
             *total.violations.entry(k.clone()).or_default() += n;
         }
+        for (dataset, n) in &tally.quarantined {
+            *total.quarantined.entry(dataset.clone()).or_default() += n;
+        }
     }
 
     /// Replaces the freshness gauges with those of `s`.
@@ -209,6 +212,11 @@ impl Metrics {
                 };
                 let (dataset, rule) = (escape_label(dataset), escape_label(rule));
                 let _ = writeln!(out, "kho_hub_quality_violations_total{{dataset=\"{dataset}\",rule=\"{rule}\",policy=\"{policy}\"}} {n}");
+            }
+            let _ = writeln!(out, "# HELP kho_hub_quality_quarantined_total Rows held in quarantine by reject rules, per dataset.");
+            let _ = writeln!(out, "# TYPE kho_hub_quality_quarantined_total counter");
+            for (dataset, n) in &q.quarantined {
+                let _ = writeln!(out, "kho_hub_quality_quarantined_total{{dataset=\"{}\"}} {n}", escape_label(dataset));
             }
         }
         out.push_str(&self.freshness.lock().unwrap_or_else(|p| p.into_inner()));

@@ -256,3 +256,119 @@ fn a_catalogue_with_a_bad_rule_is_refused_naming_the_field() {
     assert!(text.contains("dataset[ho_so].rule[4].pattern"), "{text}");
     drop(hub);
 }
+
+const REJECT_CATALOG: &str = r#"
+[[department]]
+code = "so_y_te"
+name = "Sở Y tế"
+contact = { name = "Văn phòng Sở", phone = "0212 385 0010" }
+
+[[dataset]]
+id = "ho_so"
+title = "Hồ sơ thủ tục hành chính"
+department = "so_y_te"
+cadence = "daily"
+update_kind = "sync"
+
+[[dataset.rule]]
+check = "pattern"
+column = "ma_ho_so"
+pattern = '000\.00\.[0-9]{2}\.H52-[0-9]{6}-[0-9]{7}'
+policy = "reject"
+
+[[dataset.rule]]
+check = "allowed_values"
+column = "trang_thai"
+values = ["Đã tiếp nhận", "Đang xử lý", "Đã trả kết quả", "Quá hạn"]
+"#;
+
+#[test]
+fn reject_rules_quarantine_rows_the_agent_shows_them_and_a_fix_releases_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 20).unwrap();
+    src.execute(
+        "UPDATE ho_so SET ma_ho_so = 'HS-3' WHERE id = 3;
+         UPDATE ho_so SET ma_ho_so = 'HS-5', trang_thai = 'Lung tung' WHERE id = 5;
+         UPDATE ho_so SET trang_thai = 'Lung tung' WHERE id = 4;",
+    )
+    .unwrap();
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("t-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
+    let dir = tmp.path().join("hub");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("catalog.toml"), REJECT_CATALOG).unwrap();
+    let hub = HubProc::start_with(&dir, std::slice::from_ref(&a), "\n[catalog]\npath = \"catalog.toml\"\n");
+    let opts = AgentOptions::default();
+    let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
+    let ho_so = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
+    let agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &ho_so.toml(&source, &opts),
+        &opts,
+    );
+    sync(&agent, "ho_so");
+
+    // The rejected rows stay out of the table; the rest of the batch (row 4 only warns) is loaded.
+    let conn = rusqlite::Connection::open(hub.warehouse()).unwrap();
+    let ids = |conn: &rusqlite::Connection| -> Vec<i64> {
+        let mut stmt = conn.prepare("SELECT id FROM ho_so WHERE _kho_deleted = 0 ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let loaded = ids(&conn);
+    assert_eq!(loaded.len(), 18);
+    assert!(!loaded.contains(&3) && !loaded.contains(&5) && loaded.contains(&4), "{loaded:?}");
+    let (key, reason, row): (String, String, String) = conn
+        .query_row(
+            "SELECT key, reason, row_json FROM _kho_quarantine WHERE dataset = 'ho_so' AND key = '{\"id\":5}'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(key, r#"{"id":5}"#);
+    assert_eq!(reason, r#"pattern:ma_ho_so="HS-5"; allowed_values:trang_thai="Lung tung""#);
+    assert!(row.contains("\"ma_ho_so\":\"HS-5\""), "the row is kept as sent: {row}");
+
+    let q = quality(&hub);
+    assert_eq!((q["rows"].as_u64(), q["quarantined"].as_u64()), (Some(18), Some(2)));
+    assert_eq!(rule(&q, "pattern:ma_ho_so"), (2, 18.0 / 20.0));
+    assert_eq!(rule(&q, "allowed_values:trang_thai"), (2, 18.0 / 20.0));
+    let held: Vec<&str> =
+        q["latest_quarantined"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(held, [r#"{"id":5}"#, r#"{"id":3}"#]);
+    assert!(get(&hub, "/metrics").contains("kho_hub_quality_quarantined_total{dataset=\"ho_so\"} 2"));
+
+    // The ack told the agent; `kho-agent status` shows the department which rows to fix.
+    let status = agent.status();
+    assert_eq!(status["quarantined_total"], 2, "{status}");
+    let keys: Vec<&str> =
+        status["quarantined"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert!(keys.contains(&r#"{"id":3}"#) && keys.contains(&r#"{"id":5}"#), "{status}");
+    let text = agent.command(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("held in quarantine by the hub: 2 row(s)"), "{text}");
+    assert!(text.contains(r#"ho_so {"id":3}: pattern:ma_ho_so="HS-3""#), "{text}");
+
+    // Fixed at the source: the row flows in on the next sync and leaves quarantine (row 5 is
+    // fixed only for its rejecting rule: loaded, with its warning).
+    src.execute(
+        "UPDATE ho_so SET ma_ho_so = '000.00.03.H52-260101-0000003' WHERE id = 3;
+         UPDATE ho_so SET ma_ho_so = '000.00.05.H52-260101-0000005' WHERE id = 5;",
+    )
+    .unwrap();
+    sync(&agent, "ho_so");
+    assert_eq!(ids(&conn).len(), 20);
+    let left: i64 = conn.query_row("SELECT count(*) FROM _kho_quarantine", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0);
+    let q = quality(&hub);
+    assert_eq!(q["quarantined"], 0);
+    assert_eq!(rule(&q, "pattern:ma_ho_so"), (0, 1.0));
+    assert_eq!(rule(&q, "allowed_values:trang_thai"), (2, 18.0 / 20.0));
+    let status = agent.status();
+    assert_eq!(status["quarantined_total"], 0, "{status}");
+}

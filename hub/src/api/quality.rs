@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::error::ApiError;
 use crate::quality::{Check, Policy};
-use crate::warehouse::{QualityData, StoredViolation, WarehouseReader, WarehouseStatus};
+use crate::warehouse::{QualityData, StoredQuarantine, StoredViolation, WarehouseReader, WarehouseStatus};
 
 /// Newest violations listed per dataset.
 pub const LATEST_PER_DATASET: usize = 20;
@@ -39,12 +39,16 @@ pub struct DatasetQuality {
     pub department: String,
     /// Live rows in the warehouse.
     pub rows: u64,
+    /// Rows held in quarantine by `reject` rules (not in `rows`).
+    pub quarantined: u64,
     /// The lowest passing share among the row rules (1.0 when every row passes every rule);
     /// `null` before any row arrived.
     pub score: Option<f64>,
     pub rules: Vec<RuleQuality>,
     /// Newest open violations first (at most [`LATEST_PER_DATASET`]).
     pub latest: Vec<StoredViolation>,
+    /// Newest quarantined rows first, with the reason and the row as sent.
+    pub latest_quarantined: Vec<StoredQuarantine>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +59,8 @@ pub struct RuleQuality {
     pub policy: Policy,
     /// Rows currently breaking the rule.
     pub violations: u64,
-    /// Share of live rows passing (`null` for dataset-level rules, and before any row arrived).
+    /// Share of rows passing among the live and the quarantined ones (`null` for dataset-level
+    /// rules, and before any row arrived).
     pub passing_share: Option<f64>,
 }
 
@@ -80,14 +85,16 @@ pub fn build(
             continue;
         }
         let live = rows.get(d.id.as_str()).copied().unwrap_or(0);
+        let held = data.quarantined.iter().find(|(ds, _)| ds == &d.id).map_or(0, |(_, n)| *n);
+        let known = live + held;
         let rules: Vec<RuleQuality> = d
             .rules
             .iter()
             .map(|r| {
                 let id = r.id();
                 let violations = open.get(&(d.id.as_str(), id.as_str())).copied().unwrap_or(0);
-                let passing_share =
-                    (r.check.needs_column() && live > 0).then(|| live.saturating_sub(violations) as f64 / live as f64);
+                let passing_share = (r.check.needs_column() && known > 0)
+                    .then(|| known.saturating_sub(violations) as f64 / known as f64);
                 RuleQuality {
                     rule: id,
                     check: r.check,
@@ -98,15 +105,18 @@ pub fn build(
                 }
             })
             .collect();
-        let score = rules.iter().filter_map(|r| r.passing_share).reduce(f64::min).or((live > 0).then_some(1.0));
+        let score = rules.iter().filter_map(|r| r.passing_share).reduce(f64::min).or((known > 0).then_some(1.0));
         let latest = data.latest.iter().filter(|v| v.dataset == d.id).cloned().collect();
+        let latest_quarantined = data.latest_quarantined.iter().filter(|q| q.dataset == d.id).cloned().collect();
         datasets.push(DatasetQuality {
             dataset: d.id.clone(),
             department: d.department.clone(),
             rows: live,
+            quarantined: held,
             score,
             rules,
             latest,
+            latest_quarantined,
         });
     }
     QualityDocument { generated_at, datasets }

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use kho_shared::protocol::{Change, DatasetSchema};
+use kho_shared::protocol::{Change, DatasetSchema, QuarantinedRow, RowRef};
 use serde_json::{Map, Value};
 
 use super::Policy;
 use super::eval::{Checker, Lookup, RowVerdict};
 use crate::catalog::Catalog;
-use crate::warehouse::{Warehouse, WarehouseError};
+use crate::warehouse::{HeldRow, Warehouse, WarehouseError};
 
 /// What one batch's checks found, for the metrics (counted once the batch is committed).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,12 +19,59 @@ pub struct Tally {
     pub checked: BTreeMap<String, u64>,
     /// Violations per (dataset, rule, policy).
     pub violations: BTreeMap<(String, String, Policy), u64>,
+    /// Rows held in quarantine per dataset.
+    pub quarantined: BTreeMap<String, u64>,
 }
 
 /// A dataset's verdicts in one batch.
 pub struct Checked {
     pub dataset: String,
     pub verdicts: Vec<RowVerdict>,
+    /// Whether any of the dataset's rules rejects (then its rows may enter or leave quarantine).
+    pub rejects: bool,
+}
+
+/// Most quarantined rows listed in one ack (the warehouse holds them all).
+pub const MAX_ACK_ROWS: usize = 1000;
+
+/// Indexes (into the checked changes) of the rows a `reject` rule holds back.
+pub fn rejected(checked: &[Checked]) -> std::collections::HashSet<usize> {
+    checked.iter().flat_map(|c| c.verdicts.iter().filter(|v| v.rejected()).map(|v| v.index)).collect()
+}
+
+/// Puts the rejected rows in quarantine and releases the clean ones that were there. Returns
+/// what the ack tells the agent (at most [`MAX_ACK_ROWS`] quarantined rows).
+pub fn hold(
+    wh: &mut dyn Warehouse,
+    agent: &str,
+    checked: &[Checked],
+    changes: &[Change],
+    now: &str,
+) -> Result<(Vec<QuarantinedRow>, Vec<RowRef>), WarehouseError> {
+    let (mut quarantined, mut released) = (Vec::new(), Vec::new());
+    for c in checked.iter().filter(|c| c.rejects) {
+        let held: Vec<HeldRow<'_>> = c
+            .verdicts
+            .iter()
+            .filter(|v| v.rejected())
+            .map(|v| HeldRow { key: &v.key, seq: v.seq, reason: v.reason(), row: changes[v.index].row.as_ref() })
+            .collect();
+        let clean: Vec<&str> = c.verdicts.iter().filter(|v| !v.rejected()).map(|v| v.key.as_str()).collect();
+        for key in wh.quarantine(&c.dataset, agent, &held, &clean, now)? {
+            released.push(RowRef { dataset: c.dataset.clone(), key });
+        }
+        for h in held {
+            if quarantined.len() < MAX_ACK_ROWS {
+                quarantined.push(QuarantinedRow {
+                    dataset: c.dataset.clone(),
+                    key: h.key.to_string(),
+                    reason: h.reason,
+                });
+            }
+        }
+    }
+    released.truncate(MAX_ACK_ROWS);
+    Ok((quarantined, released))
 }
 
 /// The warehouse as a [`Lookup`]; the first failure is kept and fails the batch afterwards.
@@ -77,7 +124,8 @@ pub fn check(
         if let Some(e) = lookup.error {
             return Err(e);
         }
-        out.push(Checked { dataset: schema.dataset.clone(), verdicts });
+        let rejects = entry.rules.iter().any(|r| r.policy == Policy::Reject);
+        out.push(Checked { dataset: schema.dataset.clone(), verdicts, rejects });
     }
     Ok(out)
 }
@@ -89,6 +137,10 @@ pub fn record(wh: &mut dyn Warehouse, checked: &[Checked], now: &str, tally: &mu
         *tally.checked.entry(c.dataset.clone()).or_default() += c.verdicts.iter().filter(|v| !v.delete).count() as u64;
         for f in c.verdicts.iter().flat_map(|v| &v.failures) {
             *tally.violations.entry((c.dataset.clone(), f.rule.clone(), f.policy)).or_default() += 1;
+        }
+        let held = c.verdicts.iter().filter(|v| v.rejected()).count() as u64;
+        if held > 0 {
+            *tally.quarantined.entry(c.dataset.clone()).or_default() += held;
         }
     }
     Ok(())

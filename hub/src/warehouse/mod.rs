@@ -112,6 +112,17 @@ pub trait Warehouse: Send {
         verdicts: &[crate::quality::eval::RowVerdict],
         now: &str,
     ) -> Result<(), WarehouseError>;
+    /// Holds `held` rows of `dataset` in quarantine (replacing an earlier held version of the
+    /// same key) and releases the rows keyed `clean` (they came in clean or were deleted).
+    /// Returns the keys that were in quarantine and left it.
+    fn quarantine(
+        &mut self,
+        dataset: &str,
+        agent: &str,
+        held: &[HeldRow<'_>],
+        clean: &[&str],
+        now: &str,
+    ) -> Result<Vec<String>, WarehouseError>;
     /// Whether a live row of `dataset` holds `value` in `column` (a `reference` rule); an indexed
     /// probe, never a scan. `false` when the table or column does not exist (yet).
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError>;
@@ -155,6 +166,29 @@ pub trait WarehouseReader: Send + Sync {
     fn quality(&self, latest: usize) -> Result<QualityData, WarehouseError>;
 }
 
+/// A row a `reject` rule keeps out of its dataset's table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldRow<'a> {
+    /// The row's key as JSON text.
+    pub key: &'a str,
+    pub seq: u64,
+    pub reason: String,
+    pub row: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A row in quarantine as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredQuarantine {
+    pub dataset: String,
+    pub key: String,
+    pub agent: String,
+    pub reason: String,
+    pub seq: u64,
+    pub at: String,
+    /// The row as sent (JSON text).
+    pub row: Option<String>,
+}
+
 /// One open quality violation as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredViolation {
@@ -174,6 +208,10 @@ pub struct QualityData {
     /// `(dataset, rule, rows violating it)`.
     pub open: Vec<(String, String, u64)>,
     pub latest: Vec<StoredViolation>,
+    /// `(dataset, rows in quarantine)`.
+    pub quarantined: Vec<(String, u64)>,
+    /// Each dataset's newest quarantined rows (as many as `latest`).
+    pub latest_quarantined: Vec<StoredQuarantine>,
 }
 
 /// What one applied batch changed in one dataset.

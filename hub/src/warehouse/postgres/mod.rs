@@ -543,6 +543,17 @@ impl Warehouse for PostgresWarehouse {
         quality::record(&mut self.client, dataset, verdicts, now)
     }
 
+    fn quarantine(
+        &mut self,
+        dataset: &str,
+        agent: &str,
+        held: &[super::HeldRow<'_>],
+        clean: &[&str],
+        now: &str,
+    ) -> Result<Vec<String>, WarehouseError> {
+        quality::quarantine(&mut self.client, dataset, agent, held, clean, now)
+    }
+
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {
         let table = self.tables.get(dataset);
         quality::exists(&mut self.client, &mut self.quality_indexed, table, dataset, column, value)

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::table::TableInfo;
 use super::{DDL_LOCK, db, rfc3339};
 use crate::quality::eval::RowVerdict;
-use crate::warehouse::{QualityData, StoredViolation, WarehouseError, quote_ident};
+use crate::warehouse::{HeldRow, QualityData, StoredQuarantine, StoredViolation, WarehouseError, quote_ident};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kho.quality_violations (
@@ -25,7 +25,52 @@ CREATE TABLE IF NOT EXISTS kho.quality_violations (
     PRIMARY KEY (dataset, key, rule)
 );
 CREATE INDEX IF NOT EXISTS quality_violations_by_seq ON kho.quality_violations (dataset, seq);
+CREATE TABLE IF NOT EXISTS kho.quarantine (
+    dataset text NOT NULL,
+    key text NOT NULL,
+    agent text NOT NULL,
+    reason text NOT NULL,
+    seq bigint NOT NULL,
+    at timestamptz NOT NULL,
+    row_json jsonb,
+    PRIMARY KEY (dataset, key)
+);
 ";
+
+pub(super) fn quarantine(
+    client: &mut Client,
+    dataset: &str,
+    agent: &str,
+    held: &[HeldRow<'_>],
+    clean: &[&str],
+    now: &str,
+) -> Result<Vec<String>, WarehouseError> {
+    let hold = client
+        .prepare(
+            "INSERT INTO kho.quarantine (dataset, key, agent, reason, seq, at, row_json) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz, $7::text::jsonb) ON CONFLICT (dataset, key) DO UPDATE \
+             SET agent = excluded.agent, reason = excluded.reason, seq = excluded.seq, at = excluded.at, \
+             row_json = excluded.row_json",
+        )
+        .map_err(db("quarantine rows"))?;
+    for h in held {
+        let row = h.row.map(|r| Value::Object(r.clone()).to_string());
+        let seq = h.seq as i64;
+        client
+            .execute(&hold, &[&dataset, &h.key, &agent, &h.reason, &seq, &now, &row])
+            .map_err(db("quarantine rows"))?;
+    }
+    let release = client
+        .prepare("DELETE FROM kho.quarantine WHERE dataset = $1 AND key = $2")
+        .map_err(db("release quarantined rows"))?;
+    let mut released = Vec::new();
+    for key in clean {
+        if client.execute(&release, &[&dataset, key]).map_err(db("release quarantined rows"))? > 0 {
+            released.push(key.to_string());
+        }
+    }
+    Ok(released)
+}
 
 pub(super) fn record(
     client: &mut Client,
@@ -153,6 +198,28 @@ pub(super) fn read(tx: &mut impl GenericClient, latest: usize) -> Result<Quality
             value: r.get(4),
             seq: r.get::<_, i64>(5).max(0) as u64,
             at: r.get(6),
+        });
+    }
+    let rows = tx
+        .query("SELECT dataset, count(*) FROM kho.quarantine GROUP BY dataset ORDER BY 1", &[])
+        .map_err(db("read quarantine"))?;
+    for r in rows {
+        out.quarantined.push((r.get(0), r.get::<_, i64>(1).max(0) as u64));
+    }
+    let sql = format!(
+        "SELECT dataset, key, agent, reason, seq, {}, row_json::text FROM (SELECT *, row_number() OVER \
+         (PARTITION BY dataset ORDER BY seq DESC) AS n FROM kho.quarantine) q WHERE n <= $1 ORDER BY dataset, seq DESC",
+        rfc3339("at")
+    );
+    for r in tx.query(&sql, &[&(latest as i64)]).map_err(db("read quarantine"))? {
+        out.latest_quarantined.push(StoredQuarantine {
+            dataset: r.get(0),
+            key: r.get(1),
+            agent: r.get(2),
+            reason: r.get(3),
+            seq: r.get::<_, i64>(4).max(0) as u64,
+            at: r.get(5),
+            row: r.get(6),
         });
     }
     Ok(out)

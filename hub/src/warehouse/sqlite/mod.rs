@@ -389,6 +389,17 @@ impl Warehouse for SqliteWarehouse {
         quality::record(&self.conn, dataset, verdicts, now)
     }
 
+    fn quarantine(
+        &mut self,
+        dataset: &str,
+        agent: &str,
+        held: &[super::HeldRow<'_>],
+        clean: &[&str],
+        now: &str,
+    ) -> Result<Vec<String>, WarehouseError> {
+        quality::quarantine(&self.conn, dataset, agent, held, clean, now)
+    }
+
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {
         quality::exists(&self.conn, &mut self.quality_indexed, self.tables.get(dataset), dataset, column, value)
     }

@@ -18,7 +18,7 @@ use super::db;
 use super::table::TableInfo;
 use super::values::{Bind, to_bind};
 use crate::quality::eval::RowVerdict;
-use crate::warehouse::{QualityData, StoredViolation, WarehouseError, quote_ident};
+use crate::warehouse::{HeldRow, QualityData, StoredQuarantine, StoredViolation, WarehouseError, quote_ident};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _kho_quality_violations (
@@ -32,7 +32,50 @@ CREATE TABLE IF NOT EXISTS _kho_quality_violations (
     PRIMARY KEY (dataset, key, rule)
 );
 CREATE INDEX IF NOT EXISTS _kho_quality_violations_by_seq ON _kho_quality_violations (dataset, seq);
+CREATE TABLE IF NOT EXISTS _kho_quarantine (
+    dataset TEXT NOT NULL,
+    key TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    row_json TEXT,
+    PRIMARY KEY (dataset, key)
+);
 ";
+
+/// Holds and releases rows (see `Warehouse::quarantine`).
+pub(super) fn quarantine(
+    conn: &Connection,
+    dataset: &str,
+    agent: &str,
+    held: &[HeldRow<'_>],
+    clean: &[&str],
+    now: &str,
+) -> Result<Vec<String>, WarehouseError> {
+    let mut hold = conn
+        .prepare_cached(
+            "INSERT INTO _kho_quarantine (dataset, key, agent, reason, seq, at, row_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dataset, key) DO UPDATE SET agent = excluded.agent, \
+             reason = excluded.reason, seq = excluded.seq, at = excluded.at, row_json = excluded.row_json",
+        )
+        .map_err(db("quarantine rows"))?;
+    for h in held {
+        let row = h.row.map(|r| Value::Object(r.clone()).to_string());
+        hold.execute(params![dataset, h.key, agent, h.reason, h.seq as i64, now, row])
+            .map_err(db("quarantine rows"))?;
+    }
+    let mut release = conn
+        .prepare_cached("DELETE FROM _kho_quarantine WHERE dataset = ?1 AND key = ?2")
+        .map_err(db("release quarantined rows"))?;
+    let mut released = Vec::new();
+    for key in clean {
+        if release.execute(params![dataset, key]).map_err(db("release quarantined rows"))? > 0 {
+            released.push(key.to_string());
+        }
+    }
+    Ok(released)
+}
 
 /// Replaces the recorded violations of each row in `verdicts`.
 pub(super) fn record(
@@ -188,6 +231,38 @@ pub(super) fn read(conn: &Connection, latest: usize) -> Result<QualityData, Ware
         .map_err(db("read violations"))?;
     for row in rows {
         out.latest.push(row.map_err(db("read violations"))?);
+    }
+    let mut stmt = conn
+        .prepare("SELECT dataset, count(*) FROM _kho_quarantine GROUP BY dataset ORDER BY 1")
+        .map_err(db("read quarantine"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+        .map_err(db("read quarantine"))?;
+    for row in rows {
+        out.quarantined.push(row.map_err(db("read quarantine"))?);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT dataset, key, agent, reason, seq, at, row_json FROM (SELECT *, row_number() OVER \
+             (PARTITION BY dataset ORDER BY seq DESC) AS n FROM _kho_quarantine) WHERE n <= ?1 \
+             ORDER BY dataset, seq DESC",
+        )
+        .map_err(db("read quarantine"))?;
+    let rows = stmt
+        .query_map([latest as i64], |r| {
+            Ok(StoredQuarantine {
+                dataset: r.get(0)?,
+                key: r.get(1)?,
+                agent: r.get(2)?,
+                reason: r.get(3)?,
+                seq: r.get::<_, i64>(4)?.max(0) as u64,
+                at: r.get(5)?,
+                row: r.get(6)?,
+            })
+        })
+        .map_err(db("read quarantine"))?;
+    for row in rows {
+        out.latest_quarantined.push(row.map_err(db("read quarantine"))?);
     }
     Ok(out)
 }
