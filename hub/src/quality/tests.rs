@@ -212,3 +212,20 @@ fn unknown_rule_fields_are_refused() {
     let err = toml::from_str::<R>("[[rule]]\ncheck='not_null'\ncolumn='a'\nsevere=true").expect_err("unknown field");
     assert!(err.to_string().contains("severe"), "{err}");
 }
+
+#[test]
+fn the_commented_rules_of_the_example_catalogue_are_valid() {
+    let example = include_str!("../../../deploy/examples/catalog.toml");
+    let start = example.find("# [[dataset.rule]]").expect("example rules");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let block = block.replace("[[dataset.rule]]", "[[rule]]");
+    let parsed = rules(&block);
+    assert_eq!(parsed.len(), 9, "{block}");
+    let problems = validate_rules("dataset[ho_so_tthc]", &parsed, &|_| true);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
