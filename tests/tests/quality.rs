@@ -285,7 +285,26 @@ values = ["Đã tiếp nhận", "Đang xử lý", "Đã trả kết quả", "Qu�
 #[test]
 fn reject_rules_quarantine_rows_the_agent_shows_them_and_a_fix_releases_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 20).unwrap();
+    let warehouse = "kind = \"sqlite\"\npath = \"warehouse.sqlite\"\n";
+    reject_scenario(tmp.path(), warehouse, &mut |hub, sql| {
+        let conn = rusqlite::Connection::open(hub.warehouse()).unwrap();
+        let sql = sql.replace("kho.quarantine", "_kho_quarantine").replace("so_y_te.", "");
+        conn.query_row(&sql, [], |r| r.get(0)).unwrap()
+    });
+}
+
+#[test]
+fn reject_rules_on_the_postgresql_warehouse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg = kho_tests::pgwh::PgWarehouse::create();
+    let warehouse = pg.hub_toml(2);
+    reject_scenario(tmp.path(), &warehouse, &mut |_, sql| pg.client().query_one(sql, &[]).unwrap().get::<_, String>(0));
+}
+
+/// `text`: one text value from the warehouse, by a PostgreSQL-spelled query (`kho.quarantine`,
+/// `so_y_te.ho_so`).
+fn reject_scenario(tmp: &std::path::Path, warehouse: &str, text: &mut dyn FnMut(&HubProc, &str) -> String) {
+    let src = SourceDb::create(&tmp.join("so_y_te.sqlite"), 20).unwrap();
     src.execute(
         "UPDATE ho_so SET ma_ho_so = 'HS-3' WHERE id = 3;
          UPDATE ho_so SET ma_ho_so = 'HS-5', trang_thai = 'Lung tung' WHERE id = 5;
@@ -297,42 +316,36 @@ fn reject_rules_quarantine_rows_the_agent_shows_them_and_a_fix_releases_them() {
         token: format!("t-{}", fastrand::u64(..)),
         datasets: vec!["ho_so".into()],
     };
-    let dir = tmp.path().join("hub");
+    let dir = tmp.join("hub");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("catalog.toml"), REJECT_CATALOG).unwrap();
-    let hub = HubProc::start_with(&dir, std::slice::from_ref(&a), "\n[catalog]\npath = \"catalog.toml\"\n");
+    let catalog = "\n[catalog]\npath = \"catalog.toml\"\n";
+    let mut hub =
+        HubProc::configure_with(&dir, kho_tests::procs::free_port(), std::slice::from_ref(&a), warehouse, catalog);
+    hub.spawn();
     let opts = AgentOptions::default();
     let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
     let ho_so = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
-    let agent = AgentProc::configure(
-        &tmp.path().join("agent"),
-        &a,
-        &hub.url(),
-        &hub.ca_path(),
-        &ho_so.toml(&source, &opts),
-        &opts,
-    );
+    let agent =
+        AgentProc::configure(&tmp.join("agent"), &a, &hub.url(), &hub.ca_path(), &ho_so.toml(&source, &opts), &opts);
     sync(&agent, "ho_so");
 
     // The rejected rows stay out of the table; the rest of the batch (row 4 only warns) is loaded.
-    let conn = rusqlite::Connection::open(hub.warehouse()).unwrap();
-    let ids = |conn: &rusqlite::Connection| -> Vec<i64> {
-        let mut stmt = conn.prepare("SELECT id FROM ho_so WHERE _kho_deleted = 0 ORDER BY id").unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    let count = |text: &mut dyn FnMut(&HubProc, &str) -> String, hub: &HubProc, filter: &str| {
+        text(hub, &format!("SELECT CAST(count(*) AS TEXT) FROM so_y_te.ho_so WHERE NOT _kho_deleted{filter}"))
     };
-    let loaded = ids(&conn);
-    assert_eq!(loaded.len(), 18);
-    assert!(!loaded.contains(&3) && !loaded.contains(&5) && loaded.contains(&4), "{loaded:?}");
-    let (key, reason, row): (String, String, String) = conn
-        .query_row(
-            "SELECT key, reason, row_json FROM _kho_quarantine WHERE dataset = 'ho_so' AND key = '{\"id\":5}'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    assert_eq!(key, r#"{"id":5}"#);
-    assert_eq!(reason, r#"pattern:ma_ho_so="HS-5"; allowed_values:trang_thai="Lung tung""#);
-    assert!(row.contains("\"ma_ho_so\":\"HS-5\""), "the row is kept as sent: {row}");
+    assert_eq!(count(text, &hub, ""), "18");
+    assert_eq!(count(text, &hub, " AND id IN (3, 5)"), "0");
+    assert_eq!(count(text, &hub, " AND id = 4"), "1");
+    let held = text(
+        &hub,
+        "SELECT key || '|' || reason || '|' || CAST(row_json AS TEXT) FROM kho.quarantine \
+         WHERE dataset = 'ho_so' AND key = '{\"id\":5}'",
+    );
+    let mut parts = held.splitn(3, '|');
+    assert_eq!(parts.next(), Some(r#"{"id":5}"#));
+    assert_eq!(parts.next(), Some(r#"pattern:ma_ho_so="HS-5"; allowed_values:trang_thai="Lung tung""#));
+    assert!(parts.next().is_some_and(|row| row.contains("HS-5")), "the row is kept as sent: {held}");
 
     let q = quality(&hub);
     assert_eq!((q["rows"].as_u64(), q["quarantined"].as_u64()), (Some(18), Some(2)));
@@ -349,10 +362,10 @@ fn reject_rules_quarantine_rows_the_agent_shows_them_and_a_fix_releases_them() {
     let keys: Vec<&str> =
         status["quarantined"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert!(keys.contains(&r#"{"id":3}"#) && keys.contains(&r#"{"id":5}"#), "{status}");
-    let text = agent.command(&["status"]);
-    let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("held in quarantine by the hub: 2 row(s)"), "{text}");
-    assert!(text.contains(r#"ho_so {"id":3}: pattern:ma_ho_so="HS-3""#), "{text}");
+    let shown = agent.command(&["status"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("held in quarantine by the hub: 2 row(s)"), "{shown}");
+    assert!(shown.contains(r#"ho_so {"id":3}: pattern:ma_ho_so="HS-3""#), "{shown}");
 
     // Fixed at the source: the row flows in on the next sync and leaves quarantine (row 5 is
     // fixed only for its rejecting rule: loaded, with its warning).
@@ -362,9 +375,8 @@ fn reject_rules_quarantine_rows_the_agent_shows_them_and_a_fix_releases_them() {
     )
     .unwrap();
     sync(&agent, "ho_so");
-    assert_eq!(ids(&conn).len(), 20);
-    let left: i64 = conn.query_row("SELECT count(*) FROM _kho_quarantine", [], |r| r.get(0)).unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(count(text, &hub, ""), "20");
+    assert_eq!(text(&hub, "SELECT CAST(count(*) AS TEXT) FROM kho.quarantine"), "0");
     let q = quality(&hub);
     assert_eq!(q["quarantined"], 0);
     assert_eq!(rule(&q, "pattern:ma_ho_so"), (0, 1.0));

@@ -50,13 +50,13 @@ pub fn hold(
 ) -> Result<(Vec<QuarantinedRow>, Vec<RowRef>), WarehouseError> {
     let (mut quarantined, mut released) = (Vec::new(), Vec::new());
     for c in checked.iter().filter(|c| c.rejects) {
-        let held: Vec<HeldRow<'_>> = c
-            .verdicts
+        let last = c.last_per_key();
+        let held: Vec<HeldRow<'_>> = last
             .iter()
             .filter(|v| v.rejected())
             .map(|v| HeldRow { key: &v.key, seq: v.seq, reason: v.reason(), row: changes[v.index].row.as_ref() })
             .collect();
-        let clean: Vec<&str> = c.verdicts.iter().filter(|v| !v.rejected()).map(|v| v.key.as_str()).collect();
+        let clean: Vec<&str> = last.iter().filter(|v| !v.rejected()).map(|v| v.key.as_str()).collect();
         for key in wh.quarantine(&c.dataset, agent, &held, &clean, now)? {
             released.push(RowRef { dataset: c.dataset.clone(), key });
         }
@@ -78,6 +78,18 @@ pub fn hold(
 struct WarehouseLookup<'a> {
     wh: &'a mut dyn Warehouse,
     error: Option<WarehouseError>,
+}
+
+impl Checked {
+    /// The last verdict of each key (a row written twice in one batch counts as its last write),
+    /// in batch order: what the violation and quarantine records must end up reflecting.
+    pub fn last_per_key(&self) -> Vec<&RowVerdict> {
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, v) in self.verdicts.iter().enumerate() {
+            last.insert(v.key.as_str(), i);
+        }
+        self.verdicts.iter().enumerate().filter(|(i, v)| last.get(v.key.as_str()) == Some(i)).map(|(_, v)| v).collect()
+    }
 }
 
 impl WarehouseLookup<'_> {
@@ -133,7 +145,7 @@ pub fn check(
 /// Records the verdicts (replacing each row's earlier violations) and counts them into `tally`.
 pub fn record(wh: &mut dyn Warehouse, checked: &[Checked], now: &str, tally: &mut Tally) -> Result<(), WarehouseError> {
     for c in checked {
-        wh.record_quality(&c.dataset, &c.verdicts, now)?;
+        wh.record_quality(&c.dataset, &c.last_per_key(), now)?;
         *tally.checked.entry(c.dataset.clone()).or_default() += c.verdicts.iter().filter(|v| !v.delete).count() as u64;
         for f in c.verdicts.iter().flat_map(|v| &v.failures) {
             *tally.violations.entry((c.dataset.clone(), f.rule.clone(), f.policy)).or_default() += 1;

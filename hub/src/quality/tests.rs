@@ -229,3 +229,14 @@ fn the_commented_rules_of_the_example_catalogue_are_valid() {
     let problems = validate_rules("dataset[ho_so_tthc]", &parsed, &|_| true);
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn a_row_written_twice_in_a_batch_is_recorded_as_its_last_write() {
+    let checker = Checker::new("ho_so", &rules("[[rule]]\ncheck='not_null'\ncolumn='ten'\npolicy='reject'"));
+    let changes = [up(1, json!({"ma":"a"})), up(2, json!({"ma":"b","ten":"B"})), up(3, json!({"ma":"a","ten":"A"}))];
+    let verdicts = checker.check(&changes, &["ma".into()], TODAY, &mut NoLookup);
+    let checked = super::ingest::Checked { dataset: "ho_so".into(), verdicts, rejects: true };
+    assert_eq!(super::ingest::rejected(std::slice::from_ref(&checked)), [0].into(), "the failing write is not loaded");
+    let last: Vec<(u64, bool)> = checked.last_per_key().iter().map(|v| (v.seq, v.rejected())).collect();
+    assert_eq!(last, [(2, false), (3, false)], "but a is recorded as its clean last write");
+}

@@ -109,7 +109,7 @@ pub trait Warehouse: Send {
     fn record_quality(
         &mut self,
         dataset: &str,
-        verdicts: &[crate::quality::eval::RowVerdict],
+        verdicts: &[&crate::quality::eval::RowVerdict],
         now: &str,
     ) -> Result<(), WarehouseError>;
     /// Holds `held` rows of `dataset` in quarantine (replacing an earlier held version of the

@@ -537,7 +537,7 @@ impl Warehouse for PostgresWarehouse {
     fn record_quality(
         &mut self,
         dataset: &str,
-        verdicts: &[crate::quality::eval::RowVerdict],
+        verdicts: &[&crate::quality::eval::RowVerdict],
         now: &str,
     ) -> Result<(), WarehouseError> {
         quality::record(&mut self.client, dataset, verdicts, now)

@@ -64,7 +64,11 @@ pub(super) fn quarantine(
         .prepare("DELETE FROM kho.quarantine WHERE dataset = $1 AND key = $2")
         .map_err(db("release quarantined rows"))?;
     let mut released = Vec::new();
-    for key in clean {
+    let any = client
+        .query_opt("SELECT 1 FROM kho.quarantine WHERE dataset = $1 LIMIT 1", &[&dataset])
+        .map_err(db("read quarantine"))?
+        .is_some();
+    for key in clean.iter().filter(|_| any) {
         if client.execute(&release, &[&dataset, key]).map_err(db("release quarantined rows"))? > 0 {
             released.push(key.to_string());
         }
@@ -75,7 +79,7 @@ pub(super) fn quarantine(
 pub(super) fn record(
     client: &mut Client,
     dataset: &str,
-    verdicts: &[RowVerdict],
+    verdicts: &[&RowVerdict],
     now: &str,
 ) -> Result<(), WarehouseError> {
     let clear = client
@@ -84,11 +88,19 @@ pub(super) fn record(
     let insert = client
         .prepare(
             "INSERT INTO kho.quality_violations (dataset, key, rule, column_name, value, seq, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz) ON CONFLICT (dataset, key, rule) DO UPDATE \
+             SET column_name = excluded.column_name, value = excluded.value, seq = excluded.seq, at = excluded.at",
         )
         .map_err(db("record violations"))?;
+    // While the dataset has no violation recorded (a clean initial load) nothing needs clearing.
+    let any = client
+        .query_opt("SELECT 1 FROM kho.quality_violations WHERE dataset = $1 LIMIT 1", &[&dataset])
+        .map_err(db("read violations"))?
+        .is_some();
     for v in verdicts {
-        client.execute(&clear, &[&dataset, &v.key]).map_err(db("clear violations"))?;
+        if any {
+            client.execute(&clear, &[&dataset, &v.key]).map_err(db("clear violations"))?;
+        }
         for f in &v.failures {
             let seq = v.seq as i64;
             client

@@ -383,7 +383,7 @@ impl Warehouse for SqliteWarehouse {
     fn record_quality(
         &mut self,
         dataset: &str,
-        verdicts: &[crate::quality::eval::RowVerdict],
+        verdicts: &[&crate::quality::eval::RowVerdict],
         now: &str,
     ) -> Result<(), WarehouseError> {
         quality::record(&self.conn, dataset, verdicts, now)

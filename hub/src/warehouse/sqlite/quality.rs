@@ -69,7 +69,11 @@ pub(super) fn quarantine(
         .prepare_cached("DELETE FROM _kho_quarantine WHERE dataset = ?1 AND key = ?2")
         .map_err(db("release quarantined rows"))?;
     let mut released = Vec::new();
-    for key in clean {
+    let any: bool = conn
+        .prepare_cached("SELECT count(*) > 0 FROM (SELECT 1 FROM _kho_quarantine WHERE dataset = ?1 LIMIT 1)")
+        .and_then(|mut s| s.query_row([dataset], |r| r.get(0)))
+        .map_err(db("read quarantine"))?;
+    for key in clean.iter().filter(|_| any) {
         if release.execute(params![dataset, key]).map_err(db("release quarantined rows"))? > 0 {
             released.push(key.to_string());
         }
@@ -77,24 +81,31 @@ pub(super) fn quarantine(
     Ok(released)
 }
 
-/// Replaces the recorded violations of each row in `verdicts`.
+/// Replaces the recorded violations of each row in `verdicts`. While the dataset has none
+/// recorded (e.g. during a clean initial load) the per-row clearing is skipped.
 pub(super) fn record(
     conn: &Connection,
     dataset: &str,
-    verdicts: &[RowVerdict],
+    verdicts: &[&RowVerdict],
     now: &str,
 ) -> Result<(), WarehouseError> {
+    let any: bool = conn
+        .prepare_cached("SELECT count(*) > 0 FROM (SELECT 1 FROM _kho_quality_violations WHERE dataset = ?1 LIMIT 1)")
+        .and_then(|mut s| s.query_row([dataset], |r| r.get(0)))
+        .map_err(db("read violations"))?;
     let mut clear = conn
         .prepare_cached("DELETE FROM _kho_quality_violations WHERE dataset = ?1 AND key = ?2")
         .map_err(db("clear violations"))?;
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO _kho_quality_violations (dataset, key, rule, column_name, value, seq, at) \
+            "INSERT OR REPLACE INTO _kho_quality_violations (dataset, key, rule, column_name, value, seq, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(db("record violations"))?;
     for v in verdicts {
-        clear.execute(params![dataset, v.key]).map_err(db("clear violations"))?;
+        if any {
+            clear.execute(params![dataset, v.key]).map_err(db("clear violations"))?;
+        }
         for f in &v.failures {
             insert
                 .execute(params![dataset, v.key, f.rule, f.column, f.value, v.seq as i64, now])
