@@ -384,3 +384,82 @@ fn reject_scenario(tmp: &std::path::Path, warehouse: &str, text: &mut dyn FnMut(
     let status = agent.status();
     assert_eq!(status["quarantined_total"], 0, "{status}");
 }
+
+const TWO_AGENT_CATALOG: &str = r#"
+[[department]]
+code = "so_y_te"
+name = "Sở Y tế"
+contact = { name = "Văn phòng Sở", phone = "0212 385 0010" }
+
+[[department]]
+code = "so_noi_vu"
+name = "Sở Nội vụ"
+contact = { name = "Văn phòng Sở", phone = "0212 385 0020" }
+
+[[dataset]]
+id = "don_vi"
+title = "Danh mục đơn vị"
+department = "so_noi_vu"
+cadence = "monthly"
+update_kind = "sync"
+
+[[dataset]]
+id = "ho_so"
+title = "Hồ sơ thủ tục hành chính"
+department = "so_y_te"
+cadence = "daily"
+update_kind = "sync"
+
+[[dataset.rule]]
+check = "reference"
+column = "don_vi"
+dataset = "don_vi"
+ref_column = "ten"
+policy = "reject"
+"#;
+
+/// The unit list comes from another department's agent; a dossier naming a unit that list does
+/// not (yet) hold is held back, and flows in once the unit exists and the dossier is re-sent.
+#[test]
+fn a_reference_rule_across_datasets_of_two_agents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let health = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 12).unwrap();
+    let home = SourceDb::create(&tmp.path().join("so_noi_vu.sqlite"), 0).unwrap();
+    health.execute("UPDATE ho_so SET don_vi = 'Trạm Y tế xã Chiềng Sinh' WHERE id IN (2, 7)").unwrap();
+    let token = || format!("t-{}", fastrand::u64(..));
+    let a = AgentSpec { id: "so-y-te-01".into(), token: token(), datasets: vec!["ho_so".into()] };
+    let b = AgentSpec { id: "so-noi-vu-01".into(), token: token(), datasets: vec!["don_vi".into()] };
+    let dir = tmp.path().join("hub");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("catalog.toml"), TWO_AGENT_CATALOG).unwrap();
+    let hub = HubProc::start_with(&dir, &[a.clone(), b.clone()], "\n[catalog]\npath = \"catalog.toml\"\n");
+    let opts = AgentOptions::default();
+    let sqlite = |db: &SourceDb| format!("kind = \"sqlite\"\npath = \"{}\"\n", db.path.display());
+    let spec = |name: &str, key: &str| DatasetSpec {
+        name: name.into(),
+        table: name.into(),
+        key: vec![key.into()],
+        cursor: None,
+    };
+    let units = spec("don_vi", "ma").toml(&sqlite(&home), &opts);
+    let agent_b = AgentProc::configure(&tmp.path().join("b"), &b, &hub.url(), &hub.ca_path(), &units, &opts);
+    let dossiers = spec("ho_so", "id").toml(&sqlite(&health), &opts);
+    let agent_a = AgentProc::configure(&tmp.path().join("a"), &a, &hub.url(), &hub.ca_path(), &dossiers, &opts);
+    sync(&agent_b, "don_vi");
+    sync(&agent_a, "ho_so");
+
+    let q = quality(&hub);
+    assert_eq!((q["rows"].as_u64(), q["quarantined"].as_u64()), (Some(10), Some(2)), "{q}");
+    assert_eq!(agent_a.status()["quarantined_total"], 2);
+
+    // The Home Affairs department adds the commune health station; the dossiers are re-sent
+    // (touched at the source) and now pass.
+    home.execute("INSERT INTO don_vi VALUES ('DV50', 'Trạm Y tế xã Chiềng Sinh', 'Sơn La')").unwrap();
+    sync(&agent_b, "don_vi");
+    health.execute("UPDATE ho_so SET ghi_chu = 'gửi lại' WHERE id IN (2, 7)").unwrap();
+    sync(&agent_a, "ho_so");
+    let q = quality(&hub);
+    assert_eq!((q["rows"].as_u64(), q["quarantined"].as_u64()), (Some(12), Some(0)), "{q}");
+    assert_eq!(rule(&q, "reference:don_vi"), (0, 1.0));
+    assert_eq!(agent_a.status()["quarantined_total"], 0);
+}
