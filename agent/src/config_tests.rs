@@ -358,14 +358,16 @@ fn the_deployment_example_is_valid() {
     assert!(c.datasets.iter().any(|d| matches!(d.source, SourceConfig::Rest(_))));
     // One example per source kind, so a department finds its own.
     for kind in ["sqlite", "postgres", "mysql", "folder", "rest", "odbc"] {
-        let found = c.datasets.iter().any(|d| match (&d.source, kind) {
-            (SourceConfig::Sqlite { .. }, "sqlite")
-            | (SourceConfig::Postgres(_), "postgres")
-            | (SourceConfig::Mysql(_), "mysql")
-            | (SourceConfig::Folder(_), "folder")
-            | (SourceConfig::Rest(_), "rest")
-            | (SourceConfig::Odbc(_), "odbc") => true,
-            _ => false,
+        let found = c.datasets.iter().any(|d| {
+            matches!(
+                (&d.source, kind),
+                (SourceConfig::Sqlite { .. }, "sqlite")
+                    | (SourceConfig::Postgres(_), "postgres")
+                    | (SourceConfig::Mysql(_), "mysql")
+                    | (SourceConfig::Folder(_), "folder")
+                    | (SourceConfig::Rest(_), "rest")
+                    | (SourceConfig::Odbc(_), "odbc")
+            )
         });
         assert!(found, "deploy/examples/agent.toml has no {kind} dataset");
     }

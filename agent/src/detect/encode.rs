@@ -152,7 +152,11 @@ pub fn write_value(out: &mut Vec<u8>, ty: ColumnType, cell: Cell<'_>) {
             }
         }
         Cell::Text(t) => {
-            let s = String::from_utf8_lossy(t);
+            // Validate (fast, usually) and only fall back to the lossy copy for broken bytes.
+            let s = match std::str::from_utf8(t) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(t),
+            };
             if ty == ColumnType::Json && serde_json::from_str::<serde::de::IgnoredAny>(&s).is_ok() {
                 out.extend_from_slice(s.as_bytes());
             } else {

@@ -140,7 +140,8 @@ pub fn convert(enc: Encoding, origin: Origin, nfc: bool, bytes: &[u8]) -> Result
 
 /// `s` in NFC, borrowed when it already is (the common case costs one scan).
 pub fn normalize(s: Cow<'_, str>) -> Cow<'_, str> {
-    if is_nfc_quick(s.chars()) == IsNormalized::Yes { s } else { Cow::Owned(s.nfc().collect()) }
+    // ASCII is always NFC, and `is_ascii` is far cheaper than the per-character quick check.
+    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes { s } else { Cow::Owned(s.nfc().collect()) }
 }
 
 /// Whether `bytes` mean the same in `enc` as in ASCII (TCVN3 puts capitals in control codes).
