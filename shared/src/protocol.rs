@@ -440,6 +440,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn acks_without_quarantine_look_as_before() {
+        assert_eq!(serde_json::to_string(&Ack::applied(7)).unwrap(), r#"{"applied_through":7}"#);
+        let old: Ack = serde_json::from_str(r#"{"applied_through":7}"#).unwrap();
+        assert_eq!(old, Ack::applied(7));
+        let new: Ack = serde_json::from_str(
+            r#"{"applied_through":7,"quarantined":[{"dataset":"d","key":"{\"id\":1}","reason":"r"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(new.quarantined[0].key, r#"{"id":1}"#);
+    }
+
     fn upsert(seq: u64, id: i64) -> Change {
         let row = json!({"id": id, "ten": "Nguyễn Văn A"});
         Change { seq, dataset: "ho_so".into(), op: Op::Upsert, key: None, row: row.as_object().cloned() }

@@ -339,7 +339,10 @@ mod tests {
 
     #[test]
     fn acks_map_to_deliveries() {
-        assert_eq!(delivery(&AckMessage::applied("d", kho_shared::protocol::Ack::applied(9))).ok(), Some(Delivery::Applied { through: 9, quality: Default::default() }));
+        assert_eq!(
+            delivery(&AckMessage::applied("d", kho_shared::protocol::Ack::applied(9))).ok(),
+            Some(Delivery::Applied { through: 9, quality: Default::default() })
+        );
         let gap = ErrorReply { code: ErrorCode::SequenceGap, message: "gap".into(), expected_seq: Some(4) };
         assert_eq!(delivery(&AckMessage::refused("d", gap)).ok(), Some(Delivery::Gap { expected: 4 }));
         let denied = ErrorReply { code: ErrorCode::Forbidden, message: "no".into(), expected_seq: None };
@@ -347,7 +350,24 @@ mod tests {
         assert!(!err.is_transient());
         let busy = ErrorReply { code: ErrorCode::Unavailable, message: "later".into(), expected_seq: None };
         assert!(delivery(&AckMessage::refused("d", busy)).unwrap_err().is_transient());
-        let empty = AckMessage { v: 1, sha256: "d".into(), applied_through: None, error: None, quarantined: vec![], released: vec![] };
+        let empty = AckMessage {
+            v: 1,
+            sha256: "d".into(),
+            applied_through: None,
+            error: None,
+            quarantined: vec![],
+            released: vec![],
+        };
         assert!(delivery(&empty).unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn quarantine_news_travels_with_the_ack() {
+        use kho_shared::protocol::{Ack, QuarantinedRow, RowRef};
+        let held = QuarantinedRow { dataset: "ho_so".into(), key: r#"{"id":3}"#.into(), reason: "pattern:ma".into() };
+        let freed = RowRef { dataset: "ho_so".into(), key: r#"{"id":1}"#.into() };
+        let ack = Ack { applied_through: 9, quarantined: vec![held.clone()], released: vec![freed.clone()] };
+        let quality = crate::forward::AckQuality { quarantined: vec![held], released: vec![freed] };
+        assert_eq!(delivery(&AckMessage::applied("d", ack)).ok(), Some(Delivery::Applied { through: 9, quality }));
     }
 }
