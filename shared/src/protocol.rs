@@ -442,13 +442,13 @@ mod tests {
 
     #[test]
     fn acks_without_quarantine_look_as_before() {
-        assert_eq!(serde_json::to_string(&Ack::applied(7)).unwrap(), r#"{"applied_through":7}"#);
-        let old: Ack = serde_json::from_str(r#"{"applied_through":7}"#).unwrap();
+        assert_eq!(serde_json::to_string(&Ack::applied(7)).expect("json"), r#"{"applied_through":7}"#);
+        let old: Ack = serde_json::from_str(r#"{"applied_through":7}"#).expect("an old ack");
         assert_eq!(old, Ack::applied(7));
         let new: Ack = serde_json::from_str(
             r#"{"applied_through":7,"quarantined":[{"dataset":"d","key":"{\"id\":1}","reason":"r"}]}"#,
         )
-        .unwrap();
+        .expect("a new ack");
         assert_eq!(new.quarantined[0].key, r#"{"id":1}"#);
     }
 
