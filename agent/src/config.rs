@@ -105,12 +105,15 @@ pub struct HubSection {
     /// `kho-agent enroll` creates it here; it never leaves this machine.
     #[serde(default)]
     pub signing_key: Option<PathBuf>,
-    /// Client certificate (PEM), CN = agent id. MQTT: presented to the broker (with `client_key`).
-    /// HTTPS: presented to the hub with `signing_key`; `kho-agent enroll` writes the one the hub's
-    /// agent CA issues here (over MQTT it leaves this file alone).
+    /// Client certificate (PEM), CN = agent id, presented with `client_key` if set, else with
+    /// `signing_key` (an enrolled agent's key). HTTPS: presented to the hub. MQTT: presented to
+    /// the broker. `kho-agent enroll` (and `rotate-key`) writes the certificate the hub's agent CA
+    /// issues here — unless `client_key` is set: then it is the broker's own PKI and left alone.
+    /// Over MQTT the broker then trusts the hub's agent CA (docs: mTLS with the hub-issued certificate).
     #[serde(default)]
     pub client_cert: Option<PathBuf>,
-    /// MQTT: the client certificate's private key (PEM).
+    /// MQTT: the private key (PEM) of a `client_cert` from the broker's own PKI. Leave it unset to
+    /// present the hub-issued certificate with `signing_key`.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
     /// MQTT: keep-alive ping period; a dead connection is noticed within about 1.5× this.
@@ -365,8 +368,14 @@ impl AgentConfig {
             if self.hub.ca_cert.is_none() {
                 bad("hub.ca_cert", "required with transport = \"mqtt\" (the CA that signed the broker's certificate)".into());
             }
-            if self.hub.client_cert.is_some() != self.hub.client_key.is_some() {
-                bad("hub.client_cert", "give both client_cert and client_key, or neither".into());
+            let key = self.hub.client_key.is_some() || self.hub.signing_key.is_some();
+            if self.hub.client_key.is_some() && self.hub.client_cert.is_none() {
+                bad("hub.client_cert", "client_key is set: give client_cert too (or neither)".into());
+            } else if self.hub.client_cert.is_some() && !key {
+                bad(
+                    "hub.client_cert",
+                    "needs client_key (a broker-issued certificate) or signing_key (the hub-issued one)".into(),
+                );
             }
             if self.hub.keep_alive < Duration::from_secs(5) {
                 bad("hub.keep_alive", "must be at least 5s".into());

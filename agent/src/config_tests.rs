@@ -391,6 +391,11 @@ fn mqtt_transport_needs_mqtts_url_and_ca() {
     assert_eq!(fields(&parse(&no_ca).unwrap_err()), ["hub.ca_cert"]);
     let half = mqtt.replace("client_key = \"agent.key\"\n", "");
     assert_eq!(fields(&parse(&half).unwrap_err()), ["hub.client_cert"]);
+    // The hub-issued certificate goes with the signing key.
+    let issued = half.replace("client_cert = ", "signing_key = \"agent.key\"\nclient_cert = ");
+    assert_eq!(parse(&issued).unwrap().hub.client_key, None);
+    let key_only = mqtt.replace("client_cert = \"agent.pem\"\n", "");
+    assert_eq!(fields(&parse(&key_only).unwrap_err()), ["hub.client_cert"]);
     let https_with_cert = VALID.replace("token = \"secret\"", "token = \"secret\"\nclient_cert = \"a.pem\"");
     assert_eq!(fields(&parse(&https_with_cert).unwrap_err()), ["hub.client_cert"]);
     let bad_kind = VALID.replace("url = \"https", "transport = \"amqp\"\nurl = \"https");

@@ -136,12 +136,12 @@ pub async fn rotate_key(config: &AgentConfig, options: &EnrollOptions) -> Result
     Ok(new_public_key)
 }
 
-/// Where the certificate the hub issues goes: `hub.client_cert` over HTTPS. Over MQTT that field
-/// is the broker's client certificate (the broker's own PKI, with `client_key`), never replaced.
+/// Where the certificate the hub issues goes: `hub.client_cert` — unless `hub.client_key` is set
+/// (MQTT with the broker's own PKI: that certificate is the broker's and never replaced).
 fn issued_cert_path(config: &AgentConfig) -> Option<&PathBuf> {
-    match config.hub.transport {
-        crate::config::TransportKind::Https => config.hub.client_cert.as_ref(),
-        crate::config::TransportKind::Mqtt => None,
+    match config.hub.client_key {
+        Some(_) => None,
+        None => config.hub.client_cert.as_ref(),
     }
 }
 

@@ -104,7 +104,13 @@ pub enum ApplyError {
 }
 
 enum Job {
-    Batch { batch: Box<Batch>, queued: Instant, reply: oneshot::Sender<Result<Applied, ApplyError>> },
+    /// `digest`: the sha256 of the body as sent, recorded in the batch's audit entry.
+    Batch {
+        batch: Box<Batch>,
+        digest: String,
+        queued: Instant,
+        reply: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
     /// `transport`: what the heartbeat came over (`https`, `mqtt`), shown in `kho-hub agent list`.
     Heartbeat { heartbeat: Heartbeat, transport: &'static str, reply: oneshot::Sender<Result<(), ApplyError>> },
     Records { records: Records, reply: oneshot::Sender<Result<(), ApplyError>> },
@@ -236,11 +242,14 @@ impl ApplierHandle {
     /// batches of the same agent that arrived before it are queued or refused (waiting at most
     /// [`ORDER_WAIT`]). This only saves needless gap replies: correctness stays with the ledger
     /// ([`plan`]), which refuses a batch that still comes early, and the agent resends it.
-    pub async fn apply(&self, batch: Batch, arrival: Arrival) -> Result<Applied, ApplyError> {
+    ///
+    /// A batch that applies changes gets its `batch_applied` audit entry (with `digest`, the
+    /// sha256 of the body as sent) in the same transaction as its rows and ledger.
+    pub async fn apply(&self, batch: Batch, digest: String, arrival: Arrival) -> Result<Applied, ApplyError> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue_of(&batch.agent).clone();
         let _ = tokio::time::timeout(ORDER_WAIT, arrival.turn()).await;
-        let job = Job::Batch { batch: Box::new(batch), queued: Instant::now(), reply };
+        let job = Job::Batch { batch: Box::new(batch), digest, queued: Instant::now(), reply };
         queue.send(job).await.map_err(|_| ApplyError::Stopped)?;
         drop(arrival);
         rx.await.map_err(|_| ApplyError::Stopped)?
@@ -379,13 +388,24 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     let catalog = ctx.catalog.get();
     let today = kho_shared::schedule::local_date(ctx.clock.now());
     let mut tallies: Vec<crate::quality::ingest::Tally> = group.iter().map(|_| Default::default()).collect();
+    let at_ms = ctx.clock.now().as_millisecond();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         let mut outcomes = Vec::with_capacity(group.len());
+        let mut audit = Vec::new();
         for (job, tally) in group.iter().zip(tallies.iter_mut()) {
             wh.savepoint()?;
             let outcome = match job {
-                Job::Batch { batch, .. } => Outcome::Batch(apply_batch(wh, batch, &now, today, &catalog, tally)),
+                Job::Batch { batch, digest, .. } => {
+                    let result = apply_batch(wh, batch, &now, today, &catalog, tally);
+                    if let Ok(applied) = &result
+                        && !applied.duplicate
+                    {
+                        let (rows, through) = (applied.changes, applied.applied_through);
+                        audit.push(crate::audit::Entry::batch_applied(batch, digest, rows, through, at_ms));
+                    }
+                    Outcome::Batch(result)
+                }
                 Job::Heartbeat { heartbeat, transport, .. } => {
                     Outcome::Heartbeat(wh.record_heartbeat(heartbeat, transport, &now).map_err(ApplyError::from))
                 }
@@ -398,6 +418,11 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                 wh.release_savepoint()?;
             }
             outcomes.push(outcome);
+        }
+        // Last, so the chain's lock (PostgreSQL: shared by every writer) is held only until COMMIT.
+        // An entry that cannot be written fails the whole group: nothing is applied unaudited.
+        for entry in &audit {
+            wh.append_audit(entry)?;
         }
         wh.commit()?;
         Ok(outcomes)
@@ -426,7 +451,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     };
     for ((job, outcome), tally) in group.drain(..).zip(outcomes).zip(tallies) {
         match (job, outcome) {
-            (Job::Batch { batch, queued, reply }, Outcome::Batch(result)) => {
+            (Job::Batch { batch, queued, reply, .. }, Outcome::Batch(result)) => {
                 if let Ok(a) = &result {
                     metrics.batch_done(&batch.agent, a.applied_through, a.changes, a.duplicate, queued.elapsed());
                     metrics.quality(&tally);

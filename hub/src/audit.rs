@@ -55,6 +55,30 @@ pub struct Entry {
     pub detail: serde_json::Value,
 }
 
+impl Entry {
+    /// The entry of a batch that applied `rows` changes (`digest`: sha256 of the body as sent).
+    pub fn batch_applied(
+        batch: &kho_shared::protocol::Batch,
+        digest: &str,
+        rows: u64,
+        applied_through: u64,
+        at_ms: i64,
+    ) -> Entry {
+        let mut datasets: Vec<&str> = batch.datasets();
+        datasets.sort_unstable();
+        datasets.dedup();
+        Entry {
+            at_ms,
+            kind: Kind::BatchApplied,
+            agent: Some(batch.agent.clone()),
+            detail: serde_json::json!({
+                "datasets": datasets, "first_seq": batch.first_seq, "last_seq": batch.last_seq,
+                "rows": rows, "applied_through": applied_through, "sha256": digest,
+            }),
+        }
+    }
+}
+
 /// An entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stored {

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod conn_limit;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
@@ -237,6 +238,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         max_decoded_bytes: usize::try_from(limits.max_decoded_bytes).unwrap_or(usize::MAX),
         transports: ingest::TransportBoard::default(),
         max_batch_changes: limits.max_batch_changes,
+        require_client_cert: config.tls.require_client_cert,
         rate: ratelimit::RateLimiter::new(limits.agent_requests_per_second, limits.agent_burst),
     });
     if let Some(section) = &config.mqtt {
@@ -288,7 +290,8 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         })?;
         let scheme = if tls_config.is_some() { "https" } else { "http" };
         tracing::info!(addr = %local, url = %format!("{scheme}://{local}"), data_dir = %data_dir.display(), "hub listening");
-        server::serve(listener, tls_config, router, limits.header_read_timeout, shutdown.child_token()).await
+        let conns = conn_limit::LimitAcceptor::new(limits.max_connections);
+        server::serve(listener, tls_config, router, limits.header_read_timeout, conns, shutdown.child_token()).await
     }
     .await;
 

@@ -5,7 +5,8 @@
 //! a handler at once — more are refused at once with 503 `unavailable`, which agents retry with
 //! backoff — and each request, body upload included, must finish within `request_timeout`. A
 //! client must send its request headers within `header_read_timeout` (slowloris), and finish the
-//! TLS handshake within axum-server's 10 s handshake timeout, or the connection is closed.
+//! TLS handshake within axum-server's 10 s handshake timeout, or the connection is closed. At most
+//! `limits.max_connections` connections are open at once ([`crate::conn_limit`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     header_read_timeout: Duration,
+    connections: crate::conn_limit::LimitAcceptor,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
     let handle = axum_server::Handle::new();
@@ -69,12 +71,14 @@ pub async fn serve(
     match tls {
         Some(config) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(config);
-            let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls).map_err(HubError::Serve)?;
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls).map_err(HubError::Serve)?;
+            // The limit sees the raw TCP stream: a connection over it costs no handshake.
+            let mut server = server.map(|tls| tls.acceptor(connections));
             server.http_builder().http1().header_read_timeout(header_read_timeout);
             server.handle(handle).serve(service).await
         }
         None => {
-            let mut server = axum_server::from_tcp(listener).map_err(HubError::Serve)?;
+            let mut server = axum_server::from_tcp(listener).map_err(HubError::Serve)?.acceptor(connections);
             server.http_builder().http1().header_read_timeout(header_read_timeout);
             server.handle(handle).serve(service).await
         }

@@ -84,6 +84,9 @@ impl Broker {
         let ca_key = KeyPair::generate().expect("CA key");
         let ca = ca_params().self_signed(&ca_key).expect("CA");
         write(&pki.join("ca.pem"), &ca.pem());
+        // The CAs whose client certificates the broker accepts: its own, plus any added by
+        // [`Broker::trust_client_ca`] (e.g. the hub's agent CA).
+        write(&pki.join("clients-ca.pem"), &ca.pem());
         let issuer = Issuer::new(ca_params(), ca_key);
         issue(
             &pki,
@@ -109,7 +112,7 @@ impl Broker {
         write(
             &config,
             &format!(
-                "per_listener_settings false\nuser root\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\nallow_anonymous false\nacl_file {acl}\n\nlistener {port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\nkeyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n",
+                "per_listener_settings false\nuser root\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\nallow_anonymous false\nacl_file {acl}\n\nlistener {port} 127.0.0.1\ncafile {pki}/clients-ca.pem\ncertfile {pki}/server.pem\nkeyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n",
                 acl = dir.join("acl").display(),
                 pki = pki.display(),
             ),
@@ -139,6 +142,26 @@ impl Broker {
             || self.log_tail(),
             || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         );
+    }
+
+    /// Makes the broker also accept client certificates issued by the CA in `ca_pem` (the hub's
+    /// agent CA: `<data_dir>/tls/agents-ca.pem`), then restarts it so the listener reads it.
+    pub fn trust_client_ca(&mut self, ca_pem: &Path) {
+        let pki = self.dir.join("pki");
+        let own = fs::read_to_string(pki.join("ca.pem")).expect("broker CA");
+        let extra = fs::read_to_string(ca_pem).unwrap_or_else(|e| panic!("read {}: {e}", ca_pem.display()));
+        write(&pki.join("clients-ca.pem"), &format!("{own}{extra}"));
+        self.kill9();
+        self.spawn();
+    }
+
+    /// A client certificate for `cn` from a CA the broker does not trust, as `(cert, key)` paths.
+    pub fn foreign_identity(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let pki = self.dir.join("foreign");
+        fs::create_dir_all(&pki).expect("foreign pki dir");
+        let issuer = Issuer::new(ca_params(), KeyPair::generate().expect("CA key"));
+        issue(&pki, &issuer, cn, cn, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+        (pki.join(format!("{cn}.pem")), pki.join(format!("{cn}.key")))
     }
 
     /// SIGKILL: every connection drops, every session and queued message is gone.
@@ -190,15 +213,19 @@ impl Broker {
     /// A synchronous MQTT client connected as `identity` (for tests that play an agent or an
     /// attacker). The caller drives the returned connection.
     pub fn client(&self, identity: &str) -> (rumqttc::Client, rumqttc::Connection) {
+        self.client_with(identity, &self.cert(identity), &self.key(identity))
+    }
+
+    /// Like [`Broker::client`], presenting the certificate and key in the given PEM files.
+    pub fn client_with(&self, identity: &str, cert: &Path, key: &Path) -> (rumqttc::Client, rumqttc::Connection) {
         let pem = |p: PathBuf| fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut pem(self.ca_path()).as_slice()) {
             roots.add(c.expect("CA pem")).expect("CA cert");
         }
         let chain: Vec<_> =
-            rustls_pemfile::certs(&mut pem(self.cert(identity)).as_slice()).map(|c| c.expect("cert")).collect();
-        let key =
-            rustls_pemfile::private_key(&mut pem(self.key(identity)).as_slice()).expect("key pem").expect("a key");
+            rustls_pemfile::certs(&mut pem(cert.to_path_buf()).as_slice()).map(|c| c.expect("cert")).collect();
+        let key = rustls_pemfile::private_key(&mut pem(key.to_path_buf()).as_slice()).expect("key pem").expect("a key");
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("tls versions")

@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_BATCH_CHANGES: usize = 100_000;
 pub const DEFAULT_AGENT_REQUESTS_PER_SECOND: u32 = 50;
 /// Short bursts above the rate: a catch-up after an outage sends batches back to back.
 pub const DEFAULT_AGENT_BURST: u32 = 100;
+/// A province has a few hundred agents, each holding one keep-alive connection; 512 leaves room
+/// under the usual 1024 open files (the warehouse, logs and the MQTT link need descriptors too).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// A client must send its request line and headers this fast (slowloris); the body is bounded by
 /// `request_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +55,9 @@ pub struct LimitsSection {
     /// How long a client may take to send its request headers before the connection is closed.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Open client connections at once; one more is closed at accept, before any TLS work.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for LimitsSection {
@@ -65,6 +71,7 @@ impl Default for LimitsSection {
             agent_requests_per_second: DEFAULT_AGENT_REQUESTS_PER_SECOND,
             agent_burst: DEFAULT_AGENT_BURST,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -100,6 +107,9 @@ impl LimitsSection {
         if l.header_read_timeout.is_zero() {
             bad("limits.header_read_timeout", "must be greater than 0".into());
         }
+        if l.max_connections == 0 {
+            bad("limits.max_connections", "must be at least 1".into());
+        }
     }
 }
 
@@ -126,4 +136,7 @@ fn default_agent_burst() -> u32 {
 }
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
 }

@@ -142,11 +142,22 @@ pub struct TlsSection {
     pub self_signed_names: Vec<String>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Enrolled agents must present the client certificate the hub's agent CA issued them
+    /// (enrollment excepted: an agent has none yet). Config agents (`[[agent]]` tokens) have none
+    /// and are not affected.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 impl Default for TlsSection {
     fn default() -> Self {
-        TlsSection { self_signed: true, self_signed_names: Vec::new(), cert: None, key: None }
+        TlsSection {
+            self_signed: true,
+            self_signed_names: Vec::new(),
+            cert: None,
+            key: None,
+            require_client_cert: false,
+        }
     }
 }
 
@@ -441,6 +452,9 @@ impl HubConfig {
             (false, None, None) => bad("tls", "set self_signed = true, or both cert and key".into()),
             (false, Some(_), None) => bad("tls.key", "cert is set but key is missing".into()),
             (false, None, Some(_)) => bad("tls.cert", "key is set but cert is missing".into()),
+        }
+        if tls.require_client_cert && self.hub.insecure_dev_http {
+            bad("tls.require_client_cert", "needs TLS: not available with hub.insecure_dev_http".into());
         }
         freshness::validate(&self.catalog, &self.freshness, &self.alerts, &mut |f, why| bad(f, why));
         for (i, name) in tls.self_signed_names.iter().enumerate() {

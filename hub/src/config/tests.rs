@@ -31,11 +31,14 @@ fn every_bad_field_is_named() {
     let text = r#"
         [hub]
         listen = "nowhere"
+        insecure_dev_http = true
         [tls]
         self_signed = false
         cert = "missing.pem"
+        require_client_cert = true
         [limits]
         max_concurrent_requests = 0
+        max_connections = 0
         request_timeout = "0s"
         [[agent]]
         id = "A B"
@@ -55,6 +58,8 @@ fn every_bad_field_is_named() {
         "tls.key",
         "limits.request_timeout",
         "limits.max_concurrent_requests",
+        "limits.max_connections",
+        "tls.require_client_cert",
         "agent[0].id",
         "agent[0].token",
         "agent[0].datasets[0]",

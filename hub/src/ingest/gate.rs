@@ -8,8 +8,9 @@
 //! working as before.
 //!
 //! The registry and the audit log are blocking database calls on one connection; they run on the
-//! blocking pool. An audit append that fails is logged at ERROR (the operator must look) but does
-//! not turn an applied batch into a refusal: the data is committed either way.
+//! blocking pool. An audit append that fails is logged at ERROR (the operator must look); the
+//! refusal it records is answered either way. Applied batches are not audited here: the applier
+//! writes their entry in the batch's own transaction ([`crate::apply`]).
 
 use std::sync::{Arc, Mutex};
 

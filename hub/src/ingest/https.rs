@@ -48,10 +48,15 @@ const MAX_ENROLL_BYTES: usize = 16 * 1024;
 /// What the TLS layer saw of the client (axum-server puts it on every request).
 type Tls = Option<axum::Extension<Arc<axum_server::tls::TlsInfo>>>;
 
-/// With a client certificate, it must belong to the authenticated agent.
-fn check_peer(tls: &Tls, agent: &crate::auth::AgentIdentity) -> Result<(), ApiError> {
+/// With a client certificate, it must belong to the authenticated agent; without one, an
+/// enrolled agent is refused when `[tls] require_client_cert` is set (config agents have none).
+fn check_peer(ingest: &Ingest, tls: &Tls, agent: &crate::auth::AgentIdentity) -> Result<(), ApiError> {
     match tls.as_ref().and_then(|t| t.peer_certificates.first()) {
         Some(leaf) => super::gate::check_client_certificate(agent, leaf),
+        None if ingest.require_client_cert && agent.public_key.is_some() => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("agent {} must present its client certificate (tls.require_client_cert)", agent.id),
+        )),
         None => Ok(()),
     }
 }
@@ -85,7 +90,7 @@ async fn handle_batch(
     let agent = ingest.authenticate(header_str(headers, header::AUTHORIZATION)).await?;
     tracing::Span::current().record("agent", agent.id.as_str());
     *agent_id = Some(agent.id.clone());
-    check_peer(tls, &agent)?;
+    check_peer(ingest, tls, &agent)?;
     ingest.admit(&agent)?;
     let content_type = header_str(headers, header::CONTENT_TYPE).unwrap_or("");
     if !content_type.trim().eq_ignore_ascii_case(BATCH_CONTENT_TYPE) {
@@ -119,7 +124,7 @@ async fn post_rotate_key(
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
         tracing::Span::current().record("agent", agent.id.as_str());
         agent_id = Some(agent.id.clone());
-        check_peer(&tls, &agent)?;
+        check_peer(&ingest, &tls, &agent)?;
         ingest.admit(&agent)?;
         let bytes = read_bounded(&headers, body, MAX_ENROLL_BYTES).await?;
         let request: RotateKeyRequest = serde_json::from_slice(&bytes)
@@ -168,7 +173,7 @@ async fn post_enroll(
 async fn get_whoami(State(ingest): State<Arc<Ingest>>, tls: Tls, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
     let result = async {
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
-        check_peer(&tls, &agent)?;
+        check_peer(&ingest, &tls, &agent)?;
         ingest.admit(&agent)?;
         Ok(ingest.whoami(&agent))
     }
@@ -189,7 +194,7 @@ async fn post_heartbeat(
     let result = async {
         let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
         tracing::Span::current().record("agent", agent.id.as_str());
-        check_peer(&tls, &agent)?;
+        check_peer(&ingest, &tls, &agent)?;
         ingest.admit(&agent)?;
         ingest.transports.note(&agent.id, "https");
         let bytes = read_bounded(&headers, body, MAX_HEARTBEAT_BYTES).await?;

@@ -12,8 +12,8 @@
 //! 6. the applier checks the ledger and applies it in one transaction (`sequence_gap`,
 //!    `schema_conflict`).
 //!
-//! Every refusal (except ordinary flow: gaps, overload) and every applied batch is appended to
-//! the audit log.
+//! Every refusal (except ordinary flow: gaps, overload) is appended to the audit log by the gate;
+//! every applied batch by the applier, in the same transaction as its rows and ledger.
 //!
 //! Decoding (zstd + JSON parse of up to `max_decoded_bytes`) is CPU work and runs on the blocking
 //! pool, never on the async workers.
@@ -48,6 +48,8 @@ pub struct Ingest {
     pub max_decoded_bytes: usize,
     /// Most changes one batch may carry.
     pub max_batch_changes: usize,
+    /// `[tls] require_client_cert`: enrolled agents must present their hub-issued certificate.
+    pub require_client_cert: bool,
     /// Per-agent request rate.
     pub rate: crate::ratelimit::RateLimiter,
     /// Which transport each agent last used, for the dashboard's fleet page.
@@ -141,26 +143,12 @@ impl Ingest {
             }
         }
         let (first_seq, last_seq, changes) = (batch.first_seq, batch.last_seq, batch.changes.len());
-        let mut datasets: Vec<String> = batch.datasets().into_iter().map(str::to_string).collect();
-        datasets.sort();
-        datasets.dedup();
-        let applied = self.applier.apply(batch, arrival).await?;
+        // The audit entry is written by the applier, in the batch's own transaction.
+        let applied = self.applier.apply(batch, digest_hex, arrival).await?;
         tracing::info!(
             agent = %agent.id, first_seq, last_seq, changes, applied = applied.changes,
             duplicate = applied.duplicate, "batch acknowledged"
         );
-        if !applied.duplicate {
-            let entry = crate::audit::Entry {
-                at_ms: self.gate.clock.now().as_millisecond(),
-                kind: crate::audit::Kind::BatchApplied,
-                agent: Some(agent.id.clone()),
-                detail: serde_json::json!({
-                    "datasets": datasets, "first_seq": first_seq, "last_seq": last_seq,
-                    "rows": applied.changes, "applied_through": applied.applied_through, "sha256": digest_hex,
-                }),
-            };
-            self.gate.audit(entry).await;
-        }
         if !applied.quarantined.is_empty() {
             tracing::warn!(
                 agent = %agent.id,

@@ -30,15 +30,6 @@ CREATE TABLE IF NOT EXISTS kho.agent_registry (
     access_token_sha256 text UNIQUE,
     revoked_at_ms bigint
 );
-CREATE TABLE IF NOT EXISTS kho.audit (
-    seq bigint PRIMARY KEY,
-    at_ms bigint NOT NULL,
-    kind text NOT NULL,
-    agent text,
-    detail text NOT NULL,
-    prev_sha256 text NOT NULL,
-    sha256 text NOT NULL
-);
 CREATE TABLE IF NOT EXISTS kho.agents (
     agent text PRIMARY KEY,
     last_seen_at timestamptz NOT NULL,
@@ -54,6 +45,48 @@ const SELECT: &str = "SELECT r.agent, r.department, r.datasets_json, r.added_at_
      r.enrolled_at_ms, r.revoked_at_ms, r.public_key, \
      to_char(h.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), h.version, h.outbox_depth, h.report_json::text, \
      h.transport FROM kho.agent_registry r LEFT JOIN kho.agents h ON h.agent = r.agent";
+
+/// The audit table alone, for the warehouse writers (which append applied-batch entries).
+pub(crate) const AUDIT_SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS kho;
+CREATE TABLE IF NOT EXISTS kho.audit (
+    seq bigint PRIMARY KEY,
+    at_ms bigint NOT NULL,
+    kind text NOT NULL,
+    agent text,
+    detail text NOT NULL,
+    prev_sha256 text NOT NULL,
+    sha256 text NOT NULL
+);
+";
+
+/// Appends `entry` inside the caller's open transaction: takes the transaction-scoped advisory
+/// lock (held until that transaction ends, so every other appender — registry, `kho-hub agent`,
+/// the other warehouse writers — waits for its commit and then reads the new head), reads the
+/// last entry and inserts the next. Under `READ COMMITTED` each statement sees what committed
+/// before it, so the head read after the lock is always the true head.
+pub(crate) fn append_audit_in(
+    c: &mut impl postgres::GenericClient,
+    entry: &audit::Entry,
+) -> Result<audit::Stored, postgres::Error> {
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+    let last = c.query_opt("SELECT seq, sha256 FROM kho.audit ORDER BY seq DESC LIMIT 1", &[])?;
+    let last: Option<(i64, String)> = last.map(|r| (r.get(0), r.get(1)));
+    let stored = audit::Stored::chain(entry, last.as_ref().map(|(s, h)| (*s, h.as_str())));
+    c.execute(
+        "INSERT INTO kho.audit (seq, at_ms, kind, agent, detail, prev_sha256, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &stored.seq,
+            &stored.at_ms,
+            &stored.kind,
+            &stored.agent,
+            &stored.detail,
+            &stored.prev_sha256,
+            &stored.sha256,
+        ],
+    )?;
+    Ok(stored)
+}
 
 /// The PostgreSQL registry store. The client is an `Option` only so that [`Drop`] can move it to
 /// a thread.
@@ -106,6 +139,7 @@ impl PostgresAgentStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&crate::warehouse::postgres::DDL_LOCK])
             .map_err(db("create registry tables"))?;
         tx.batch_execute(SCHEMA).map_err(db("create registry tables"))?;
+        tx.batch_execute(AUDIT_SCHEMA).map_err(db("create the audit table"))?;
         tx.commit().map_err(db("create registry tables"))?;
         Ok(PostgresAgentStore { client: Some(client) })
     }
@@ -214,24 +248,7 @@ impl AgentStore for PostgresAgentStore {
 
     fn append_audit(&mut self, entry: &audit::Entry) -> Result<audit::Stored, RegistryError> {
         let mut tx = self.client()?.transaction().map_err(db("audit"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).map_err(db("audit lock"))?;
-        let last =
-            tx.query_opt("SELECT seq, sha256 FROM kho.audit ORDER BY seq DESC LIMIT 1", &[]).map_err(db("audit"))?;
-        let last: Option<(i64, String)> = last.map(|r| (r.get(0), r.get(1)));
-        let stored = audit::Stored::chain(entry, last.as_ref().map(|(s, h)| (*s, h.as_str())));
-        tx.execute(
-            "INSERT INTO kho.audit (seq, at_ms, kind, agent, detail, prev_sha256, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &stored.seq,
-                &stored.at_ms,
-                &stored.kind,
-                &stored.agent,
-                &stored.detail,
-                &stored.prev_sha256,
-                &stored.sha256,
-            ],
-        )
-        .map_err(db("audit"))?;
+        let stored = append_audit_in(&mut tx, entry).map_err(db("audit"))?;
         tx.commit().map_err(db("audit"))?;
         Ok(stored)
     }

@@ -29,15 +29,6 @@ CREATE TABLE IF NOT EXISTS _kho_agent_registry (
     access_token_sha256 TEXT UNIQUE,
     revoked_at_ms INTEGER
 );
-CREATE TABLE IF NOT EXISTS _kho_audit (
-    seq INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    agent TEXT,
-    detail TEXT NOT NULL,
-    prev_sha256 TEXT NOT NULL,
-    sha256 TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS _kho_agents (
     agent TEXT PRIMARY KEY,
     last_seen_at TEXT NOT NULL,
@@ -51,6 +42,33 @@ CREATE TABLE IF NOT EXISTS _kho_agents (
 const SELECT: &str = "SELECT r.agent, r.department, r.datasets_json, r.added_at_ms, r.token_expires_at_ms, \
      r.enrolled_at_ms, r.revoked_at_ms, r.public_key, h.last_seen_at, h.version, h.outbox_depth, h.report_json, \
      h.transport FROM _kho_agent_registry r LEFT JOIN _kho_agents h ON h.agent = r.agent";
+
+/// The audit table alone, also created by the warehouse (whose writer appends applied-batch entries).
+pub(crate) const AUDIT_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _kho_audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    agent TEXT,
+    detail TEXT NOT NULL,
+    prev_sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL
+);
+";
+
+/// Appends `entry` inside the caller's write transaction (`BEGIN IMMEDIATE`: SQLite has one
+/// writer at a time, so the head read here is still the head at commit and the chain never forks).
+pub(crate) fn append_audit_in(conn: &Connection, entry: &audit::Entry) -> Result<audit::Stored, rusqlite::Error> {
+    let last: Option<(i64, String)> = conn
+        .query_row("SELECT seq, sha256 FROM _kho_audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let stored = audit::Stored::chain(entry, last.as_ref().map(|(s, h)| (*s, h.as_str())));
+    conn.execute(
+        "INSERT INTO _kho_audit (seq, at_ms, kind, agent, detail, prev_sha256, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![stored.seq, stored.at_ms, stored.kind, stored.agent, stored.detail, stored.prev_sha256, stored.sha256],
+    )?;
+    Ok(stored)
+}
 
 /// The SQLite registry store.
 pub struct SqliteAgentStore {
@@ -90,6 +108,7 @@ impl SqliteAgentStore {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db("busy_timeout"))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(db("pragmas"))?;
         conn.execute_batch(SCHEMA).map_err(db("create registry tables"))?;
+        conn.execute_batch(AUDIT_SCHEMA).map_err(db("create the audit table"))?;
         crate::warehouse::sqlite::add_transport_column(&conn).map_err(db("add _kho_agents.transport"))?;
         Ok(SqliteAgentStore { conn })
     }
@@ -196,18 +215,7 @@ impl AgentStore for SqliteAgentStore {
 
     fn append_audit(&mut self, entry: &audit::Entry) -> Result<audit::Stored, RegistryError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db("audit"))?;
-        let last: Option<(i64, String)> = tx
-            .query_row("SELECT seq, sha256 FROM _kho_audit ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(db("audit"))?;
-        let stored = audit::Stored::chain(entry, last.as_ref().map(|(s, h)| (*s, h.as_str())));
-        tx.execute(
-            "INSERT INTO _kho_audit (seq, at_ms, kind, agent, detail, prev_sha256, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![stored.seq, stored.at_ms, stored.kind, stored.agent, stored.detail, stored.prev_sha256, stored.sha256],
-        )
-        .map_err(db("audit"))?;
+        let stored = append_audit_in(&tx, entry).map_err(db("audit"))?;
         tx.commit().map_err(db("audit"))?;
         Ok(stored)
     }

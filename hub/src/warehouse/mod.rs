@@ -135,6 +135,9 @@ pub trait Warehouse: Send {
         value: &str,
         key: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, WarehouseError>;
+    /// Appends an audit entry inside the open transaction, so it commits (or not) with the data
+    /// it records. Serialised against every other appender of the same log (hash chain).
+    fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError>;
     /// Gives back memory kept only to make the next batch faster (page caches), outside any
     /// transaction. The applier calls it when batches have stopped arriving for a while.
     fn release_memory(&mut self) {}

@@ -166,7 +166,10 @@ impl MqttTransport {
             .ca_cert
             .as_deref()
             .ok_or_else(|| TransportError::Setup("hub.ca_cert is required with transport = \"mqtt\"".into()))?;
-        let client_auth = hub.client_cert.as_deref().zip(hub.client_key.as_deref());
+        // A broker-issued certificate comes with its own key; the hub-issued one (written by
+        // `kho-agent enroll`) is for the agent's signing key.
+        let key = hub.client_key.as_deref().or(hub.signing_key.as_deref());
+        let client_auth = hub.client_cert.as_deref().zip(key);
         let tls = tls::client_config(ca, client_auth, ("hub.ca_cert", "hub.client_cert", "hub.client_key"))
             .map_err(TransportError::Setup)?;
         Ok((addr, tls))

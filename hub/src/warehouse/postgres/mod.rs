@@ -342,6 +342,7 @@ fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
     tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
     tx.batch_execute(quality::SCHEMA).map_err(db("create the quality tables"))?;
+    tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
 
@@ -568,6 +569,12 @@ impl Warehouse for PostgresWarehouse {
     ) -> Result<bool, WarehouseError> {
         let table = self.tables.get(dataset);
         quality::taken_by_other(&mut self.client, &mut self.quality_indexed, table, dataset, column, value, key)
+    }
+
+    fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError> {
+        crate::registry::postgres::append_audit_in(&mut self.client, entry)
+            .map(drop)
+            .map_err(db("append to the audit log"))
     }
 }
 

@@ -121,6 +121,7 @@ impl SqliteWarehouse {
         add_transport_column(&conn).map_err(db("add _kho_agents.transport"))?;
         conn.execute_batch(freshness::SCHEMA).map_err(db("create freshness tables"))?;
         conn.execute_batch(quality::SCHEMA).map_err(db("create quality tables"))?;
+        conn.execute_batch(crate::registry::sqlite::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut wh = SqliteWarehouse { conn, tables: HashMap::new(), quality_indexed: Default::default() };
         wh.reload_catalogue()?;
@@ -374,6 +375,10 @@ impl Warehouse for SqliteWarehouse {
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
         freshness::set_meta(&self.conn, key, value)
+    }
+
+    fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError> {
+        crate::registry::sqlite::append_audit_in(&self.conn, entry).map(drop).map_err(db("append to the audit log"))
     }
 
     fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
