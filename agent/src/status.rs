@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::AgentConfig;
-use crate::outbox::{DatasetState, Outbox, OutboxError, OutboxStatus, now_ms};
+use crate::outbox::{DatasetState, Outbox, OutboxError, OutboxStatus, Quarantined, now_ms};
 
 /// The queue part of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -30,13 +30,21 @@ pub struct StatusReport {
     pub agent: String,
     pub outbox: QueueReport,
     pub datasets: Vec<DatasetState>,
+    /// Rows the hub holds in quarantine (its `reject` quality rules), newest first.
+    pub quarantined: Vec<Quarantined>,
+    /// How many in all (the list stops at a few hundred).
+    pub quarantined_total: u64,
 }
 
 /// Reads the status of the agent configured by `config`.
 pub fn report(config: &AgentConfig) -> Result<StatusReport, OutboxError> {
     let path = config.outbox_path();
+    let mut quarantine = (Vec::new(), 0);
     let (exists, status) = match Outbox::open_read_only(&path) {
-        Ok(o) => (true, o.status()?),
+        Ok(o) => {
+            quarantine = o.quarantined()?;
+            (true, o.status()?)
+        }
         Err(OutboxError::Missing { .. }) => (
             false,
             OutboxStatus {
@@ -83,6 +91,8 @@ pub fn report(config: &AgentConfig) -> Result<StatusReport, OutboxError> {
             oldest_pending_age_s: status.oldest_pending_captured_at_ms.map(|t| (now - t).max(0) as f64 / 1000.0),
         },
         datasets,
+        quarantined: quarantine.0,
+        quarantined_total: quarantine.1,
     })
 }
 
@@ -131,6 +141,12 @@ pub fn render(r: &StatusReport) -> String {
         }
         if let Some(e) = &d.last_error {
             let _ = writeln!(s, "  last error:       {e}");
+        }
+    }
+    if r.quarantined_total > 0 {
+        let _ = writeln!(s, "held in quarantine by the hub: {} row(s) (fix them at the source)", r.quarantined_total);
+        for q in &r.quarantined {
+            let _ = writeln!(s, "  {} {}: {}", q.dataset, q.key, q.reason);
         }
     }
     s

@@ -77,12 +77,16 @@ pub fn plan(applied: u64, first: u64, last: u64) -> Plan {
 }
 
 /// A batch's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub applied_through: u64,
     /// Changes written by this batch (0 for a duplicate).
     pub changes: u64,
     pub duplicate: bool,
+    /// Rows held in quarantine by `reject` quality rules instead of being loaded.
+    pub quarantined: Vec<kho_shared::protocol::QuarantinedRow>,
+    /// Rows that left quarantine with this batch.
+    pub released: Vec<kho_shared::protocol::RowRef>,
 }
 
 /// Why a job was not applied.
@@ -382,16 +386,18 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     let metrics = &ctx.metrics;
     let now = ctx.clock.now_rfc3339();
     let catalog = ctx.catalog.get();
+    let today = kho_shared::schedule::local_date(ctx.clock.now());
+    let mut tallies: Vec<crate::quality::ingest::Tally> = group.iter().map(|_| Default::default()).collect();
     let at_ms = ctx.clock.now().as_millisecond();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut audit = Vec::new();
-        for job in group.iter() {
+        for (job, tally) in group.iter().zip(tallies.iter_mut()) {
             wh.savepoint()?;
             let outcome = match job {
                 Job::Batch { batch, digest, .. } => {
-                    let result = apply_batch(wh, batch, &now, &catalog);
+                    let result = apply_batch(wh, batch, &now, today, &catalog, tally);
                     if let Ok(applied) = &result
                         && !applied.duplicate
                     {
@@ -443,11 +449,12 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                 .collect()
         }
     };
-    for (job, outcome) in group.drain(..).zip(outcomes) {
+    for ((job, outcome), tally) in group.drain(..).zip(outcomes).zip(tallies) {
         match (job, outcome) {
             (Job::Batch { batch, queued, reply, .. }, Outcome::Batch(result)) => {
                 if let Ok(a) = &result {
                     metrics.batch_done(&batch.agent, a.applied_through, a.changes, a.duplicate, queued.elapsed());
+                    metrics.quality(&tally);
                 }
                 // The requester may have timed out; the batch is applied either way and the
                 // agent's retry will be acknowledged as a duplicate.
@@ -472,7 +479,9 @@ fn apply_batch(
     wh: &mut dyn Warehouse,
     batch: &Batch,
     now: &str,
+    today: jiff::civil::Date,
     catalog: &crate::catalog::Catalog,
+    tally: &mut crate::quality::ingest::Tally,
 ) -> Result<Applied, ApplyError> {
     let agent = batch.agent.as_str();
     let applied = wh.applied_seq(agent)?;
@@ -485,7 +494,7 @@ fn apply_batch(
                 applied,
                 "duplicate batch acknowledged again"
             );
-            Ok(Applied { applied_through: applied, changes: 0, duplicate: true })
+            Ok(Applied { applied_through: applied, changes: 0, duplicate: true, quarantined: vec![], released: vec![] })
         }
         Plan::Gap { expected } => Err(ApplyError::Gap { expected }),
         Plan::Apply { skip } => {
@@ -495,8 +504,21 @@ fn apply_batch(
                     wh.prepare_dataset(schema, now)?;
                 }
             }
-            wh.apply_changes(agent, &batch.schemas, changes, now)?;
-            wh.record_activity(&activity(changes, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
+            let checked = crate::quality::ingest::check(wh, catalog, &batch.schemas, changes, today)?;
+            let rejected = crate::quality::ingest::rejected(&checked);
+            // Rows a `reject` rule holds back are not loaded; the rest of the batch is.
+            let loaded: std::borrow::Cow<'_, [Change]> = if rejected.is_empty() {
+                std::borrow::Cow::Borrowed(changes)
+            } else {
+                let keep = changes.iter().enumerate().filter(|(i, _)| !rejected.contains(i)).map(|(_, c)| c.clone());
+                std::borrow::Cow::Owned(keep.collect())
+            };
+            if !loaded.is_empty() {
+                wh.apply_changes(agent, &batch.schemas, &loaded, now)?;
+            }
+            crate::quality::ingest::record(wh, &checked, now, tally)?;
+            let (quarantined, released) = crate::quality::ingest::hold(wh, agent, &checked, changes, now)?;
+            wh.record_activity(&activity(&loaded, |d| catalog.dataset(d)?.freshness_field.as_deref()), now)?;
             wh.set_applied_seq(agent, batch.last_seq, now)?;
             wh.promote_syncs(agent, batch.last_seq)?;
             tracing::debug!(
@@ -506,7 +528,13 @@ fn apply_batch(
                 skipped = skip,
                 "batch applied"
             );
-            Ok(Applied { applied_through: batch.last_seq, changes: changes.len() as u64, duplicate: false })
+            Ok(Applied {
+                applied_through: batch.last_seq,
+                changes: loaded.len() as u64,
+                duplicate: false,
+                quarantined,
+                released,
+            })
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod error;
 pub mod freshness;
 pub mod ingest;
 pub mod metrics;
+pub mod quality;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;
@@ -269,9 +270,10 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         metrics: Arc::clone(&metrics),
         transports: ingest.transports.clone(),
     };
+    let quality_api = api::quality::QualityApi { reader: Arc::clone(&status.reader), catalog: catalog.clone() };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };
     let routes = ingest::https::routes(Arc::clone(&ingest))
-        .merge(api::routes(status, fresh_api, Arc::clone(&metrics)))
+        .merge(api::routes(status, fresh_api, quality_api, Arc::clone(&metrics)))
         .merge(api::opendata::routes(open_data))
         .merge(dashboard::routes(dashboard));
     let router = server::router(routes, request_limits);

@@ -40,6 +40,8 @@ pub struct Metrics {
     dashboard_login_failures: AtomicU64,
     /// Per-dataset and per-agent freshness gauges, rendered by the evaluator after each pass.
     freshness: Mutex<String>,
+    /// Data-quality counts from committed batches ([`Metrics::quality`]).
+    quality: Mutex<crate::quality::ingest::Tally>,
 }
 
 fn code_label(code: ErrorCode) -> &'static str {
@@ -132,6 +134,23 @@ impl Metrics {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Adds a committed batch's quality checks.
+    pub fn quality(&self, tally: &crate::quality::ingest::Tally) {
+        if tally.checked.is_empty() {
+            return;
+        }
+        let mut total = self.quality.lock().unwrap_or_else(|p| p.into_inner());
+        for (dataset, n) in &tally.checked {
+            *total.checked.entry(dataset.clone()).or_default() += n;
+        }
+        for (k, n) in &tally.violations {
+            *total.violations.entry(k.clone()).or_default() += n;
+        }
+        for (dataset, n) in &tally.quarantined {
+            *total.quarantined.entry(dataset.clone()).or_default() += n;
+        }
+    }
+
     /// Replaces the freshness gauges with those of `s`.
     pub fn set_freshness(&self, s: &crate::freshness::Snapshot) {
         let text = freshness_gauges(s);
@@ -177,6 +196,29 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE kho_hub_apply_latency_seconds summary");
         let _ = writeln!(out, "kho_hub_apply_latency_seconds_sum {sum}");
         let _ = writeln!(out, "kho_hub_apply_latency_seconds_count {}", self.apply_latency_count.load(Relaxed));
+        {
+            let q = self.quality.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(out, "# HELP kho_hub_quality_rows_checked_total Rows checked against data-quality rules, per dataset.");
+            let _ = writeln!(out, "# TYPE kho_hub_quality_rows_checked_total counter");
+            for (dataset, n) in &q.checked {
+                let _ = writeln!(out, "kho_hub_quality_rows_checked_total{{dataset=\"{}\"}} {n}", escape_label(dataset));
+            }
+            let _ = writeln!(out, "# HELP kho_hub_quality_violations_total Rule violations found at ingest, per dataset, rule and policy.");
+            let _ = writeln!(out, "# TYPE kho_hub_quality_violations_total counter");
+            for ((dataset, rule, policy), n) in &q.violations {
+                let policy = match policy {
+                    crate::quality::Policy::Warn => "warn",
+                    crate::quality::Policy::Reject => "reject",
+                };
+                let (dataset, rule) = (escape_label(dataset), escape_label(rule));
+                let _ = writeln!(out, "kho_hub_quality_violations_total{{dataset=\"{dataset}\",rule=\"{rule}\",policy=\"{policy}\"}} {n}");
+            }
+            let _ = writeln!(out, "# HELP kho_hub_quality_quarantined_total Rows held in quarantine by reject rules, per dataset.");
+            let _ = writeln!(out, "# TYPE kho_hub_quality_quarantined_total counter");
+            for (dataset, n) in &q.quarantined {
+                let _ = writeln!(out, "kho_hub_quality_quarantined_total{{dataset=\"{}\"}} {n}", escape_label(dataset));
+            }
+        }
         out.push_str(&self.freshness.lock().unwrap_or_else(|p| p.into_inner()));
         out
     }

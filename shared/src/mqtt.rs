@@ -158,15 +158,34 @@ pub struct AckMessage {
     pub applied_through: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReply>,
+    /// As in [`crate::protocol::Ack`]: rows held in quarantine, rows released (optional).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<crate::protocol::QuarantinedRow>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<crate::protocol::RowRef>,
 }
 
 impl AckMessage {
-    pub fn applied(sha256: &str, through: u64) -> AckMessage {
-        AckMessage { v: PROTOCOL_VERSION, sha256: sha256.to_string(), applied_through: Some(through), error: None }
+    pub fn applied(sha256: &str, ack: crate::protocol::Ack) -> AckMessage {
+        AckMessage {
+            v: PROTOCOL_VERSION,
+            sha256: sha256.to_string(),
+            applied_through: Some(ack.applied_through),
+            error: None,
+            quarantined: ack.quarantined,
+            released: ack.released,
+        }
     }
 
     pub fn refused(sha256: &str, error: ErrorReply) -> AckMessage {
-        AckMessage { v: PROTOCOL_VERSION, sha256: sha256.to_string(), applied_through: None, error: Some(error) }
+        AckMessage {
+            v: PROTOCOL_VERSION,
+            sha256: sha256.to_string(),
+            applied_through: None,
+            error: Some(error),
+            quarantined: Vec::new(),
+            released: Vec::new(),
+        }
     }
 }
 
@@ -239,7 +258,7 @@ mod tests {
 
     #[test]
     fn ack_messages_round_trip() {
-        let ok = AckMessage::applied("d1", 42);
+        let ok = AckMessage::applied("d1", crate::protocol::Ack::applied(42));
         let text = serde_json::to_string(&ok).expect("json");
         assert_eq!(text, r#"{"v":1,"sha256":"d1","applied_through":42}"#);
         assert_eq!(serde_json::from_str::<AckMessage>(&text).expect("parse"), ok);

@@ -110,9 +110,39 @@ impl Change {
 
 /// The hub's answer to an accepted batch: every change up to and including `applied_through` is
 /// durably applied, and the agent may delete it from its outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub applied_through: u64,
+    /// Rows of this batch the hub held in quarantine instead of loading them (a `reject`
+    /// data-quality rule). Absent when none, so older agents and hubs understand each other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<QuarantinedRow>,
+    /// Rows that left quarantine with this batch (they came in clean, or were deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<RowRef>,
+}
+
+impl Ack {
+    pub fn applied(applied_through: u64) -> Ack {
+        Ack { applied_through, quarantined: Vec::new(), released: Vec::new() }
+    }
+}
+
+/// A row held back by the hub's data-quality rules, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedRow {
+    pub dataset: String,
+    /// The row's key as JSON text (`{"id":9}`).
+    pub key: String,
+    /// The broken rules with the offending values (`pattern:so_cccd="12"`).
+    pub reason: String,
+}
+
+/// A row of a dataset, by key (JSON text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRef {
+    pub dataset: String,
+    pub key: String,
 }
 
 /// The hub's answer to `GET /v1/whoami`: the agent the token belongs to, the datasets it may
@@ -408,6 +438,18 @@ mod tests {
                 Column { name: "ten".into(), ty: ColumnType::Text },
             ],
         }
+    }
+
+    #[test]
+    fn acks_without_quarantine_look_as_before() {
+        assert_eq!(serde_json::to_string(&Ack::applied(7)).expect("json"), r#"{"applied_through":7}"#);
+        let old: Ack = serde_json::from_str(r#"{"applied_through":7}"#).expect("an old ack");
+        assert_eq!(old, Ack::applied(7));
+        let new: Ack = serde_json::from_str(
+            r#"{"applied_through":7,"quarantined":[{"dataset":"d","key":"{\"id\":1}","reason":"r"}]}"#,
+        )
+        .expect("a new ack");
+        assert_eq!(new.quarantined[0].key, r#"{"id":1}"#);
     }
 
     fn upsert(seq: u64, id: i64) -> Change {

@@ -165,7 +165,8 @@ impl Transport for HttpsTransport {
                 status: status.as_u16(),
                 message: format!("not an ack: {e}"),
             })?;
-            return Ok(Delivery::Applied { through: ack.applied_through });
+            let quality = super::AckQuality { quarantined: ack.quarantined, released: ack.released };
+            return Ok(Delivery::Applied { through: ack.applied_through, quality });
         }
         let (status, reply, message) = refusal(resp).await?;
         if let Some(ErrorReply { code: ErrorCode::SequenceGap, expected_seq: Some(expected), .. }) = reply {

@@ -51,12 +51,20 @@ use crate::outbox::{Outbox, OutboxError, Pending, now_ms};
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
 /// The hub's answer to a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// Every change up to `through` is applied.
-    Applied { through: u64 },
+    /// Every change up to `through` is applied (`quality`: rows the hub held in quarantine
+    /// instead, and rows that left it).
+    Applied { through: u64, quality: AckQuality },
     /// The hub expects the next batch to start at `expected`.
     Gap { expected: u64 },
+}
+
+/// What an ack says about the hub's quarantine (its `reject` data-quality rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckQuality {
+    pub quarantined: Vec<kho_shared::protocol::QuarantinedRow>,
+    pub released: Vec<kho_shared::protocol::RowRef>,
 }
 
 /// Why a request to the hub failed.
@@ -470,13 +478,20 @@ impl<T: Transport> Forwarder<T> {
     ) -> Result<Next, ForwardError> {
         let (first, last) = (sent.batch.first_seq, sent.batch.last_seq);
         Ok(match result {
-            Ok(Delivery::Applied { through }) if through >= first => {
+            Ok(Delivery::Applied { through, quality }) if through >= first => {
                 if through > last {
                     tracing::warn!(through, last_seq = last, "hub acknowledged more than the batch carried; acking the batch only");
                 }
+                if !quality.quarantined.is_empty() || !quality.released.is_empty() {
+                    for q in &quality.quarantined {
+                        tracing::warn!(dataset = %q.dataset, key = %q.key, reason = %q.reason, "the hub held a row in quarantine; fix it at the source");
+                    }
+                    let AckQuality { quarantined, released } = quality;
+                    blocking(&self.outbox, move |o| o.record_quarantine(&quarantined, &released, now_ms())).await?;
+                }
                 Next::Ack(through.min(last))
             }
-            Ok(Delivery::Applied { through }) => {
+            Ok(Delivery::Applied { through, .. }) => {
                 tracing::warn!(through, first_seq = first, "hub acknowledged less than the batch; resending");
                 Next::Retry
             }

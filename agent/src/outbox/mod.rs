@@ -45,8 +45,10 @@
 //! at most one chunk. Nothing is ever dropped.
 
 pub mod capture;
+pub use quarantine::Quarantined;
 mod files;
 mod gate;
+mod quarantine;
 mod state;
 
 use std::path::{Path, PathBuf};

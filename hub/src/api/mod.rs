@@ -1,5 +1,5 @@
 //! The hub's read-only HTTP surface for people and monitoring: `GET /api/v1/status` (JSON),
-//! the catalogue and freshness endpoints of [`freshness`] (JSON), `GET /metrics` (Prometheus
+//! the catalogue and freshness endpoints of [`freshness`] (JSON), `GET /api/v1/quality` ([`quality`]), `GET /metrics` (Prometheus
 //! text) and `GET /healthz`; the open-data API of [`opendata`] (CKAN subset and downloads). The
 //! whole surface is described in `docs/openapi.yaml`.
 //!
@@ -8,6 +8,7 @@
 
 pub mod freshness;
 pub mod opendata;
+pub mod quality;
 pub mod status;
 
 use std::sync::Arc;
@@ -24,7 +25,12 @@ use crate::metrics::Metrics;
 pub const STATUS_PATH: &str = "/api/v1/status";
 
 /// The read-only routes.
-pub fn routes(status: Arc<status::StatusService>, fresh: freshness::FreshnessApi, metrics: Arc<Metrics>) -> Router {
+pub fn routes(
+    status: Arc<status::StatusService>,
+    fresh: freshness::FreshnessApi,
+    quality: quality::QualityApi,
+    metrics: Arc<Metrics>,
+) -> Router {
     let fresh_routes = Router::new()
         .route("/api/v1/catalog", get(freshness::get_catalog))
         .route("/api/v1/freshness", get(freshness::get_freshness))
@@ -34,6 +40,7 @@ pub fn routes(status: Arc<status::StatusService>, fresh: freshness::FreshnessApi
         .with_state(fresh);
     Router::new()
         .merge(fresh_routes)
+        .route("/api/v1/quality", get(quality::get_quality).with_state(quality))
         .route(STATUS_PATH, get(status::get_status).with_state(status))
         .route("/metrics", get(get_metrics).with_state(metrics))
         .route("/healthz", get(|| async { "ok" }))

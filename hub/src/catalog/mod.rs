@@ -54,7 +54,7 @@ pub struct Department {
 ///
 /// The schedule's fields (`cadence`, `deadline`, `grace`) sit flat in the entry; see
 /// [`kho_shared::schedule`] for their forms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     pub id: String,
@@ -77,6 +77,9 @@ pub struct Dataset {
     pub open_data: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licence: Option<String>,
+    /// Data-quality rules (`[[dataset.rule]]`), see [`crate::quality`].
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::quality::Rule>,
 }
 
 impl Dataset {
@@ -105,7 +108,7 @@ pub struct Scenario {
 }
 
 /// The whole catalogue, as written in the file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     #[serde(default, rename = "department")]
@@ -134,8 +137,8 @@ fn list(problems: &[FieldProblem]) -> String {
 impl Catalog {
     /// Reads, parses and validates the catalogue file at `path`.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CatalogError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CatalogError::Read { path: path.to_path_buf(), source })?;
         Catalog::from_toml_str(&text, &path.display().to_string())
     }
 
@@ -170,10 +173,7 @@ impl Catalog {
 
     /// The `freshness_field` of every dataset that has one, for the applier.
     pub fn freshness_fields(&self) -> HashMap<String, String> {
-        self.datasets
-            .iter()
-            .filter_map(|d| Some((d.id.clone(), d.freshness_field.clone()?)))
-            .collect()
+        self.datasets.iter().filter_map(|d| Some((d.id.clone(), d.freshness_field.clone()?))).collect()
     }
 }
 

@@ -82,6 +82,9 @@ pub fn validate(catalog: &Catalog) -> Vec<FieldProblem> {
         if d.open_data && d.licence.as_deref().is_none_or(|l| l.trim().is_empty()) {
             bad(format!("{at}.licence"), "open_data = true needs a licence (e.g. \"CC-BY-4.0\")".into());
         }
+        for p in crate::quality::validate_rules(&at, &d.rules, &|id| catalog.dataset(id).is_some()) {
+            bad(p.field, p.problem);
+        }
     }
 
     let mut scenarios = HashSet::new();
@@ -105,7 +108,10 @@ pub fn validate(catalog: &Catalog) -> Vec<FieldProblem> {
         let mut seen = HashSet::new();
         for (j, input) in s.inputs.iter().enumerate() {
             if catalog.dataset(&input.dataset).is_none() {
-                bad(format!("{at}.inputs[{j}].dataset"), format!("{:?} is not a dataset in this catalogue", input.dataset));
+                bad(
+                    format!("{at}.inputs[{j}].dataset"),
+                    format!("{:?} is not a dataset in this catalogue", input.dataset),
+                );
             }
             if !seen.insert(input.dataset.as_str()) {
                 bad(format!("{at}.inputs[{j}].dataset"), format!("{:?} is listed twice", input.dataset));

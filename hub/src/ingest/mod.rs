@@ -149,7 +149,14 @@ impl Ingest {
             agent = %agent.id, first_seq, last_seq, changes, applied = applied.changes,
             duplicate = applied.duplicate, "batch acknowledged"
         );
-        Ok(Ack { applied_through: applied.applied_through })
+        if !applied.quarantined.is_empty() {
+            tracing::warn!(
+                agent = %agent.id,
+                rows = applied.quarantined.len(),
+                "rows held in quarantine by reject quality rules (the rest of the batch is loaded)"
+            );
+        }
+        Ok(Ack { applied_through: applied.applied_through, quarantined: applied.quarantined, released: applied.released })
     }
 
     /// Who `agent` is to this hub and what it may write (hub config ∪ catalogue).

@@ -239,7 +239,7 @@ async fn process(ingest: &Ingest, publish: &Publish) -> Option<(String, AckMessa
                 Err(e) => Err(e),
             };
             let ack = match result {
-                Ok(ack) => AckMessage::applied(&digest, ack.applied_through),
+                Ok(ack) => AckMessage::applied(&digest, ack),
                 Err(e) => {
                     ingest.gate.audit_refusal(Some(topic_agent), "mqtt", &e).await;
                     AckMessage::refused(&digest, refuse(e).reply)

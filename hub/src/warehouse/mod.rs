@@ -104,6 +104,37 @@ pub trait Warehouse: Send {
     /// Sets a hub bookkeeping value (e.g. the date of the last daily digest), so it survives a
     /// restart and is shared by every hub instance using this warehouse.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError>;
+    /// Replaces the recorded quality violations of each row a batch wrote to `dataset` (empty
+    /// failures clear them), in the batch's transaction.
+    fn record_quality(
+        &mut self,
+        dataset: &str,
+        verdicts: &[&crate::quality::eval::RowVerdict],
+        now: &str,
+    ) -> Result<(), WarehouseError>;
+    /// Holds `held` rows of `dataset` in quarantine (replacing an earlier held version of the
+    /// same key) and releases the rows keyed `clean` (they came in clean or were deleted).
+    /// Returns the keys that were in quarantine and left it.
+    fn quarantine(
+        &mut self,
+        dataset: &str,
+        agent: &str,
+        held: &[HeldRow<'_>],
+        clean: &[&str],
+        now: &str,
+    ) -> Result<Vec<String>, WarehouseError>;
+    /// Whether a live row of `dataset` holds `value` in `column` (a `reference` rule); an indexed
+    /// probe, never a scan. `false` when the table or column does not exist (yet).
+    fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError>;
+    /// Whether a live row of `dataset` other than the one keyed `key` holds `value` in `column`
+    /// (a `unique` rule); an indexed probe.
+    fn value_taken(
+        &mut self,
+        dataset: &str,
+        column: &str,
+        value: &str,
+        key: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, WarehouseError>;
     /// Appends an audit entry inside the open transaction, so it commits (or not) with the data
     /// it records. Serialised against every other appender of the same log (hash chain).
     fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError>;
@@ -134,6 +165,56 @@ pub trait WarehouseReader: Send + Sync {
     /// The last `limit` rows written to `dataset` (upserted or deleted), newest first; empty when
     /// it has no table. Scans the table (no index on the write time): for a page view, not a loop.
     fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<rows::RecentChange>, WarehouseError>;
+    /// Open quality violations per dataset and rule, and each dataset's `latest` newest ones.
+    fn quality(&self, latest: usize) -> Result<QualityData, WarehouseError>;
+}
+
+/// A row a `reject` rule keeps out of its dataset's table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldRow<'a> {
+    /// The row's key as JSON text.
+    pub key: &'a str,
+    pub seq: u64,
+    pub reason: String,
+    pub row: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A row in quarantine as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredQuarantine {
+    pub dataset: String,
+    pub key: String,
+    pub agent: String,
+    pub reason: String,
+    pub seq: u64,
+    pub at: String,
+    /// The row as sent (JSON text).
+    pub row: Option<String>,
+}
+
+/// One open quality violation as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredViolation {
+    pub dataset: String,
+    pub rule: String,
+    pub column: Option<String>,
+    /// The row's key as JSON text.
+    pub key: String,
+    pub value: Option<String>,
+    pub seq: u64,
+    pub at: String,
+}
+
+/// What [`WarehouseReader::quality`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QualityData {
+    /// `(dataset, rule, rows violating it)`.
+    pub open: Vec<(String, String, u64)>,
+    pub latest: Vec<StoredViolation>,
+    /// `(dataset, rows in quarantine)`.
+    pub quarantined: Vec<(String, u64)>,
+    /// Each dataset's newest quarantined rows (as many as `latest`).
+    pub latest_quarantined: Vec<StoredQuarantine>,
 }
 
 /// What one applied batch changed in one dataset.

@@ -85,7 +85,10 @@ impl BrokerAddr {
 /// Maps the hub's ack message to the forwarder's verdict (pure).
 pub fn delivery(ack: &AckMessage) -> Result<Delivery, TransportError> {
     match (&ack.applied_through, &ack.error) {
-        (Some(through), None) => Ok(Delivery::Applied { through: *through }),
+        (Some(through), None) => Ok(Delivery::Applied {
+            through: *through,
+            quality: super::AckQuality { quarantined: ack.quarantined.clone(), released: ack.released.clone() },
+        }),
         (None, Some(e)) => match (e.code, e.expected_seq) {
             (ErrorCode::SequenceGap, Some(expected)) => Ok(Delivery::Gap { expected }),
             (code, _) => Err(TransportError::Refused { code, message: e.message.clone() }),
@@ -339,7 +342,10 @@ mod tests {
 
     #[test]
     fn acks_map_to_deliveries() {
-        assert_eq!(delivery(&AckMessage::applied("d", 9)).ok(), Some(Delivery::Applied { through: 9 }));
+        assert_eq!(
+            delivery(&AckMessage::applied("d", kho_shared::protocol::Ack::applied(9))).ok(),
+            Some(Delivery::Applied { through: 9, quality: Default::default() })
+        );
         let gap = ErrorReply { code: ErrorCode::SequenceGap, message: "gap".into(), expected_seq: Some(4) };
         assert_eq!(delivery(&AckMessage::refused("d", gap)).ok(), Some(Delivery::Gap { expected: 4 }));
         let denied = ErrorReply { code: ErrorCode::Forbidden, message: "no".into(), expected_seq: None };
@@ -347,7 +353,24 @@ mod tests {
         assert!(!err.is_transient());
         let busy = ErrorReply { code: ErrorCode::Unavailable, message: "later".into(), expected_seq: None };
         assert!(delivery(&AckMessage::refused("d", busy)).unwrap_err().is_transient());
-        let empty = AckMessage { v: 1, sha256: "d".into(), applied_through: None, error: None };
+        let empty = AckMessage {
+            v: 1,
+            sha256: "d".into(),
+            applied_through: None,
+            error: None,
+            quarantined: vec![],
+            released: vec![],
+        };
         assert!(delivery(&empty).unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn quarantine_news_travels_with_the_ack() {
+        use kho_shared::protocol::{Ack, QuarantinedRow, RowRef};
+        let held = QuarantinedRow { dataset: "ho_so".into(), key: r#"{"id":3}"#.into(), reason: "pattern:ma".into() };
+        let freed = RowRef { dataset: "ho_so".into(), key: r#"{"id":1}"#.into() };
+        let ack = Ack { applied_through: 9, quarantined: vec![held.clone()], released: vec![freed.clone()] };
+        let quality = crate::forward::AckQuality { quarantined: vec![held], released: vec![freed] };
+        assert_eq!(delivery(&AckMessage::applied("d", ack)).ok(), Some(Delivery::Applied { through: 9, quality }));
     }
 }

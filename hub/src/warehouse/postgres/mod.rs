@@ -46,6 +46,7 @@ pub mod connect;
 mod freshness;
 mod history;
 mod merge;
+mod quality;
 mod reader;
 mod rows;
 mod table;
@@ -165,6 +166,8 @@ pub struct PostgresWarehouse {
     pruned_at: Option<Option<Instant>>,
     /// Between `BEGIN` and `COMMIT`/`ROLLBACK`, so a rollback is only sent when one is open.
     in_transaction: bool,
+    /// Columns indexed for quality lookups (the indexes outlive the connection).
+    quality_indexed: std::collections::HashSet<(String, String)>,
 }
 
 impl PostgresWarehouse {
@@ -188,6 +191,7 @@ impl PostgresWarehouse {
             direct: HashMap::new(),
             pruned_at: prunes.then_some(None),
             in_transaction: false,
+            quality_indexed: Default::default(),
         };
         wh.reload_catalogue()?;
         Ok(wh)
@@ -337,6 +341,7 @@ fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
     tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
     tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
+    tx.batch_execute(quality::SCHEMA).map_err(db("create the quality tables"))?;
     tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
@@ -528,6 +533,42 @@ impl Warehouse for PostgresWarehouse {
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
         freshness::set_meta(&mut self.client, key, value)
+    }
+
+    fn record_quality(
+        &mut self,
+        dataset: &str,
+        verdicts: &[&crate::quality::eval::RowVerdict],
+        now: &str,
+    ) -> Result<(), WarehouseError> {
+        quality::record(&mut self.client, dataset, verdicts, now)
+    }
+
+    fn quarantine(
+        &mut self,
+        dataset: &str,
+        agent: &str,
+        held: &[super::HeldRow<'_>],
+        clean: &[&str],
+        now: &str,
+    ) -> Result<Vec<String>, WarehouseError> {
+        quality::quarantine(&mut self.client, dataset, agent, held, clean, now)
+    }
+
+    fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {
+        let table = self.tables.get(dataset);
+        quality::exists(&mut self.client, &mut self.quality_indexed, table, dataset, column, value)
+    }
+
+    fn value_taken(
+        &mut self,
+        dataset: &str,
+        column: &str,
+        value: &str,
+        key: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, WarehouseError> {
+        let table = self.tables.get(dataset);
+        quality::taken_by_other(&mut self.client, &mut self.quality_indexed, table, dataset, column, value, key)
     }
 
     fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError> {

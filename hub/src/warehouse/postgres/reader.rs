@@ -97,6 +97,10 @@ impl WarehouseReader for PostgresReader {
         self.read(|tx| super::rows::recent_changes(tx, dataset, limit))
     }
 
+    fn quality(&self, latest: usize) -> Result<crate::warehouse::QualityData, WarehouseError> {
+        self.read(|tx| super::quality::read(tx, latest))
+    }
+
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         self.read(|tx| super::freshness::read_evidence(tx))
     }

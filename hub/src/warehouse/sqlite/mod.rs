@@ -23,6 +23,7 @@
 //! acknowledged that is not on disk, and nothing on disk is applied twice.
 
 mod freshness;
+mod quality;
 mod reader;
 mod rows;
 mod table;
@@ -94,6 +95,8 @@ pub struct SqliteWarehouse {
     conn: Connection,
     /// The catalogue as of the current transaction; reloaded whenever work is rolled back.
     tables: HashMap<String, TableInfo>,
+    /// Columns indexed for quality lookups on this connection.
+    quality_indexed: std::collections::HashSet<(String, String)>,
 }
 
 fn db(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> WarehouseError {
@@ -117,9 +120,10 @@ impl SqliteWarehouse {
         conn.execute_batch(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
         add_transport_column(&conn).map_err(db("add _kho_agents.transport"))?;
         conn.execute_batch(freshness::SCHEMA).map_err(db("create freshness tables"))?;
+        conn.execute_batch(quality::SCHEMA).map_err(db("create quality tables"))?;
         conn.execute_batch(crate::registry::sqlite::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        let mut wh = SqliteWarehouse { conn, tables: HashMap::new() };
+        let mut wh = SqliteWarehouse { conn, tables: HashMap::new(), quality_indexed: Default::default() };
         wh.reload_catalogue()?;
         Ok(wh)
     }
@@ -379,6 +383,41 @@ impl Warehouse for SqliteWarehouse {
 
     fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {
         freshness::record_transitions(&self.conn, rows)
+    }
+
+    fn record_quality(
+        &mut self,
+        dataset: &str,
+        verdicts: &[&crate::quality::eval::RowVerdict],
+        now: &str,
+    ) -> Result<(), WarehouseError> {
+        quality::record(&self.conn, dataset, verdicts, now)
+    }
+
+    fn quarantine(
+        &mut self,
+        dataset: &str,
+        agent: &str,
+        held: &[super::HeldRow<'_>],
+        clean: &[&str],
+        now: &str,
+    ) -> Result<Vec<String>, WarehouseError> {
+        quality::quarantine(&self.conn, dataset, agent, held, clean, now)
+    }
+
+    fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {
+        quality::exists(&self.conn, &mut self.quality_indexed, self.tables.get(dataset), dataset, column, value)
+    }
+
+    fn value_taken(
+        &mut self,
+        dataset: &str,
+        column: &str,
+        value: &str,
+        key: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, WarehouseError> {
+        let table = self.tables.get(dataset);
+        quality::taken_by_other(&self.conn, &mut self.quality_indexed, table, dataset, column, value, key)
     }
 
     fn release_memory(&mut self) {

@@ -50,6 +50,14 @@ impl WarehouseReader for SqliteReader {
         super::rows::recent_changes(&conn, dataset, limit)
     }
 
+    fn quality(&self, latest: usize) -> Result<crate::warehouse::QualityData, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = conn.unchecked_transaction().map_err(db("quality"))?;
+        let data = super::quality::read(&tx, latest)?;
+        tx.finish().map_err(db("quality"))?;
+        Ok(data)
+    }
+
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.unchecked_transaction().map_err(db("evidence"))?;

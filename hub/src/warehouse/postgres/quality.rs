@@ -1,0 +1,238 @@
+//! Data-quality records in the PostgreSQL warehouse: `kho.quality_violations`, the open
+//! violations per (dataset, row key, rule), replaced whenever the row is written (same design as
+//! SQLite's, see `warehouse::sqlite::quality`). Lookups compare the column as text through an
+//! expression index `(column::text)` created the first time a rule needs it.
+
+use std::collections::HashSet;
+
+use postgres::{Client, GenericClient};
+use serde_json::{Map, Value};
+
+use super::table::TableInfo;
+use super::{DDL_LOCK, db, rfc3339};
+use crate::quality::eval::RowVerdict;
+use crate::warehouse::{HeldRow, QualityData, StoredQuarantine, StoredViolation, WarehouseError, quote_ident};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kho.quality_violations (
+    dataset text NOT NULL,
+    key text NOT NULL,
+    rule text NOT NULL,
+    column_name text,
+    value text,
+    seq bigint NOT NULL,
+    at timestamptz NOT NULL,
+    PRIMARY KEY (dataset, key, rule)
+);
+CREATE INDEX IF NOT EXISTS quality_violations_by_seq ON kho.quality_violations (dataset, seq);
+CREATE TABLE IF NOT EXISTS kho.quarantine (
+    dataset text NOT NULL,
+    key text NOT NULL,
+    agent text NOT NULL,
+    reason text NOT NULL,
+    seq bigint NOT NULL,
+    at timestamptz NOT NULL,
+    row_json jsonb,
+    PRIMARY KEY (dataset, key)
+);
+";
+
+pub(super) fn quarantine(
+    client: &mut Client,
+    dataset: &str,
+    agent: &str,
+    held: &[HeldRow<'_>],
+    clean: &[&str],
+    now: &str,
+) -> Result<Vec<String>, WarehouseError> {
+    let hold = client
+        .prepare(
+            "INSERT INTO kho.quarantine (dataset, key, agent, reason, seq, at, row_json) \
+             VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz, $7::text::jsonb) ON CONFLICT (dataset, key) DO UPDATE \
+             SET agent = excluded.agent, reason = excluded.reason, seq = excluded.seq, at = excluded.at, \
+             row_json = excluded.row_json",
+        )
+        .map_err(db("quarantine rows"))?;
+    for h in held {
+        let row = h.row.map(|r| Value::Object(r.clone()).to_string());
+        let seq = h.seq as i64;
+        client
+            .execute(&hold, &[&dataset, &h.key, &agent, &h.reason, &seq, &now, &row])
+            .map_err(db("quarantine rows"))?;
+    }
+    let release = client
+        .prepare("DELETE FROM kho.quarantine WHERE dataset = $1 AND key = $2")
+        .map_err(db("release quarantined rows"))?;
+    let mut released = Vec::new();
+    let any = client
+        .query_opt("SELECT 1 FROM kho.quarantine WHERE dataset = $1 LIMIT 1", &[&dataset])
+        .map_err(db("read quarantine"))?
+        .is_some();
+    for key in clean.iter().filter(|_| any) {
+        if client.execute(&release, &[&dataset, key]).map_err(db("release quarantined rows"))? > 0 {
+            released.push(key.to_string());
+        }
+    }
+    Ok(released)
+}
+
+pub(super) fn record(
+    client: &mut Client,
+    dataset: &str,
+    verdicts: &[&RowVerdict],
+    now: &str,
+) -> Result<(), WarehouseError> {
+    let clear = client
+        .prepare("DELETE FROM kho.quality_violations WHERE dataset = $1 AND key = $2")
+        .map_err(db("clear violations"))?;
+    let insert = client
+        .prepare(
+            "INSERT INTO kho.quality_violations (dataset, key, rule, column_name, value, seq, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz) ON CONFLICT (dataset, key, rule) DO UPDATE \
+             SET column_name = excluded.column_name, value = excluded.value, seq = excluded.seq, at = excluded.at",
+        )
+        .map_err(db("record violations"))?;
+    // While the dataset has no violation recorded (a clean initial load) nothing needs clearing.
+    let any = client
+        .query_opt("SELECT 1 FROM kho.quality_violations WHERE dataset = $1 LIMIT 1", &[&dataset])
+        .map_err(db("read violations"))?
+        .is_some();
+    for v in verdicts {
+        if any {
+            client.execute(&clear, &[&dataset, &v.key]).map_err(db("clear violations"))?;
+        }
+        for f in &v.failures {
+            let seq = v.seq as i64;
+            client
+                .execute(&insert, &[&dataset, &v.key, &f.rule, &f.column, &f.value, &seq, &now])
+                .map_err(db("record violations"))?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_index(
+    client: &mut Client,
+    indexed: &mut HashSet<(String, String)>,
+    table: &TableInfo,
+    dataset: &str,
+    column: &str,
+) -> Result<(), WarehouseError> {
+    if indexed.contains(&(dataset.to_string(), column.to_string())) {
+        return Ok(());
+    }
+    // Index names are per schema and at most 63 bytes: a short hash keeps them unique.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("{dataset}.{column}").as_bytes()));
+    let name = quote_ident(&format!("kho_q_{}", &digest[..16]));
+    client.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON {} (({}::text))",
+            table.qualified(dataset),
+            quote_ident(column)
+        ))
+        .map_err(db(format!("index {dataset}.{column} for quality rules")))?;
+    indexed.insert((dataset.to_string(), column.to_string()));
+    Ok(())
+}
+
+pub(super) fn exists(
+    client: &mut Client,
+    indexed: &mut HashSet<(String, String)>,
+    table: Option<&TableInfo>,
+    dataset: &str,
+    column: &str,
+    value: &str,
+) -> Result<bool, WarehouseError> {
+    let Some(table) = table.filter(|t| t.column_type(column).is_some()) else { return Ok(false) };
+    ensure_index(client, indexed, table, dataset, column)?;
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {}::text = $1 AND NOT \"_kho_deleted\" LIMIT 1",
+        table.qualified(dataset),
+        quote_ident(column)
+    );
+    Ok(client.query_opt(&sql, &[&value]).map_err(db("quality lookup"))?.is_some())
+}
+
+pub(super) fn taken_by_other(
+    client: &mut Client,
+    indexed: &mut HashSet<(String, String)>,
+    table: Option<&TableInfo>,
+    dataset: &str,
+    column: &str,
+    value: &str,
+    key: &Map<String, Value>,
+) -> Result<bool, WarehouseError> {
+    let Some(table) = table.filter(|t| t.column_type(column).is_some()) else { return Ok(false) };
+    ensure_index(client, indexed, table, dataset, column)?;
+    let texts: Vec<Option<String>> =
+        table.key.iter().map(|k| key.get(k).and_then(crate::quality::eval::text)).collect();
+    let same_key: Vec<String> = table
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{}::text IS NOT DISTINCT FROM ${}", quote_ident(k), i + 2))
+        .collect();
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {}::text = $1 AND NOT \"_kho_deleted\" AND NOT ({}) LIMIT 1",
+        table.qualified(dataset),
+        quote_ident(column),
+        same_key.join(" AND ")
+    );
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&value];
+    for t in &texts {
+        params.push(t);
+    }
+    Ok(client.query_opt(&sql, &params).map_err(db("quality lookup"))?.is_some())
+}
+
+pub(super) fn read(tx: &mut impl GenericClient, latest: usize) -> Result<QualityData, WarehouseError> {
+    let mut out = QualityData::default();
+    let rows = tx
+        .query("SELECT dataset, rule, count(*) FROM kho.quality_violations GROUP BY dataset, rule ORDER BY 1, 2", &[])
+        .map_err(db("read violations"))?;
+    for r in rows {
+        out.open.push((r.get(0), r.get(1), r.get::<_, i64>(2).max(0) as u64));
+    }
+    let sql = format!(
+        "SELECT dataset, rule, column_name, key, value, seq, {} FROM (SELECT *, row_number() OVER \
+         (PARTITION BY dataset ORDER BY seq DESC, rule) AS n FROM kho.quality_violations) v WHERE n <= $1 \
+         ORDER BY dataset, seq DESC, rule",
+        rfc3339("at")
+    );
+    let rows = tx.query(&sql, &[&(latest as i64)]).map_err(db("read violations"))?;
+    for r in rows {
+        out.latest.push(StoredViolation {
+            dataset: r.get(0),
+            rule: r.get(1),
+            column: r.get(2),
+            key: r.get(3),
+            value: r.get(4),
+            seq: r.get::<_, i64>(5).max(0) as u64,
+            at: r.get(6),
+        });
+    }
+    let rows = tx
+        .query("SELECT dataset, count(*) FROM kho.quarantine GROUP BY dataset ORDER BY 1", &[])
+        .map_err(db("read quarantine"))?;
+    for r in rows {
+        out.quarantined.push((r.get(0), r.get::<_, i64>(1).max(0) as u64));
+    }
+    let sql = format!(
+        "SELECT dataset, key, agent, reason, seq, {}, row_json::text FROM (SELECT *, row_number() OVER \
+         (PARTITION BY dataset ORDER BY seq DESC) AS n FROM kho.quarantine) q WHERE n <= $1 ORDER BY dataset, seq DESC",
+        rfc3339("at")
+    );
+    for r in tx.query(&sql, &[&(latest as i64)]).map_err(db("read quarantine"))? {
+        out.latest_quarantined.push(StoredQuarantine {
+            dataset: r.get(0),
+            key: r.get(1),
+            agent: r.get(2),
+            reason: r.get(3),
+            seq: r.get::<_, i64>(4).max(0) as u64,
+            at: r.get(5),
+            row: r.get(6),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,279 @@
+//! Data-quality records in the SQLite warehouse.
+//!
+//! `_kho_quality_violations(dataset, rule, key, column_name, value, seq, at)` holds the *open*
+//! violations: one row per (dataset, rule, row key). A row's violations are replaced each time
+//! the row is written (in the batch's own transaction), so a row fixed at the source clears its
+//! violations with the next sync, and a deleted row takes its violations with it.
+//!
+//! `reference` and `unique` lookups probe the dataset table through an index on the looked-up
+//! column, created the first time a rule needs it (`_kho_q_<dataset>__<column>`).
+
+use std::collections::HashSet;
+
+use kho_shared::types::ColumnType;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use super::db;
+use super::table::TableInfo;
+use super::values::{Bind, to_bind};
+use crate::quality::eval::RowVerdict;
+use crate::warehouse::{HeldRow, QualityData, StoredQuarantine, StoredViolation, WarehouseError, quote_ident};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _kho_quality_violations (
+    dataset TEXT NOT NULL,
+    key TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    column_name TEXT,
+    value TEXT,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (dataset, key, rule)
+);
+CREATE INDEX IF NOT EXISTS _kho_quality_violations_by_seq ON _kho_quality_violations (dataset, seq);
+CREATE TABLE IF NOT EXISTS _kho_quarantine (
+    dataset TEXT NOT NULL,
+    key TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    row_json TEXT,
+    PRIMARY KEY (dataset, key)
+);
+";
+
+/// Holds and releases rows (see `Warehouse::quarantine`).
+pub(super) fn quarantine(
+    conn: &Connection,
+    dataset: &str,
+    agent: &str,
+    held: &[HeldRow<'_>],
+    clean: &[&str],
+    now: &str,
+) -> Result<Vec<String>, WarehouseError> {
+    let mut hold = conn
+        .prepare_cached(
+            "INSERT INTO _kho_quarantine (dataset, key, agent, reason, seq, at, row_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (dataset, key) DO UPDATE SET agent = excluded.agent, \
+             reason = excluded.reason, seq = excluded.seq, at = excluded.at, row_json = excluded.row_json",
+        )
+        .map_err(db("quarantine rows"))?;
+    for h in held {
+        let row = h.row.map(|r| Value::Object(r.clone()).to_string());
+        hold.execute(params![dataset, h.key, agent, h.reason, h.seq as i64, now, row])
+            .map_err(db("quarantine rows"))?;
+    }
+    let mut release = conn
+        .prepare_cached("DELETE FROM _kho_quarantine WHERE dataset = ?1 AND key = ?2")
+        .map_err(db("release quarantined rows"))?;
+    let mut released = Vec::new();
+    let any: bool = conn
+        .prepare_cached("SELECT count(*) > 0 FROM (SELECT 1 FROM _kho_quarantine WHERE dataset = ?1 LIMIT 1)")
+        .and_then(|mut s| s.query_row([dataset], |r| r.get(0)))
+        .map_err(db("read quarantine"))?;
+    for key in clean.iter().filter(|_| any) {
+        if release.execute(params![dataset, key]).map_err(db("release quarantined rows"))? > 0 {
+            released.push(key.to_string());
+        }
+    }
+    Ok(released)
+}
+
+/// Replaces the recorded violations of each row in `verdicts`. While the dataset has none
+/// recorded (e.g. during a clean initial load) the per-row clearing is skipped.
+pub(super) fn record(
+    conn: &Connection,
+    dataset: &str,
+    verdicts: &[&RowVerdict],
+    now: &str,
+) -> Result<(), WarehouseError> {
+    let any: bool = conn
+        .prepare_cached("SELECT count(*) > 0 FROM (SELECT 1 FROM _kho_quality_violations WHERE dataset = ?1 LIMIT 1)")
+        .and_then(|mut s| s.query_row([dataset], |r| r.get(0)))
+        .map_err(db("read violations"))?;
+    let mut clear = conn
+        .prepare_cached("DELETE FROM _kho_quality_violations WHERE dataset = ?1 AND key = ?2")
+        .map_err(db("clear violations"))?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO _kho_quality_violations (dataset, key, rule, column_name, value, seq, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(db("record violations"))?;
+    for v in verdicts {
+        if any {
+            clear.execute(params![dataset, v.key]).map_err(db("clear violations"))?;
+        }
+        for f in &v.failures {
+            insert
+                .execute(params![dataset, v.key, f.rule, f.column, f.value, v.seq as i64, now])
+                .map_err(db("record violations"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the index a lookup on `dataset.column` uses, once per connection.
+fn ensure_index(
+    conn: &Connection,
+    indexed: &mut HashSet<(String, String)>,
+    dataset: &str,
+    column: &str,
+) -> Result<(), WarehouseError> {
+    if indexed.contains(&(dataset.to_string(), column.to_string())) {
+        return Ok(());
+    }
+    let name = quote_ident(&format!("_kho_q_{dataset}__{column}"));
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {name} ON {} ({})",
+        quote_ident(dataset),
+        quote_ident(column)
+    ))
+    .map_err(db(format!("index {dataset}.{column} for quality rules")))?;
+    indexed.insert((dataset.to_string(), column.to_string()));
+    Ok(())
+}
+
+/// The value bound as the column's type, so an `INTEGER` column finds `7` given `"7"`.
+fn bind_for(table: &TableInfo, column: &str, value: &str) -> Bind<'static> {
+    let ty = table.columns.iter().find(|c| c.name == column).map_or(ColumnType::Text, |c| c.ty);
+    match ty {
+        ColumnType::Int | ColumnType::Bool => value.parse().map_or(Bind::OwnedText(value.to_string()), Bind::Int),
+        ColumnType::Float => value.parse().map_or(Bind::OwnedText(value.to_string()), Bind::Real),
+        _ => Bind::OwnedText(value.to_string()),
+    }
+}
+
+/// Whether a live row of `dataset` holds `value` in `column` (`false` for an unknown table or column).
+pub(super) fn exists(
+    conn: &Connection,
+    indexed: &mut HashSet<(String, String)>,
+    table: Option<&TableInfo>,
+    dataset: &str,
+    column: &str,
+    value: &str,
+) -> Result<bool, WarehouseError> {
+    let Some(table) = table.filter(|t| t.columns.iter().any(|c| c.name == column)) else { return Ok(false) };
+    ensure_index(conn, indexed, dataset, column)?;
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {} = ?1 AND \"_kho_deleted\" = 0 LIMIT 1",
+        quote_ident(dataset),
+        quote_ident(column)
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(db("quality lookup"))?;
+    let found =
+        stmt.query_row([bind_for(table, column, value)], |_| Ok(())).optional().map_err(db("quality lookup"))?;
+    Ok(found.is_some())
+}
+
+/// Whether a live row of `dataset` other than the one keyed `key` holds `value` in `column`.
+pub(super) fn taken_by_other(
+    conn: &Connection,
+    indexed: &mut HashSet<(String, String)>,
+    table: Option<&TableInfo>,
+    dataset: &str,
+    column: &str,
+    value: &str,
+    key: &Map<String, Value>,
+) -> Result<bool, WarehouseError> {
+    let Some(table) = table.filter(|t| t.columns.iter().any(|c| c.name == column)) else { return Ok(false) };
+    ensure_index(conn, indexed, dataset, column)?;
+    let same_key: Vec<String> =
+        table.key.iter().enumerate().map(|(i, k)| format!("{} IS ?{}", quote_ident(k), i + 2)).collect();
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {} = ?1 AND \"_kho_deleted\" = 0 AND NOT ({}) LIMIT 1",
+        quote_ident(dataset),
+        quote_ident(column),
+        same_key.join(" AND ")
+    );
+    let mut binds = vec![bind_for(table, column, value)];
+    for k in &table.key {
+        let ty = table.columns.iter().find(|c| &c.name == k).map_or(ColumnType::Text, |c| c.ty);
+        binds.push(match to_bind(ty, key.get(k)) {
+            Bind::Text(s) => Bind::OwnedText(s.to_string()),
+            Bind::Null => Bind::Null,
+            Bind::Int(i) => Bind::Int(i),
+            Bind::Real(f) => Bind::Real(f),
+            Bind::OwnedText(s) => Bind::OwnedText(s),
+            Bind::Blob(b) => Bind::Blob(b),
+        });
+    }
+    let mut stmt = conn.prepare_cached(&sql).map_err(db("quality lookup"))?;
+    let found = stmt
+        .query_row(rusqlite::params_from_iter(binds.iter()), |_| Ok(()))
+        .optional()
+        .map_err(db("quality lookup"))?;
+    Ok(found.is_some())
+}
+
+/// Open violations per (dataset, rule) and the latest `latest` violations of each dataset.
+pub(super) fn read(conn: &Connection, latest: usize) -> Result<QualityData, WarehouseError> {
+    let mut out = QualityData::default();
+    let mut stmt = conn
+        .prepare("SELECT dataset, rule, count(*) FROM _kho_quality_violations GROUP BY dataset, rule ORDER BY 1, 2")
+        .map_err(db("read violations"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?.max(0) as u64)))
+        .map_err(db("read violations"))?;
+    for row in rows {
+        out.open.push(row.map_err(db("read violations"))?);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT dataset, rule, column_name, key, value, seq, at FROM (SELECT *, row_number() OVER \
+             (PARTITION BY dataset ORDER BY seq DESC, rule) AS n FROM _kho_quality_violations) WHERE n <= ?1 \
+             ORDER BY dataset, seq DESC, rule",
+        )
+        .map_err(db("read violations"))?;
+    let rows = stmt
+        .query_map([latest as i64], |r| {
+            Ok(StoredViolation {
+                dataset: r.get(0)?,
+                rule: r.get(1)?,
+                column: r.get(2)?,
+                key: r.get(3)?,
+                value: r.get(4)?,
+                seq: r.get::<_, i64>(5)?.max(0) as u64,
+                at: r.get(6)?,
+            })
+        })
+        .map_err(db("read violations"))?;
+    for row in rows {
+        out.latest.push(row.map_err(db("read violations"))?);
+    }
+    let mut stmt = conn
+        .prepare("SELECT dataset, count(*) FROM _kho_quarantine GROUP BY dataset ORDER BY 1")
+        .map_err(db("read quarantine"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
+        .map_err(db("read quarantine"))?;
+    for row in rows {
+        out.quarantined.push(row.map_err(db("read quarantine"))?);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT dataset, key, agent, reason, seq, at, row_json FROM (SELECT *, row_number() OVER \
+             (PARTITION BY dataset ORDER BY seq DESC) AS n FROM _kho_quarantine) WHERE n <= ?1 \
+             ORDER BY dataset, seq DESC",
+        )
+        .map_err(db("read quarantine"))?;
+    let rows = stmt
+        .query_map([latest as i64], |r| {
+            Ok(StoredQuarantine {
+                dataset: r.get(0)?,
+                key: r.get(1)?,
+                agent: r.get(2)?,
+                reason: r.get(3)?,
+                seq: r.get::<_, i64>(4)?.max(0) as u64,
+                at: r.get(5)?,
+                row: r.get(6)?,
+            })
+        })
+        .map_err(db("read quarantine"))?;
+    for row in rows {
+        out.latest_quarantined.push(row.map_err(db("read quarantine"))?);
+    }
+    Ok(out)
+}
