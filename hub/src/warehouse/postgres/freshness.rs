@@ -5,7 +5,7 @@
 //!
 //! Tables: `kho.observations`, `kho.freshness_history`, `kho.agent_history` (agent liveness
 //! transitions) and `kho.meta` (hub bookkeeping, e.g. the last daily digest's date); see
-//! [`super::METADATA_SCHEMA`].
+//! [`super::schema::METADATA`].
 
 use kho_shared::freshness::history::Transition;
 use kho_shared::protocol::DatasetReport;

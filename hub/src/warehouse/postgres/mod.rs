@@ -48,6 +48,7 @@ mod history;
 mod merge;
 mod quality;
 mod reader;
+mod schema;
 mod rows;
 mod table;
 mod values;
@@ -81,64 +82,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// COPY data is streamed to the server in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
 
-pub(super) const METADATA_SCHEMA: &str = "
-CREATE SCHEMA IF NOT EXISTS kho;
-CREATE TABLE IF NOT EXISTS kho.ledger (
-    agent text PRIMARY KEY,
-    applied_seq bigint NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kho.datasets (
-    dataset text PRIMARY KEY,
-    schema_name text NOT NULL,
-    key_json jsonb NOT NULL,
-    columns_json jsonb NOT NULL,
-    created_at timestamptz NOT NULL,
-    last_change_at timestamptz,
-    last_seq bigint,
-    last_agent text
-);
-CREATE TABLE IF NOT EXISTS kho.agents (
-    agent text PRIMARY KEY,
-    last_seen_at timestamptz NOT NULL,
-    version text,
-    outbox_depth bigint,
-    acked_through bigint,
-    report_json jsonb
-);
-ALTER TABLE kho.agents ADD COLUMN IF NOT EXISTS transport text;
-CREATE TABLE IF NOT EXISTS kho.observations (
-    dataset text PRIMARY KEY,
-    first_received_at timestamptz NOT NULL,
-    last_change_at timestamptz,
-    last_sync_at timestamptz,
-    max_business_date date,
-    pending_sync_at timestamptz,
-    pending_sync_seq bigint,
-    pending_agent text
-);
-CREATE TABLE IF NOT EXISTS kho.freshness_history (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    dataset text NOT NULL,
-    at timestamptz NOT NULL,
-    status text NOT NULL,
-    period_label text NOT NULL,
-    period_start timestamptz NOT NULL,
-    period_end timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS freshness_history_by_dataset ON kho.freshness_history (dataset, at);
-CREATE TABLE IF NOT EXISTS kho.agent_history (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    agent text NOT NULL,
-    at timestamptz NOT NULL,
-    online boolean NOT NULL,
-    last_seen_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS kho.meta (
-    key text PRIMARY KEY,
-    value text NOT NULL
-);
-";
 
 pub(super) fn db(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> WarehouseError {
     let context = context.into();
@@ -339,7 +282,7 @@ fn parse_table(schema: String, key_json: String, columns_json: String) -> Result
 fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     let mut tx = client.transaction().map_err(db("create metadata tables"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
-    tx.batch_execute(METADATA_SCHEMA).map_err(db("create metadata tables"))?;
+    tx.batch_execute(schema::METADATA).map_err(db("create metadata tables"))?;
     tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
     tx.batch_execute(quality::SCHEMA).map_err(db("create the quality tables"))?;
     tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;

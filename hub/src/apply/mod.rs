@@ -28,11 +28,15 @@
 //!   scan), and the confirmation of pending syncs are written in the batch's own savepoint. The
 //!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
+mod order;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kho_shared::protocol::{Batch, Change, Heartbeat, Op};
 use tokio::sync::{mpsc, oneshot};
+
+pub use order::{Arrival, ORDER_WAIT};
 
 use crate::catalog::CatalogHandle;
 use crate::clock::Clock;
@@ -48,8 +52,6 @@ pub const MIN_QUEUE_CAPACITY: usize = 4;
 pub const MAX_GROUP_JOBS: usize = 64;
 /// Stop adding jobs to a group past this many changes, so one commit stays a few seconds at most.
 pub const MAX_GROUP_CHANGES: usize = 200_000;
-/// Longest a batch waits for its agent's earlier-arrived batches to be queued ([`ApplierHandle::apply`]).
-pub const ORDER_WAIT: Duration = Duration::from_secs(2);
 /// Quiet time after the last batch before the writer releases its page cache: long enough that a
 /// sync in progress never pays for re-reading pages, short enough that a hub between syncs is small.
 pub const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(3);
@@ -160,58 +162,8 @@ impl Job {
 pub struct ApplierHandle {
     /// One queue per writer thread; [`ApplierHandle::queue_of`] picks an agent's.
     queues: Arc<[mpsc::Sender<Job>]>,
-    /// Batches received and not yet queued, per agent, in arrival order ([`Arrival`]).
-    arrivals: Arc<std::sync::Mutex<Line>>,
-    /// Woken whenever a batch leaves `arrivals`.
-    line_moved: Arc<tokio::sync::Notify>,
-}
-
-/// Batches between arrival and queue, per agent.
-#[derive(Default)]
-struct Line {
-    next: u64,
-    waiting: std::collections::HashMap<String, Vec<u64>>,
-}
-
-/// One batch's place in its agent's line ([`ApplierHandle::arrive`]).
-pub struct Arrival {
-    agent: String,
-    id: u64,
-    line: Arc<std::sync::Mutex<Line>>,
-    moved: Arc<tokio::sync::Notify>,
-}
-
-impl Arrival {
-    /// Returns once no batch of the same agent that arrived earlier is still waiting.
-    async fn turn(&self) {
-        loop {
-            let moved = self.moved.notified();
-            tokio::pin!(moved);
-            moved.as_mut().enable();
-            let first = {
-                let line = self.line.lock().unwrap_or_else(|p| p.into_inner());
-                line.waiting.get(&self.agent).and_then(|ids| ids.first().copied())
-            };
-            if first.is_none_or(|first| first >= self.id) {
-                return;
-            }
-            moved.await;
-        }
-    }
-}
-
-impl Drop for Arrival {
-    fn drop(&mut self) {
-        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ids) = line.waiting.get_mut(&self.agent) {
-            ids.retain(|&id| id != self.id);
-            if ids.is_empty() {
-                line.waiting.remove(&self.agent);
-            }
-        }
-        drop(line);
-        self.moved.notify_waiters();
-    }
+    /// Batches received and not yet queued, per agent, in arrival order ([`order`]).
+    lines: order::Lines,
 }
 
 impl ApplierHandle {
@@ -228,11 +180,7 @@ impl ApplierHandle {
     /// Takes `agent`'s place in line for a batch that has just arrived, before it is decoded.
     /// Hand it to [`ApplierHandle::apply`]; dropping it (a refused batch) gives the place up.
     pub fn arrive(&self, agent: &str) -> Arrival {
-        let mut line = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
-        line.next += 1;
-        let id = line.next;
-        line.waiting.entry(agent.to_string()).or_default().push(id);
-        Arrival { agent: agent.to_string(), id, line: Arc::clone(&self.arrivals), moved: Arc::clone(&self.line_moved) }
+        self.lines.arrive(agent)
     }
 
     /// Queues a validated, authorised batch and waits until it is committed (or refused).
@@ -320,7 +268,7 @@ pub fn spawn_pool(
             std::panic::resume_unwind(panic);
         }
     })?;
-    let handle = ApplierHandle { queues: queues.into(), arrivals: Arc::default(), line_moved: Arc::default() };
+    let handle = ApplierHandle { queues: queues.into(), lines: order::Lines::default() };
     Ok((handle, joiner))
 }
 
@@ -591,32 +539,6 @@ pub fn business_date(value: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn an_agents_batches_queue_in_arrival_order() {
-        let (tx, _rx) = mpsc::channel(1);
-        let handle = ApplierHandle { queues: vec![tx].into(), arrivals: Arc::default(), line_moved: Arc::default() };
-        let quick = Duration::from_millis(50);
-        let first = handle.arrive("so-y-te");
-        let second = handle.arrive("so-y-te");
-        let other = handle.arrive("so-tai-chinh");
-        // Another agent's batch and the agent's first one never wait.
-        assert!(tokio::time::timeout(quick, other.turn()).await.is_ok());
-        assert!(tokio::time::timeout(quick, first.turn()).await.is_ok());
-        // The second waits while the first is still being decoded, and goes once it is queued
-        // (or refused: either way its `Arrival` is dropped).
-        assert!(tokio::time::timeout(quick, second.turn()).await.is_err(), "second overtook first");
-        let waiter = tokio::spawn(async move {
-            second.turn().await;
-            second
-        });
-        tokio::time::sleep(quick).await;
-        assert!(!waiter.is_finished());
-        drop(first);
-        let second = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("second's turn").expect("task");
-        drop((second, other));
-        assert!(handle.arrivals.lock().expect("line").waiting.is_empty(), "nothing left behind");
-    }
 
     #[test]
     fn ledger_plan_covers_every_case() {
