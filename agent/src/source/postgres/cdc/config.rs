@@ -11,7 +11,7 @@ use serde::Deserialize;
 const MAX_NAME: usize = 63;
 
 /// `[dataset.cdc]` settings (all optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CdcConfig {
     /// Replication slot name; default `kho_<agent>_<dataset>`.
@@ -28,6 +28,12 @@ pub struct CdcConfig {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for CdcConfig {
+    fn default() -> Self {
+        CdcConfig { slot: None, publication: None, create_publication: true }
+    }
 }
 
 /// `kho_<agent>_<dataset>` as a slot/publication name: `[a-z0-9_]`, at most 63 bytes.
@@ -90,6 +96,7 @@ mod tests {
         assert_eq!(derived_name("so-y-te", "Ho.So"), "kho_so_y_te_ho_so");
         assert_eq!(derived_name(&"a".repeat(100), "d").len(), MAX_NAME);
         let c = CdcConfig::default();
+        assert!(c.create_publication, "the agent creates its publication unless told not to");
         assert_eq!(c.slot_name("x", "y"), "kho_x_y");
         let c = CdcConfig { slot: Some("mine".into()), ..CdcConfig::default() };
         assert_eq!(c.slot_name("x", "y"), "mine");
