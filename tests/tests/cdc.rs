@@ -179,6 +179,21 @@ fn inserts_updates_deletes_rollbacks_and_add_column_stream_in_commit_order() {
     assert!(text.contains("cdc: ok: wal_level = logical"), "{text}");
     assert!(text.contains("has the REPLICATION privilege"), "{text}");
     assert!(!text.contains("PROBLEM: cdc"), "{text}");
+
+    // Writes to a table outside the publication: the slot still advances past them (keepalive
+    // positions are stored and confirmed), so the server can recycle that WAL.
+    c.batch_execute("CREATE TABLE khac (id int PRIMARY KEY, v text); INSERT INTO khac SELECT g, 'x' FROM generate_series(1, 5000) g")
+        .unwrap();
+    let target: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).unwrap().get(0);
+    let slot = format!("kho_{}_ho_so", a.id.replace('-', "_"));
+    wait_for(Duration::from_secs(60), "the idle slot to advance past unrelated writes", || agent.log_tail(), || {
+        c.query_one(
+            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+            &[&target, &slot],
+        )
+        .is_ok_and(|r| r.get::<_, bool>(0))
+    });
+    assert_eq!(captured(&agent), want, "writes outside the publication were captured");
     assert!(agent.stop(), "agent did not stop cleanly");
     drop(c);
 }

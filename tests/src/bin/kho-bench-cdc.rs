@@ -65,13 +65,12 @@ fn watch(warehouse: std::path::PathBuf, stop: Arc<AtomicBool>) -> Vec<(i64, Inst
         if conn.is_none() {
             conn = rusqlite::Connection::open_with_flags(&warehouse, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok();
         }
-        if let Some(c) = &conn {
-            if let Ok(Some(max)) = c.query_row("SELECT max(id) FROM lat", [], |r| r.get::<_, Option<i64>>(0)) {
-                if max > last {
-                    seen.push((max, Instant::now()));
-                    last = max;
-                }
-            }
+        if let Some(c) = &conn
+            && let Ok(Some(max)) = c.query_row("SELECT max(id) FROM lat", [], |r| r.get::<_, Option<i64>>(0))
+            && max > last
+        {
+            seen.push((max, Instant::now()));
+            last = max;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
