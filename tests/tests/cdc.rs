@@ -186,13 +186,18 @@ fn inserts_updates_deletes_rollbacks_and_add_column_stream_in_commit_order() {
         .unwrap();
     let target: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).unwrap().get(0);
     let slot = format!("kho_{}_ho_so", a.id.replace('-', "_"));
-    wait_for(Duration::from_secs(60), "the idle slot to advance past unrelated writes", || agent.log_tail(), || {
-        c.query_one(
-            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
-            &[&target, &slot],
-        )
-        .is_ok_and(|r| r.get::<_, bool>(0))
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the idle slot to advance past unrelated writes",
+        || agent.log_tail(),
+        || {
+            c.query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+                &[&target, &slot],
+            )
+            .is_ok_and(|r| r.get::<_, bool>(0))
+        },
+    );
     assert_eq!(captured(&agent), want, "writes outside the publication were captured");
     assert!(agent.stop(), "agent did not stop cleanly");
     drop(c);

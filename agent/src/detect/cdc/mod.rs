@@ -32,13 +32,13 @@ use crate::config::SourceConfig;
 use crate::outbox::now_ms;
 use crate::source::Source;
 use crate::source::decoded::Decoded;
-use crate::source::text::Origin;
 use crate::source::postgres::PgSource;
 use crate::source::postgres::cdc::admin::Admin;
 use crate::source::postgres::cdc::pgoutput::{self, Message};
 use crate::source::postgres::cdc::session::{Event, PG_EPOCH_UNIX_MICROS, Session};
 use crate::source::postgres::cdc::{CdcError, recovery_command};
 use crate::source::remote::RemoteSourceConfig;
+use crate::source::text::Origin;
 
 /// How long an open chunk waits for more events before it commits.
 const IDLE_FLUSH: Duration = Duration::from_millis(10);
