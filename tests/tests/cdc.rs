@@ -317,3 +317,47 @@ fn dropped_slot_stops_the_dataset_loudly_and_resnapshot_recovers() {
     wait_equal(&mut db, &hub, &agent, "ho_so");
     assert!(agent.stop());
 }
+
+#[test]
+fn check_prints_exactly_what_the_dba_must_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = CdcDb::create();
+    let mut c = pg.client();
+    c.batch_execute("CREATE TABLE ho_so (id int PRIMARY KEY, ten text); CREATE TABLE nhat_ky (ma int, ghi text)")
+        .unwrap();
+    // A login without the REPLICATION privilege (roles are cluster-wide: unique name, dropped below).
+    let role = format!("kho_cdc_doc_{}", fastrand::u32(..));
+    c.batch_execute(&format!("CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+        .unwrap();
+    let url = pg.url.replacen("postgres@", &format!("{role}@"), 1);
+    let a = spec(&["ho_so", "nhat_ky"]);
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
+    // nhat_ky has no primary key; ho_so's publication is to be made by the DBA.
+    let toml = dataset_toml("ho_so", "ho_so", &url).replace(
+        "[dataset.source]",
+        "[dataset.cdc]\npublication = \"kho_ho_so\"\ncreate_publication = false\n[dataset.source]",
+    ) + &dataset_toml("nhat_ky", "nhat_ky", &url).replace("key = [\"id\"]", "key = [\"ma\"]");
+    let agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &toml,
+        &AgentOptions::default(),
+    );
+    let out = agent.command(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let _ = c.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+    assert!(!out.status.success(), "check passed with missing prerequisites:\n{text}");
+    assert!(text.contains("cdc: ok: wal_level = logical"), "{text}");
+    assert!(
+        text.contains(&format!("PROBLEM: cdc: role {role} has the REPLICATION privilege; the DBA must run: ALTER ROLE \"{role}\" WITH REPLICATION;")),
+        "{text}"
+    );
+    assert!(
+        text.contains("the DBA must run: CREATE PUBLICATION \"kho_ho_so\" FOR TABLE \"public\".\"ho_so\";"),
+        "{text}"
+    );
+    assert!(text.contains("the DBA must run: ALTER TABLE \"public\".\"nhat_ky\" REPLICA IDENTITY FULL;"), "{text}");
+    assert!(pg.slots().is_empty(), "check created a slot");
+}
