@@ -361,3 +361,39 @@ fn check_prints_exactly_what_the_dba_must_change() {
     assert!(text.contains("the DBA must run: ALTER TABLE \"public\".\"nhat_ky\" REPLICA IDENTITY FULL;"), "{text}");
     assert!(pg.slots().is_empty(), "check created a slot");
 }
+
+#[test]
+fn sync_once_takes_the_snapshot_then_the_changes_since_and_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = CdcDb::create();
+    let mut db = RemoteDb::create_at(Kind::Postgres, pg.url.clone());
+    db.insert_range(1, 200);
+    let a = spec(&["ho_so"]);
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
+    let toml = dataset_toml("ho_so", &db.table, &pg.url);
+    let agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &toml,
+        &AgentOptions::default(),
+    );
+    let sync = || {
+        let out = agent.command(&["sync", "--once", "--timeout", "60s"]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sync();
+    assert_eq!(warehouse_rows(&hub.warehouse(), "ho_so", true).unwrap(), db.rows());
+    // Between runs the slot keeps the changes; the next sync streams exactly those.
+    db.update(1..=5, "Sửa giữa hai lần đồng bộ");
+    db.exec("DELETE FROM {t} WHERE id > 190");
+    sync();
+    assert_eq!(warehouse_rows(&hub.warehouse(), "ho_so", true).unwrap(), db.rows());
+    assert_eq!(captured(&agent), 200 + 5 + 10);
+}

@@ -119,6 +119,8 @@ pub struct Capture {
     disk_logged: bool,
     /// A CDC initial snapshot's slot and consistent point: stored in the pass's last chunk.
     pub(crate) cdc_start: Option<(String, u64)>,
+    /// A CDC poll returns once caught up with the server (`sync --once`) instead of streaming on.
+    pub(crate) until_caught_up: bool,
 }
 
 impl Capture {
@@ -147,11 +149,19 @@ impl Capture {
             file_done: None,
             disk_logged: false,
             cdc_start: None,
+            until_caught_up: false,
         };
         c.outbox
             .prepare_dataset(&c.config.name, c.config.mode, c.config.cursor_column.as_deref())
             .map_err(|e| c.outbox_err(e))?;
         Ok(c)
+    }
+
+    /// Makes a CDC poll return once it has caught up with the server's WAL position at its start
+    /// (or the stream was quiet for a while), for `sync --once`; other modes are unaffected.
+    pub fn until_caught_up(mut self) -> Capture {
+        self.until_caught_up = true;
+        self
     }
 
     /// Overrides the chunk bounds (tests use tiny chunks).

@@ -46,6 +46,8 @@ const IDLE_FLUSH: Duration = Duration::from_millis(10);
 const MAX_CHUNK_AGE: Duration = Duration::from_millis(200);
 /// How long the loop waits for an event when nothing is pending (cancellation is checked between).
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// With `sync --once`: how long a quiet stream means "caught up".
+const QUIET_DONE: Duration = Duration::from_secs(2);
 /// How often lag and "caught up" are recorded.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
 
@@ -82,6 +84,10 @@ struct Stream<'a> {
     tx: Option<Tx>,
     chunk_opened: Instant,
     last_report: Instant,
+    /// `sync --once`: the server's WAL position when streaming began; the poll returns once the
+    /// stored position reaches it or the stream has been quiet for [`QUIET_DONE`].
+    until: Option<u64>,
+    last_event: Instant,
     report: PollReport,
 }
 
@@ -120,6 +126,7 @@ pub fn run(cap: &mut Capture) -> Result<PollReport, DetectError> {
         }
         Some(lsn) => (resume(cap, &mut admin, &remote, &slot, &publication, lsn)?, lsn),
     };
+    let until = if cap.until_caught_up { Some(admin.current_lsn()?) } else { None };
     let mut s = Stream {
         cap,
         session,
@@ -135,6 +142,8 @@ pub fn run(cap: &mut Capture) -> Result<PollReport, DetectError> {
         tx: None,
         chunk_opened: Instant::now(),
         last_report: Instant::now().checked_sub(REPORT_EVERY).unwrap_or_else(Instant::now),
+        until,
+        last_event: Instant::now(),
         report,
     };
     tracing::info!(dataset = %s.dataset, slot = %s.slot, position = %crate::outbox::cdc::lsn_text(stored), "streaming changes");
@@ -253,8 +262,19 @@ impl Stream<'_> {
                 self.report.interrupted = true;
                 return Ok(());
             }
+            if let Some(target) = self.until
+                && self.tx.is_none()
+                && (self.stored >= target || self.last_event.elapsed() >= QUIET_DONE)
+            {
+                self.flush()?;
+                return Ok(());
+            }
             let wait = if self.cap.outbox.in_chunk() { IDLE_FLUSH } else { IDLE_WAIT };
-            match self.session.recv(wait)? {
+            let event = self.session.recv(wait)?;
+            if event.is_some() {
+                self.last_event = Instant::now();
+            }
+            match event {
                 None => {
                     if self.tx.is_none() {
                         self.flush()?;

@@ -149,6 +149,16 @@ impl Admin {
         Err(self.err(format!("cannot drop replication slot {slot}: {last}")))
     }
 
+    /// The server's current WAL write position.
+    pub fn current_lsn(&mut self) -> Result<u64, CdcError> {
+        let text: String = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .map_err(|e| self.err(format!("cannot read the WAL position: {e}")))?
+            .get(0);
+        parse_lsn(&text).ok_or_else(|| self.err(format!("unexpected WAL position {text:?}")))
+    }
+
     /// WAL the slot holds back: the server's current WAL position minus the slot's confirmed
     /// position, in bytes.
     pub fn lag_bytes(&mut self, slot: &str) -> Result<Option<u64>, CdcError> {
