@@ -9,6 +9,7 @@
 
 pub mod compare;
 pub mod cut_proxy;
+pub mod loadgen;
 pub mod mosquitto;
 pub mod pgwh;
 pub mod procs;
@@ -16,6 +17,7 @@ pub mod remote;
 pub mod security;
 pub mod source;
 pub mod webdriver;
+pub mod webhook;
 
 use std::path::PathBuf;
 
