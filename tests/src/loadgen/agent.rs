@@ -3,7 +3,8 @@
 //! zstd, MQTT envelope and ack topic), with the agent's rules for answers: up to `window` batches
 //! in flight (HTTPS 2, MQTT 1), answers taken in order, a gap or a failure restarts after the last
 //! acknowledged change. An HTTPS agent alternates its batches over the hub URLs it is given, as a
-//! round-robin load balancer would.
+//! round-robin load balancer would, and like a balancer's health check it leaves out for
+//! [`DOWN_FOR`] an instance it could not connect to.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use kho_shared::protocol::Batch;
 use tokio::task::JoinHandle;
 
 use super::datasets::{self, Shape};
+
+/// How long an HTTPS agent leaves out a hub instance it could not reach.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
 
 /// How a simulated agent reaches the hub.
 pub enum Link {
@@ -33,10 +37,17 @@ impl Link {
         }
     }
 
-    fn send(&self, turn: usize, body: Arc<EncodedBody>) -> JoinHandle<Result<Delivery, TransportError>> {
+    fn targets(&self) -> usize {
+        match self {
+            Link::Https(ts) => ts.len(),
+            Link::Mqtt(_) => 1,
+        }
+    }
+
+    fn send(&self, target: usize, body: Arc<EncodedBody>) -> JoinHandle<Result<Delivery, TransportError>> {
         match self {
             Link::Https(ts) => {
-                let t = Arc::clone(&ts[turn % ts.len()]);
+                let t = Arc::clone(&ts[target % ts.len()]);
                 tokio::spawn(async move { t.send_batch(&body).await })
             }
             Link::Mqtt(t) => {
@@ -74,6 +85,7 @@ pub struct Outcome {
 }
 
 struct InFlight {
+    target: usize,
     first: u64,
     last: u64,
     sent: Instant,
@@ -107,6 +119,8 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let (mut next_from, mut turn, mut sent_batches) = (1u64, 0usize, 0u32);
     let mut failures: u32 = 0;
+    // Per target: left out until this instant (the balancer's health check).
+    let mut down: Vec<Option<Instant>> = vec![None; link.targets()];
     while out.acked_through < plan.total && Instant::now() < deadline {
         let due = start + plan.interval * sent_batches;
         let can_send = flight.len() < window && next_from <= plan.total;
@@ -114,8 +128,14 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
             let last = (next_from + plan.batch - 1).min(plan.total);
             match encode(&plan, next_from, last) {
                 Ok(body) => {
-                    let task = link.send(turn, Arc::new(body));
-                    flight.push_back(InFlight { first: next_from, last, sent: Instant::now(), task });
+                    let now = Instant::now();
+                    let n = down.len();
+                    let target = (0..n)
+                        .map(|k| (turn + k) % n)
+                        .find(|&t| down[t].is_none_or(|until| until <= now))
+                        .unwrap_or(turn % n);
+                    let task = link.send(target, Arc::new(body));
+                    flight.push_back(InFlight { target, first: next_from, last, sent: now, task });
                     turn += 1;
                     sent_batches += 1;
                     next_from = last + 1;
@@ -161,6 +181,9 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
                 true
             }
             Err(e) => {
+                if matches!(e, TransportError::Network(_)) {
+                    down[done.target] = Some(Instant::now() + DOWN_FOR);
+                }
                 out.errors += 1;
                 out.last_error = Some(e.to_string());
                 failures += 1;
