@@ -52,8 +52,8 @@ mod ledger;
 mod merge;
 mod quality;
 mod reader;
-mod schema;
 mod rows;
+mod schema;
 mod table;
 mod values;
 
