@@ -14,8 +14,7 @@
 //!   with its own connection, so different agents' batches are applied in parallel. The
 //!   exactly-once rule ([`plan`]) is the same either way: it reads the agent's ledger inside the
 //!   writer's transaction.
-//! - **Several hub instances**: each group first locks its agents' ledger rows
-//!   ([`Warehouse::lock_group`]); another instance's writer waits for this group's COMMIT.
+//! - **Several hub instances**: a group first locks its agents' ledger rows ([`Warehouse::lock_group`]).
 //! - **Group commit**: the thread drains what is waiting (up to [`MAX_GROUP_JOBS`] jobs or
 //!   [`MAX_GROUP_CHANGES`] changes) into one transaction. Each job runs inside its own savepoint and
 //!   reads the ledger inside the transaction, so a later job of the same agent sees the earlier
