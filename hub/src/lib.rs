@@ -39,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod freshness;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod quality;
 pub mod ratelimit;
@@ -166,10 +167,28 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         let catalog = catalog.clone();
         Arc::new(move |dataset: &str| catalog.get().dataset(dataset).map(|d| d.department.clone()))
     };
-    let Some((writers, reader)) = open_warehouse(&config.warehouse, department_of, &shutdown).await? else {
+    let Some((mut writers, reader)) = open_warehouse(&config.warehouse, department_of, &shutdown).await? else {
         return Ok(());
     };
     let metrics = Arc::new(metrics::Metrics::default());
+    // Once-only work (freshness records, alerts, digests, retention) runs on the leader: with
+    // PostgreSQL, the instance holding the leader lock; with SQLite, this one.
+    let (leadership, election) = match config.warehouse.kind {
+        config::WarehouseKind::Postgres => {
+            let leadership = leader::Leadership::fixed(false);
+            let settings = Arc::new(warehouse::postgres_settings(&config.warehouse));
+            let mut election = leader::Election::new(settings, leadership.clone(), Arc::clone(&metrics));
+            election.attempt().await;
+            (leadership, Some(election))
+        }
+        config::WarehouseKind::Sqlite => {
+            metrics.set_leader(true);
+            (leader::Leadership::fixed(true), None)
+        }
+    };
+    for writer in &mut writers {
+        writer.set_leadership(leadership.clone());
+    }
     let ctx = apply::ApplierContext {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&hooks.clock),
@@ -194,6 +213,10 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         alert_sender,
     );
     evaluator.digest_at = config.alerts.digest_time();
+    evaluator.leadership = leadership.clone();
+    if let Some(election) = election {
+        tracker.spawn(election.run(leader::ATTEMPT_EVERY, tasks.clone()).instrument(tracing::info_span!("leader")));
+    }
     if let Err(e) = evaluator.load_history().await {
         tracing::error!(error = %e, "cannot read the freshness history; transitions may repeat");
     }
@@ -251,6 +274,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     let status = Arc::new(api::status::StatusService {
         reader,
         agents: config.agents.iter().map(|a| (a.id.clone(), a.datasets.clone())).collect(),
+        leadership,
     });
     let request_limits = Arc::new(server::RequestLimits {
         permits: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
