@@ -197,3 +197,63 @@ fn a_sync_changing_more_than_its_share_is_flagged_until_a_sync_within_it_closes(
     assert!(open_violations(&path, "max_change_share").is_empty());
     assert!(syncs.is_empty());
 }
+
+fn document() -> crate::api::quality::QualityDocument {
+    use crate::api::quality::{DatasetQuality, QualityDocument, RuleQuality};
+    use crate::quality::{Check, Policy};
+    let rule = |rule: &str, check, violations, passing_share| RuleQuality {
+        rule: rule.into(),
+        check,
+        column: None,
+        policy: Policy::Warn,
+        violations,
+        passing_share,
+    };
+    let dataset = |id: &str, score, rules| DatasetQuality {
+        dataset: id.into(),
+        department: "y_te".into(),
+        rows: 10,
+        quarantined: 1,
+        score,
+        rules,
+        latest: vec![],
+        latest_quarantined: vec![],
+        history: None,
+    };
+    QualityDocument {
+        generated_at: NOW.into(),
+        datasets: vec![
+            dataset(
+                "ho_so",
+                Some(0.8),
+                vec![rule("unique:ma", Check::Unique, 2, Some(0.8)), rule("row_count", Check::RowCount, 1, None)],
+            ),
+            dataset("don_vi", Some(1.0), vec![rule("not_null:ten", Check::NotNull, 0, Some(1.0))]),
+        ],
+    }
+}
+
+#[test]
+fn history_rows_are_labelled_with_each_datasets_schedule_period() {
+    let now: jiff::Timestamp = NOW.parse().expect("now");
+    let mut cat = catalog(rules());
+    cat.datasets[0].cadence = kho_shared::schedule::Cadence::Quarterly;
+    let rows = super::periodic::history_rows(&cat, &document(), now);
+    let ho_so = rows.iter().find(|r| r.dataset == "ho_so").expect("ho_so");
+    assert_eq!((ho_so.period.as_str(), ho_so.score, ho_so.rows, ho_so.quarantined), ("2026-03", Some(0.8), 10, 1));
+    assert_eq!(ho_so.rules.get("unique:ma"), Some(&2));
+    assert_eq!(ho_so.rules.get("row_count"), Some(&1));
+    assert_eq!((ho_so.period_start.as_str(), ho_so.period_end.as_str()), ("2026-02-28T17:00:00.000Z", "2026-03-31T17:00:00.000Z"));
+    let don_vi = rows.iter().find(|r| r.dataset == "don_vi").expect("don_vi");
+    assert_eq!(don_vi.period, "2026-Q1", "don_vi is quarterly here");
+}
+
+#[test]
+fn the_department_quality_column_averages_its_datasets() {
+    let q = crate::freshness::views::department_quality(&document(), "y_te");
+    assert_eq!(q.score, Some(0.9));
+    assert_eq!(q.lowest, Some(0.8));
+    assert_eq!((q.datasets_with_rules, q.open_violations, q.quarantined), (2, 3, 2));
+    let none = crate::freshness::views::department_quality(&document(), "khac");
+    assert_eq!((none.score, none.datasets_with_rules), (None, 0));
+}
