@@ -32,8 +32,8 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
-pub mod conn_limit;
 pub mod config;
+pub mod conn_limit;
 pub mod dashboard;
 pub mod demo;
 pub mod error;
@@ -151,7 +151,9 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     let agent_ca = Arc::new(agent_ca::AgentCa::ensure(&data_dir.join("tls"))?);
     let client_ca = Some(agent_ca.ca_path.as_path());
     let tls_config = if config.hub.insecure_dev_http {
-        tracing::warn!("insecure_dev_http: serving PLAIN HTTP; tokens and data cross the network unencrypted. Development only!");
+        tracing::warn!(
+            "insecure_dev_http: serving PLAIN HTTP; tokens and data cross the network unencrypted. Development only!"
+        );
         None
     } else if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         Some(tls::server_config_with_clients(cert, key, client_ca)?)

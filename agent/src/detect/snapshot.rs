@@ -29,17 +29,22 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
     let mut enc = RowEncoder::new(schema);
     let mut rows_in_chunk = 0usize;
     let mut failure = None;
-    source.scan(schema, ScanRange::KeyOrder, &mut |row| {
-        match step(cap, &dataset, &mut enc, row, &mut rows_in_chunk, &mut report) {
-            Ok(true) => ControlFlow::Continue(()),
-            Ok(false) => {
-                report.interrupted = true;
-                ControlFlow::Break(())
-            }
-            Err(e) => {
-                failure = Some(e);
-                ControlFlow::Break(())
-            }
+    source.scan(schema, ScanRange::KeyOrder, &mut |row| match step(
+        cap,
+        &dataset,
+        &mut enc,
+        row,
+        &mut rows_in_chunk,
+        &mut report,
+    ) {
+        Ok(true) => ControlFlow::Continue(()),
+        Ok(false) => {
+            report.interrupted = true;
+            ControlFlow::Break(())
+        }
+        Err(e) => {
+            failure = Some(e);
+            ControlFlow::Break(())
         }
     })?;
     if let Some(e) = failure {
@@ -59,10 +64,7 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
     // Deletes: stored keys the complete pass did not see, in key order, chunk by chunk.
     let mut after: Vec<u8> = Vec::new();
     loop {
-        let gone = cap
-            .outbox
-            .snapshot_unseen(&dataset, &after, cap.chunk_changes)
-            .map_err(|e| cap.outbox_err(e))?;
+        let gone = cap.outbox.snapshot_unseen(&dataset, &after, cap.chunk_changes).map_err(|e| cap.outbox_err(e))?;
         if gone.is_empty() {
             break;
         }

@@ -76,22 +76,14 @@ fn declared_type(schema_key: &[String], col: &Column) -> &'static str {
 
 /// `CREATE TABLE` for a new dataset.
 pub fn create_table_sql(schema: &DatasetSchema) -> String {
-    let mut cols: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| format!("{} {}", quote_ident(&c.name), declared_type(&schema.key, c)))
-        .collect();
+    let mut cols: Vec<String> =
+        schema.columns.iter().map(|c| format!("{} {}", quote_ident(&c.name), declared_type(&schema.key, c))).collect();
     cols.push("\"_kho_agent\" TEXT".into());
     cols.push("\"_kho_seq\" INTEGER".into());
     cols.push("\"_kho_applied_at\" TEXT".into());
     cols.push("\"_kho_deleted\" INTEGER NOT NULL DEFAULT 0".into());
     let key: Vec<String> = schema.key.iter().map(|k| quote_ident(k)).collect();
-    format!(
-        "CREATE TABLE {} ({}, PRIMARY KEY ({}))",
-        quote_ident(&schema.dataset),
-        cols.join(", "),
-        key.join(", ")
-    )
+    format!("CREATE TABLE {} ({}, PRIMARY KEY ({}))", quote_ident(&schema.dataset), cols.join(", "), key.join(", "))
 }
 
 /// `ALTER TABLE … ADD COLUMN` for one new, nullable column.
@@ -156,10 +148,16 @@ mod tests {
 
     #[test]
     fn new_columns_are_added_and_key_changes_refused() {
-        let table = TableInfo { key: vec!["id".into()], columns: vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)] };
+        let table = TableInfo {
+            key: vec!["id".into()],
+            columns: vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)],
+        };
         let same = plan_evolution(&table, &schema(&["id"], table.columns.clone())).expect("same");
         assert_eq!(same, Evolution { add: vec![], columns: None });
-        let wider = schema(&["id"], vec![col("id", ColumnType::Int), col("TEN", ColumnType::Text), col("x", ColumnType::Float)]);
+        let wider = schema(
+            &["id"],
+            vec![col("id", ColumnType::Int), col("TEN", ColumnType::Text), col("x", ColumnType::Float)],
+        );
         let ev = plan_evolution(&table, &wider).expect("wider");
         assert_eq!(ev.add, vec![col("x", ColumnType::Float)]);
         assert_eq!(ev.columns.map(|c| c.len()), Some(3));
