@@ -243,7 +243,10 @@ fn history_rows_are_labelled_with_each_datasets_schedule_period() {
     assert_eq!((ho_so.period.as_str(), ho_so.score, ho_so.rows, ho_so.quarantined), ("2026-03", Some(0.8), 10, 1));
     assert_eq!(ho_so.rules.get("unique:ma"), Some(&2));
     assert_eq!(ho_so.rules.get("row_count"), Some(&1));
-    assert_eq!((ho_so.period_start.as_str(), ho_so.period_end.as_str()), ("2026-02-28T17:00:00.000Z", "2026-03-31T17:00:00.000Z"));
+    assert_eq!(
+        (ho_so.period_start.as_str(), ho_so.period_end.as_str()),
+        ("2026-02-28T17:00:00.000Z", "2026-03-31T17:00:00.000Z")
+    );
     let don_vi = rows.iter().find(|r| r.dataset == "don_vi").expect("don_vi");
     assert_eq!(don_vi.period, "2026-Q1", "don_vi is quarterly here");
 }
