@@ -217,6 +217,8 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     if let Some(election) = election {
         tracker.spawn(election.run(leader::ATTEMPT_EVERY, tasks.clone()).instrument(tracing::info_span!("leader")));
     }
+    let quality_cell = quality::periodic::QualityCell::default();
+    evaluator.quality = quality_cell.clone();
     if let Err(e) = evaluator.load_history().await {
         tracing::error!(error = %e, "cannot read the freshness history; transitions may repeat");
     }
@@ -225,6 +227,17 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     }
     let interval = config.freshness.evaluate_interval;
     tracker.spawn(evaluator.run(interval, tasks.clone()).instrument(tracing::info_span!("evaluator")));
+    let checker = quality::periodic::Checker {
+        reader: Arc::clone(&reader),
+        applier: applier.clone(),
+        catalog: catalog.clone(),
+        clock: Arc::clone(&hooks.clock),
+        metrics: Arc::clone(&metrics),
+        cell: quality_cell,
+        leadership: leadership.clone(),
+    };
+    let quality_interval = config.freshness.quality_interval;
+    tracker.spawn(checker.run_loop(quality_interval, tasks.clone()).instrument(tracing::info_span!("quality")));
     if let Some(path) = config.catalog.path.clone() {
         let watch = catalog::reload::Watch {
             handle: catalog.clone(),

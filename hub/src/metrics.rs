@@ -44,6 +44,8 @@ pub struct Metrics {
     freshness: Mutex<String>,
     /// Data-quality counts from committed batches ([`Metrics::quality`]).
     quality: Mutex<crate::quality::ingest::Tally>,
+    /// Per-dataset quality gauges, rendered after each periodic quality pass.
+    quality_gauges: Mutex<String>,
 }
 
 fn code_label(code: ErrorCode) -> &'static str {
@@ -138,7 +140,7 @@ impl Metrics {
 
     /// Adds a committed batch's quality checks.
     pub fn quality(&self, tally: &crate::quality::ingest::Tally) {
-        if tally.checked.is_empty() {
+        if tally.checked.is_empty() && tally.violations.is_empty() && tally.quarantined.is_empty() {
             return;
         }
         let mut total = self.quality.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,6 +158,43 @@ impl Metrics {
     /// Whether this instance leads ([`crate::leader`]): the `kho_hub_leader` gauge.
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(u64::from(leader), Relaxed);
+    }
+
+    /// Replaces the quality gauges with those of the periodic pass's document.
+    pub fn set_quality(&self, doc: &crate::api::quality::QualityDocument) {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP kho_hub_quality_score Lowest passing share among the dataset's row rules (periodic pass)."
+        );
+        let _ = writeln!(out, "# TYPE kho_hub_quality_score gauge");
+        for d in &doc.datasets {
+            if let Some(score) = d.score {
+                let _ = writeln!(
+                    out,
+                    "kho_hub_quality_score{{dataset=\"{}\",department=\"{}\"}} {score}",
+                    escape_label(&d.dataset),
+                    escape_label(&d.department)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kho_hub_quality_open_violations Rows (or periods, syncs) currently breaking a rule, per dataset and rule."
+        );
+        let _ = writeln!(out, "# TYPE kho_hub_quality_open_violations gauge");
+        for d in &doc.datasets {
+            for r in &d.rules {
+                let _ = writeln!(
+                    out,
+                    "kho_hub_quality_open_violations{{dataset=\"{}\",rule=\"{}\"}} {}",
+                    escape_label(&d.dataset),
+                    escape_label(&r.rule),
+                    r.violations
+                );
+            }
+        }
+        *self.quality_gauges.lock().unwrap_or_else(|p| p.into_inner()) = out;
     }
 
     /// Replaces the freshness gauges with those of `s`.
@@ -312,6 +351,7 @@ impl Metrics {
             }
         }
         out.push_str(&self.freshness.lock().unwrap_or_else(|p| p.into_inner()));
+        out.push_str(&self.quality_gauges.lock().unwrap_or_else(|p| p.into_inner()));
         out
     }
 }

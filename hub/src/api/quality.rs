@@ -1,5 +1,6 @@
-//! `GET /api/v1/quality[?department=code]`: per catalogue dataset with rules, the share of its
-//! live rows passing each rule, the open violations and the newest ones with their row keys.
+//! `GET /api/v1/quality[?department=code][&dataset=id]`: per catalogue dataset with rules, the
+//! share of its live rows passing each rule, the open violations and the newest ones with their
+//! row keys; with `dataset=`, that dataset only and its history per period (newest first).
 //!
 //! A violation is *open* while the row it was found on stays as it was: the row's next write
 //! (a fix at the source) replaces its violations, a delete removes them. The document is built by
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::error::ApiError;
 use crate::quality::{Check, Policy};
-use crate::warehouse::{QualityData, StoredQuarantine, StoredViolation, WarehouseReader, WarehouseStatus};
+use crate::warehouse::{
+    QualityData, QualityPeriod, StoredQuarantine, StoredViolation, WarehouseReader, WarehouseStatus,
+};
 
 /// Newest violations listed per dataset.
 pub const LATEST_PER_DATASET: usize = 20;
@@ -49,7 +52,14 @@ pub struct DatasetQuality {
     pub latest: Vec<StoredViolation>,
     /// Newest quarantined rows first, with the reason and the row as sent.
     pub latest_quarantined: Vec<StoredQuarantine>,
+    /// Per period of the dataset's schedule, newest first: the score and open violations per
+    /// rule as last measured in that period (only with `?dataset=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<QualityPeriod>>,
 }
+
+/// Periods of history listed with `?dataset=`.
+pub const HISTORY_PERIODS: usize = 24;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleQuality {
@@ -67,6 +77,7 @@ pub struct RuleQuality {
 #[derive(Debug, Deserialize)]
 pub struct QualityQuery {
     pub department: Option<String>,
+    pub dataset: Option<String>,
 }
 
 /// The quality document. Pure.
@@ -117,6 +128,7 @@ pub fn build(
             rules,
             latest,
             latest_quarantined,
+            history: None,
         });
     }
     QualityDocument { generated_at, datasets }
@@ -132,12 +144,32 @@ pub(super) async fn get_quality(
     {
         return Err(ApiError::new(ErrorCode::Malformed, format!("department {code:?} is not in the catalogue")));
     }
+    if let Some(id) = &query.dataset
+        && catalog.dataset(id).is_none_or(|d| d.rules.is_empty())
+    {
+        return Err(ApiError::new(
+            ErrorCode::Malformed,
+            format!("dataset {id:?} has no quality rules in the catalogue"),
+        ));
+    }
     let reader = Arc::clone(&api.reader);
-    let (status, data) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::warehouse::WarehouseError>((reader.status()?, reader.quality(LATEST_PER_DATASET)?))
+    let one = query.dataset.clone();
+    let (status, data, history) = tokio::task::spawn_blocking(move || {
+        let history = match &one {
+            Some(id) => Some(reader.quality_history(id, HISTORY_PERIODS)?),
+            None => None,
+        };
+        Ok::<_, crate::warehouse::WarehouseError>((reader.status()?, reader.quality(LATEST_PER_DATASET)?, history))
     })
     .await
     .map_err(|e| ApiError::new(ErrorCode::Internal, format!("quality task failed: {e}")))?
     .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    Ok(Json(build(crate::apply::now_rfc3339(), &catalog, &status, &data, query.department.as_deref())))
+    let mut doc = build(crate::apply::now_rfc3339(), &catalog, &status, &data, query.department.as_deref());
+    if let Some(id) = &query.dataset {
+        doc.datasets.retain(|d| &d.dataset == id);
+        for d in &mut doc.datasets {
+            d.history = history.clone();
+        }
+    }
+    Ok(Json(doc))
 }

@@ -29,21 +29,23 @@
 //!   scan), and the confirmation of pending syncs are written in the batch's own savepoint. The
 //!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
+mod activity;
 mod locks;
 mod order;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kho_shared::protocol::{Batch, Change, Heartbeat, Op};
+use kho_shared::protocol::{Batch, Change, Heartbeat};
 use tokio::sync::{mpsc, oneshot};
 
+pub use activity::{activity, business_date};
 pub use order::{Arrival, ORDER_WAIT};
 
 use crate::catalog::CatalogHandle;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::warehouse::{AgentTransition, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
+use crate::warehouse::{AgentTransition, StoredTransition, Warehouse, WarehouseError};
 
 /// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
 /// this bounds the hub's memory as much as it bounds latency.
@@ -127,22 +129,27 @@ enum Job {
     },
 }
 
-/// What the freshness evaluator writes: dataset status transitions, agent liveness transitions
-/// and bookkeeping values, all in one savepoint so they are stored together or not at all.
+/// What the periodic evaluators write: dataset status transitions, agent liveness transitions
+/// and bookkeeping values (freshness), a quality pass and quality history (quality), all in one
+/// savepoint so they are stored together or not at all.
 #[derive(Debug, Clone, Default)]
 pub struct Records {
     pub transitions: Vec<StoredTransition>,
     pub agent_transitions: Vec<AgentTransition>,
     pub meta: Vec<(String, String)>,
+    /// The periodic quality checks ([`crate::quality::periodic`]).
+    pub quality: Option<Arc<crate::quality::periodic::Work>>,
+    pub quality_history: Vec<crate::warehouse::QualityPeriod>,
 }
 
 impl Records {
     pub fn is_empty(&self) -> bool {
-        self.transitions.is_empty() && self.agent_transitions.is_empty() && self.meta.is_empty()
+        self.len() == 0
     }
 
     fn len(&self) -> usize {
-        self.transitions.len() + self.agent_transitions.len() + self.meta.len()
+        let quality = self.quality.as_ref().map_or(0, |w| w.datasets.len());
+        self.transitions.len() + self.agent_transitions.len() + self.meta.len() + quality + self.quality_history.len()
     }
 
     fn write(&self, wh: &mut dyn Warehouse) -> Result<(), WarehouseError> {
@@ -151,7 +158,10 @@ impl Records {
         for (key, value) in &self.meta {
             wh.set_meta(key, value)?;
         }
-        Ok(())
+        if let Some(work) = &self.quality {
+            crate::quality::periodic::run(wh, work)?;
+        }
+        wh.record_quality_history(&self.quality_history)
     }
 }
 
@@ -314,6 +324,7 @@ fn run(
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP_JOBS);
     let mut last_batch: Option<Instant> = None;
+    let mut syncs = crate::quality::share::Syncs::default();
     while let Some(first) = next_job(warehouse.as_mut(), &mut rx, runtime, &mut last_batch) {
         let mut changes = first.changes();
         group.push(first);
@@ -329,7 +340,7 @@ fn run(
         if group.iter().any(|job| matches!(job, Job::Batch { .. })) {
             last_batch = Some(Instant::now());
         }
-        commit_group(warehouse.as_mut(), &mut group, ctx);
+        commit_group(warehouse.as_mut(), &mut group, ctx, &mut syncs);
     }
     tracing::info!("applier stopped: queue closed and drained");
 }
@@ -339,13 +350,20 @@ enum Outcome {
     Heartbeat(Result<(), ApplyError>),
 }
 
-fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierContext) {
+/// `syncs`: the open syncs of `max_change_share` rules; a job that fails leaves them as they were.
+fn commit_group(
+    wh: &mut dyn Warehouse,
+    group: &mut Vec<Job>,
+    ctx: &ApplierContext,
+    syncs: &mut crate::quality::share::Syncs,
+) {
     let metrics = &ctx.metrics;
     let now = ctx.clock.now_rfc3339();
     let catalog = ctx.catalog.get();
     let today = kho_shared::schedule::local_date(ctx.clock.now());
     let mut tallies: Vec<crate::quality::ingest::Tally> = group.iter().map(|_| Default::default()).collect();
     let at_ms = ctx.clock.now().as_millisecond();
+    let syncs_before = syncs.clone();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         // Other hub instances may share the warehouse: lock the agents' ledger rows, in order.
@@ -355,9 +373,10 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
         let mut audit = Vec::new();
         for (job, tally) in group.iter().zip(tallies.iter_mut()) {
             wh.savepoint()?;
+            let job_syncs = syncs.clone();
             let outcome = match job {
                 Job::Batch { batch, digest, .. } => {
-                    let result = apply_batch(wh, batch, &now, today, &catalog, tally);
+                    let result = apply_batch(wh, batch, &now, today, &catalog, tally, syncs);
                     if let Ok(applied) = &result
                         && !applied.duplicate
                     {
@@ -367,12 +386,21 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                     Outcome::Batch(result)
                 }
                 Job::Heartbeat { heartbeat, transport, .. } => {
-                    Outcome::Heartbeat(wh.record_heartbeat(heartbeat, transport, &now).map_err(ApplyError::from))
+                    let mut stored = || -> Result<(), WarehouseError> {
+                        wh.record_heartbeat(heartbeat, transport, &now)?;
+                        if !syncs.is_empty() {
+                            let applied = wh.applied_seq(&heartbeat.agent)?;
+                            syncs.close(wh, heartbeat, applied, &now)?;
+                        }
+                        Ok(())
+                    };
+                    Outcome::Heartbeat(stored().map_err(ApplyError::from))
                 }
                 Job::Records { records, .. } => Outcome::Heartbeat(records.write(wh).map_err(ApplyError::from)),
             };
             let failed = matches!(&outcome, Outcome::Batch(Err(_)) | Outcome::Heartbeat(Err(_)));
             if failed {
+                *syncs = job_syncs;
                 wh.rollback_to_savepoint()?;
             } else {
                 wh.release_savepoint()?;
@@ -396,6 +424,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
             // Logged once here; each waiting request answers 503/500 without logging again.
             tracing::error!(error = %e, jobs = group.len(), "warehouse transaction failed; the agents will retry");
             wh.rollback();
+            *syncs = syncs_before;
             let msg = e.to_string();
             group
                 .iter()
@@ -442,6 +471,7 @@ fn apply_batch(
     today: jiff::civil::Date,
     catalog: &crate::catalog::Catalog,
     tally: &mut crate::quality::ingest::Tally,
+    syncs: &mut crate::quality::share::Syncs,
 ) -> Result<Applied, ApplyError> {
     let agent = batch.agent.as_str();
     let applied = wh.applied_seq(agent)?;
@@ -473,6 +503,8 @@ fn apply_batch(
                 let keep = changes.iter().enumerate().filter(|(i, _)| !rejected.contains(i)).map(|(_, c)| c.clone());
                 std::borrow::Cow::Owned(keep.collect())
             };
+            // Counted before the rows are applied: a new sync starts from the rows before it.
+            syncs.add(wh, catalog, agent, &loaded, now, tally)?;
             if !loaded.is_empty() {
                 wh.apply_changes(agent, &batch.schemas, &loaded, now)?;
             }
@@ -504,50 +536,6 @@ pub fn now_rfc3339() -> String {
     format!("{:.3}", jiff::Timestamp::now())
 }
 
-/// Per dataset touched by `changes`: the largest business date among its upserted rows'
-/// `freshness_field` (deletes never lower it: the evidence only moves forward). Pure.
-pub fn activity<'a>(changes: &[Change], field_of: impl Fn(&str) -> Option<&'a str>) -> Vec<DatasetActivity> {
-    let mut out: Vec<DatasetActivity> = Vec::new();
-    for c in changes {
-        let pos = match out.iter().position(|a| a.dataset == c.dataset) {
-            Some(i) => i,
-            None => {
-                out.push(DatasetActivity { dataset: c.dataset.clone(), max_business_date: None });
-                out.len() - 1
-            }
-        };
-        let Some(field) = field_of(&c.dataset) else {
-            continue;
-        };
-        if c.op != Op::Upsert {
-            continue;
-        }
-        let date = c.row.as_ref().and_then(|r| r.get(field)).and_then(business_date);
-        let entry = &mut out[pos].max_business_date;
-        if date.is_some() && date > *entry {
-            *entry = date;
-        }
-    }
-    out
-}
-
-/// A `freshness_field` value as a `YYYY-MM-DD` date: a date or timestamp (`2026-02-01`,
-/// `2026-02-01T08:00:00Z`), a month (`2026-02` → its first day) or a year (`2026` → 1 January).
-pub fn business_date(value: &serde_json::Value) -> Option<String> {
-    let text = match value {
-        serde_json::Value::String(s) => s.trim().to_string(),
-        serde_json::Value::Number(n) => n.as_i64()?.to_string(),
-        _ => return None,
-    };
-    let date = |s: &str| s.parse::<jiff::civil::Date>().ok();
-    let found = text
-        .get(..10)
-        .and_then(date)
-        .or_else(|| text.get(..7).and_then(|m| date(&format!("{m}-01"))))
-        .or_else(|| text.get(..4).filter(|_| text.len() == 4).and_then(|y| date(&format!("{y}-01-01"))))?;
-    Some(found.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,34 +550,6 @@ mod tests {
         assert_eq!(plan(10, 10, 11), Plan::Apply { skip: 1 });
         assert_eq!(plan(10, 12, 20), Plan::Gap { expected: 11 });
         assert_eq!(plan(0, 2, 3), Plan::Gap { expected: 1 });
-    }
-
-    #[test]
-    fn business_dates_from_dates_months_and_years() {
-        use serde_json::json;
-        assert_eq!(business_date(&json!("2026-02-01")).as_deref(), Some("2026-02-01"));
-        assert_eq!(business_date(&json!("2026-02-14T08:00:00Z")).as_deref(), Some("2026-02-14"));
-        assert_eq!(business_date(&json!("2026-02")).as_deref(), Some("2026-02-01"));
-        assert_eq!(business_date(&json!(2025)).as_deref(), Some("2025-01-01"));
-        assert_eq!(business_date(&json!("tháng 2")), None);
-        assert_eq!(business_date(&json!(null)), None);
-        let up = |seq, d: &str, v: serde_json::Value| Change {
-            seq,
-            dataset: d.into(),
-            op: Op::Upsert,
-            key: None,
-            row: json!({"ky": v}).as_object().cloned(),
-        };
-        let changes = [
-            up(1, "a", json!("2026-01")),
-            up(2, "a", json!("2026-03")),
-            up(3, "a", json!("2026-02")),
-            up(4, "b", json!("2026-05")),
-        ];
-        let got = activity(&changes, |d| (d == "a").then_some("ky"));
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].max_business_date.as_deref(), Some("2026-03-01"));
-        assert_eq!(got[1].max_business_date, None, "b has no freshness_field");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! [freshness]
 //! evaluate_interval = "30s"
 //! agent_offline_after = "15m"
+//! quality_interval = "5m"     # the periodic quality pass: full unique/reference checks,
+//!                             # row counts per period, quality history
 //!
 //! [alerts]
 //! webhook_url = "https://ioc.sonla.example/hooks/kho"   # optional; no URL = no alerts
@@ -30,6 +32,10 @@ pub const DEFAULT_EVALUATE_INTERVAL: Duration = Duration::from_secs(30);
 /// Agents heartbeat every 30 s by default: 15 minutes is ~30 missed heartbeats, long enough to
 /// ride out a hub restart or a short network cut without an alert.
 pub const DEFAULT_AGENT_OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The periodic quality pass runs one set-based query per `unique`/`reference` rule and one count
+/// per `row_count` rule on the writer: every 5 minutes keeps that a small share of its time while
+/// a late referenced value clears its violations within minutes.
+pub const DEFAULT_QUALITY_INTERVAL: Duration = Duration::from_secs(300);
 /// Alerts waiting for delivery. When full, a new alert is dropped, logged at ERROR and counted
 /// (`kho_hub_alerts_dropped_total`): the evaluator never waits on a webhook. A province produces a
 /// few alerts a day, so 1024 is days of a dead receiver.
@@ -60,6 +66,8 @@ pub struct FreshnessSection {
     pub evaluate_interval: Duration,
     #[serde(default = "default_offline", with = "humantime_serde")]
     pub agent_offline_after: Duration,
+    #[serde(default = "default_quality", with = "humantime_serde")]
+    pub quality_interval: Duration,
 }
 
 impl Default for FreshnessSection {
@@ -67,6 +75,7 @@ impl Default for FreshnessSection {
         FreshnessSection {
             evaluate_interval: DEFAULT_EVALUATE_INTERVAL,
             agent_offline_after: DEFAULT_AGENT_OFFLINE_AFTER,
+            quality_interval: DEFAULT_QUALITY_INTERVAL,
         }
     }
 }
@@ -122,6 +131,9 @@ fn default_reload() -> Duration {
 fn default_evaluate() -> Duration {
     DEFAULT_EVALUATE_INTERVAL
 }
+fn default_quality() -> Duration {
+    DEFAULT_QUALITY_INTERVAL
+}
 fn default_offline() -> Duration {
     DEFAULT_AGENT_OFFLINE_AFTER
 }
@@ -150,6 +162,9 @@ pub fn validate(
     }
     if freshness.evaluate_interval < Duration::from_millis(10) {
         bad("freshness.evaluate_interval", "must be at least 10ms".into());
+    }
+    if freshness.quality_interval < Duration::from_millis(10) {
+        bad("freshness.quality_interval", "must be at least 10ms".into());
     }
     if freshness.agent_offline_after.is_zero() {
         bad("freshness.agent_offline_after", "must be greater than 0".into());

@@ -130,7 +130,14 @@ mod tests {
                 days_late: 0,
             })
             .collect();
-        DatasetScore { dataset: "d".into(), title: "D".into(), status: None, periods }
+        DatasetScore {
+            dataset: "d".into(),
+            title: "D".into(),
+            status: None,
+            periods,
+            quality: None,
+            quality_violations: None,
+        }
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub fn board(l: Lang, s: &Snapshot, filter: &BoardFilter, show_contacts: bool) -
                             th { (l.tr("Kỳ", "Period")) }
                             th { (l.tr("Hạn", "Deadline")) }
                             th { (l.tr("Cập nhật gần nhất", "Last update")) }
+                            th { (l.tr("Chất lượng", "Quality")) }
                         } }
                         tbody {
                             @for d in rows {
@@ -174,6 +175,7 @@ pub fn board(l: Lang, s: &Snapshot, filter: &BoardFilter, show_contacts: bool) -
                                     td { (fr.map_or("—", |f| f.period.label.as_str())) }
                                     td { (local_time(fr.map(|f| f.deadline))) }
                                     td { (local_time(fr.and_then(|f| f.max_loaded_at.max(f.last_sync_at)))) }
+                                    td.quality { (quality_figure(s, &d.dataset)) }
                                 }
                             }
                         }
@@ -202,12 +204,62 @@ fn department_head(l: Lang, s: &Snapshot, dept: &Department, show_contacts: bool
                         (l.tr("Đúng hạn", "On time")) ": " strong { (card.current.on_time) "/" (card.current.datasets) }
                         @if card.current.overdue > 0 { " · " span.st-overdue-text { (card.current.overdue) " " (l.tr("quá hạn", "overdue")) } }
                     }
+                    @if let Some(q) = &card.quality {
+                        span.score.quality {
+                            (l.tr("Chất lượng", "Quality")) ": " strong { (percent(q.score)) }
+                            @if q.open_violations > 0 { " · " (q.open_violations) " " (l.tr("vi phạm", "violations")) }
+                            @if q.quarantined > 0 { " · " (q.quarantined) " " (l.tr("bị giữ lại", "held back")) }
+                        }
+                    }
                     span.trend-label { (SCORECARD_PERIODS) " " (l.tr("kỳ gần nhất", "last periods")) }
                     (PreEscaped(chart::trend_svg(&chart::department_trend(&card.datasets, SCORECARD_PERIODS),
                         l.tr("Tỷ lệ đúng hạn theo kỳ", "Share on time per period"))))
                 }
             }
         }
+    }
+}
+
+/// A share as a percentage with one decimal (`—` when unknown).
+fn percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "—".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
+/// A dataset's quality score on the board (`—` without rules, rows or a quality pass).
+fn quality_figure(s: &Snapshot, dataset: &str) -> String {
+    percent(s.quality.as_ref().and_then(|q| q.datasets.iter().find(|d| d.dataset == dataset)).and_then(|d| d.score))
+}
+
+/// A dataset's rules and open violations; example keys only when `keys` (they can be a
+/// citizen's id number, so never on the public view).
+fn quality_section(l: Lang, s: &Snapshot, id: &str, keys: bool) -> Markup {
+    let Some(q) = s.quality.as_ref().and_then(|q| q.datasets.iter().find(|d| d.dataset == id)) else {
+        return html! {};
+    };
+    html! {
+        h2 { (l.tr("Chất lượng dữ liệu", "Data quality")) ": " (percent(q.score)) }
+        table.quality {
+            thead { tr {
+                th { (l.tr("Quy tắc", "Rule")) } th { (l.tr("Cột", "Column")) } th { (l.tr("Xử lý", "Policy")) }
+                th { (l.tr("Vi phạm", "Violations")) } th { (l.tr("Đạt", "Passing")) }
+                @if keys { th { (l.tr("Ví dụ (khoá)", "Examples (keys)")) } }
+            } }
+            tbody { @for r in &q.rules {
+                tr data-rule=(r.rule) {
+                    td { (r.check.name()) } td { (r.column.as_deref().unwrap_or("—")) }
+                    td { (match r.policy { crate::quality::Policy::Warn => l.tr("cảnh báo", "warn"), crate::quality::Policy::Reject => l.tr("giữ lại", "reject") }) }
+                    td { (r.violations) } td { (percent(r.passing_share)) }
+                    @if keys { td.keys {
+                        (q.latest.iter().filter(|v| v.rule == r.rule).take(5).map(|v| match &v.value {
+                            Some(value) => format!("{} ({value})", v.key),
+                            None => v.key.clone(),
+                        }).collect::<Vec<_>>().join(" · "))
+                    } }
+                }
+            } }
+        }
+        @if q.quarantined > 0 { p { (q.quarantined) " " (l.tr("bản ghi đang bị giữ lại (không nạp vào kho).", "rows held in quarantine (not loaded).")) } }
+        p.measured { (l.tr("Đo lúc", "Measured at")) " " (local_time(s.quality.as_ref().and_then(|d| d.generated_at.parse().ok()))) }
     }
 }
 
@@ -346,6 +398,7 @@ pub fn dataset(
             }
         }
         @if let Some(err) = status.and_then(|s| s.schema_error.as_ref()) { p.error { (err) } }
+        (quality_section(l, s, id, recent.is_some()))
         h2 { (l.tr("Lịch sử đúng hạn", "Freshness history")) " (" (l.tr("số ngày trễ mỗi kỳ", "days late per period")) ")" }
         (PreEscaped(chart::lateness_svg(&periods)))
         table.history {

@@ -62,6 +62,8 @@ pub struct Evaluator {
     pub leadership: crate::leader::Leadership,
     /// Leadership as of the previous pass.
     led: bool,
+    /// The periodic quality pass's latest document, copied into each snapshot (scorecards).
+    pub quality: crate::quality::periodic::QualityCell,
     transitions: HashMap<String, Vec<Transition>>,
     agent_history: HashMap<String, Vec<AgentTransition>>,
     last_digest: Option<jiff::civil::Date>,
@@ -94,6 +96,7 @@ impl Evaluator {
             digest_at: None,
             leadership: crate::leader::Leadership::fixed(true),
             led: false,
+            quality: Default::default(),
             transitions: HashMap::new(),
             agent_history: HashMap::new(),
             last_digest: None,
@@ -142,10 +145,12 @@ impl Evaluator {
         let mut snapshot =
             build(now, catalog, &evidence, &self.configured, self.offline_after, self.transitions.clone());
         snapshot.agent_history = self.agent_history.clone();
+        snapshot.quality = self.quality.get();
         let mut records = Records {
             transitions: new_transitions(&snapshot),
             agent_transitions: new_agent_transitions(&snapshot, self.offline_after),
             meta: Vec::new(),
+            ..Records::default()
         };
         let digest_day = self.digest_at.filter(|_| leader).and_then(|at| digest::due(now, at, self.last_digest));
         if let Some(day) = digest_day {

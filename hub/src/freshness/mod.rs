@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub transitions: HashMap<String, Vec<Transition>>,
     /// Every recorded liveness transition, per agent, oldest first.
     pub agent_history: HashMap<String, Vec<AgentTransition>>,
+    /// The latest periodic quality pass (`None` before the first).
+    pub quality: Option<Arc<crate::api::quality::QualityDocument>>,
 }
 
 impl Snapshot {
@@ -172,7 +174,15 @@ pub fn build(
             }
         })
         .collect();
-    Snapshot { evaluated_at: Some(now), catalog, datasets, agents, transitions, agent_history: HashMap::new() }
+    Snapshot {
+        evaluated_at: Some(now),
+        catalog,
+        datasets,
+        agents,
+        transitions,
+        agent_history: HashMap::new(),
+        quality: None,
+    }
 }
 
 /// The agent liveness transitions `snapshot` records relative to `snapshot.agent_history`.

@@ -32,6 +32,25 @@ pub struct DatasetScore {
     pub status: Option<Status>,
     /// Its last [`SCORECARD_PERIODS`] ended periods, oldest first, with lateness in days.
     pub periods: Vec<PeriodScore>,
+    /// Its data-quality score (lowest passing share among its row rules) as of the last
+    /// periodic quality pass; `null` without rules, rows or a pass.
+    pub quality: Option<f64>,
+    /// Open violations of its rules (rows, periods and syncs) as of that pass.
+    pub quality_violations: Option<u64>,
+}
+
+/// The department's quality column: over its datasets that have rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepartmentQuality {
+    /// Mean of its datasets' scores (`null` before any has rows).
+    pub score: Option<f64>,
+    /// Its lowest dataset score.
+    pub lowest: Option<f64>,
+    pub datasets_with_rules: usize,
+    pub open_violations: u64,
+    pub quarantined: u64,
+    /// When the periodic quality pass measured it.
+    pub measured_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +68,22 @@ pub struct DepartmentScorecard {
     pub current: CurrentScore,
     pub last_periods: HistoryScore,
     pub datasets: Vec<DatasetScore>,
+    /// `null` before the first periodic quality pass.
+    pub quality: Option<DepartmentQuality>,
+}
+
+/// A department's quality from the latest quality document. Pure.
+pub fn department_quality(doc: &crate::api::quality::QualityDocument, code: &str) -> DepartmentQuality {
+    let mine: Vec<_> = doc.datasets.iter().filter(|d| d.department == code).collect();
+    let scores: Vec<f64> = mine.iter().filter_map(|d| d.score).collect();
+    DepartmentQuality {
+        score: (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
+        lowest: scores.iter().copied().reduce(f64::min),
+        datasets_with_rules: mine.len(),
+        open_violations: mine.iter().flat_map(|d| &d.rules).map(|r| r.violations).sum(),
+        quarantined: mine.iter().map(|d| d.quarantined).sum(),
+        measured_at: doc.generated_at.clone(),
+    }
 }
 
 /// A department's scorecard.
@@ -63,7 +98,10 @@ pub fn department_scorecard(s: &Snapshot, code: &str) -> Result<DepartmentScorec
     for d in &mine {
         let transitions = s.transitions.get(&d.dataset).unwrap_or(&empty);
         let periods = history::outcomes(&d.schedule, transitions, now, SCORECARD_PERIODS)?;
+        let quality = s.quality.as_ref().and_then(|q| q.datasets.iter().find(|x| x.dataset == d.dataset));
         datasets.push(DatasetScore {
+            quality: quality.and_then(|q| q.score),
+            quality_violations: quality.map(|q| q.rules.iter().map(|r| r.violations).sum()),
             dataset: d.dataset.clone(),
             title: d.title.clone(),
             status: d.freshness.as_ref().map(|f| f.status),
@@ -80,6 +118,7 @@ pub fn department_scorecard(s: &Snapshot, code: &str) -> Result<DepartmentScorec
         current: card.current,
         last_periods: card.last_periods,
         datasets,
+        quality: s.quality.as_ref().map(|q| department_quality(q, code)),
     })
 }
 

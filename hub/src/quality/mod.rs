@@ -10,6 +10,10 @@
 
 pub mod eval;
 pub mod ingest;
+pub mod periodic;
+#[cfg(test)]
+mod periodic_tests;
+pub mod share;
 #[cfg(test)]
 mod tests;
 

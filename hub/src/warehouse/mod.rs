@@ -147,6 +147,33 @@ pub trait Warehouse: Send {
         value: &str,
         key: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<bool, WarehouseError>;
+    /// Live rows of `dataset` (0 without a table): a count, run once per sync for
+    /// `max_change_share`, never per batch.
+    fn live_rows(&mut self, dataset: &str) -> Result<u64, WarehouseError>;
+    /// The live rows of `dataset` breaking a `unique` / `reference` rule, found by one set-based
+    /// query over indexed columns (the periodic full check).
+    fn full_check(&mut self, dataset: &str, check: &FullCheck) -> Result<Vec<Found>, WarehouseError>;
+    /// Makes `found` the open violations of rule `rule` in `dataset`: the ones no longer found
+    /// close, new ones open. Returns `(opened, closed)`.
+    fn replace_violations(
+        &mut self,
+        dataset: &str,
+        rule: &str,
+        column: Option<&str>,
+        found: &[Found],
+        now: &str,
+    ) -> Result<(u64, u64), WarehouseError>;
+    /// Live rows of `dataset` in `[start, end)`: by `column`'s value (`YYYY-MM-DD` bounds, a
+    /// business date) or, with no column, by the time they were applied (RFC 3339 bounds).
+    fn rows_in_period(
+        &mut self,
+        dataset: &str,
+        column: Option<&str>,
+        start: &str,
+        end: &str,
+    ) -> Result<u64, WarehouseError>;
+    /// Stores each dataset's quality in its current period (replacing the period's earlier value).
+    fn record_quality_history(&mut self, rows: &[QualityPeriod]) -> Result<(), WarehouseError>;
     /// Appends an audit entry inside the open transaction, so it commits (or not) with the data
     /// it records. Serialised against every other appender of the same log (hash chain).
     fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError>;
@@ -182,6 +209,49 @@ pub trait WarehouseReader: Send + Sync {
     fn recent_changes(&self, dataset: &str, limit: usize) -> Result<Vec<rows::RecentChange>, WarehouseError>;
     /// Open quality violations per dataset and rule, and each dataset's `latest` newest ones.
     fn quality(&self, latest: usize) -> Result<QualityData, WarehouseError>;
+    /// `dataset`'s quality per period, newest first, at most `limit` periods.
+    fn quality_history(&self, dataset: &str, limit: usize) -> Result<Vec<QualityPeriod>, WarehouseError>;
+}
+
+/// How the keys of dataset-level quality records start (`{"_kho_period":…}` of `row_count`,
+/// `{"_kho_sync":…}` of `max_change_share`); a row's key never does (`_kho_` names are the hub's).
+pub const DATASET_LEVEL: &str = "{\"_kho_";
+
+/// A set-based check of one rule over a dataset's live rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FullCheck {
+    /// Rows holding a (non-blank) value that a live row written earlier also holds: every holder
+    /// but the first, as the check at ingest flags the later writer.
+    Unique { column: String },
+    /// Rows whose (non-blank) value no live row of `dataset.ref_column` holds.
+    Reference { column: String, dataset: String, ref_column: String },
+}
+
+/// A row a full check found breaking a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The row's key as JSON text, as the ingest check writes it.
+    pub key: String,
+    pub value: Option<String>,
+    /// The row's last write.
+    pub seq: u64,
+}
+
+/// One dataset's quality in one period of its schedule, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QualityPeriod {
+    pub dataset: String,
+    /// The period's label (`2026-11`, `2026-Q4`, …) and bounds (RFC 3339).
+    pub period: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub rows: u64,
+    pub quarantined: u64,
+    pub score: Option<f64>,
+    /// Open violations per rule id.
+    pub rules: std::collections::BTreeMap<String, u64>,
+    /// When it was last measured (the value holds from then to the period's end).
+    pub at: String,
 }
 
 /// A row a `reject` rule keeps out of its dataset's table.
@@ -205,6 +275,11 @@ pub struct StoredQuarantine {
     pub at: String,
     /// The row as sent (JSON text).
     pub row: Option<String>,
+    /// The table still holds an earlier, live version of this row (loaded before the rejected
+    /// version arrived). It stays live — the rejected version is not trusted and the earlier one
+    /// is not thrown away — until a clean version replaces it or the source deletes the row;
+    /// until then this marks it as superseded by the version in quarantine.
+    pub older_version_live: bool,
 }
 
 /// One open quality violation as stored.

@@ -45,6 +45,7 @@
 //! `kho.datasets` row, after which the writer re-reads the row, so a writer never acts on another's
 //! stale catalogue.
 
+mod checks;
 pub mod connect;
 mod freshness;
 mod history;
@@ -116,6 +117,8 @@ pub struct PostgresWarehouse {
     in_transaction: bool,
     /// Columns indexed for quality lookups (the indexes outlive the connection).
     quality_indexed: std::collections::HashSet<(String, String)>,
+    /// Datasets whose catalogue row was re-read in this transaction for a quality lookup.
+    refreshed: std::collections::HashSet<String>,
 }
 
 impl PostgresWarehouse {
@@ -141,6 +144,7 @@ impl PostgresWarehouse {
             leadership: None,
             in_transaction: false,
             quality_indexed: Default::default(),
+            refreshed: Default::default(),
         };
         wh.reload_catalogue()?;
         Ok(wh)
@@ -291,12 +295,14 @@ fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
     tx.batch_execute(schema::METADATA).map_err(db("create metadata tables"))?;
     tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
     tx.batch_execute(quality::SCHEMA).map_err(db("create the quality tables"))?;
+    tx.batch_execute(checks::SCHEMA).map_err(db("create the quality tables"))?;
     tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
     tx.commit().map_err(db("create metadata tables"))
 }
 
 impl Warehouse for PostgresWarehouse {
     fn begin(&mut self) -> Result<(), WarehouseError> {
+        self.refreshed.clear();
         if self.client.is_closed() {
             tracing::warn!("warehouse connection lost; reconnecting");
             self.client = connect::connect(&self.settings, "writer")?;
@@ -514,6 +520,7 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {
+        self.know(dataset, Some(column))?;
         let table = self.tables.get(dataset);
         quality::exists(&mut self.client, &mut self.quality_indexed, table, dataset, column, value)
     }
@@ -527,6 +534,34 @@ impl Warehouse for PostgresWarehouse {
     ) -> Result<bool, WarehouseError> {
         let table = self.tables.get(dataset);
         quality::taken_by_other(&mut self.client, &mut self.quality_indexed, table, dataset, column, value, key)
+    }
+
+    fn live_rows(&mut self, dataset: &str) -> Result<u64, WarehouseError> {
+        self.know(dataset, None)?;
+        checks::live_rows(&mut self.client, self.tables.get(dataset), dataset)
+    }
+
+    fn full_check(&mut self, dataset: &str, check: &super::FullCheck) -> Result<Vec<super::Found>, WarehouseError> {
+        self.run_full_check(dataset, check)
+    }
+
+    fn replace_violations(
+        &mut self,
+        dataset: &str,
+        rule: &str,
+        column: Option<&str>,
+        found: &[super::Found],
+        now: &str,
+    ) -> Result<(u64, u64), WarehouseError> {
+        checks::replace_violations(&mut self.client, dataset, rule, column, found, now)
+    }
+
+    fn rows_in_period(&mut self, ds: &str, col: Option<&str>, start: &str, end: &str) -> Result<u64, WarehouseError> {
+        self.count_in_period(ds, col, start, end)
+    }
+
+    fn record_quality_history(&mut self, rows: &[super::QualityPeriod]) -> Result<(), WarehouseError> {
+        checks::record_history(&mut self.client, rows)
     }
 
     fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError> {

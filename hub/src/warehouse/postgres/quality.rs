@@ -92,13 +92,17 @@ pub(super) fn record(
              SET column_name = excluded.column_name, value = excluded.value, seq = excluded.seq, at = excluded.at",
         )
         .map_err(db("record violations"))?;
-    // While the dataset has no violation recorded (a clean initial load) nothing needs clearing.
+    // While the dataset has no row violation recorded (a clean initial load) nothing needs
+    // clearing; dataset-level records (`{"_kho_…` keys) do not count and always clear themselves.
     let any = client
-        .query_opt("SELECT 1 FROM kho.quality_violations WHERE dataset = $1 LIMIT 1", &[&dataset])
+        .query_opt(
+            "SELECT 1 FROM kho.quality_violations WHERE dataset = $1 AND key NOT LIKE '{\"\\_kho\\_%' LIMIT 1",
+            &[&dataset],
+        )
         .map_err(db("read violations"))?
         .is_some();
     for v in verdicts {
-        if any {
+        if any || v.key.starts_with(crate::warehouse::DATASET_LEVEL) {
             client.execute(&clear, &[&dataset, &v.key]).map_err(db("clear violations"))?;
         }
         for f in &v.failures {
@@ -111,7 +115,7 @@ pub(super) fn record(
     Ok(())
 }
 
-fn ensure_index(
+pub(super) fn ensure_index(
     client: &mut Client,
     indexed: &mut HashSet<(String, String)>,
     table: &TableInfo,
@@ -232,7 +236,39 @@ pub(super) fn read(tx: &mut impl GenericClient, latest: usize) -> Result<Quality
             seq: r.get::<_, i64>(4).max(0) as u64,
             at: r.get(5),
             row: r.get(6),
+            older_version_live: false,
         });
     }
+    for q in &mut out.latest_quarantined {
+        q.older_version_live = live_version(tx, &q.dataset, &q.key)?;
+    }
     Ok(out)
+}
+
+/// Whether `dataset`'s table holds a live row keyed `key` (JSON text): one primary-key probe.
+fn live_version(tx: &mut impl GenericClient, dataset: &str, key: &str) -> Result<bool, WarehouseError> {
+    let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else { return Ok(false) };
+    let schema = tx
+        .query_opt("SELECT schema_name FROM kho.datasets WHERE dataset = $1", &[&dataset])
+        .map_err(db("read quarantine"))?;
+    let Some(schema) = schema.map(|r| r.get::<_, String>(0)) else { return Ok(false) };
+    if key.is_empty() {
+        return Ok(false);
+    }
+    let cond: Vec<String> =
+        key.keys().enumerate().map(|(i, k)| format!("{}::text = ${}", quote_ident(k), i + 1)).collect();
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {} AND NOT \"_kho_deleted\"",
+        super::table::qualified(&schema, dataset),
+        cond.join(" AND ")
+    );
+    let texts: Vec<Option<String>> = key.values().map(crate::quality::eval::text).collect();
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        texts.iter().map(|t| t as &(dyn postgres::types::ToSql + Sync)).collect();
+    // In the reader's read-only transaction: a failed probe (a key column the table lacks) must
+    // not abort it, hence the savepoint.
+    let mut sp = tx.transaction().map_err(db("read quarantine"))?;
+    let found = sp.query_opt(&sql, &params).map(|r| r.is_some()).unwrap_or(false);
+    sp.rollback().map_err(db("read quarantine"))?;
+    Ok(found)
 }

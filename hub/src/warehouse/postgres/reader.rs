@@ -101,6 +101,14 @@ impl WarehouseReader for PostgresReader {
         self.read(|tx| super::quality::read(tx, latest))
     }
 
+    fn quality_history(
+        &self,
+        dataset: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::warehouse::QualityPeriod>, WarehouseError> {
+        self.read(|tx| super::checks::read_history(tx, dataset, limit))
+    }
+
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         self.read(|tx| super::freshness::read_evidence(tx))
     }

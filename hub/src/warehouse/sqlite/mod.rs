@@ -22,6 +22,7 @@
 //! agent whose batch was lost resends it, and the ledger tells the hub which part is new. Nothing is
 //! acknowledged that is not on disk, and nothing on disk is applied twice.
 
+mod checks;
 mod freshness;
 mod quality;
 mod reader;
@@ -121,6 +122,7 @@ impl SqliteWarehouse {
         add_transport_column(&conn).map_err(db("add _kho_agents.transport"))?;
         conn.execute_batch(freshness::SCHEMA).map_err(db("create freshness tables"))?;
         conn.execute_batch(quality::SCHEMA).map_err(db("create quality tables"))?;
+        conn.execute_batch(checks::SCHEMA).map_err(db("create quality tables"))?;
         conn.execute_batch(crate::registry::sqlite::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut wh = SqliteWarehouse { conn, tables: HashMap::new(), quality_indexed: Default::default() };
@@ -426,6 +428,40 @@ impl Warehouse for SqliteWarehouse {
     ) -> Result<bool, WarehouseError> {
         let table = self.tables.get(dataset);
         quality::taken_by_other(&self.conn, &mut self.quality_indexed, table, dataset, column, value, key)
+    }
+
+    fn live_rows(&mut self, dataset: &str) -> Result<u64, WarehouseError> {
+        checks::live_rows(&self.conn, self.tables.get(dataset), dataset)
+    }
+
+    fn full_check(&mut self, dataset: &str, check: &super::FullCheck) -> Result<Vec<super::Found>, WarehouseError> {
+        checks::full_check(&self.conn, &mut self.quality_indexed, &self.tables, dataset, check)
+    }
+
+    fn replace_violations(
+        &mut self,
+        dataset: &str,
+        rule: &str,
+        column: Option<&str>,
+        found: &[super::Found],
+        now: &str,
+    ) -> Result<(u64, u64), WarehouseError> {
+        checks::replace_violations(&self.conn, dataset, rule, column, found, now)
+    }
+
+    fn rows_in_period(
+        &mut self,
+        dataset: &str,
+        column: Option<&str>,
+        start: &str,
+        end: &str,
+    ) -> Result<u64, WarehouseError> {
+        let table = self.tables.get(dataset);
+        checks::rows_in_period(&self.conn, &mut self.quality_indexed, table, dataset, column, start, end)
+    }
+
+    fn record_quality_history(&mut self, rows: &[super::QualityPeriod]) -> Result<(), WarehouseError> {
+        checks::record_history(&self.conn, rows)
     }
 
     fn release_memory(&mut self) {

@@ -81,8 +81,10 @@ pub(super) fn quarantine(
     Ok(released)
 }
 
-/// Replaces the recorded violations of each row in `verdicts`. While the dataset has none
-/// recorded (e.g. during a clean initial load) the per-row clearing is skipped.
+/// Replaces the recorded violations of each row in `verdicts`. While the dataset has no row
+/// violation recorded (e.g. during a clean initial load) the per-row clearing is skipped; the
+/// dataset-level records (keys `{"_kho_…`: a period's row count, a sync's change share) do not
+/// count, so they never slow a load down, and their own verdicts always clear.
 pub(super) fn record(
     conn: &Connection,
     dataset: &str,
@@ -90,7 +92,10 @@ pub(super) fn record(
     now: &str,
 ) -> Result<(), WarehouseError> {
     let any: bool = conn
-        .prepare_cached("SELECT count(*) > 0 FROM (SELECT 1 FROM _kho_quality_violations WHERE dataset = ?1 LIMIT 1)")
+        .prepare_cached(
+            "SELECT count(*) > 0 FROM (SELECT 1 FROM _kho_quality_violations WHERE dataset = ?1 \
+             AND key NOT LIKE '{\"\\_kho\\_%' ESCAPE '\\' LIMIT 1)",
+        )
         .and_then(|mut s| s.query_row([dataset], |r| r.get(0)))
         .map_err(db("read violations"))?;
     let mut clear = conn
@@ -103,7 +108,7 @@ pub(super) fn record(
         )
         .map_err(db("record violations"))?;
     for v in verdicts {
-        if any {
+        if any || v.key.starts_with(crate::warehouse::DATASET_LEVEL) {
             clear.execute(params![dataset, v.key]).map_err(db("clear violations"))?;
         }
         for f in &v.failures {
@@ -116,7 +121,7 @@ pub(super) fn record(
 }
 
 /// Creates the index a lookup on `dataset.column` uses, once per connection.
-fn ensure_index(
+pub(super) fn ensure_index(
     conn: &Connection,
     indexed: &mut HashSet<(String, String)>,
     dataset: &str,
@@ -269,11 +274,42 @@ pub(super) fn read(conn: &Connection, latest: usize) -> Result<QualityData, Ware
                 seq: r.get::<_, i64>(4)?.max(0) as u64,
                 at: r.get(5)?,
                 row: r.get(6)?,
+                older_version_live: false,
             })
         })
         .map_err(db("read quarantine"))?;
     for row in rows {
-        out.latest_quarantined.push(row.map_err(db("read quarantine"))?);
+        let mut q = row.map_err(db("read quarantine"))?;
+        q.older_version_live = live_version(conn, &q.dataset, &q.key)?;
+        out.latest_quarantined.push(q);
     }
     Ok(out)
+}
+
+/// Whether `dataset`'s table holds a live row keyed `key` (JSON text): one primary-key probe.
+fn live_version(conn: &Connection, dataset: &str, key: &str) -> Result<bool, WarehouseError> {
+    let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else { return Ok(false) };
+    let exists: bool = conn
+        .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [dataset], |r| r.get(0))
+        .map_err(db("read quarantine"))?;
+    if !exists || key.is_empty() {
+        return Ok(false);
+    }
+    let cond: Vec<String> = key.keys().enumerate().map(|(i, k)| format!("{} = ?{}", quote_ident(k), i + 1)).collect();
+    let sql = format!("SELECT 1 FROM {} WHERE {} AND \"_kho_deleted\" = 0", quote_ident(dataset), cond.join(" AND "));
+    let binds: Vec<rusqlite::types::Value> = key
+        .values()
+        .map(|v| match v {
+            Value::Number(n) => n.as_i64().map_or_else(
+                || rusqlite::types::Value::Real(n.as_f64().unwrap_or_default()),
+                rusqlite::types::Value::Integer,
+            ),
+            Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+            Value::Null => rusqlite::types::Value::Null,
+            other => rusqlite::types::Value::Text(other.to_string()),
+        })
+        .collect();
+    // A key naming a column the table lacks is not a live row.
+    let found = conn.query_row(&sql, rusqlite::params_from_iter(binds), |_| Ok(())).optional();
+    Ok(matches!(found, Ok(Some(()))))
 }

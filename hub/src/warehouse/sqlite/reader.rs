@@ -58,6 +58,15 @@ impl WarehouseReader for SqliteReader {
         Ok(data)
     }
 
+    fn quality_history(
+        &self,
+        dataset: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::warehouse::QualityPeriod>, WarehouseError> {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        super::checks::read_history(&conn, dataset, limit)
+    }
+
     fn evidence(&self) -> Result<Evidence, WarehouseError> {
         let conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.unchecked_transaction().map_err(db("evidence"))?;

@@ -1,0 +1,83 @@
+//! Freshness evidence computed from a batch's rows (never by a table scan): per dataset, the
+//! largest business date among its upserts' `freshness_field`.
+
+use kho_shared::protocol::{Change, Op};
+
+use crate::warehouse::DatasetActivity;
+
+/// Per dataset touched by `changes`: the largest business date among its upserted rows'
+/// `freshness_field` (deletes never lower it: the evidence only moves forward). Pure.
+pub fn activity<'a>(changes: &[Change], field_of: impl Fn(&str) -> Option<&'a str>) -> Vec<DatasetActivity> {
+    let mut out: Vec<DatasetActivity> = Vec::new();
+    for c in changes {
+        let pos = match out.iter().position(|a| a.dataset == c.dataset) {
+            Some(i) => i,
+            None => {
+                out.push(DatasetActivity { dataset: c.dataset.clone(), max_business_date: None });
+                out.len() - 1
+            }
+        };
+        let Some(field) = field_of(&c.dataset) else {
+            continue;
+        };
+        if c.op != Op::Upsert {
+            continue;
+        }
+        let date = c.row.as_ref().and_then(|r| r.get(field)).and_then(business_date);
+        let entry = &mut out[pos].max_business_date;
+        if date.is_some() && date > *entry {
+            *entry = date;
+        }
+    }
+    out
+}
+
+/// A `freshness_field` value as a `YYYY-MM-DD` date: a date or timestamp (`2026-02-01`,
+/// `2026-02-01T08:00:00Z`), a month (`2026-02` → its first day) or a year (`2026` → 1 January).
+pub fn business_date(value: &serde_json::Value) -> Option<String> {
+    let text = match value {
+        serde_json::Value::String(s) => s.trim().to_string(),
+        serde_json::Value::Number(n) => n.as_i64()?.to_string(),
+        _ => return None,
+    };
+    let date = |s: &str| s.parse::<jiff::civil::Date>().ok();
+    let found = text
+        .get(..10)
+        .and_then(date)
+        .or_else(|| text.get(..7).and_then(|m| date(&format!("{m}-01"))))
+        .or_else(|| text.get(..4).filter(|_| text.len() == 4).and_then(|y| date(&format!("{y}-01-01"))))?;
+    Some(found.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn business_dates_from_dates_months_and_years() {
+        use serde_json::json;
+        assert_eq!(business_date(&json!("2026-02-01")).as_deref(), Some("2026-02-01"));
+        assert_eq!(business_date(&json!("2026-02-14T08:00:00Z")).as_deref(), Some("2026-02-14"));
+        assert_eq!(business_date(&json!("2026-02")).as_deref(), Some("2026-02-01"));
+        assert_eq!(business_date(&json!(2025)).as_deref(), Some("2025-01-01"));
+        assert_eq!(business_date(&json!("tháng 2")), None);
+        assert_eq!(business_date(&json!(null)), None);
+        let up = |seq, d: &str, v: serde_json::Value| Change {
+            seq,
+            dataset: d.into(),
+            op: Op::Upsert,
+            key: None,
+            row: json!({"ky": v}).as_object().cloned(),
+        };
+        let changes = [
+            up(1, "a", json!("2026-01")),
+            up(2, "a", json!("2026-03")),
+            up(3, "a", json!("2026-02")),
+            up(4, "b", json!("2026-05")),
+        ];
+        let got = activity(&changes, |d| (d == "a").then_some("ky"));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].max_business_date.as_deref(), Some("2026-03-01"));
+        assert_eq!(got[1].max_business_date, None, "b has no freshness_field");
+    }
+}
