@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub forward: ForwardSection,
     #[serde(default, rename = "dataset")]
     pub datasets: Vec<DatasetConfig>,
+    #[serde(default)] // `[privacy]`: where the pseudonymisation key is ([`crate::privacy`]).
+    pub privacy: crate::privacy::PrivacySection,
     /// Where the configuration came from (a file path), for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -231,6 +233,8 @@ pub struct DatasetConfig {
     /// ([`crate::source::text`]).
     #[serde(default)]
     pub text: crate::source::text::TextConfig,
+    #[serde(default)] // `[dataset.columns.<name>]`: personal-data class and action ([`crate::privacy`]).
+    pub columns: crate::privacy::Columns,
 }
 
 impl DatasetConfig {
@@ -331,6 +335,7 @@ impl AgentConfig {
             return Err(ConfigError::Invalid { origin: origin.to_string(), problems });
         }
         config.resolve_paths(base_dir);
+        crate::privacy::config::attach(&mut config);
         Ok(config)
     }
 
@@ -504,6 +509,7 @@ impl AgentConfig {
                 }
             }
         }
+        p.extend(crate::privacy::config::validate(self));
         p
     }
 
@@ -514,7 +520,7 @@ impl AgentConfig {
             }
         };
         resolve(&mut self.agent.data_dir);
-        if let Some(p) = self.hub.token_file.as_mut() {
+        for p in self.hub.token_file.iter_mut().chain(self.privacy.key_file.iter_mut()) {
             resolve(p);
         }
         for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key, &mut self.hub.signing_key]

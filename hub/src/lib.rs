@@ -32,14 +32,15 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
-pub mod conn_limit;
 pub mod config;
+pub mod conn_limit;
 pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod freshness;
 pub mod ingest;
 pub mod metrics;
+pub mod privacy;
 pub mod quality;
 pub mod ratelimit;
 pub mod registry;
@@ -168,10 +169,27 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         return Ok(());
     };
     let metrics = Arc::new(metrics::Metrics::default());
+    // Personal-data declarations (issue 14): what the warehouse recorded, then each batch's.
+    let privacy_index = privacy::Index::default();
+    {
+        let (reader, index) = (Arc::clone(&reader), privacy_index.clone());
+        let mut datasets: Vec<String> = catalog.get().datasets.iter().map(|d| d.id.clone()).collect();
+        let loaded = tokio::task::spawn_blocking(move || {
+            datasets.extend(reader.status()?.datasets.into_iter().map(|d| d.dataset));
+            index.load(reader.as_ref(), &datasets)
+        })
+        .await;
+        if !matches!(loaded, Ok(Ok(()))) {
+            tracing::error!(
+                "cannot read the recorded personal-data declarations; they are recorded again from the next batches"
+            );
+        }
+    }
     let ctx = apply::ApplierContext {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&hooks.clock),
         catalog: catalog.clone(),
+        privacy: privacy_index.clone(),
     };
     let (applier, applier_thread) = apply::spawn_pool(writers, ctx).map_err(HubError::Thread)?;
 
@@ -231,6 +249,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
             clock: Arc::clone(&hooks.clock),
             agent_ca,
             refusal_budget: ingest::gate::refusal_budget(),
+            pseudonym_keys: config.privacy.key_file.clone(),
         },
         applier,
         metrics: Arc::clone(&metrics),
@@ -255,13 +274,15 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         timeout: limits.request_timeout,
     });
     let scheme = if tls_config.is_some() { "https" } else { "http" };
-    let open_data = api::opendata::OpenData::new(
+    let audit_sink = privacy::AuditSink { store: Arc::clone(&ingest.gate.store), clock: Arc::clone(&hooks.clock) };
+    let mut open_data = api::opendata::OpenData::new(
         Arc::clone(&status.reader),
         catalog.clone(),
         snapshot.clone(),
         scheme,
         Arc::clone(&metrics),
     );
+    open_data.privacy = Some((privacy_index.clone(), audit_sink.clone()));
     let dashboard = dashboard::Dashboard {
         snapshot: snapshot.clone(),
         catalog: catalog.clone(),
@@ -269,6 +290,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         auth: Arc::new(dashboard::auth::Auth::new(&config.dashboard, tls_config.is_some())),
         metrics: Arc::clone(&metrics),
         transports: ingest.transports.clone(),
+        privacy: Some((privacy_index, audit_sink)),
     };
     let quality_api = api::quality::QualityApi { reader: Arc::clone(&status.reader), catalog: catalog.clone() };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };

@@ -102,6 +102,7 @@ pub fn batch(agent: &str, dataset: &str, first: u64, last: u64) -> Batch {
         last_seq: last,
         created_at_ms: 0,
         schemas: vec![DatasetSchema {
+            privacy: Default::default(),
             dataset: dataset.into(),
             key: vec!["id".into()],
             columns: vec![

@@ -38,20 +38,23 @@ struct Position {
 }
 
 /// Runs one cursor pass over `source`.
-pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) -> Result<PollReport, DetectError> {
+/// `schema` is the source's; rows are encoded through `plan` (personal data, issue 14).
+pub fn pass(
+    cap: &mut Capture,
+    source: &mut dyn Source,
+    schema: &DatasetSchema,
+    plan: &crate::privacy::Plan,
+) -> Result<PollReport, DetectError> {
     let dataset = cap.config.name.clone();
     let column = cap.config.cursor_column.clone().unwrap_or_default();
-    let cursor_idx = schema.columns.iter().position(|c| c.name == column).ok_or_else(|| SourceError::MissingColumn {
-        dataset: dataset.clone(),
-        role: "cursor",
-        column: column.clone(),
-        available: String::new(),
-    })?;
-    let stored = cap
-        .outbox
-        .dataset_state(&dataset)
-        .map_err(|e| cap.outbox_err(e))?
-        .and_then(|s| s.cursor_value);
+    let cursor_idx =
+        schema.columns.iter().position(|c| c.name == column).ok_or_else(|| SourceError::MissingColumn {
+            dataset: dataset.clone(),
+            role: "cursor",
+            column: column.clone(),
+            available: String::new(),
+        })?;
+    let stored = cap.outbox.dataset_state(&dataset).map_err(|e| cap.outbox_err(e))?.and_then(|s| s.cursor_value);
 
     let mut report = PollReport { null_cursor_rows: source.count_null(&column)?, ..PollReport::default() };
     if report.null_cursor_rows > 0 {
@@ -76,20 +79,24 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
         dirty: false,
         rows_in_chunk: 0,
     };
-    let mut enc = RowEncoder::new(schema);
+    let mut enc = RowEncoder::with_plan(schema, plan);
     let mut failure = None;
     let range = ScanRange::CursorFrom { column: &column, from: from.as_ref() };
-    source.scan(schema, range, &mut |row| match step(cap, &dataset, &mut pos, &mut enc, row, cursor_idx, &mut report) {
-        Ok(true) => ControlFlow::Continue(()),
-        Ok(false) => {
-            report.interrupted = true;
-            ControlFlow::Break(())
-        }
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
+    source.scan(
+        schema,
+        range,
+        &mut |row| match step(cap, &dataset, &mut pos, &mut enc, row, cursor_idx, &mut report) {
+            Ok(true) => ControlFlow::Continue(()),
+            Ok(false) => {
+                report.interrupted = true;
+                ControlFlow::Break(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        },
+    )?;
     if let Some(e) = failure {
         return Err(e);
     }

@@ -226,6 +226,8 @@ pub struct ApplierContext {
     pub clock: Arc<dyn Clock>,
     /// For each dataset's `freshness_field`.
     pub catalog: CatalogHandle,
+    /// Personal-data declarations the batches carry (issue 14).
+    pub privacy: crate::privacy::Index,
 }
 
 /// Starts the writer thread. Join the returned handle after dropping every [`ApplierHandle`] to
@@ -349,6 +351,7 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
                     if let Ok(applied) = &result
                         && !applied.duplicate
                     {
+                        crate::privacy::record(wh, &ctx.privacy, &batch.schemas)?;
                         let (rows, through) = (applied.changes, applied.applied_through);
                         audit.push(crate::audit::Entry::batch_applied(batch, digest, rows, through, at_ms));
                     }

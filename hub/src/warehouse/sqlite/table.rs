@@ -151,15 +151,26 @@ mod tests {
     }
 
     fn schema(key: &[&str], cols: Vec<Column>) -> DatasetSchema {
-        DatasetSchema { dataset: "ho_so".into(), key: key.iter().map(|k| k.to_string()).collect(), columns: cols }
+        DatasetSchema {
+            privacy: Default::default(),
+            dataset: "ho_so".into(),
+            key: key.iter().map(|k| k.to_string()).collect(),
+            columns: cols,
+        }
     }
 
     #[test]
     fn new_columns_are_added_and_key_changes_refused() {
-        let table = TableInfo { key: vec!["id".into()], columns: vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)] };
+        let table = TableInfo {
+            key: vec!["id".into()],
+            columns: vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)],
+        };
         let same = plan_evolution(&table, &schema(&["id"], table.columns.clone())).expect("same");
         assert_eq!(same, Evolution { add: vec![], columns: None });
-        let wider = schema(&["id"], vec![col("id", ColumnType::Int), col("TEN", ColumnType::Text), col("x", ColumnType::Float)]);
+        let wider = schema(
+            &["id"],
+            vec![col("id", ColumnType::Int), col("TEN", ColumnType::Text), col("x", ColumnType::Float)],
+        );
         let ev = plan_evolution(&table, &wider).expect("wider");
         assert_eq!(ev.add, vec![col("x", ColumnType::Float)]);
         assert_eq!(ev.columns.map(|c| c.len()), Some(3));

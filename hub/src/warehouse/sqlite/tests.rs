@@ -9,13 +9,20 @@ use super::*;
 const NOW: &str = "2025-01-01T00:00:00.000Z";
 
 fn schema(key: &str, extra: &[&str]) -> DatasetSchema {
-    let mut columns = vec![Column { name: "id".into(), ty: ColumnType::Int }, Column { name: "ten".into(), ty: ColumnType::Text }];
+    let mut columns =
+        vec![Column { name: "id".into(), ty: ColumnType::Int }, Column { name: "ten".into(), ty: ColumnType::Text }];
     columns.extend(extra.iter().map(|c| Column { name: c.to_string(), ty: ColumnType::Decimal }));
-    DatasetSchema { dataset: "ho_so".into(), key: vec![key.into()], columns }
+    DatasetSchema { privacy: Default::default(), dataset: "ho_so".into(), key: vec![key.into()], columns }
 }
 
 fn upsert(seq: u64, id: i64, ten: &str) -> Change {
-    Change { seq, dataset: "ho_so".into(), op: Op::Upsert, key: None, row: json!({"id": id, "ten": ten}).as_object().cloned() }
+    Change {
+        seq,
+        dataset: "ho_so".into(),
+        op: Op::Upsert,
+        key: None,
+        row: json!({"id": id, "ten": ten}).as_object().cloned(),
+    }
 }
 
 fn delete(seq: u64, id: i64) -> Change {
