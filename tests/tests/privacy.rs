@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kho_shared::pseudonym::PseudonymKey;
+use kho_tests::pgwh::PgWarehouse;
 use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, HubProc, wait_for};
 use kho_tests::security::{ENROLLED_HTTPS, add_agent, audit_rows};
 use serde_json::Value;
@@ -244,7 +245,7 @@ fn protected_values_never_leave_the_agent_and_tokens_join_across_departments() {
     let a = AgentSpec { id: "dan-cu".into(), token: "tok-dan-cu".into(), datasets: vec!["cong_dan".into()] };
     let b =
         AgentSpec { id: "y-te".into(), token: "tok-y-te".into(), datasets: vec!["kham_benh".into(), "lien_he".into()] };
-    let extra = "\n[catalog]\npath = \"catalog.toml\"\n\n[privacy]\nkey_file = \"pseudonym.keys\"\n";
+    let extra = "\n[catalog]\npath = \"catalog.toml\"\n\n[privacy]\nkey_file = \"pseudonym.keys\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n\n[dashboard]\npublic_view = true\n";
     let hub = HubProc::start_with(&hub_dir, &[a.clone(), b.clone()], extra);
 
     // Two departments, each with the province key in a file (not enrolled: the file option).
@@ -318,8 +319,13 @@ fn protected_values_never_leave_the_agent_and_tokens_join_across_departments() {
     // refused publication below), so only agent A's outbox is searched for them.
     assert_absent(&database_files(&agent_a.outbox()), &people.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
     assert!(contains(&database_files(&agent_b.outbox()), &people[0].name) || contains(&wh_files, &people[0].name));
-    // The searches can find what is there: the tokens are in the warehouse.
-    assert!(contains(&wh_files, &key.token(&people[0].cccd)), "positive control failed");
+    // The searches can find what is there: the tokens are in the warehouse and in the outbox (the
+    // snapshot state keeps each row's key).
+    assert!(contains(&wh_files, &key.token(&people[0].cccd)), "positive control failed (warehouse)");
+    assert!(
+        contains(&database_files(&agent_a.outbox()), &key.token(&people[0].cccd)),
+        "positive control failed (outbox)"
+    );
     let secrets = [KEY_V1[3..].to_string()];
     let log_files: Vec<PathBuf> =
         [hub_dir.join("hub.log"), dir_a.join("agent.log"), dir_b.join("agent.log")].into_iter().collect();
@@ -351,6 +357,16 @@ fn protected_values_never_leave_the_agent_and_tokens_join_across_departments() {
     let audited: Vec<_> = audit_rows(&hub).into_iter().filter(|r| r.0 == "sensitive_read").collect();
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert!(audited[0].2.contains("kham_benh") && audited[0].2.contains("datastore_search"), "{audited:?}");
+    // The dashboard's dataset page shows the classes the dataset holds.
+    let page = |id: &str| get(&rt, &client, format!("{base}/ui/datasets/{id}"));
+    wait_for(TIMEOUT, "the dataset page", || hub.log_tail(), || page("kham_benh").0 == 200);
+    let (_, html) = page("kham_benh");
+    assert!(
+        html.contains("data-classes=\"personal sensitive\"") && html.contains("chan_doan (pseudonymise)"),
+        "{html}"
+    );
+    let (_, html) = page("cong_dan");
+    assert!(html.contains("data-classes=\"personal public\"") && !html.contains("ho_ten ("), "{html}");
     let meta = rows(&wh, "SELECT value FROM _kho_meta WHERE key = 'privacy.columns:kham_benh'");
     assert!(meta.first().is_some_and(|r| r[0].as_str().unwrap_or("").contains("sensitive")), "{meta:?}");
 
@@ -456,4 +472,52 @@ fn the_key_comes_with_enrollment_and_rotates_into_a_new_version() {
     let logs = [hub_dir.join("hub.log"), agent.dir.join("agent.log")];
     assert_absent(&logs, &[KEY_V1[3..].to_string(), KEY_V2[3..].to_string()]);
     assert!(agent.stop());
+}
+
+/// PostgreSQL warehouse: tokens land as text, the declarations are recorded in the warehouse and
+/// still refuse publication after a hub restart with no agent sending (loaded at start).
+#[test]
+fn postgres_warehouse_keeps_the_declarations_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let people = citizens(10);
+    let src = tmp.path().join("dan_cu.sqlite");
+    source(&src, &people);
+    let pg = PgWarehouse::create();
+    let hub_dir = tmp.path().join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::write(hub_dir.join("catalog.toml"), CATALOG).unwrap();
+    let spec =
+        AgentSpec { id: "y-te".into(), token: "tok-y-te".into(), datasets: vec!["cong_dan".into(), "lien_he".into()] };
+    let extra = "\n[catalog]\npath = \"catalog.toml\"\n";
+    let mut hub =
+        HubProc::start_with_warehouse(&hub_dir, std::slice::from_ref(&spec), &format!("{}{extra}", pg.hub_toml(1)));
+    let dir = tmp.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_key(&dir.join("pseudonym.key"), KEY_V1);
+    let src_toml = format!("[dataset.source]\nkind = \"sqlite\"\npath = \"{}\"\n", src.display());
+    let toml = format!("\n[privacy]\nkey_file = \"pseudonym.key\"\n{CONG_DAN}{src_toml}{LIEN_HE}{src_toml}");
+    let mut agent = AgentProc::start_with(&dir, &spec, &hub.url(), &hub.ca_path(), &toml, &AgentOptions::default());
+    let mut pg = pg;
+    wait_for(
+        TIMEOUT,
+        "both datasets in PostgreSQL",
+        || format!("{}\n{}", hub.log_tail(), agent.log_tail()),
+        || {
+            pg.ledger("y-te") > 0
+                && pg.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('cong_dan', 'lien_he')") == 2
+                && pg.count("SELECT count(*) FROM so_y_te.cong_dan WHERE so_cccd LIKE 'v1:%'") == people.len() as i64
+                && pg.count("SELECT count(*) FROM so_y_te.lien_he") == people.len() as i64
+        },
+    );
+    let key = PseudonymKey::parse(KEY_V1).unwrap();
+    let sql = format!("SELECT count(*) FROM so_y_te.cong_dan WHERE so_cccd = '{}'", key.token(&people[3].cccd));
+    assert_eq!(pg.count(&sql), 1);
+    assert!(agent.stop());
+    assert!(hub.stop());
+    hub.spawn();
+    let (rt, client) = http(&hub);
+    let (status, body) = get(&rt, &client, format!("{}/api/3/action/package_show?id=lien_he", hub.url()));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get(&rt, &client, format!("{}/api/3/action/package_show?id=cong_dan", hub.url()));
+    assert_eq!(status, 200, "{body}");
 }
