@@ -150,7 +150,15 @@ fn capture_only() {
     conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, ten TEXT, updated_at TEXT);").unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for id in 1..=rows {
-        tx.execute("INSERT INTO t VALUES (?1, ?2, ?3)", rusqlite::params![id, format!("Hồ sơ số {id} — công dân nộp trực tuyến, đã kiểm tra đủ thành phần “hợp lệ”"), format!("2026-01-01T00:00:00.{id:09}Z")]).unwrap();
+        tx.execute(
+            "INSERT INTO t VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                id,
+                format!("Hồ sơ số {id} — công dân nộp trực tuyến, đã kiểm tra đủ thành phần “hợp lệ”"),
+                format!("2026-01-01T00:00:00.{id:09}Z")
+            ],
+        )
+        .unwrap();
     }
     tx.commit().unwrap();
     for mode in [Mode::Cursor, Mode::Snapshot] {
@@ -174,6 +182,11 @@ fn capture_only() {
         let first = start.elapsed();
         let start = Instant::now();
         cap.poll().unwrap();
-        println!("{mode:?}: first poll {} rows {:.0} rows/s; idle poll {:?}", r.changes, rows as f64 / first.as_secs_f64(), start.elapsed());
+        println!(
+            "{mode:?}: first poll {} rows {:.0} rows/s; idle poll {:?}",
+            r.changes,
+            rows as f64 / first.as_secs_f64(),
+            start.elapsed()
+        );
     }
 }

@@ -189,7 +189,9 @@ impl Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
     Postgres(crate::source::remote::RemoteSourceConfig),
     Mysql(crate::source::remote::RemoteSourceConfig),
     Folder(crate::source::folder::FolderSourceConfig),
@@ -308,8 +310,8 @@ impl ConfigError {
 impl AgentConfig {
     /// Reads, parses, validates and resolves the configuration file at `path`.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let config = AgentConfig::from_toml_str(&text, &base, &path.display().to_string())?;
@@ -354,7 +356,10 @@ impl AgentConfig {
             (TransportKind::Https, Some(("https", rest))) if !rest.is_empty() => {}
             (TransportKind::Https, Some(("http", rest))) if !rest.is_empty() => {
                 if !self.hub.insecure_dev {
-                    bad("hub.url", "http:// is refused; use https:// (or set hub.insecure_dev = true for development)".into());
+                    bad(
+                        "hub.url",
+                        "http:// is refused; use https:// (or set hub.insecure_dev = true for development)".into(),
+                    );
                 }
             }
             (TransportKind::Https, _) => bad("hub.url", format!("{:?} is not an https:// URL", self.hub.url)),
@@ -371,7 +376,10 @@ impl AgentConfig {
         let mqtt_only = [("hub.client_key", self.hub.client_key.is_some())];
         if self.hub.transport == TransportKind::Mqtt {
             if self.hub.ca_cert.is_none() {
-                bad("hub.ca_cert", "required with transport = \"mqtt\" (the CA that signed the broker's certificate)".into());
+                bad(
+                    "hub.ca_cert",
+                    "required with transport = \"mqtt\" (the CA that signed the broker's certificate)".into(),
+                );
             }
             let key = self.hub.client_key.is_some() || self.hub.signing_key.is_some();
             if self.hub.client_key.is_some() && self.hub.client_cert.is_none() {
@@ -463,9 +471,7 @@ impl AgentConfig {
                 ),
                 (Mode::Cursor, None) => bad(&f("cursor_column"), "required when mode = \"cursor\"".into()),
                 (Mode::Cursor, Some(c)) if c.trim().is_empty() => bad(&f("cursor_column"), "must not be empty".into()),
-                (Mode::Snapshot, Some(_)) => {
-                    bad(&f("cursor_column"), "only allowed when mode = \"cursor\"".into())
-                }
+                (Mode::Snapshot, Some(_)) => bad(&f("cursor_column"), "only allowed when mode = \"cursor\"".into()),
                 _ => {}
             }
             if let Some(Err(e)) = d.schedule.as_deref().map(crate::schedule::CronSchedule::parse) {
@@ -567,8 +573,11 @@ impl AgentConfig {
             return Ok(t.clone());
         }
         let path = self.hub.token_file.clone().unwrap_or_default();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::TokenFile { origin: self.origin.clone(), path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::TokenFile {
+            origin: self.origin.clone(),
+            path: path.clone(),
+            source,
+        })?;
         let token = text.trim().to_string();
         if token.is_empty() {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidData, "file is empty");

@@ -72,10 +72,9 @@ fn valid_example_parses_and_resolves_paths() {
 
 #[test]
 fn defaults_apply_to_optional_sections() {
-    let text = VALID.replace("[outbox]\nmax_changes = 5000000\n", "").replace(
-        "[forward]\nbatch_max_changes = 5000\nbatch_max_bytes = 8388608\nlinger = \"200ms\"\n",
-        "",
-    );
+    let text = VALID
+        .replace("[outbox]\nmax_changes = 5000000\n", "")
+        .replace("[forward]\nbatch_max_changes = 5000\nbatch_max_bytes = 8388608\nlinger = \"200ms\"\n", "");
     let c = parse(&text).unwrap();
     assert_eq!(c.outbox.max_changes, DEFAULT_MAX_CHANGES);
     assert_eq!(c.forward.batch_max_changes, DEFAULT_BATCH_MAX_CHANGES);
@@ -102,10 +101,13 @@ fn unknown_field_is_named() {
     let e = parse(&VALID.replace("insecure_dev", "x").replace("token = \"secret\"", "token = \"secret\"\ntokn = 1"))
         .unwrap_err();
     assert!(e.to_string().contains("tokn"), "{e}");
-    let e = parse(&VALID.replace("kind = \"sqlite\"\npath = \"so_y_te.sqlite\"", "kind = \"sqlite\"\npath = \"a\"\nfile = \"b\""))
-        .unwrap_err();
+    let e = parse(
+        &VALID.replace("kind = \"sqlite\"\npath = \"so_y_te.sqlite\"", "kind = \"sqlite\"\npath = \"a\"\nfile = \"b\""),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("file"), "{e}");
-    let e = parse(&VALID.replace("kind = \"sqlite\"\npath = \"so_y_te.sqlite\"", "kind = \"oracle\"\npath = \"a\"")).unwrap_err();
+    let e = parse(&VALID.replace("kind = \"sqlite\"\npath = \"so_y_te.sqlite\"", "kind = \"oracle\"\npath = \"a\""))
+        .unwrap_err();
     assert!(e.to_string().contains("oracle"), "{e}");
 }
 
@@ -228,19 +230,25 @@ fn postgres_and_mysql_sources_parse_and_resolve_paths() {
 
 #[test]
 fn network_source_problems_are_named() {
-    let text = format!("{VALID}{NETWORK_SOURCES}")
-        .replace("postgres://kho@db", "postgres://kho:hunter2@db")
-        .replace("password_env = \"KHO_MYSQL_PASSWORD\"", "password_env = \"X\"\npassword_file = \"y\"\nsslmode = \"disable\"\nssl_root_cert = \"z\"");
+    let text = format!("{VALID}{NETWORK_SOURCES}").replace("postgres://kho@db", "postgres://kho:hunter2@db").replace(
+        "password_env = \"KHO_MYSQL_PASSWORD\"",
+        "password_env = \"X\"\npassword_file = \"y\"\nsslmode = \"disable\"\nssl_root_cert = \"z\"",
+    );
     let e = parse(&text).unwrap_err();
     let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, ["dataset[2].source.url", "dataset[3].source.password_env", "dataset[3].source.ssl_root_cert"], "{e}");
+    assert_eq!(
+        fields,
+        ["dataset[2].source.url", "dataset[3].source.password_env", "dataset[3].source.ssl_root_cert"],
+        "{e}"
+    );
     assert!(!e.to_string().contains("hunter2"), "{e}");
-    let e = parse(&format!("{VALID}{NETWORK_SOURCES}").replace("sslmode = \"require\"", "sslmode = \"verify\"\nport = 1")).unwrap_err();
+    let e =
+        parse(&format!("{VALID}{NETWORK_SOURCES}").replace("sslmode = \"require\"", "sslmode = \"verify\"\nport = 1"))
+            .unwrap_err();
     assert!(e.to_string().contains("sslmode") || e.to_string().contains("port"), "{e}");
 }
 
-const HEAD: &str =
-    "[agent]\nid = \"a\"\ndata_dir = \"data\"\n[hub]\nurl = \"https://h\"\ntoken = \"t\"\n";
+const HEAD: &str = "[agent]\nid = \"a\"\ndata_dir = \"data\"\n[hub]\nurl = \"https://h\"\ntoken = \"t\"\n";
 
 #[test]
 fn folder_and_rest_sources_parse_with_defaults_and_resolve_paths() {
@@ -277,24 +285,14 @@ secret_file = \"api.token\"
 "
     );
     let c = parse(&text).unwrap();
-    let SourceConfig::Folder(f) = &c.datasets[0].source else {
-        panic!("folder")
-    };
+    let SourceConfig::Folder(f) = &c.datasets[0].source else { panic!("folder") };
     assert_eq!(f.path, Path::new("/etc/kho/drop"));
     assert_eq!(f.settle, crate::source::folder::DEFAULT_SETTLE);
     assert_eq!(f.types["so_tien"], kho_shared::types::ColumnType::Decimal);
-    let SourceConfig::Rest(r) = &c.datasets[1].source else {
-        panic!("rest")
-    };
-    assert_eq!(
-        r.auth.as_ref().unwrap().secret_file.as_deref(),
-        Some(Path::new("/etc/kho/api.token"))
-    );
+    let SourceConfig::Rest(r) = &c.datasets[1].source else { panic!("rest") };
+    assert_eq!(r.auth.as_ref().unwrap().secret_file.as_deref(), Some(Path::new("/etc/kho/api.token")));
     assert_eq!(r.max_pages, 1000);
-    assert!(
-        !format!("{c:?}").contains("secret_value"),
-        "config Debug holds only where the secret is"
-    );
+    assert!(!format!("{c:?}").contains("secret_value"), "config Debug holds only where the secret is");
 }
 
 #[test]

@@ -126,7 +126,8 @@ async fn supervise_forwarder<T: Transport>(
         };
         match opened {
             Ok(o) => {
-                let forwarder = Forwarder::new(o, Arc::clone(&transport), config.clone(), agent.clone(), Arc::clone(&notify));
+                let forwarder =
+                    Forwarder::new(o, Arc::clone(&transport), config.clone(), agent.clone(), Arc::clone(&notify));
                 match forwarder.run(cancel.clone()).await {
                     Ok(()) => return,
                     Err(e) => tracing::error!(
@@ -136,7 +137,9 @@ async fn supervise_forwarder<T: Transport>(
                     ),
                 }
             }
-            Err(e) => tracing::error!(error = %e, retry_in = ?RESTART_AFTER_PANIC, "cannot reopen the outbox for the forwarder"),
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?RESTART_AFTER_PANIC, "cannot reopen the outbox for the forwarder")
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

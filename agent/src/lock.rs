@@ -36,7 +36,8 @@ impl AgentLock {
         let path = data_dir.join("agent.lock");
         let io = |source: std::io::Error| LockError::Io { path: path.clone(), source };
         std::fs::create_dir_all(data_dir).map_err(io)?;
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
             if e == rustix::io::Errno::WOULDBLOCK {
                 let mut text = String::new();

@@ -17,7 +17,13 @@ use crate::detect::Capture;
 use crate::outbox::Outbox;
 
 /// Polls one dataset until `cancel` fires.
-pub async fn run(config: DatasetConfig, outbox_path: PathBuf, max_changes: u64, notify: Arc<Notify>, cancel: CancellationToken) {
+pub async fn run(
+    config: DatasetConfig,
+    outbox_path: PathBuf,
+    max_changes: u64,
+    notify: Arc<Notify>,
+    cancel: CancellationToken,
+) {
     let dataset = config.name.clone();
     let schedule = config.poll_schedule();
     let mut capture: Option<Capture> = None;
@@ -41,7 +47,8 @@ pub async fn run(config: DatasetConfig, outbox_path: PathBuf, max_changes: u64, 
                 Some(c) => c,
                 None => {
                     let outbox = Outbox::open(&path).map_err(|e| e.to_string())?;
-                    Capture::new(cfg, outbox, max_changes, token, Box::new(move || n.notify_one())).map_err(|e| e.to_string())?
+                    Capture::new(cfg, outbox, max_changes, token, Box::new(move || n.notify_one()))
+                        .map_err(|e| e.to_string())?
                 }
             };
             let result = cap.poll();

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AgentConfig, TransportKind};
 use crate::detect::{Capture, PollReport};
 use crate::forward::Forwarder;
+use crate::forward::Transport;
 use crate::forward::https::HttpsTransport;
 use crate::forward::mqtt::MqttTransport;
-use crate::forward::Transport;
 use crate::lock::AgentLock;
 use crate::outbox::{Outbox, now_ms};
 use crate::{AgentError, heartbeat};
@@ -120,7 +120,8 @@ async fn sync_once_with<T: Transport>(
         config.datasets.iter().filter(|d| selected.is_empty() || selected.contains(&d.name)).cloned().collect();
     let mut captures = tokio::task::JoinSet::new();
     for d in chosen {
-        let (path, n, cancel, max) = (path.clone(), Arc::clone(&notify), shutdown.child_token(), config.outbox.max_changes);
+        let (path, n, cancel, max) =
+            (path.clone(), Arc::clone(&notify), shutdown.child_token(), config.outbox.max_changes);
         captures.spawn_blocking(move || {
             let name = d.name.clone();
             let result = Outbox::open(&path)

@@ -52,17 +52,29 @@ async fn initial_sync_throughput() {
         let t = Instant::now();
         let changes = (first..=last)
             .map(|id| {
-                upsert(id, "ho_so", json!({
-                    "id": id, "ma_ho_so": format!("000.00.17.H52-240312-{id:06}"),
-                    "linh_vuc": "Cấp giấy phép hoạt động khám bệnh, chữa bệnh",
-                    "don_vi": "Trung tâm Y tế huyện Mộc Châu", "trang_thai": "Đang xử lý",
-                    "ngay_nhan": "2024-03-12", "ngay_hen_tra": "2024-03-27", "so_tien": "1500000",
-                    "ghi_chu": "Hồ sơ nộp trực tuyến qua Cổng Dịch vụ công quốc gia",
-                    "updated_at": "2024-03-12T08:15:30.123Z"
-                }))
+                upsert(
+                    id,
+                    "ho_so",
+                    json!({
+                        "id": id, "ma_ho_so": format!("000.00.17.H52-240312-{id:06}"),
+                        "linh_vuc": "Cấp giấy phép hoạt động khám bệnh, chữa bệnh",
+                        "don_vi": "Trung tâm Y tế huyện Mộc Châu", "trang_thai": "Đang xử lý",
+                        "ngay_nhan": "2024-03-12", "ngay_hen_tra": "2024-03-27", "so_tien": "1500000",
+                        "ghi_chu": "Hồ sơ nộp trực tuyến qua Cổng Dịch vụ công quốc gia",
+                        "updated_at": "2024-03-12T08:15:30.123Z"
+                    }),
+                )
             })
             .collect();
-        let batch = Batch { v: 1, agent: "so-y-te-01".into(), first_seq: first, last_seq: last, created_at_ms: 0, schemas: vec![schema()], changes };
+        let batch = Batch {
+            v: 1,
+            agent: "so-y-te-01".into(),
+            first_seq: first,
+            last_seq: last,
+            created_at_ms: 0,
+            schemas: vec![schema()],
+            changes,
+        };
         let encoded = kho_shared::codec::encode(&batch).expect("encode");
         encode_time += t.elapsed();
         let (status, body) = hub.post_raw(Some(TOKEN_A), encoded.body, Some(&encoded.digest_hex)).await;

@@ -110,7 +110,16 @@ pub fn list(config: &HubConfig, store: &mut dyn AgentStore) -> Result<String, Ad
     let agents = store.list()?;
     let mut out = format!(
         "{:<24} {:<16} {:<9} {:<24} {:<10} {:<9} {:<24} {:>8}  {:<24} {}\n",
-        "AGENT", "DEPARTMENT", "STATE", "ENROLLED", "VERSION", "TRANSPORT", "LAST SEEN", "BACKLOG", "DATASETS", "LAST ERROR"
+        "AGENT",
+        "DEPARTMENT",
+        "STATE",
+        "ENROLLED",
+        "VERSION",
+        "TRANSPORT",
+        "LAST SEEN",
+        "BACKLOG",
+        "DATASETS",
+        "LAST ERROR"
     );
     for a in &agents {
         let state = match a.state() {

@@ -93,9 +93,10 @@ impl From<ApplyError> for ApiError {
                 ApiError::new(ErrorCode::SchemaConflict, format!("dataset {dataset}: {problem}"))
             }
             ApplyError::Warehouse(other) => ApiError::new(ErrorCode::Internal, other.to_string()),
-            ApplyError::Transaction(msg) => {
-                ApiError { logged: true, ..ApiError::new(ErrorCode::Internal, format!("warehouse transaction failed: {msg}")) }
-            }
+            ApplyError::Transaction(msg) => ApiError {
+                logged: true,
+                ..ApiError::new(ErrorCode::Internal, format!("warehouse transaction failed: {msg}"))
+            },
             ApplyError::Stopped => ApiError::new(ErrorCode::Unavailable, "the hub is shutting down"),
         }
     }

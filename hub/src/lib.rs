@@ -152,7 +152,9 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     let agent_ca = Arc::new(agent_ca::AgentCa::ensure(&data_dir.join("tls"))?);
     let client_ca = Some(agent_ca.ca_path.as_path());
     let tls_config = if config.hub.insecure_dev_http {
-        tracing::warn!("insecure_dev_http: serving PLAIN HTTP; tokens and data cross the network unencrypted. Development only!");
+        tracing::warn!(
+            "insecure_dev_http: serving PLAIN HTTP; tokens and data cross the network unencrypted. Development only!"
+        );
         None
     } else if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         Some(tls::server_config_with_clients(cert, key, client_ca)?)

@@ -150,7 +150,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         std::io::stdin().read_line(&mut password).context("cannot read the password from stdin")?;
         let password = password.trim_end_matches(['\r', '\n']);
         anyhow::ensure!(!password.is_empty(), "the password is empty");
-        let hash = kho_hub::dashboard::auth::hash_password(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+        let hash = kho_hub::dashboard::auth::hash_password(password)
+            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
         println!("{hash}");
         return Ok(());
     }
@@ -178,7 +179,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let opts = kho_hub::demo::DemoOptions { dir, rows, port, live, fresh };
                 kho_hub::demo::run(opts, shutdown).await?;
             }
-            Command::Run | Command::Check | Command::HashPassword | Command::Status { .. } | Command::Agent { .. } | Command::Audit { .. } => {
+            Command::Run
+            | Command::Check
+            | Command::HashPassword
+            | Command::Status { .. }
+            | Command::Agent { .. }
+            | Command::Audit { .. } => {
                 let mut config = kho_hub::HubConfig::load(&cli.config)?;
                 config.hub.insecure_dev_http |= cli.insecure_dev_http;
                 kho_hub::run_with(config, hooks, shutdown).await?;
@@ -217,7 +223,8 @@ async fn status(
     let (url, ca) = match url {
         Some(url) => (url, ca),
         None => {
-            let config = kho_hub::HubConfig::load(config_path).context("no --url given, and the config cannot be read")?;
+            let config =
+                kho_hub::HubConfig::load(config_path).context("no --url given, and the config cannot be read")?;
             let scheme = if config.hub.insecure_dev_http { "http" } else { "https" };
             let default_ca = config.hub.data_dir.join("tls/ca.pem");
             (format!("{scheme}://{}", config.hub.listen), ca.or(default_ca.exists().then_some(default_ca)))

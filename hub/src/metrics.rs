@@ -163,24 +163,88 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };
-        counter("kho_hub_batches_accepted_total", "Batches applied (fully or their new part).", self.batches_accepted.load(Relaxed));
-        counter("kho_hub_batches_duplicate_total", "Batches already applied, acknowledged again.", self.batches_duplicate.load(Relaxed));
-        counter("kho_hub_changes_applied_total", "Changes written to the warehouse.", self.changes_applied.load(Relaxed));
-        counter("kho_hub_bytes_received_total", "Request body bytes received (compressed).", self.bytes_received.load(Relaxed));
+        counter(
+            "kho_hub_batches_accepted_total",
+            "Batches applied (fully or their new part).",
+            self.batches_accepted.load(Relaxed),
+        );
+        counter(
+            "kho_hub_batches_duplicate_total",
+            "Batches already applied, acknowledged again.",
+            self.batches_duplicate.load(Relaxed),
+        );
+        counter(
+            "kho_hub_changes_applied_total",
+            "Changes written to the warehouse.",
+            self.changes_applied.load(Relaxed),
+        );
+        counter(
+            "kho_hub_bytes_received_total",
+            "Request body bytes received (compressed).",
+            self.bytes_received.load(Relaxed),
+        );
         counter("kho_hub_heartbeats_total", "Heartbeats stored.", self.heartbeats.load(Relaxed));
-        counter("kho_hub_commit_groups_total", "Warehouse transactions committed by the applier.", self.commit_groups.load(Relaxed));
-        counter("kho_hub_catalog_reloads_total", "Catalogue files loaded after start.", self.catalog_reloads.load(Relaxed));
-        counter("kho_hub_catalog_reload_failures_total", "New catalogue files refused (the old one stayed).", self.catalog_reload_failures.load(Relaxed));
+        counter(
+            "kho_hub_commit_groups_total",
+            "Warehouse transactions committed by the applier.",
+            self.commit_groups.load(Relaxed),
+        );
+        counter(
+            "kho_hub_catalog_reloads_total",
+            "Catalogue files loaded after start.",
+            self.catalog_reloads.load(Relaxed),
+        );
+        counter(
+            "kho_hub_catalog_reload_failures_total",
+            "New catalogue files refused (the old one stayed).",
+            self.catalog_reload_failures.load(Relaxed),
+        );
         counter("kho_hub_alerts_sent_total", "Alerts delivered to the webhook.", self.alerts_sent.load(Relaxed));
-        counter("kho_hub_alerts_failed_total", "Webhook delivery attempts that failed (retried).", self.alerts_failed.load(Relaxed));
-        counter("kho_hub_alerts_dropped_total", "Alerts dropped because the alert queue was full.", self.alerts_dropped.load(Relaxed));
-        counter("kho_hub_mqtt_messages_total", "Messages received from the MQTT broker (batches and heartbeats).", self.mqtt_messages.load(Relaxed));
-        counter("kho_hub_mqtt_connection_failures_total", "MQTT connection attempts or connections that failed (retried).", self.mqtt_connection_failures.load(Relaxed));
-        counter("kho_hub_open_data_requests_total", "Open-data API requests and downloads answered.", self.open_data_requests.load(Relaxed));
-        counter("kho_hub_open_data_refused_total", "Open-data API requests refused (not found, invalid, busy, failed).", self.open_data_refused.load(Relaxed));
-        counter("kho_hub_open_data_rows_total", "Rows served by datastore_search and downloads.", self.open_data_rows.load(Relaxed));
-        counter("kho_hub_dashboard_logins_total", "Operator logins to the dashboard.", self.dashboard_logins.load(Relaxed));
-        counter("kho_hub_dashboard_login_failures_total", "Refused dashboard logins (wrong name, password or form token).", self.dashboard_login_failures.load(Relaxed));
+        counter(
+            "kho_hub_alerts_failed_total",
+            "Webhook delivery attempts that failed (retried).",
+            self.alerts_failed.load(Relaxed),
+        );
+        counter(
+            "kho_hub_alerts_dropped_total",
+            "Alerts dropped because the alert queue was full.",
+            self.alerts_dropped.load(Relaxed),
+        );
+        counter(
+            "kho_hub_mqtt_messages_total",
+            "Messages received from the MQTT broker (batches and heartbeats).",
+            self.mqtt_messages.load(Relaxed),
+        );
+        counter(
+            "kho_hub_mqtt_connection_failures_total",
+            "MQTT connection attempts or connections that failed (retried).",
+            self.mqtt_connection_failures.load(Relaxed),
+        );
+        counter(
+            "kho_hub_open_data_requests_total",
+            "Open-data API requests and downloads answered.",
+            self.open_data_requests.load(Relaxed),
+        );
+        counter(
+            "kho_hub_open_data_refused_total",
+            "Open-data API requests refused (not found, invalid, busy, failed).",
+            self.open_data_refused.load(Relaxed),
+        );
+        counter(
+            "kho_hub_open_data_rows_total",
+            "Rows served by datastore_search and downloads.",
+            self.open_data_rows.load(Relaxed),
+        );
+        counter(
+            "kho_hub_dashboard_logins_total",
+            "Operator logins to the dashboard.",
+            self.dashboard_logins.load(Relaxed),
+        );
+        counter(
+            "kho_hub_dashboard_login_failures_total",
+            "Refused dashboard logins (wrong name, password or form token).",
+            self.dashboard_login_failures.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP kho_hub_batches_refused_total Requests refused, by error code.");
         let _ = writeln!(out, "# TYPE kho_hub_batches_refused_total counter");
         for (code, n) in self.refused.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -192,18 +256,28 @@ impl Metrics {
             let _ = writeln!(out, "kho_hub_agent_applied_seq{{agent=\"{}\"}} {seq}", escape_label(agent));
         }
         let sum = self.apply_latency_micros_sum.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "# HELP kho_hub_apply_latency_seconds Time from a batch entering the apply queue to its commit.");
+        let _ = writeln!(
+            out,
+            "# HELP kho_hub_apply_latency_seconds Time from a batch entering the apply queue to its commit."
+        );
         let _ = writeln!(out, "# TYPE kho_hub_apply_latency_seconds summary");
         let _ = writeln!(out, "kho_hub_apply_latency_seconds_sum {sum}");
         let _ = writeln!(out, "kho_hub_apply_latency_seconds_count {}", self.apply_latency_count.load(Relaxed));
         {
             let q = self.quality.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(out, "# HELP kho_hub_quality_rows_checked_total Rows checked against data-quality rules, per dataset.");
+            let _ = writeln!(
+                out,
+                "# HELP kho_hub_quality_rows_checked_total Rows checked against data-quality rules, per dataset."
+            );
             let _ = writeln!(out, "# TYPE kho_hub_quality_rows_checked_total counter");
             for (dataset, n) in &q.checked {
-                let _ = writeln!(out, "kho_hub_quality_rows_checked_total{{dataset=\"{}\"}} {n}", escape_label(dataset));
+                let _ =
+                    writeln!(out, "kho_hub_quality_rows_checked_total{{dataset=\"{}\"}} {n}", escape_label(dataset));
             }
-            let _ = writeln!(out, "# HELP kho_hub_quality_violations_total Rule violations found at ingest, per dataset, rule and policy.");
+            let _ = writeln!(
+                out,
+                "# HELP kho_hub_quality_violations_total Rule violations found at ingest, per dataset, rule and policy."
+            );
             let _ = writeln!(out, "# TYPE kho_hub_quality_violations_total counter");
             for ((dataset, rule, policy), n) in &q.violations {
                 let policy = match policy {
@@ -211,9 +285,15 @@ impl Metrics {
                     crate::quality::Policy::Reject => "reject",
                 };
                 let (dataset, rule) = (escape_label(dataset), escape_label(rule));
-                let _ = writeln!(out, "kho_hub_quality_violations_total{{dataset=\"{dataset}\",rule=\"{rule}\",policy=\"{policy}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "kho_hub_quality_violations_total{{dataset=\"{dataset}\",rule=\"{rule}\",policy=\"{policy}\"}} {n}"
+                );
             }
-            let _ = writeln!(out, "# HELP kho_hub_quality_quarantined_total Rows held in quarantine by reject rules, per dataset.");
+            let _ = writeln!(
+                out,
+                "# HELP kho_hub_quality_quarantined_total Rows held in quarantine by reject rules, per dataset."
+            );
             let _ = writeln!(out, "# TYPE kho_hub_quality_quarantined_total counter");
             for (dataset, n) in &q.quarantined {
                 let _ = writeln!(out, "kho_hub_quality_quarantined_total{{dataset=\"{}\"}} {n}", escape_label(dataset));
@@ -228,14 +308,23 @@ impl Metrics {
 fn freshness_gauges(s: &crate::freshness::Snapshot) -> String {
     use kho_shared::freshness::Status;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP kho_hub_dataset_staleness_seconds Seconds since the dataset was last known current (latest change or confirmed sync).");
+    let _ = writeln!(
+        out,
+        "# HELP kho_hub_dataset_staleness_seconds Seconds since the dataset was last known current (latest change or confirmed sync)."
+    );
     let _ = writeln!(out, "# TYPE kho_hub_dataset_staleness_seconds gauge");
     for d in &s.datasets {
         if let Some(age) = d.freshness.as_ref().and_then(|f| f.age_s) {
-            let _ = writeln!(out, "kho_hub_dataset_staleness_seconds{{dataset=\"{}\",department=\"{}\"}} {age}", escape_label(&d.dataset), escape_label(&d.department));
+            let _ = writeln!(
+                out,
+                "kho_hub_dataset_staleness_seconds{{dataset=\"{}\",department=\"{}\"}} {age}",
+                escape_label(&d.dataset),
+                escape_label(&d.department)
+            );
         }
     }
-    let _ = writeln!(out, "# HELP kho_hub_dataset_status 1 for the dataset's current freshness status, 0 for the others.");
+    let _ =
+        writeln!(out, "# HELP kho_hub_dataset_status 1 for the dataset's current freshness status, 0 for the others.");
     let _ = writeln!(out, "# TYPE kho_hub_dataset_status gauge");
     for d in &s.datasets {
         let Some(f) = &d.freshness else { continue };
@@ -243,18 +332,32 @@ fn freshness_gauges(s: &crate::freshness::Snapshot) -> String {
             let _ = writeln!(
                 out,
                 "kho_hub_dataset_status{{dataset=\"{}\",department=\"{}\",status=\"{}\"}} {}",
-                escape_label(&d.dataset), escape_label(&d.department), st.as_str(), u8::from(f.status == st)
+                escape_label(&d.dataset),
+                escape_label(&d.department),
+                st.as_str(),
+                u8::from(f.status == st)
             );
         }
     }
-    let _ = writeln!(out, "# HELP kho_hub_agent_last_seen_timestamp_seconds Unix time of the agent's last heartbeat or applied batch.");
+    let _ = writeln!(
+        out,
+        "# HELP kho_hub_agent_last_seen_timestamp_seconds Unix time of the agent's last heartbeat or applied batch."
+    );
     let _ = writeln!(out, "# TYPE kho_hub_agent_last_seen_timestamp_seconds gauge");
     for a in &s.agents {
         if let Some(t) = a.last_seen_at {
-            let _ = writeln!(out, "kho_hub_agent_last_seen_timestamp_seconds{{agent=\"{}\"}} {}", escape_label(&a.agent), t.as_second());
+            let _ = writeln!(
+                out,
+                "kho_hub_agent_last_seen_timestamp_seconds{{agent=\"{}\"}} {}",
+                escape_label(&a.agent),
+                t.as_second()
+            );
         }
     }
-    let _ = writeln!(out, "# HELP kho_hub_agent_offline 1 when the agent is out of contact longer than agent_offline_after.");
+    let _ = writeln!(
+        out,
+        "# HELP kho_hub_agent_offline 1 when the agent is out of contact longer than agent_offline_after."
+    );
     let _ = writeln!(out, "# TYPE kho_hub_agent_offline gauge");
     for a in &s.agents {
         let _ = writeln!(out, "kho_hub_agent_offline{{agent=\"{}\"}} {}", escape_label(&a.agent), u8::from(a.offline));

@@ -72,7 +72,8 @@ pub fn ensure_self_signed(tls_dir: &Path, extra_names: &[String]) -> Result<Self
         move |source| TlsError::Io { path, source }
     };
     fs::create_dir_all(tls_dir).map_err(io(tls_dir))?;
-    let paths = SelfSigned { ca: tls_dir.join("ca.pem"), cert: tls_dir.join("hub-cert.pem"), key: tls_dir.join("hub-key.pem") };
+    let paths =
+        SelfSigned { ca: tls_dir.join("ca.pem"), cert: tls_dir.join("hub-cert.pem"), key: tls_dir.join("hub-key.pem") };
     let ca_key_path = tls_dir.join("ca-key.pem");
     let names_path = tls_dir.join("hub-names.txt");
 

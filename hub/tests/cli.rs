@@ -20,7 +20,10 @@ fn bad_config_exits_non_zero_naming_the_fields() {
     }
     assert!(!dir.path().join("data").exists(), "nothing written for a bad config");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_kho-hub")).args(["--config", "/nonexistent/hub.toml", "check"]).output().expect("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_kho-hub"))
+        .args(["--config", "/nonexistent/hub.toml", "check"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hub.toml"));
 }

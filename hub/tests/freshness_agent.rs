@@ -146,7 +146,8 @@ async fn real_agent_on_time_overdue_recovered_offline_and_back() {
     assert_eq!(hub.dataset("ho_so").await["status"], "on_time");
     assert_eq!(hub.json("/api/v1/scenarios/kb_y_te/readiness").await["state"], "ready");
     let card = hub.json("/api/v1/departments/so_y_te/scorecard").await;
-    let feb = card["datasets"][0]["periods"].as_array().unwrap().iter().find(|p| p["period"]["label"] == "2026-02").cloned();
+    let feb =
+        card["datasets"][0]["periods"].as_array().unwrap().iter().find(|p| p["period"]["label"] == "2026-02").cloned();
     assert_eq!(feb.map(|p| p["verdict"].clone()), Some("late".into()), "{card}");
 
     // The agent dies. Four days later (offline after 3) the hub says so, once.

@@ -14,10 +14,8 @@ async fn batch_over_https_is_applied_once_and_acked_again() {
     let (status, body) = hub.post(TOKEN_A, &batch).await;
     assert_eq!((status, &body), (200, &json!({"applied_through": 10})));
     assert_eq!(hub.rows("ho_so"), Some((10, 0)));
-    let applied_at: String = hub
-        .warehouse()
-        .query_row("SELECT _kho_applied_at FROM ho_so WHERE id = 3", [], |r| r.get(0))
-        .expect("row");
+    let applied_at: String =
+        hub.warehouse().query_row("SELECT _kho_applied_at FROM ho_so WHERE id = 3", [], |r| r.get(0)).expect("row");
 
     // Same batch again (a lost ack): same answer, nothing re-applied.
     let (status, body) = hub.post(TOKEN_A, &batch).await;

@@ -255,7 +255,13 @@ fn an_older_per_change_history_is_migrated_into_the_view() {
     assert_eq!(
         log,
         vec![
-            ("{\"id\": 1}".into(), "upsert".into(), Some("{\"id\": 1, \"so\": null, \"ten\": \"cũ\"}".into()), "a".into(), 1),
+            (
+                "{\"id\": 1}".into(),
+                "upsert".into(),
+                Some("{\"id\": 1, \"so\": null, \"ten\": \"cũ\"}".into()),
+                "a".into(),
+                1
+            ),
             ("{\"id\": 1}".into(), "delete".into(), None, "a".into(), 2),
             ("{\"id\": 2}".into(), "upsert".into(), Some("{\"id\": 2, \"ten\": \"mới\"}".into()), "a".into(), 3),
         ]

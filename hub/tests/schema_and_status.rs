@@ -62,7 +62,8 @@ async fn new_columns_are_added_and_key_changes_refused() {
 async fn deletes_are_soft_and_advance_the_ledger() {
     let hub = TestHub::start(false).await;
     assert_eq!(hub.post(TOKEN_A, &ho_so_batch("so-y-te-01", 1, 3)).await.0, 200);
-    let b = batch(4, ho_so_schema(), vec![delete(4, "ho_so", json!({"id": 2})), delete(5, "ho_so", json!({"id": 404}))]);
+    let b =
+        batch(4, ho_so_schema(), vec![delete(4, "ho_so", json!({"id": 2})), delete(5, "ho_so", json!({"id": 404}))]);
     let (status, body) = hub.post(TOKEN_A, &b).await;
     assert_eq!((status, &body), (200, &json!({"applied_through": 5})));
     assert_eq!(hub.rows("ho_so"), Some((2, 1)));
@@ -102,9 +103,23 @@ async fn status_shows_rows_and_last_contact_after_a_heartbeat() {
         }],
     };
     let url = format!("{}{HEARTBEAT_PATH}", hub.base);
-    let resp = hub.client.post(&url).bearer_auth(TOKEN_A).body(serde_json::to_vec(&hb).expect("json")).send().await.expect("heartbeat");
+    let resp = hub
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN_A)
+        .body(serde_json::to_vec(&hb).expect("json"))
+        .send()
+        .await
+        .expect("heartbeat");
     assert_eq!(resp.status().as_u16(), 200);
-    let resp = hub.client.post(&url).bearer_auth(TOKEN_B).body(serde_json::to_vec(&hb).expect("json")).send().await.expect("heartbeat");
+    let resp = hub
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN_B)
+        .body(serde_json::to_vec(&hb).expect("json"))
+        .send()
+        .await
+        .expect("heartbeat");
     assert_eq!(resp.status().as_u16(), 403, "a heartbeat for another agent");
     let resp = hub.client.post(&url).bearer_auth(TOKEN_A).body("{").send().await.expect("heartbeat");
     assert_eq!(resp.status().as_u16(), 400);

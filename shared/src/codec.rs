@@ -149,10 +149,7 @@ pub fn decompress_bounded(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecErr
     let decoder = zstd::stream::read::Decoder::new(body).map_err(|e| CodecError::Decompress(e.to_string()))?;
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    decoder
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(|e| CodecError::Decompress(e.to_string()))?;
+    decoder.take(cap).read_to_end(&mut out).map_err(|e| CodecError::Decompress(e.to_string()))?;
     if out.len() > limit {
         return Err(CodecError::TooLarge { limit });
     }
@@ -230,7 +227,9 @@ mod tests {
     fn decompression_is_bounded() {
         let bomb = compress(&vec![b' '; 10 << 20]).expect("compress");
         assert!(bomb.body.len() < 10_000, "zeros compress well");
-        assert!(matches!(decode(&bomb.body, &bomb.digest_hex, 1 << 20), Err(CodecError::TooLarge { limit }) if limit == 1 << 20));
+        assert!(
+            matches!(decode(&bomb.body, &bomb.digest_hex, 1 << 20), Err(CodecError::TooLarge { limit }) if limit == 1 << 20)
+        );
     }
 
     mod fuzz {

@@ -36,9 +36,6 @@ mod tests {
         let a = row_hash(r#"{"id":1,"ten":"Lò Văn Hùng"}"#.as_bytes());
         assert_eq!(a, row_hash(r#"{"id":1,"ten":"Lò Văn Hùng"}"#.as_bytes()));
         assert_ne!(a, row_hash(r#"{"id":1,"ten":"Lò Văn Hưng"}"#.as_bytes()));
-        assert_eq!(
-            hex::encode(key_hash(b"[1]")),
-            hex::encode(&Sha256::digest(b"[1]")[..16])
-        );
+        assert_eq!(hex::encode(key_hash(b"[1]")), hex::encode(&Sha256::digest(b"[1]")[..16]));
     }
 }

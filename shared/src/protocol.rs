@@ -370,10 +370,9 @@ impl Batch {
             if change.seq != want {
                 return Err(ProtocolError::SequenceOrder { index, got: change.seq, want });
             }
-            let schema = self.schema(&change.dataset).ok_or_else(|| ProtocolError::MissingSchema {
-                seq: change.seq,
-                dataset: change.dataset.clone(),
-            })?;
+            let schema = self
+                .schema(&change.dataset)
+                .ok_or_else(|| ProtocolError::MissingSchema { seq: change.seq, dataset: change.dataset.clone() })?;
             schema.check_change(change)?;
         }
         Ok(())
@@ -405,10 +404,8 @@ impl DatasetSchema {
             return Err(bad("no columns".into()));
         }
         for (i, c) in self.columns.iter().enumerate() {
-            ident::check_column_name(&c.name).map_err(|source| ProtocolError::ColumnName {
-                dataset: self.dataset.clone(),
-                source,
-            })?;
+            ident::check_column_name(&c.name)
+                .map_err(|source| ProtocolError::ColumnName { dataset: self.dataset.clone(), source })?;
             if self.columns[..i].iter().any(|o| o.name.eq_ignore_ascii_case(&c.name)) {
                 return Err(bad(format!("column {:?} declared twice", c.name)));
             }

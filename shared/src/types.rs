@@ -47,8 +47,14 @@ impl ColumnType {
         match base {
             "BOOL" | "BOOLEAN" | "BIT" => return ColumnType::Bool,
             "DATE" => return ColumnType::Date,
-            "DATETIME" | "TIMESTAMP" | "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE"
-            | "TIMESTAMP WITHOUT TIME ZONE" | "DATETIME2" | "DATETIMEOFFSET" | "SMALLDATETIME" => {
+            "DATETIME"
+            | "TIMESTAMP"
+            | "TIMESTAMPTZ"
+            | "TIMESTAMP WITH TIME ZONE"
+            | "TIMESTAMP WITHOUT TIME ZONE"
+            | "DATETIME2"
+            | "DATETIMEOFFSET"
+            | "SMALLDATETIME" => {
                 return ColumnType::Timestamp;
             }
             "JSON" | "JSONB" => return ColumnType::Json,

@@ -43,7 +43,16 @@ pub fn read_rows(db: &Path, table: &str, key: &str, columns: &[&str], filter: &s
 
 /// Columns of the sample `ho_so` table.
 pub const HO_SO_COLUMNS: &[&str] = &[
-    "id", "ma_ho_so", "linh_vuc", "don_vi", "trang_thai", "ngay_nhan", "ngay_hen_tra", "so_tien", "ghi_chu", "updated_at",
+    "id",
+    "ma_ho_so",
+    "linh_vuc",
+    "don_vi",
+    "trang_thai",
+    "ngay_nhan",
+    "ngay_hen_tra",
+    "so_tien",
+    "ghi_chu",
+    "updated_at",
 ];
 
 /// Differences between two row sets, with a few examples of each kind.

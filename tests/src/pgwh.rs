@@ -23,13 +23,12 @@ impl PgWarehouse {
     /// Creates the database; panics with a clear message when the server is missing.
     pub fn create() -> PgWarehouse {
         let name = format!("kho_t_{:016x}", fastrand::u64(..));
-        let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls)
-            .unwrap_or_else(|e| panic!("PostgreSQL (KHO_TEST_PG_ADMIN_URL or 127.0.0.1:5432, user postgres) is required: {e}"));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create database");
-        let client = postgres::Client::connect(&Self::url_of(&name), postgres::NoTls)
-            .expect("connect to the test database");
+        let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap_or_else(|e| {
+            panic!("PostgreSQL (KHO_TEST_PG_ADMIN_URL or 127.0.0.1:5432, user postgres) is required: {e}")
+        });
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        let client =
+            postgres::Client::connect(&Self::url_of(&name), postgres::NoTls).expect("connect to the test database");
         PgWarehouse { name, client }
     }
 
@@ -52,19 +51,13 @@ impl PgWarehouse {
 
     /// The hub's `[warehouse]` section body for this database.
     pub fn hub_toml(&self, writers: usize) -> String {
-        format!(
-            "kind = \"postgres\"\nurl = \"{}\"\nwriters = {writers}\n",
-            self.url()
-        )
+        format!("kind = \"postgres\"\nurl = \"{}\"\nwriters = {writers}\n", self.url())
     }
 
     /// Highest sequence applied for `agent` (0 if none yet or no ledger yet).
     pub fn ledger(&mut self, agent: &str) -> u64 {
         self.client
-            .query_opt(
-                "SELECT applied_seq FROM kho.ledger WHERE agent = $1",
-                &[&agent],
-            )
+            .query_opt("SELECT applied_seq FROM kho.ledger WHERE agent = $1", &[&agent])
             .ok()
             .flatten()
             .map_or(0, |r| r.get::<_, i64>(0).max(0) as u64)
@@ -72,10 +65,7 @@ impl PgWarehouse {
 
     /// Runs a query returning one bigint.
     pub fn count(&mut self, sql: &str) -> i64 {
-        self.client
-            .query_one(sql, &[])
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.client.query_one(sql, &[]).map(|r| r.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Rows of `schema.table` (every column cast to text), keyed by `key`, in the form of
@@ -91,22 +81,13 @@ impl PgWarehouse {
         let q = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
         let exists: bool = self
             .client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&format!("{}.{}", q(schema), q(table))],
-            )?
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{}.{}", q(schema), q(table))])?
             .get(0);
         if !exists {
             return Ok(Rows::new());
         }
         let cols: Vec<String> = columns.iter().map(|c| format!("{}::text", q(c))).collect();
-        let sql = format!(
-            "SELECT {}::text, {} FROM {}.{} {filter}",
-            q(key),
-            cols.join(", "),
-            q(schema),
-            q(table)
-        );
+        let sql = format!("SELECT {}::text, {} FROM {}.{} {filter}", q(key), cols.join(", "), q(schema), q(table));
         let mut out = Rows::new();
         for row in self.client.query(&sql, &[])? {
             let k: String = row.get(0);
@@ -131,26 +112,12 @@ impl PgWarehouse {
         let want = match read_rows(source, "ho_so", "id", HO_SO_COLUMNS, "") {
             Ok(rows) => rows,
             Err(e) => {
-                return Diff {
-                    missing: 1,
-                    examples: vec![e.to_string()],
-                    ..Diff::default()
-                };
+                return Diff { missing: 1, examples: vec![e.to_string()], ..Diff::default() };
             }
         };
-        match self.rows(
-            schema,
-            dataset,
-            "id",
-            HO_SO_COLUMNS,
-            "WHERE NOT _kho_deleted",
-        ) {
+        match self.rows(schema, dataset, "id", HO_SO_COLUMNS, "WHERE NOT _kho_deleted") {
             Ok(got) => diff(&want, &got),
-            Err(e) => Diff {
-                missing: 1,
-                examples: vec![e.to_string()],
-                ..Diff::default()
-            },
+            Err(e) => Diff { missing: 1, examples: vec![e.to_string()], ..Diff::default() },
         }
     }
 
@@ -163,11 +130,7 @@ impl PgWarehouse {
                 &[],
             )
             .expect("seq stats");
-        (
-            row.get::<_, i64>(0) as u64,
-            row.get::<_, i64>(1) as u64,
-            row.get::<_, i64>(2) as u64,
-        )
+        (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64, row.get::<_, i64>(2) as u64)
     }
 
     /// The connection, for test-specific checks.
@@ -179,10 +142,7 @@ impl PgWarehouse {
 impl Drop for PgWarehouse {
     fn drop(&mut self) {
         if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }

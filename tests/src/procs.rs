@@ -149,9 +149,12 @@ impl HubProc {
         self.child = Some(spawn_run("kho-hub", &self.config, &self.log));
         self.starts += 1;
         let port = self.port;
-        wait_for(Duration::from_secs(30), "hub to listen", || self.log_tail(), || {
-            addr_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_for(
+            Duration::from_secs(30),
+            "hub to listen",
+            || self.log_tail(),
+            || addr_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     /// SIGKILL, no chance to clean up.
@@ -179,7 +182,8 @@ impl HubProc {
 
     /// Highest sequence applied for `agent`, from the warehouse ledger (0 if none yet).
     pub fn ledger(&self, agent: &str) -> u64 {
-        let Ok(conn) = rusqlite::Connection::open_with_flags(self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let Ok(conn) =
+            rusqlite::Connection::open_with_flags(self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         else {
             return 0;
         };
@@ -274,7 +278,12 @@ pub struct AgentOptions {
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { batch_max_changes: 20_000, poll_interval: "200ms", max_outbox: 5_000_000, hub_extra: String::new() }
+        AgentOptions {
+            batch_max_changes: 20_000,
+            poll_interval: "200ms",
+            max_outbox: 5_000_000,
+            hub_extra: String::new(),
+        }
     }
 }
 
@@ -304,14 +313,28 @@ impl AgentProc {
 
     /// Writes `agent.toml` in `dir` with the given `[[dataset]]` sections (any source kind; see
     /// [`DatasetSpec::toml`]) and starts the agent.
-    pub fn start_with(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
+    pub fn start_with(
+        dir: &Path,
+        spec: &AgentSpec,
+        hub_url: &str,
+        ca: &Path,
+        datasets_toml: &str,
+        opts: &AgentOptions,
+    ) -> AgentProc {
         let mut agent = AgentProc::configure(dir, spec, hub_url, ca, datasets_toml, opts);
         agent.spawn();
         agent
     }
 
     /// Writes `agent.toml` in `dir` like [`AgentProc::start_with`] without starting the agent.
-    pub fn configure(dir: &Path, spec: &AgentSpec, hub_url: &str, ca: &Path, datasets_toml: &str, opts: &AgentOptions) -> AgentProc {
+    pub fn configure(
+        dir: &Path,
+        spec: &AgentSpec,
+        hub_url: &str,
+        ca: &Path,
+        datasets_toml: &str,
+        opts: &AgentOptions,
+    ) -> AgentProc {
         fs::create_dir_all(dir).expect("agent dir");
         // An empty token: the agent is enrolled, and `hub_extra` names its token_file and signing_key.
         let token = if spec.token.is_empty() { String::new() } else { format!("token = \"{}\"\n", spec.token) };
@@ -360,7 +383,12 @@ impl AgentProc {
 
     /// Runs `kho-agent --config <config> <args>` to completion.
     pub fn command(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin_path("kho-agent")).arg("--config").arg(&self.config).args(args).output().expect("run kho-agent")
+        Command::new(bin_path("kho-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run kho-agent")
     }
 
     /// `kho-agent status --json`, parsed.

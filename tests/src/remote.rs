@@ -40,25 +40,31 @@ impl RemoteDb {
     /// Connects and creates an empty `ho_so` table with a unique name.
     pub fn create(kind: Kind) -> RemoteDb {
         let url = match kind {
-            Kind::Postgres => std::env::var("KHO_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-            Kind::Mysql => std::env::var("KHO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
+            Kind::Postgres => {
+                std::env::var("KHO_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+            }
+            Kind::Mysql => {
+                std::env::var("KHO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+            }
         };
         let conn = match kind {
-            Kind::Postgres => Conn::Pg(Box::new(
-                postgres::Client::connect(&url, postgres::NoTls)
-                    .unwrap_or_else(|e| panic!("the PostgreSQL test server at {url} is required (.ci/run starts it): {e}")),
-            )),
+            Kind::Postgres => {
+                Conn::Pg(Box::new(postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+                    panic!("the PostgreSQL test server at {url} is required (.ci/run starts it): {e}")
+                })))
+            }
             Kind::Mysql => Conn::My(Box::new(
-                mysql::Opts::from_url(&url)
-                    .map_err(mysql::Error::from)
-                    .and_then(mysql::Conn::new)
-                    .unwrap_or_else(|e| panic!("the MariaDB test server at {url} is required (.ci/run starts it): {e}")),
+                mysql::Opts::from_url(&url).map_err(mysql::Error::from).and_then(mysql::Conn::new).unwrap_or_else(
+                    |e| panic!("the MariaDB test server at {url} is required (.ci/run starts it): {e}"),
+                ),
             )),
         };
         let table = format!("kho_e2e_{}_{}", std::process::id(), fastrand::u32(..));
         let mut db = RemoteDb { kind, url, table, conn, clock: 0 };
         let ddl = match kind {
-            Kind::Postgres => "CREATE TABLE {t} (id int PRIMARY KEY, ten varchar(200), so_tien numeric(18,2), sua_luc timestamp(6))",
+            Kind::Postgres => {
+                "CREATE TABLE {t} (id int PRIMARY KEY, ten varchar(200), so_tien numeric(18,2), sua_luc timestamp(6))"
+            }
             Kind::Mysql => {
                 "CREATE TABLE {t} (id INT PRIMARY KEY, ten VARCHAR(200), so_tien DECIMAL(18,2), sua_luc DATETIME(6)) CHARACTER SET utf8mb4"
             }
@@ -84,7 +90,14 @@ impl RemoteDb {
         self.clock += 1;
         let us = self.clock * 1_007;
         let s = us / 1_000_000;
-        format!("2026-01-{:02} {:02}:{:02}:{:02}.{:06}", 1 + s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60, us % 1_000_000)
+        format!(
+            "2026-01-{:02} {:02}:{:02}:{:02}.{:06}",
+            1 + s / 86_400,
+            s / 3600 % 24,
+            s / 60 % 60,
+            s % 60,
+            us % 1_000_000
+        )
     }
 
     /// Inserts ids `from..=to` in batches.
@@ -108,7 +121,9 @@ impl RemoteDb {
     pub fn update(&mut self, ids: impl IntoIterator<Item = i64>, ten: &str) {
         for id in ids {
             let stamp = self.stamp();
-            self.exec(&format!("UPDATE {{t}} SET ten = '{ten}', so_tien = so_tien + 1, sua_luc = '{stamp}' WHERE id = {id}"));
+            self.exec(&format!(
+                "UPDATE {{t}} SET ten = '{ten}', so_tien = so_tien + 1, sua_luc = '{stamp}' WHERE id = {id}"
+            ));
         }
     }
 

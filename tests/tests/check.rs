@@ -15,15 +15,31 @@ fn check(agent: &AgentProc) -> (bool, String) {
 fn check_asks_the_hub_who_the_agent_is_and_what_it_may_write() {
     let tmp = tempfile::tempdir().unwrap();
     let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 10).unwrap();
-    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("a-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("a-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
     let b = AgentSpec { id: "so-tai-chinh".into(), token: format!("b-{}", fastrand::u64(..)), datasets: vec![] };
     let hub = HubProc::start(&tmp.path().join("hub"), &[a.clone(), b.clone()]);
     let opts = AgentOptions::default();
     let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let ds = |name: &str, table: &str| DatasetSpec { name: name.into(), table: table.into(), key: vec!["ma".into()], cursor: None };
+    let ds = |name: &str, table: &str| DatasetSpec {
+        name: name.into(),
+        table: table.into(),
+        key: vec!["ma".into()],
+        cursor: None,
+    };
     let ho_so = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: None };
 
-    let agent = AgentProc::configure(&tmp.path().join("ok"), &a, &hub.url(), &hub.ca_path(), &ho_so.toml(&source, &opts), &opts);
+    let agent = AgentProc::configure(
+        &tmp.path().join("ok"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &ho_so.toml(&source, &opts),
+        &opts,
+    );
     let (ok, text) = check(&agent);
     assert!(ok, "{text}");
     assert!(text.contains(&format!("hub {}: reachable, token accepted for agent so-y-te-01", hub.url())), "{text}");
@@ -34,18 +50,30 @@ fn check_asks_the_hub_who_the_agent_is_and_what_it_may_write() {
     let agent = AgentProc::configure(&tmp.path().join("grant"), &a, &hub.url(), &hub.ca_path(), &toml, &opts);
     let (ok, text) = check(&agent);
     assert!(!ok, "{text}");
-    assert!(text.contains("dataset don_vi: PROBLEM: the hub does not let agent so-y-te-01 write it (allowed: ho_so)"), "{text}");
+    assert!(
+        text.contains("dataset don_vi: PROBLEM: the hub does not let agent so-y-te-01 write it (allowed: ho_so)"),
+        "{text}"
+    );
 
     // Another agent's token under this agent's id.
     let stolen = AgentSpec { id: "so-y-te-01".into(), token: b.token.clone(), datasets: vec![] };
-    let agent = AgentProc::configure(&tmp.path().join("other"), &stolen, &hub.url(), &hub.ca_path(), &ho_so.toml(&source, &opts), &opts);
+    let agent = AgentProc::configure(
+        &tmp.path().join("other"),
+        &stolen,
+        &hub.url(),
+        &hub.ca_path(),
+        &ho_so.toml(&source, &opts),
+        &opts,
+    );
     let (ok, text) = check(&agent);
     assert!(!ok, "{text}");
     assert!(text.contains("the token belongs to agent \"so-tai-chinh\" but agent.id is \"so-y-te-01\""), "{text}");
 
     // A key that repeats and one that is NULL: counted and named, not silently merged.
     let query = |name: &str, sql: &str| {
-        format!("\n[[dataset]]\nname = \"{name}\"\nquery = \"{sql}\"\nkey = [\"k\"]\nmode = \"snapshot\"\n[dataset.source]\n{source}")
+        format!(
+            "\n[[dataset]]\nname = \"{name}\"\nquery = \"{sql}\"\nkey = [\"k\"]\nmode = \"snapshot\"\n[dataset.source]\n{source}"
+        )
     };
     let toml = format!(
         "{}{}",
@@ -56,12 +84,22 @@ fn check_asks_the_hub_who_the_agent_is_and_what_it_may_write() {
     let agent = AgentProc::configure(&tmp.path().join("keys"), &c, &hub.url(), &hub.ca_path(), &toml, &opts);
     let (ok, text) = check(&agent);
     assert!(!ok, "{text}");
-    assert!(text.contains("dataset nhom: PROBLEM: key [k] is not unique: 6 row(s) repeat an earlier key, e.g. {\"k\":"), "{text}");
+    assert!(
+        text.contains("dataset nhom: PROBLEM: key [k] is not unique: 6 row(s) repeat an earlier key, e.g. {\"k\":"),
+        "{text}"
+    );
     assert!(text.contains("dataset thieu: PROBLEM: 2 row(s) have a NULL in key [k]"), "{text}");
 
     // A token the hub does not know.
     let wrong = AgentSpec { id: "so-y-te-01".into(), token: "not-a-token".into(), datasets: vec![] };
-    let agent = AgentProc::configure(&tmp.path().join("wrong"), &wrong, &hub.url(), &hub.ca_path(), &ho_so.toml(&source, &opts), &opts);
+    let agent = AgentProc::configure(
+        &tmp.path().join("wrong"),
+        &wrong,
+        &hub.url(),
+        &hub.ca_path(),
+        &ho_so.toml(&source, &opts),
+        &opts,
+    );
     let (ok, text) = check(&agent);
     assert!(!ok, "{text}");
     assert!(text.contains("PROBLEM") && text.contains("401"), "{text}");

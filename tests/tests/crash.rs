@@ -16,7 +16,12 @@ const KILLS: usize = 6;
 fn setup(tmp: &std::path::Path, id: &str, cursor: Option<&str>) -> (SourceDb, AgentSpec, DatasetSpec) {
     let src = SourceDb::create(&tmp.join("so_y_te.sqlite"), ROWS).unwrap();
     let spec = AgentSpec { id: id.into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
-    let ds = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: cursor.map(Into::into) };
+    let ds = DatasetSpec {
+        name: "ho_so".into(),
+        table: "ho_so".into(),
+        key: vec!["id".into()],
+        cursor: cursor.map(Into::into),
+    };
     (src, spec, ds)
 }
 
@@ -46,9 +51,12 @@ fn verify(src: &SourceDb, hub: &HubProc, agent: &AgentProc, agent_id: &str) {
         },
     );
     // Nothing left behind: the outbox drains, and the ledger matches the newest change.
-    wait_for(Duration::from_secs(60), "the outbox to drain", || agent.log_tail(), || {
-        agent.status()["outbox"]["depth"].as_u64() == Some(0)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the outbox to drain",
+        || agent.log_tail(),
+        || agent.status()["outbox"]["depth"].as_u64() == Some(0),
+    );
     let status = agent.status();
     let acked = status["outbox"]["acked_through"].as_u64().expect("acked_through");
     assert_eq!(hub.ledger(agent_id), acked, "hub ledger and agent's acked sequence agree");
@@ -62,7 +70,8 @@ fn agent_killed_repeatedly_during_a_100k_snapshot_sync_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut src, spec, ds) = setup(tmp.path(), "crash-agent", None);
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&spec));
-    let mut agent = AgentProc::start(&tmp.path().join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts());
+    let mut agent =
+        AgentProc::start(&tmp.path().join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts());
     let mut killed_mid_sync = 0;
     for round in 0..KILLS {
         std::thread::sleep(kill_pause());
@@ -86,7 +95,8 @@ fn hub_killed_repeatedly_during_a_100k_cursor_sync_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut src, spec, ds) = setup(tmp.path(), "crash-hub", Some("updated_at"));
     let mut hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&spec));
-    let agent = AgentProc::start(&tmp.path().join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts());
+    let agent =
+        AgentProc::start(&tmp.path().join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts());
     let mut killed_mid_sync = 0;
     for round in 0..KILLS {
         std::thread::sleep(kill_pause());

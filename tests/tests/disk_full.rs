@@ -40,19 +40,33 @@ impl Drop for Tmpfs {
 fn full_outbox_disk_pauses_capture_and_recovers_without_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 60_000).unwrap();
-    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("t-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     let agent_dir = tmp.path().join("agent");
     let _disk = Tmpfs::mount(&agent_dir.join("data"), "3m");
-    let dataset = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
-    let agent = AgentProc::start(&agent_dir, &a, &hub.url(), &hub.ca_path(), &src.path, &[dataset], &AgentOptions::default());
+    let dataset = DatasetSpec {
+        name: "ho_so".into(),
+        table: "ho_so".into(),
+        key: vec!["id".into()],
+        cursor: Some("updated_at".into()),
+    };
+    let agent =
+        AgentProc::start(&agent_dir, &a, &hub.url(), &hub.ca_path(), &src.path, &[dataset], &AgentOptions::default());
     let last = std::cell::RefCell::new(Diff::default());
     wait_for(
         Duration::from_secs(120),
         "the warehouse to equal the source despite the 3 MiB outbox disk",
         || format!("last diff: {:?}\n{}\n{}", last.borrow(), hub.log_tail(), agent.log_tail()),
         || {
-            let d = ho_so_diff(&src.path, &hub.warehouse(), "ho_so").unwrap_or_else(|e| Diff { examples: vec![e.to_string()], missing: 1, ..Diff::default() });
+            let d = ho_so_diff(&src.path, &hub.warehouse(), "ho_so").unwrap_or_else(|e| Diff {
+                examples: vec![e.to_string()],
+                missing: 1,
+                ..Diff::default()
+            });
             let done = d.is_empty();
             *last.borrow_mut() = d;
             done
@@ -75,14 +89,23 @@ fn full_outbox_disk_pauses_capture_and_recovers_without_loss() {
 fn full_disk_under_the_log_too_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 20_000).unwrap();
-    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("t-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     let agent_dir = tmp.path().join("agent");
     let _disk = Tmpfs::mount(&agent_dir, "48m");
     // Fill the disk to its last ~200 KiB: the agent starts, but its log and outbox soon cannot grow.
     let filler = agent_dir.join("filler");
     std::fs::write(&filler, vec![b'x'; 48 * 1024 * 1024 - 200 * 1024]).unwrap();
-    let dataset = DatasetSpec { name: "ho_so".into(), table: "ho_so".into(), key: vec!["id".into()], cursor: Some("updated_at".into()) };
+    let dataset = DatasetSpec {
+        name: "ho_so".into(),
+        table: "ho_so".into(),
+        key: vec!["id".into()],
+        cursor: Some("updated_at".into()),
+    };
     let opts = AgentOptions { poll_interval: "50ms", ..AgentOptions::default() };
     let mut agent = AgentProc::start(&agent_dir, &a, &hub.url(), &hub.ca_path(), &src.path, &[dataset], &opts);
     // Let it run on the full disk for a while, then free the space: capture must resume.

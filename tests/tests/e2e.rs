@@ -81,14 +81,19 @@ fn snapshot_mode_converges_through_inserts_updates_and_deletes() {
          UPDATE ho_so SET so_dien_thoai = '0212 385 ' || printf('%04d', id) WHERE id % 100 = 0;",
     )
     .unwrap();
-    wait_for(Duration::from_secs(60), "the new column and its values in the warehouse", || agent.log_tail(), || {
-        conn.query_row(
-            "SELECT count(*) FROM ho_so WHERE so_dien_thoai LIKE '0212 385 %' AND _kho_deleted = 0",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .is_ok_and(|n| n == 20)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the new column and its values in the warehouse",
+        || agent.log_tail(),
+        || {
+            conn.query_row(
+                "SELECT count(*) FROM ho_so WHERE so_dien_thoai LIKE '0212 385 %' AND _kho_deleted = 0",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n == 20)
+        },
+    );
     wait_converged(&src, &hub, &agent, "ho_so");
 }
 
@@ -140,9 +145,12 @@ fn agent_buffers_while_the_hub_is_down_then_drains() {
         &AgentOptions::default(),
     );
     src.insert_range(501, 700).unwrap();
-    wait_for(Duration::from_secs(30), "the outbox to hold all 700 changes", || agent.log_tail(), || {
-        outbox_depth(&agent) == 700
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the outbox to hold all 700 changes",
+        || agent.log_tail(),
+        || outbox_depth(&agent) == 700,
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(outbox_depth(&agent), 700, "nothing leaves the outbox without the hub's ack");
 
@@ -186,14 +194,20 @@ fn missing_source_file_is_reported_and_retried_until_it_appears() {
         &AgentOptions::default(),
     );
     let path_shown = src_path.display().to_string();
-    wait_for(Duration::from_secs(30), "status to name the missing source file", || agent.log_tail(), || {
-        agent.status()["datasets"][0]["last_error"].as_str().is_some_and(|e| e.contains(&path_shown))
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "status to name the missing source file",
+        || agent.log_tail(),
+        || agent.status()["datasets"][0]["last_error"].as_str().is_some_and(|e| e.contains(&path_shown)),
+    );
     assert!(agent.is_running(), "the agent keeps running without its source\n{}", agent.log_tail());
 
     let src = SourceDb::create(&src_path, 300).unwrap();
     wait_converged(&src, &hub, &agent, "ho_so");
-    wait_for(Duration::from_secs(30), "the error to clear", || agent.log_tail(), || {
-        agent.status()["datasets"][0]["last_error"].is_null()
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the error to clear",
+        || agent.log_tail(),
+        || agent.status()["datasets"][0]["last_error"].is_null(),
+    );
 }

@@ -407,9 +407,12 @@ fn network_cuts_between_agent_and_broker_mid_100k_sync_lose_and_duplicate_nothin
     for round in 0..3u64 {
         // Cut only once the agent is connected again: a batch acknowledged just after the previous
         // cut can advance the ledger before the agent has reconnected.
-        wait_for(Duration::from_secs(30), "the agent to reconnect through the proxy", || agent.log_tail(), || {
-            proxy.connections() >= 1
-        });
+        wait_for(
+            Duration::from_secs(30),
+            "the agent to reconnect through the proxy",
+            || agent.log_tail(),
+            || proxy.connections() >= 1,
+        );
         let before = hub.ledger(&a.id);
         cuts += proxy.cut();
         src.insert_range(ROWS + 1 + round * 100, ROWS + 100 + round * 100).unwrap();

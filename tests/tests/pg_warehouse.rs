@@ -55,8 +55,22 @@ fn wait_converged_in(
 }
 
 /// A real agent in `dir/agent` syncing the source's `ho_so` table in cursor mode.
-fn start_cursor_agent(dir: &std::path::Path, a: &AgentSpec, hub: &HubProc, src: &SourceDb, opts: &AgentOptions) -> AgentProc {
-    AgentProc::start(&dir.join("agent"), a, &hub.url(), &hub.ca_path(), &src.path, &[ho_so("ho_so", Some("updated_at"))], opts)
+fn start_cursor_agent(
+    dir: &std::path::Path,
+    a: &AgentSpec,
+    hub: &HubProc,
+    src: &SourceDb,
+    opts: &AgentOptions,
+) -> AgentProc {
+    AgentProc::start(
+        &dir.join("agent"),
+        a,
+        &hub.url(),
+        &hub.ca_path(),
+        &src.path,
+        &[ho_so("ho_so", Some("updated_at"))],
+        opts,
+    )
 }
 
 #[test]

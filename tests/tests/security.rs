@@ -73,7 +73,10 @@ fn enrolled_agent_syncs_signed_batches_revoke_stops_it_and_audit_verify_catches_
     let list = hub.command(&["agent", "list"]);
     let list = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(
-        list.lines().any(|l| l.starts_with("so-y-te-01") && l.contains("enrolled") && l.contains("so_y_te") && l.contains(" https ")),
+        list.lines().any(|l| l.starts_with("so-y-te-01")
+            && l.contains("enrolled")
+            && l.contains("so_y_te")
+            && l.contains(" https ")),
         "{list}"
     );
 

@@ -24,12 +24,19 @@ fn postgres_over_verified_tls_syncs_and_a_wrong_name_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut db = RemoteDb::create(Kind::Postgres);
     db.insert_range(1, 500);
-    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into(), "sai_ten".into()] };
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("t-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into(), "sai_ten".into()],
+    };
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     let opts = AgentOptions::default();
-    let tls = |url: &str| format!("kind = \"postgres\"\nurl = \"{url}\"\nsslmode = \"require\"\nssl_root_cert = \"{SNAKEOIL}\"\n");
+    let tls = |url: &str| {
+        format!("kind = \"postgres\"\nurl = \"{url}\"\nsslmode = \"require\"\nssl_root_cert = \"{SNAKEOIL}\"\n")
+    };
     let by_name = db.url.replace("127.0.0.1", "localhost");
-    let ds = |name: &str| DatasetSpec { name: name.into(), table: db.table.clone(), key: vec!["id".into()], cursor: None };
+    let ds =
+        |name: &str| DatasetSpec { name: name.into(), table: db.table.clone(), key: vec!["id".into()], cursor: None };
     let toml = format!("{}{}", ds("ho_so").toml(&tls(&by_name), &opts), ds("sai_ten").toml(&tls(&db.url), &opts));
     let agent = AgentProc::configure(&tmp.path().join("agent"), &a, &hub.url(), &hub.ca_path(), &toml, &opts);
 
@@ -43,8 +50,11 @@ fn postgres_over_verified_tls_syncs_and_a_wrong_name_is_refused() {
     let mut agent = agent;
     agent.spawn();
     let want = db.rows();
-    wait_for(Duration::from_secs(60), "the TLS source to reach the warehouse", || agent.log_tail(), || {
-        warehouse_rows(&hub.warehouse(), "ho_so", true).is_ok_and(|got| got == want)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the TLS source to reach the warehouse",
+        || agent.log_tail(),
+        || warehouse_rows(&hub.warehouse(), "ho_so", true).is_ok_and(|got| got == want),
+    );
     assert!(agent.stop());
 }

@@ -32,7 +32,8 @@ fn wait_equal(db: &mut RemoteDb, hub: &HubProc, agent: &AgentProc, dataset: &str
             let equal = if live_only { got == want } else { want.iter().all(|(k, v)| got.get(k) == Some(v)) };
             if !equal {
                 let example = want.iter().find(|(k, v)| got.get(k) != Some(v)).map(|(k, v)| (k, v, got.get(k)));
-                *last.borrow_mut() = format!("source {} rows, warehouse {} rows; first difference: {example:?}", want.len(), got.len());
+                *last.borrow_mut() =
+                    format!("source {} rows, warehouse {} rows; first difference: {example:?}", want.len(), got.len());
             }
             equal
         },

@@ -23,11 +23,22 @@ fn text(out: &std::process::Output) -> String {
 fn sync_once_delivers_everything_then_exits() {
     let tmp = tempfile::tempdir().unwrap();
     let mut src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 3_000).unwrap();
-    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("t-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
     let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     let opts = AgentOptions::default();
     let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let mut agent = AgentProc::configure(&tmp.path().join("agent"), &a, &hub.url(), &hub.ca_path(), &ho_so().toml(&source, &opts), &opts);
+    let mut agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &ho_so().toml(&source, &opts),
+        &opts,
+    );
 
     let out = agent.command(&["sync", "--once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -46,13 +57,20 @@ fn sync_once_delivers_everything_then_exits() {
 
     let out = agent.command(&["sync", "--once", "khong_co"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("no dataset named khong_co") && text(&out).contains("configured: ho_so"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no dataset named khong_co") && text(&out).contains("configured: ho_so"),
+        "{}",
+        text(&out)
+    );
 
     // Beside a running agent: refused, nothing captured twice.
     agent.spawn();
-    wait_for(Duration::from_secs(30), "the agent to start", || agent.log_tail(), || {
-        std::fs::read_to_string(agent.dir.join("agent.log")).unwrap_or_default().contains("agent starting")
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the agent to start",
+        || agent.log_tail(),
+        || std::fs::read_to_string(agent.dir.join("agent.log")).unwrap_or_default().contains("agent starting"),
+    );
     let out = agent.command(&["sync", "--once"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("another kho-agent") && text(&out).contains("already running"), "{}", text(&out));
@@ -63,12 +81,23 @@ fn sync_once_delivers_everything_then_exits() {
 fn sync_once_with_the_hub_down_keeps_changes_for_the_next_run() {
     let tmp = tempfile::tempdir().unwrap();
     let src = SourceDb::create(&tmp.path().join("so_y_te.sqlite"), 500).unwrap();
-    let a = AgentSpec { id: "so-y-te-01".into(), token: format!("t-{}", fastrand::u64(..)), datasets: vec!["ho_so".into()] };
+    let a = AgentSpec {
+        id: "so-y-te-01".into(),
+        token: format!("t-{}", fastrand::u64(..)),
+        datasets: vec!["ho_so".into()],
+    };
     let mut hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
     assert!(hub.stop(), "stopped cleanly");
     let opts = AgentOptions::default();
     let source = format!("kind = \"sqlite\"\npath = \"{}\"\n", src.path.display());
-    let mut agent = AgentProc::configure(&tmp.path().join("agent"), &a, &hub.url(), &hub.ca_path(), &ho_so().toml(&source, &opts), &opts);
+    let mut agent = AgentProc::configure(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &ho_so().toml(&source, &opts),
+        &opts,
+    );
     // The hub is down (its CA exists from its first start; nothing listens).
     let out = agent.command(&["sync", "--once", "--timeout", "2s"]);
     assert!(!out.status.success(), "{}", text(&out));
@@ -78,8 +107,11 @@ fn sync_once_with_the_hub_down_keeps_changes_for_the_next_run() {
 
     hub.spawn();
     agent.spawn();
-    wait_for(Duration::from_secs(60), "the queued changes to arrive", || format!("{}\n{}", hub.log_tail(), agent.log_tail()), || {
-        ho_so_diff(&src.path, &hub.warehouse(), "ho_so").is_ok_and(|d| d.is_empty())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the queued changes to arrive",
+        || format!("{}\n{}", hub.log_tail(), agent.log_tail()),
+        || ho_so_diff(&src.path, &hub.warehouse(), "ho_so").is_ok_and(|d| d.is_empty()),
+    );
     assert_eq!(hub.ledger("so-y-te-01"), 500, "captured once: the run found nothing new to add");
 }

@@ -57,11 +57,7 @@ impl RowEncoder {
                 v
             })
             .collect();
-        let key_idx = schema
-            .key
-            .iter()
-            .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
-            .collect();
+        let key_idx = schema.key.iter().filter_map(|k| schema.columns.iter().position(|c| &c.name == k)).collect();
         RowEncoder {
             types: schema.columns.iter().map(|c| c.ty).collect(),
             names,
@@ -220,9 +216,7 @@ pub fn write_value(out: &mut Vec<u8>, ty: ColumnType, cell: Cell<'_>) {
             let start = out.len();
             let len = base64::encoded_len(b.len(), true).unwrap_or(0);
             out.resize(start + len, 0);
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(b, &mut out[start..])
-                .unwrap_or(0);
+            let written = base64::engine::general_purpose::STANDARD.encode_slice(b, &mut out[start..]).unwrap_or(0);
             out.truncate(start + written);
             out.push(b'"');
         }

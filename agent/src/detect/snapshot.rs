@@ -71,10 +71,7 @@ pub fn pass(
     // Deletes: stored keys the complete pass did not see, in key order, chunk by chunk.
     let mut after: Vec<u8> = Vec::new();
     loop {
-        let gone = cap
-            .outbox
-            .snapshot_unseen(&dataset, &after, cap.chunk_changes)
-            .map_err(|e| cap.outbox_err(e))?;
+        let gone = cap.outbox.snapshot_unseen(&dataset, &after, cap.chunk_changes).map_err(|e| cap.outbox_err(e))?;
         if gone.is_empty() {
             break;
         }

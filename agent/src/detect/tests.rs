@@ -67,7 +67,14 @@ impl Fixture {
         }
     }
 
-    fn capture_with(&self, config: DatasetConfig, max: u64, chunk: usize, on_commit: Box<dyn FnMut() + Send>, cancel: CancellationToken) -> Capture {
+    fn capture_with(
+        &self,
+        config: DatasetConfig,
+        max: u64,
+        chunk: usize,
+        on_commit: Box<dyn FnMut() + Send>,
+        cancel: CancellationToken,
+    ) -> Capture {
         let outbox = Outbox::open(&self.outbox).unwrap();
         Capture::new(config, outbox, max, cancel, on_commit).unwrap().with_chunk_limits(chunk, chunk * 10)
     }
@@ -94,10 +101,7 @@ pub(super) fn take(path: &Path) -> Vec<Change> {
 }
 
 fn ids(changes: &[Change]) -> Vec<i64> {
-    changes
-        .iter()
-        .map(|c| c.key_source().and_then(|m| m["id"].as_i64()).unwrap())
-        .collect()
+    changes.iter().map(|c| c.key_source().and_then(|m| m["id"].as_i64()).unwrap()).collect()
 }
 
 #[test]
@@ -112,7 +116,10 @@ fn cursor_mode_captures_inserts_and_updates_once() {
     let c = take(&f.outbox);
     assert_eq!(ids(&c), (1..=10).collect::<Vec<_>>());
     let row = c[0].row.as_ref().unwrap();
-    assert_eq!(json!(row), json!({"id": 1, "name": "Hồ sơ 1", "amount": 1.5, "updated_at": "2026-01-01T00:00:01.000Z", "flag": true, "data": "AP8="}));
+    assert_eq!(
+        json!(row),
+        json!({"id": 1, "name": "Hồ sơ 1", "amount": 1.5, "updated_at": "2026-01-01T00:00:01.000Z", "flag": true, "data": "AP8="})
+    );
     assert_eq!(c[0].op, Op::Upsert);
 
     assert_eq!(cap.poll().unwrap().changes, 0, "unchanged rows produce nothing");

@@ -44,13 +44,16 @@ impl Db {
         static N: AtomicU32 = AtomicU32::new(0);
         let u = url(kind);
         let conn = match kind {
-            RemoteKind::Postgres => Conn::Pg(Box::new(postgres::Client::connect(&u, postgres::NoTls).unwrap_or_else(|e| {
-                panic!("the PostgreSQL test server at {u} is required (.ci/run starts it): {e}")
-            }))),
-            RemoteKind::Mysql => Conn::My(Box::new(
-                mysql::Conn::new(mysql::Opts::from_url(&u).unwrap())
-                    .unwrap_or_else(|e| panic!("the MariaDB/MySQL test server at {u} is required (.ci/run starts it): {e}")),
-            )),
+            RemoteKind::Postgres => {
+                Conn::Pg(Box::new(postgres::Client::connect(&u, postgres::NoTls).unwrap_or_else(|e| {
+                    panic!("the PostgreSQL test server at {u} is required (.ci/run starts it): {e}")
+                })))
+            }
+            RemoteKind::Mysql => {
+                Conn::My(Box::new(mysql::Conn::new(mysql::Opts::from_url(&u).unwrap()).unwrap_or_else(|e| {
+                    panic!("the MariaDB/MySQL test server at {u} is required (.ci/run starts it): {e}")
+                })))
+            }
         };
         let table = format!("kho_t_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), fastrand::u32(..));
         Db { kind, conn, table }
@@ -78,7 +81,13 @@ impl Db {
     }
 
     fn remote(&self) -> RemoteSourceConfig {
-        RemoteSourceConfig { url: url(self.kind), password_env: None, password_file: None, sslmode: SslMode::Disable, ssl_root_cert: None }
+        RemoteSourceConfig {
+            url: url(self.kind),
+            password_env: None,
+            password_file: None,
+            sslmode: SslMode::Disable,
+            ssl_root_cert: None,
+        }
     }
 
     fn source(&self, remote: RemoteSourceConfig) -> SourceConfig {
@@ -128,7 +137,9 @@ fn outbox() -> Outboxes {
 
 fn capture(o: &Outboxes, config: DatasetConfig, chunk: usize) -> Capture {
     let outbox = Outbox::open(&o.path).unwrap();
-    Capture::new(config, outbox, u64::MAX, CancellationToken::new(), Box::new(|| {})).unwrap().with_chunk_limits(chunk, chunk * 10)
+    Capture::new(config, outbox, u64::MAX, CancellationToken::new(), Box::new(|| {}))
+        .unwrap()
+        .with_chunk_limits(chunk, chunk * 10)
 }
 
 fn upserts(changes: &[Change]) -> Vec<Value> {

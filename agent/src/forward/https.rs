@@ -49,10 +49,11 @@ impl HttpsTransport {
             .connect_timeout(CONNECT_TIMEOUT.min(hub.request_timeout))
             .user_agent(concat!("kho-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &hub.ca_cert {
-            let pem = std::fs::read(ca)
-                .map_err(|e| TransportError::Setup(format!("hub.ca_cert {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| TransportError::Setup(format!("hub.ca_cert {}: not a PEM certificate: {e}", ca.display())))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| TransportError::Setup(format!("hub.ca_cert {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                TransportError::Setup(format!("hub.ca_cert {}: not a PEM certificate: {e}", ca.display()))
+            })?;
             if certs.is_empty() {
                 return Err(TransportError::Setup(format!("hub.ca_cert {}: no certificate in the file", ca.display())));
             }
@@ -94,7 +95,8 @@ impl HttpsTransport {
 
     /// Asks the hub who it takes this agent's token for and what it may write (`check`).
     pub async fn whoami(&self) -> Result<WhoAmI, TransportError> {
-        let resp = self.client.get(&self.whoami_url).header(AUTHORIZATION, self.auth.clone()).send().await.map_err(network)?;
+        let resp =
+            self.client.get(&self.whoami_url).header(AUTHORIZATION, self.auth.clone()).send().await.map_err(network)?;
         let status = resp.status();
         if status.is_success() {
             let bytes = resp.bytes().await.map_err(network)?;

@@ -217,15 +217,17 @@ enum Event {
 /// The answer to the oldest batch in flight (pending forever when none is).
 async fn oldest_answer(flight: &mut VecDeque<InFlight>) -> Result<Delivery, TransportError> {
     match flight.front_mut() {
-        Some(f) => (&mut f.task)
-            .await
-            .unwrap_or_else(|e| Err(TransportError::Network(format!("send task stopped: {e}")))),
+        Some(f) => {
+            (&mut f.task).await.unwrap_or_else(|e| Err(TransportError::Network(format!("send task stopped: {e}"))))
+        }
         None => std::future::pending().await,
     }
 }
 
 /// The read-ahead's result (pending forever when none runs).
-async fn next_ready(ahead: &mut Option<ReadAhead>) -> Result<Result<(Ready, Pending), ForwardError>, tokio::task::JoinError> {
+async fn next_ready(
+    ahead: &mut Option<ReadAhead>,
+) -> Result<Result<(Ready, Pending), ForwardError>, tokio::task::JoinError> {
     match ahead.as_mut() {
         Some(a) => (&mut a.task).await,
         None => std::future::pending().await,
@@ -480,7 +482,11 @@ impl<T: Transport> Forwarder<T> {
         Ok(match result {
             Ok(Delivery::Applied { through, quality }) if through >= first => {
                 if through > last {
-                    tracing::warn!(through, last_seq = last, "hub acknowledged more than the batch carried; acking the batch only");
+                    tracing::warn!(
+                        through,
+                        last_seq = last,
+                        "hub acknowledged more than the batch carried; acking the batch only"
+                    );
                 }
                 if !quality.quarantined.is_empty() || !quality.released.is_empty() {
                     for q in &quality.quarantined {
@@ -505,7 +511,10 @@ impl<T: Transport> Forwarder<T> {
                 let next_seq = blocking(&self.outbox, |o| o.meta()).await?.next_seq;
                 match on_gap(expected, acked, next_seq) {
                     Ok(next) => {
-                        tracing::info!(expected, "hub already has earlier changes; continuing from its expected sequence");
+                        tracing::info!(
+                            expected,
+                            "hub already has earlier changes; continuing from its expected sequence"
+                        );
                         next
                     }
                     Err(problem) => {

@@ -61,23 +61,35 @@ async fn batches(State(hub): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     let err = |status: StatusCode, reply: ErrorReply| (status, serde_json::to_string(&reply).unwrap());
     match hub.script.pop_front() {
         Some(Reply::Fail500) => {
-            return err(StatusCode::INTERNAL_SERVER_ERROR, ErrorReply { code: ErrorCode::Internal, message: "boom".into(), expected_seq: None });
+            return err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorReply { code: ErrorCode::Internal, message: "boom".into(), expected_seq: None },
+            );
         }
         Some(Reply::Unauthorized) => {
-            return err(StatusCode::UNAUTHORIZED, ErrorReply { code: ErrorCode::Unauthorized, message: "who?".into(), expected_seq: None });
+            return err(
+                StatusCode::UNAUTHORIZED,
+                ErrorReply { code: ErrorCode::Unauthorized, message: "who?".into(), expected_seq: None },
+            );
         }
         Some(Reply::Gap(e)) => {
             // The hub "already has" everything before e.
             hub.ledger = hub.ledger.max(e - 1);
             let applied: Vec<u64> = (1..e).filter(|s| !hub.applied.contains(s)).collect();
             hub.applied.extend(applied);
-            return err(StatusCode::CONFLICT, ErrorReply { code: ErrorCode::SequenceGap, message: "gap".into(), expected_seq: Some(e) });
+            return err(
+                StatusCode::CONFLICT,
+                ErrorReply { code: ErrorCode::SequenceGap, message: "gap".into(), expected_seq: Some(e) },
+            );
         }
         None => {}
     }
     if batch.first_seq > hub.ledger + 1 {
         let e = hub.ledger + 1;
-        return err(StatusCode::CONFLICT, ErrorReply { code: ErrorCode::SequenceGap, message: "gap".into(), expected_seq: Some(e) });
+        return err(
+            StatusCode::CONFLICT,
+            ErrorReply { code: ErrorCode::SequenceGap, message: "gap".into(), expected_seq: Some(e) },
+        );
     }
     for c in &batch.changes {
         if c.seq > hub.ledger {
@@ -248,8 +260,9 @@ async fn sequence_gap_acks_what_the_hub_has_and_resends_from_there() {
 async fn nothing_is_deleted_without_an_ack() {
     let dir = tempfile::tempdir().unwrap();
     let path = outbox_with(dir.path(), 5);
-    let (hub, url) = start_hub([Reply::Fail500, Reply::Unauthorized, Reply::Gap(1), Reply::Fail500, Reply::Unauthorized].repeat(20))
-        .await;
+    let (hub, url) =
+        start_hub([Reply::Fail500, Reply::Unauthorized, Reply::Gap(1), Reply::Fail500, Reply::Unauthorized].repeat(20))
+            .await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(forwarder(&path, &url, 10).run(cancel.clone()));
     wait_until("several attempts", || hub.lock().unwrap().batches.len() >= 6).await;

@@ -58,7 +58,14 @@ impl Outbox {
                 return Err(e);
             }
         };
-        self.capture = Some(ChunkState { _pass: pass, next_seq, changes: 0, bytes: 0, captured_at_ms: now_ms, payload: Vec::with_capacity(1024) });
+        self.capture = Some(ChunkState {
+            _pass: pass,
+            next_seq,
+            changes: 0,
+            bytes: 0,
+            captured_at_ms: now_ms,
+            payload: Vec::with_capacity(1024),
+        });
         Ok(())
     }
 
@@ -194,7 +201,13 @@ impl Outbox {
     }
 
     /// Stores a snapshot row's new hash and its key.
-    pub fn snapshot_put(&mut self, dataset: &str, key: &[u8], row: &RowHash, key_json: &[u8]) -> Result<(), OutboxError> {
+    pub fn snapshot_put(
+        &mut self,
+        dataset: &str,
+        key: &[u8],
+        row: &RowHash,
+        key_json: &[u8],
+    ) -> Result<(), OutboxError> {
         if let Some(chunk) = self.capture.as_mut() {
             chunk.bytes += key.len() + row.len() + key_json.len() + ROW_OVERHEAD;
         }
@@ -247,8 +260,10 @@ impl Outbox {
                  ORDER BY s.key LIMIT ?3",
             )
             .map_err(|e| self.err("find deleted rows", e))?;
-        stmt.query_map(params![dataset, after, limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err("find deleted rows", e))
+        stmt.query_map(params![dataset, after, limit as i64], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err("find deleted rows", e))
     }
 }

@@ -157,10 +157,7 @@ impl OutboxError {
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The counters in `meta`.
@@ -221,7 +218,8 @@ impl Outbox {
     /// Opens (creating if needed) the outbox at `path` for reading and writing.
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OutboxError::CreateDir { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| OutboxError::CreateDir { path: dir.to_path_buf(), source })?;
         }
         let conn = Connection::open(path).map_err(|e| sql_err(path, "open", e))?;
         let out = Outbox { conn, path: path.to_path_buf(), capture: None };
@@ -232,7 +230,8 @@ impl Outbox {
                  PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
             ))
             .map_err(|e| out.err("configure", e))?;
-        let version: i64 = out.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| out.err("read version", e))?;
+        let version: i64 =
+            out.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| out.err("read version", e))?;
         if version > SCHEMA_VERSION {
             return Err(OutboxError::NewerSchema { path: path.to_path_buf(), found: version });
         }
@@ -248,8 +247,9 @@ impl Outbox {
         if !path.exists() {
             return Err(OutboxError::Missing { path: path.to_path_buf() });
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| sql_err(path, "open read-only", e))?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| sql_err(path, "open read-only", e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_err(path, "set busy timeout", e))?;
         // The agent may have created the file a moment ago and not yet its tables (or it is a
         // stray empty file): either way there is no outbox to report on yet.
@@ -318,7 +318,8 @@ impl Outbox {
     /// plus the database's free pages, which new rows reuse without growing the file.
     pub fn space(&self) -> Result<u64, OutboxError> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let vfs = rustix::fs::statvfs(dir).map_err(|e| OutboxError::Space { path: dir.to_path_buf(), source: e.into() })?;
+        let vfs =
+            rustix::fs::statvfs(dir).map_err(|e| OutboxError::Space { path: dir.to_path_buf(), source: e.into() })?;
         let fs_free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         let pages: (i64, i64) = self
             .conn
@@ -339,7 +340,13 @@ impl Outbox {
     /// Reads up to `max_changes` contiguous changes starting at `from_seq`, stopping before the
     /// total payload would exceed `max_bytes` (at least one change is always read). Stops early at
     /// a gap in the sequence (which [`Outbox::verify`] reports).
-    pub fn read_pending(&self, from_seq: u64, max_changes: usize, max_bytes: usize, out: &mut Pending) -> Result<(), OutboxError> {
+    pub fn read_pending(
+        &self,
+        from_seq: u64,
+        max_changes: usize,
+        max_bytes: usize,
+        out: &mut Pending,
+    ) -> Result<(), OutboxError> {
         out.first_seq = from_seq;
         out.last_seq = from_seq.saturating_sub(1);
         out.datasets.clear();

@@ -83,19 +83,30 @@ impl Outbox {
     /// Makes sure `dataset` has a state row for `mode`/`cursor_column`. If either changed since the
     /// last run, the stored cursor, boundary rows and snapshot hashes are discarded (the next poll
     /// re-reads everything; the hub's upserts make that harmless).
-    pub fn prepare_dataset(&mut self, dataset: &str, mode: Mode, cursor_column: Option<&str>) -> Result<(), OutboxError> {
+    pub fn prepare_dataset(
+        &mut self,
+        dataset: &str,
+        mode: Mode,
+        cursor_column: Option<&str>,
+    ) -> Result<(), OutboxError> {
         let path = self.path.clone();
         let e = |context, err| super::sql_err(&path, context, err);
         let tx = self.conn.transaction().map_err(|err| e("begin", err))?;
         let stored: Option<(String, Option<String>)> = tx
-            .query_row("SELECT mode, cursor_column FROM datasets WHERE name = ?1", [dataset], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT mode, cursor_column FROM datasets WHERE name = ?1", [dataset], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(|err| e("read dataset state", err))?;
         let want = (mode.as_str().to_string(), cursor_column.map(str::to_string));
         match stored {
             Some(s) if s == want => return Ok(()),
             Some(_) => {
-                tracing::warn!(dataset, mode = mode.as_str(), "capture mode or cursor column changed; re-reading the dataset from scratch");
+                tracing::warn!(
+                    dataset,
+                    mode = mode.as_str(),
+                    "capture mode or cursor column changed; re-reading the dataset from scratch"
+                );
                 tx.execute(
                     "UPDATE datasets SET mode = ?2, cursor_column = ?3, cursor_value = NULL WHERE name = ?1",
                     params![dataset, want.0, want.1],
@@ -144,8 +155,11 @@ impl Outbox {
                 dataset: d.clone(),
                 source: serde::de::Error::custom("no schema stored for a dataset with pending changes"),
             })?;
-            let schema = serde_json::from_str(&json)
-                .map_err(|source| OutboxError::BadSchema { path: self.path.clone(), dataset: d.clone(), source })?;
+            let schema = serde_json::from_str(&json).map_err(|source| OutboxError::BadSchema {
+                path: self.path.clone(),
+                dataset: d.clone(),
+                source,
+            })?;
             out.push(schema);
         }
         Ok(out)
@@ -189,7 +203,9 @@ impl Outbox {
         let Meta { next_seq, acked_through, last_ack_at_ms } = self.meta()?;
         let oldest: Option<(i64, i64)> = self
             .conn
-            .query_row("SELECT seq, captured_at_ms FROM changes ORDER BY seq LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT seq, captured_at_ms FROM changes ORDER BY seq LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(|e| self.err("read oldest change", e))?;
         let mut stmt = self
@@ -228,7 +244,9 @@ impl Outbox {
         let meta = self.meta()?;
         let (count, min, max): (i64, Option<i64>, Option<i64>) = self
             .conn
-            .query_row("SELECT count(*), min(seq), max(seq) FROM changes", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row("SELECT count(*), min(seq), max(seq) FROM changes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .map_err(|e| self.err("count changes", e))?;
         let count = count.max(0) as u64;
         if count != meta.depth() {
@@ -251,10 +269,8 @@ impl Outbox {
                 problems.push(format!("sequence has gaps: {count} changes between {min} and {max}"));
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT dataset FROM changes")
-            .map_err(|e| self.err("list datasets", e))?;
+        let mut stmt =
+            self.conn.prepare("SELECT DISTINCT dataset FROM changes").map_err(|e| self.err("list datasets", e))?;
         let pending: Vec<String> = stmt
             .query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())

@@ -9,7 +9,8 @@ use super::*;
 
 fn capture(o: &mut Outbox, n: usize) -> Vec<u64> {
     o.begin_chunk(now_ms()).unwrap();
-    let seqs = (0..n).map(|i| o.push_change("ho_so", Op::Upsert, format!("{{\"id\":{i}}}").as_bytes()).unwrap()).collect();
+    let seqs =
+        (0..n).map(|i| o.push_change("ho_so", Op::Upsert, format!("{{\"id\":{i}}}").as_bytes()).unwrap()).collect();
     o.commit_chunk().unwrap();
     seqs
 }

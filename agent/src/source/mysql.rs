@@ -59,9 +59,11 @@ impl Kind {
     fn of(c: &mysql::Column) -> Kind {
         let binary = c.character_set() == BINARY_CHARSET;
         match c.column_type() {
-            My::MYSQL_TYPE_TINY | My::MYSQL_TYPE_SHORT | My::MYSQL_TYPE_INT24 | My::MYSQL_TYPE_LONG | My::MYSQL_TYPE_YEAR => {
-                Kind::Int
-            }
+            My::MYSQL_TYPE_TINY
+            | My::MYSQL_TYPE_SHORT
+            | My::MYSQL_TYPE_INT24
+            | My::MYSQL_TYPE_LONG
+            | My::MYSQL_TYPE_YEAR => Kind::Int,
             My::MYSQL_TYPE_LONGLONG if c.flags().contains(ColumnFlags::UNSIGNED_FLAG) => Kind::UnsignedBig,
             My::MYSQL_TYPE_LONGLONG => Kind::Int,
             My::MYSQL_TYPE_DECIMAL | My::MYSQL_TYPE_NEWDECIMAL => Kind::Decimal,
@@ -141,12 +143,8 @@ impl MysqlSource {
             source: RemoteError::Mysql(e.into()),
         };
         let opts = Opts::from_url(&remote.url).map_err(bad_url)?;
-        let server = format!(
-            "mysql {}:{}/{}",
-            opts.get_ip_or_hostname(),
-            opts.get_tcp_port(),
-            opts.get_db_name().unwrap_or("")
-        );
+        let server =
+            format!("mysql {}:{}/{}", opts.get_ip_or_hostname(), opts.get_tcp_port(), opts.get_db_name().unwrap_or(""));
         let mut builder = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
             .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
@@ -156,7 +154,9 @@ impl MysqlSource {
                 "SET time_zone = '+00:00'".to_string(),
                 format!("SET SESSION net_write_timeout = {NET_WRITE_TIMEOUT_S}"),
             ]);
-        if let Some(pw) = remote.password().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })? {
+        if let Some(pw) =
+            remote.password().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })?
+        {
             builder = builder.pass(Some(pw));
         }
         if remote.sslmode == SslMode::Require {
@@ -218,7 +218,8 @@ impl Source for MysqlSource {
         if self.columns.is_empty() {
             self.discover_columns()?;
         }
-        let kinds = schema.columns.iter().map(|c| Ok(self.column(&c.name)?.kind)).collect::<Result<Vec<_>, SourceError>>()?;
+        let kinds =
+            schema.columns.iter().map(|c| Ok(self.column(&c.name)?.kind)).collect::<Result<Vec<_>, SourceError>>()?;
         let select: Vec<String> = schema.columns.iter().map(|c| format!("q.{}", quote_ident(&c.name))).collect();
         let mut sql = format!("SELECT {} FROM {} AS q", select.join(", "), self.from);
         let mut params = Params::Empty;

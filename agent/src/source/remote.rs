@@ -67,9 +67,13 @@ impl RemoteSourceConfig {
             }
         }
         match (&self.password_env, &self.password_file) {
-            (Some(_), Some(_)) => p.push((f("password_env"), "give either password_env or password_file, not both".into())),
+            (Some(_), Some(_)) => {
+                p.push((f("password_env"), "give either password_env or password_file, not both".into()))
+            }
             (Some(v), None) if v.trim().is_empty() => p.push((f("password_env"), "must not be empty".into())),
-            (None, Some(path)) if path.as_os_str().is_empty() => p.push((f("password_file"), "must not be empty".into())),
+            (None, Some(path)) if path.as_os_str().is_empty() => {
+                p.push((f("password_file"), "must not be empty".into()))
+            }
             _ => {}
         }
         if self.ssl_root_cert.is_some() && self.sslmode != SslMode::Require {
@@ -87,8 +91,7 @@ impl RemoteSourceConfig {
             };
         }
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("password_file {}: {e}", path.display()))?;
             let line = text.lines().next().unwrap_or("").trim_end().to_string();
             return Ok(Some(line));
         }

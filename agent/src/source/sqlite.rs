@@ -36,7 +36,12 @@ pub struct SqliteSource {
 
 impl SqliteSource {
     /// Opens `path` read-only.
-    pub fn open(dataset: &str, path: &Path, table: Option<&str>, query: Option<&str>) -> Result<SqliteSource, SourceError> {
+    pub fn open(
+        dataset: &str,
+        path: &Path,
+        table: Option<&str>,
+        query: Option<&str>,
+    ) -> Result<SqliteSource, SourceError> {
         if !path.exists() {
             return Err(SourceError::Missing { dataset: dataset.to_string(), path: path.to_path_buf() });
         }
@@ -44,8 +49,7 @@ impl SqliteSource {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        conn.execute_batch(&format!("PRAGMA query_only = 1; PRAGMA cache_size = -{CACHE_KIB};"))
-            .map_err(open_err)?;
+        conn.execute_batch(&format!("PRAGMA query_only = 1; PRAGMA cache_size = -{CACHE_KIB};")).map_err(open_err)?;
         let from = match (table, query) {
             (Some(t), _) => quote_ident(t),
             (None, Some(q)) => format!("({}) AS q", q.trim().trim_end_matches(';')),
@@ -67,10 +71,8 @@ impl SqliteSource {
     fn columns(&self) -> Result<Vec<Column>, SourceError> {
         let mut cols = Vec::new();
         if let Some(table) = &self.table {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT name, type FROM pragma_table_info(?1)")
-                .map_err(|e| self.read_err(e))?;
+            let mut stmt =
+                self.conn.prepare("SELECT name, type FROM pragma_table_info(?1)").map_err(|e| self.read_err(e))?;
             let mut rows = stmt.query([table]).map_err(|e| self.read_err(e))?;
             while let Some(row) = rows.next().map_err(|e| self.read_err(e))? {
                 let name: String = row.get(0).map_err(|e| self.read_err(e))?;
@@ -85,12 +87,12 @@ impl SqliteSource {
                 });
             }
         } else {
-            let stmt = self
-                .conn
-                .prepare(&format!("SELECT * FROM {}", self.from))
-                .map_err(|e| self.read_err(e))?;
+            let stmt = self.conn.prepare(&format!("SELECT * FROM {}", self.from)).map_err(|e| self.read_err(e))?;
             for c in stmt.columns() {
-                cols.push(Column { name: c.name().to_string(), ty: ColumnType::from_sql_decl(c.decl_type().unwrap_or("")) });
+                cols.push(Column {
+                    name: c.name().to_string(),
+                    ty: ColumnType::from_sql_decl(c.decl_type().unwrap_or("")),
+                });
             }
         }
         Ok(cols)
@@ -135,13 +137,21 @@ impl Source for SqliteSource {
             Some(p) => stmt.query([p]),
             None => stmt.query([]),
         }
-        .map_err(|e| SourceError::Read { dataset: self.dataset.clone(), path: self.path.clone(), source: e })?;
+        .map_err(|e| SourceError::Read {
+            dataset: self.dataset.clone(),
+            path: self.path.clone(),
+            source: e,
+        })?;
         loop {
             let row = match rows.next() {
                 Ok(Some(row)) => row,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(SourceError::Read { dataset: self.dataset.clone(), path: self.path.clone(), source: e });
+                    return Err(SourceError::Read {
+                        dataset: self.dataset.clone(),
+                        path: self.path.clone(),
+                        source: e,
+                    });
                 }
             };
             let view = SqliteRow { row, dataset: &self.dataset, path: &self.path };

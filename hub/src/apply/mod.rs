@@ -114,8 +114,15 @@ enum Job {
         reply: oneshot::Sender<Result<Applied, ApplyError>>,
     },
     /// `transport`: what the heartbeat came over (`https`, `mqtt`), shown in `kho-hub agent list`.
-    Heartbeat { heartbeat: Heartbeat, transport: &'static str, reply: oneshot::Sender<Result<(), ApplyError>> },
-    Records { records: Records, reply: oneshot::Sender<Result<(), ApplyError>> },
+    Heartbeat {
+        heartbeat: Heartbeat,
+        transport: &'static str,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
+    },
+    Records {
+        records: Records,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
+    },
 }
 
 /// What the freshness evaluator writes: dataset status transitions, agent liveness transitions

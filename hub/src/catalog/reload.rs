@@ -101,7 +101,9 @@ pub async fn watch(w: Watch, shutdown: CancellationToken) {
         };
         let emptied = |c: &Catalog| {
             let old = w.handle.get();
-            c.datasets.is_empty() && c.departments.is_empty() && !(old.datasets.is_empty() && old.departments.is_empty())
+            c.datasets.is_empty()
+                && c.departments.is_empty()
+                && !(old.datasets.is_empty() && old.departments.is_empty())
         };
         let loaded = match loaded {
             Ok(c) if emptied(&c) => Err(CatalogError::Parse {

@@ -34,8 +34,10 @@ fn the_example_catalogue_is_valid_and_complete() {
 
 #[test]
 fn unknown_fields_are_refused_with_their_name() {
-    let text = format!("{DEPT}[[dataset]]\nid = \"a\"\ntitle = \"A\"\ndepartment = \"so_tai_chinh\"\n\
-                        cadence = \"daily\"\nupdate_kind = \"sync\"\ncolour = \"red\"\n");
+    let text = format!(
+        "{DEPT}[[dataset]]\nid = \"a\"\ntitle = \"A\"\ndepartment = \"so_tai_chinh\"\n\
+                        cadence = \"daily\"\nupdate_kind = \"sync\"\ncolour = \"red\"\n"
+    );
     let e = Catalog::from_toml_str(&text, "test").expect_err("unknown field");
     assert!(matches!(e, CatalogError::Parse { .. }), "{e}");
     assert!(e.to_string().contains("colour"), "{e}");

@@ -357,8 +357,8 @@ pub enum ConfigError {
 impl HubConfig {
     /// Reads, parses and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let config = HubConfig::from_toml_str(&text, &base, &path.display().to_string())?;
@@ -421,8 +421,11 @@ impl HubConfig {
                     agent.token = Some(text.trim().to_string());
                     agent.token_from_file = true;
                 }
-                Ok(_) => problems.push(problem(format!("agent[{i}].token_file"), format!("{} is empty", path.display()))),
-                Err(e) => problems.push(problem(format!("agent[{i}].token_file"), format!("cannot read {}: {e}", path.display()))),
+                Ok(_) => {
+                    problems.push(problem(format!("agent[{i}].token_file"), format!("{} is empty", path.display())))
+                }
+                Err(e) => problems
+                    .push(problem(format!("agent[{i}].token_file"), format!("cannot read {}: {e}", path.display()))),
             }
         }
     }
@@ -482,7 +485,9 @@ impl HubConfig {
                 bad(&format!("agent[{i}].id"), format!("agent id {:?} appears more than once", a.id));
             }
             match (&a.token, &a.token_file) {
-                (Some(_), Some(_)) if !a.token_from_file => bad(&format!("agent[{i}].token"), "set token or token_file, not both".into()),
+                (Some(_), Some(_)) if !a.token_from_file => {
+                    bad(&format!("agent[{i}].token"), "set token or token_file, not both".into())
+                }
                 (None, None) => bad(&format!("agent[{i}].token"), "missing: set token or token_file".into()),
                 (Some(t), _) if t.trim().is_empty() => bad(&format!("agent[{i}].token"), "must not be empty".into()),
                 (Some(t), _) if !tokens.insert(t.as_str()) => {

@@ -8,8 +8,9 @@ fn parse(text: &str) -> Result<HubConfig, ConfigError> {
 
 #[test]
 fn minimal_config_gets_defaults_and_resolved_paths() {
-    let c = parse("[hub]\ndata_dir = \"data\"\n[[agent]]\nid = \"so-y-te-01\"\ntoken = \"t\"\ndatasets = [\"ho_so\"]\n")
-        .expect("valid");
+    let c =
+        parse("[hub]\ndata_dir = \"data\"\n[[agent]]\nid = \"so-y-te-01\"\ntoken = \"t\"\ndatasets = [\"ho_so\"]\n")
+            .expect("valid");
     assert_eq!(c.hub.data_dir, PathBuf::from("/etc/kho/data"));
     assert_eq!(c.warehouse.path, PathBuf::from("/etc/kho/data/warehouse.sqlite"));
     assert_eq!(c.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);

@@ -120,8 +120,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         }
     };
 
-    let agent_config = kho_agent::config::AgentConfig::load(&dir.join("agent.toml"))
-        .map_err(|e| DemoError::Agent(e.to_string()))?;
+    let agent_config =
+        kho_agent::config::AgentConfig::load(&dir.join("agent.toml")).map_err(|e| DemoError::Agent(e.to_string()))?;
     let agent = tokio::spawn(kho_agent::run(agent_config, shutdown.clone()));
     print_banner(&addr, &warehouse, &db, opts.live);
 

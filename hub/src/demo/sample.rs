@@ -85,7 +85,18 @@ pub fn generate(path: &Path, rows: u64) -> rusqlite::Result<()> {
         )?;
         for id in 1..=rows {
             let r = row(&mut rng, id as i64);
-            stmt.execute(params![id as i64, r.code, r.procedure, r.unit, r.status, r.received, r.due, r.fee, r.note, r.updated_at])?;
+            stmt.execute(params![
+                id as i64,
+                r.code,
+                r.procedure,
+                r.unit,
+                r.status,
+                r.received,
+                r.due,
+                r.fee,
+                r.note,
+                r.updated_at
+            ])?;
         }
     }
     tx.commit()
@@ -149,7 +160,10 @@ pub fn clerk_step(conn: &Connection, rng: &mut fastrand::Rng) -> rusqlite::Resul
     if max_id > 0 && rng.u8(0..100) < 70 {
         let id = rng.i64(1..=max_id);
         let status = pick(rng, &STATUSES[1..3]);
-        conn.execute(&format!("UPDATE ho_so SET trang_thai = ?1, updated_at = {now} WHERE id = ?2"), params![status, id])?;
+        conn.execute(
+            &format!("UPDATE ho_so SET trang_thai = ?1, updated_at = {now} WHERE id = ?2"),
+            params![status, id],
+        )?;
         return Ok(ClerkAction::Updated { id, status });
     }
     let id = max_id + 1;
@@ -178,7 +192,10 @@ mod tests {
         let dump = |p: &Path| -> Vec<(i64, String, String)> {
             let c = Connection::open(p).expect("open");
             let mut s = c.prepare("SELECT id, ma_ho_so, updated_at FROM ho_so ORDER BY id").expect("prepare");
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
         };
         let rows = dump(&a);
         assert_eq!(rows, dump(&b));

@@ -156,7 +156,11 @@ impl Ingest {
                 "rows held in quarantine by reject quality rules (the rest of the batch is loaded)"
             );
         }
-        Ok(Ack { applied_through: applied.applied_through, quarantined: applied.quarantined, released: applied.released })
+        Ok(Ack {
+            applied_through: applied.applied_through,
+            quarantined: applied.quarantined,
+            released: applied.released,
+        })
     }
 
     /// Who `agent` is to this hub and what it may write (hub config ∪ catalogue).

@@ -44,7 +44,10 @@ pub enum WarehouseError {
 
 impl WarehouseError {
     /// A backend failure during `context` (what the warehouse was doing: "write ledger", …).
-    pub fn database(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> WarehouseError {
+    pub fn database(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> WarehouseError {
         WarehouseError::Database { context: context.into(), source: Box::new(source) }
     }
 
@@ -308,7 +311,10 @@ pub type Opened = (Vec<Box<dyn Warehouse>>, std::sync::Arc<dyn WarehouseReader>)
 
 /// Opens the configured warehouse: its writers and its status reader. `department_of` names a
 /// dataset's department from the catalogue (PostgreSQL puts its table in that schema).
-pub fn open(config: &crate::config::WarehouseSection, department_of: postgres::DepartmentOf) -> Result<Opened, WarehouseError> {
+pub fn open(
+    config: &crate::config::WarehouseSection,
+    department_of: postgres::DepartmentOf,
+) -> Result<Opened, WarehouseError> {
     match config.kind {
         crate::config::WarehouseKind::Sqlite => {
             let writer = sqlite::SqliteWarehouse::open(&config.path)?;

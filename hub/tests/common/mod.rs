@@ -97,7 +97,9 @@ impl TestHub {
     pub fn rows(&self, dataset: &str) -> Option<(i64, i64)> {
         self.warehouse()
             .query_row(
-                &format!("SELECT coalesce(sum(_kho_deleted = 0), 0), coalesce(sum(_kho_deleted), 0) FROM \"{dataset}\""),
+                &format!(
+                    "SELECT coalesce(sum(_kho_deleted = 0), 0), coalesce(sum(_kho_deleted), 0) FROM \"{dataset}\""
+                ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -174,5 +176,13 @@ pub fn ho_so_batch(agent: &str, first: u64, last: u64) -> Batch {
     let changes = (first..=last)
         .map(|seq| upsert(seq, "ho_so", json!({"id": seq, "trang_thai": "Đã tiếp nhận", "so_tien": "1500000.50"})))
         .collect();
-    Batch { v: 1, agent: agent.into(), first_seq: first, last_seq: last, created_at_ms: 0, schemas: vec![ho_so_schema()], changes }
+    Batch {
+        v: 1,
+        agent: agent.into(),
+        first_seq: first,
+        last_seq: last,
+        created_at_ms: 0,
+        schemas: vec![ho_so_schema()],
+        changes,
+    }
 }

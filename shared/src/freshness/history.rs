@@ -33,11 +33,7 @@ pub struct Transition {
 /// The transition to record after evaluating `current`, if anything changed since `previous`.
 pub fn transition(previous: Option<&Freshness>, current: &Freshness) -> Option<Transition> {
     let changed = previous.is_none_or(|p| p.status != current.status || p.period != current.period);
-    changed.then(|| Transition {
-        at: current.snapshotted_at,
-        status: current.status,
-        period: current.period.clone(),
-    })
+    changed.then(|| Transition { at: current.snapshotted_at, status: current.status, period: current.period.clone() })
 }
 
 /// How a period's data turned out.
@@ -118,18 +114,13 @@ mod tests {
     }
 
     fn quarterly() -> Schedule {
-        toml::from_str("cadence = \"quarterly\"\ndeadline = { days_after = 15 }\ngrace = \"2days\"")
-            .expect("schedule")
+        toml::from_str("cadence = \"quarterly\"\ndeadline = { days_after = 15 }\ngrace = \"2days\"").expect("schedule")
     }
 
     /// Replays a dataset's life through `evaluate`, recording transitions like the hub does.
     /// `changes` are the instants data arrived; the hub re-evaluates every `step_h` hours.
     fn replay(schedule: &Schedule, from: &str, to: &str, changes: &[&str], step_h: i64) -> Vec<Transition> {
-        let rule = DatasetRule {
-            schedule: schedule.clone(),
-            update_kind: UpdateKind::Change,
-            freshness_field: None,
-        };
+        let rule = DatasetRule { schedule: schedule.clone(), update_kind: UpdateKind::Change, freshness_field: None };
         let changes: Vec<Timestamp> = changes.iter().map(|c| ts(c)).collect();
         let (mut now, end) = (ts(from), ts(to));
         let (mut last, mut log): (Option<Freshness>, Vec<Transition>) = (None, Vec::new());
@@ -182,28 +173,18 @@ mod tests {
     #[test]
     fn lateness_within_grace_is_on_time_but_reported() {
         let s = quarterly();
-        let log = replay(
-            &s,
-            "2026-06-01T00:00:00+07:00",
-            "2026-08-01T00:00:00+07:00",
-            &["2026-07-16T12:00:00+07:00"],
-            1,
-        );
-        let q2 = outcome(
-            &s,
-            &s.period_containing(ts("2026-05-01T00:00:00Z")).expect("p"),
-            &log,
-            ts("2026-08-01T00:00:00Z"),
-        )
-        .expect("q2");
+        let log =
+            replay(&s, "2026-06-01T00:00:00+07:00", "2026-08-01T00:00:00+07:00", &["2026-07-16T12:00:00+07:00"], 1);
+        let q2 =
+            outcome(&s, &s.period_containing(ts("2026-05-01T00:00:00Z")).expect("p"), &log, ts("2026-08-01T00:00:00Z"))
+                .expect("q2");
         assert_eq!((q2.verdict, q2.days_late()), (Verdict::OnTime, 1));
     }
 
     #[test]
     fn one_arrival_satisfies_every_earlier_period() {
         let monthly: Schedule =
-            toml::from_str("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }")
-                .expect("schedule");
+            toml::from_str("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }").expect("schedule");
         // Nothing from February to April, then a catch-up upload on 20 May.
         let log = replay(
             &monthly,
@@ -234,10 +215,7 @@ mod tests {
         let s = quarterly();
         let log = replay(&s, "2026-03-01T00:00:00+07:00", "2026-04-30T00:00:00+07:00", &[], 24);
         let got: Vec<_> = log.iter().map(|t| (t.status, t.period.label.as_str())).collect();
-        assert_eq!(
-            got,
-            [(Status::OnTime, "2025-Q4"), (Status::Due, "2026-Q1"), (Status::Overdue, "2026-Q1")]
-        );
+        assert_eq!(got, [(Status::OnTime, "2025-Q4"), (Status::Due, "2026-Q1"), (Status::Overdue, "2026-Q1")]);
         assert_eq!(log[2].at, ts("2026-04-18T00:00:00+07:00"));
     }
 }

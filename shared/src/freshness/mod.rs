@@ -163,11 +163,7 @@ pub fn evaluate(now: Timestamp, rule: &DatasetRule, obs: &Observations) -> Resul
     if oldest.start >= last_ended.end {
         return judge(Status::OnTime, last_ended);
     }
-    if now >= sched.overdue_after(&oldest)? {
-        judge(Status::Overdue, oldest)
-    } else {
-        judge(Status::Due, oldest)
-    }
+    if now >= sched.overdue_after(&oldest)? { judge(Status::Overdue, oldest) } else { judge(Status::Due, oldest) }
 }
 
 /// Whether the agent is out of contact at `now` (never seen counts as offline).
@@ -177,11 +173,7 @@ pub fn agent_offline(now: Timestamp, obs: &Observations) -> bool {
 }
 
 /// The oldest period not satisfied by the evidence, or `None` when some criterion has no evidence.
-fn oldest_unsatisfied(
-    now: Timestamp,
-    rule: &DatasetRule,
-    obs: &Observations,
-) -> Result<Option<Period>, ScheduleError> {
+fn oldest_unsatisfied(now: Timestamp, rule: &DatasetRule, obs: &Observations) -> Result<Option<Period>, ScheduleError> {
     let cadence = rule.schedule.cadence;
     // A period needs every criterion, so the oldest unsatisfied is the earliest across criteria.
     let mut oldest: Option<Period> = None;
@@ -307,10 +299,7 @@ mod tests {
 
     #[test]
     fn weekly_iso_boundary() {
-        let w = rule(
-            "cadence = \"weekly\"\ndeadline = { weekday = \"monday\", time = \"10:00\" }",
-            UpdateKind::Change,
-        );
+        let w = rule("cadence = \"weekly\"\ndeadline = { weekday = \"monday\", time = \"10:00\" }", UpdateKind::Change);
         // Week 2026-W53 ends Sunday 3 January 2027; its report is due Monday 4 January 10:00.
         let w52 = changed("2026-12-28T09:00:00+07:00");
         assert_eq!(check(&w, "2027-01-04T09:59:00+07:00", &w52), (Status::Due, "2026-W53".into()));
@@ -321,8 +310,7 @@ mod tests {
 
     #[test]
     fn sync_counts_a_read_that_found_nothing_new() {
-        let r =
-            rule("cadence = \"daily\"\ndeadline = { time = \"08:00\" }\ngrace = \"1h\"", UpdateKind::Sync);
+        let r = rule("cadence = \"daily\"\ndeadline = { time = \"08:00\" }\ngrace = \"1h\"", UpdateKind::Sync);
         let obs = |sync: &str, seen: &str| Observations {
             first_received_at: Some(ts("2026-01-01T00:00:00Z")),
             last_change_at: Some(ts("2026-03-01T10:00:00+07:00")), // nothing new for a month
@@ -342,19 +330,13 @@ mod tests {
         // Last read before midnight, agent silent since: due within grace, then overdue, and offline.
         let down = obs("2026-03-31T23:50:00+07:00", "2026-03-31T23:50:00+07:00");
         let f = evaluate(ts("2026-04-01T08:30:00+07:00"), &r, &down).expect("evaluate");
-        assert_eq!(
-            (f.status, f.agent_offline, f.overdue_after),
-            (Status::Due, true, ts("2026-04-01T09:00:00+07:00"))
-        );
+        assert_eq!((f.status, f.agent_offline, f.overdue_after), (Status::Due, true, ts("2026-04-01T09:00:00+07:00")));
         let f = evaluate(ts("2026-04-01T09:00:00+07:00"), &r, &down).expect("evaluate");
         assert_eq!((f.status, f.overdue_by_s), (Status::Overdue, Some(3600)));
         // The same quiet month judged as `change`: overdue although the agent is online.
         let as_change = DatasetRule { update_kind: UpdateKind::Change, ..r.clone() };
         let f = evaluate(ts("2026-04-01T10:00:00+07:00"), &as_change, &quiet).expect("evaluate");
-        assert_eq!(
-            (f.status, f.agent_offline, f.period.label.as_str()),
-            (Status::Overdue, false, "2026-03-01")
-        );
+        assert_eq!((f.status, f.agent_offline, f.period.label.as_str()), (Status::Overdue, false, "2026-03-01"));
     }
 
     #[test]
@@ -377,10 +359,7 @@ mod tests {
     fn never_received_and_first_receipt() {
         let r = monthly();
         let f = evaluate(ts("2026-03-10T00:00:00+07:00"), &r, &Observations::default()).expect("evaluate");
-        assert_eq!(
-            (f.status, f.agent_offline, f.period.label.as_str()),
-            (Status::NeverReceived, true, "2026-02")
-        );
+        assert_eq!((f.status, f.agent_offline, f.period.label.as_str()), (Status::NeverReceived, true, "2026-02"));
         assert_eq!((f.age_s, f.overdue_by_s), (None, None));
         // First contact on 12 March with a sync only: nothing owed for February; March is.
         let synced = Observations {
@@ -401,18 +380,9 @@ mod tests {
             ..Observations::default()
         };
         let now = "2026-04-01T12:20:00+07:00";
-        assert_eq!(
-            check(&r, now, &obs("2026-04-01T12:01:00+07:00")),
-            (Status::OnTime, "2026-04-01T06:00".into())
-        );
-        assert_eq!(
-            check(&r, now, &obs("2026-04-01T11:59:00+07:00")),
-            (Status::Due, "2026-04-01T06:00".into())
-        );
-        assert_eq!(
-            check(&r, "2026-04-01T12:30:00+07:00", &obs("2026-04-01T11:59:00+07:00")).0,
-            Status::Overdue
-        );
+        assert_eq!(check(&r, now, &obs("2026-04-01T12:01:00+07:00")), (Status::OnTime, "2026-04-01T06:00".into()));
+        assert_eq!(check(&r, now, &obs("2026-04-01T11:59:00+07:00")), (Status::Due, "2026-04-01T06:00".into()));
+        assert_eq!(check(&r, "2026-04-01T12:30:00+07:00", &obs("2026-04-01T11:59:00+07:00")).0, Status::Overdue);
         // A clock ahead by a year satisfies nothing beyond now.
         assert_eq!(check(&r, now, &obs("2027-04-01T00:00:00+07:00")).0, Status::OnTime);
     }

@@ -245,8 +245,7 @@ mod tests {
             freshness_field: None,
         };
         let daily = rule("cadence = \"daily\"\ndeadline = { time = \"08:00\" }", UpdateKind::Sync);
-        let monthly =
-            rule("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }", UpdateKind::Change);
+        let monthly = rule("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }", UpdateKind::Change);
         let seen = |t: &str| Observations {
             first_received_at: Some(ts("2025-01-01T00:00:00Z")),
             last_sync_at: Some(ts(t)),
@@ -271,9 +270,8 @@ mod tests {
             dataset: dataset.into(),
             max_staleness: max.parse().expect("staleness"),
         };
-        let ok =
-            readiness(now, &[input("ho_so_tthc", "1 day"), input("thu_chi_ngan_sach", "1 month")], lookup)
-                .expect("readiness");
+        let ok = readiness(now, &[input("ho_so_tthc", "1 day"), input("thu_chi_ngan_sach", "1 month")], lookup)
+            .expect("readiness");
         assert_eq!((ok.state, ok.blocking.len()), (ReadinessState::Ready, 0));
         let inputs = [
             input("ho_so_tthc", "1h"),
@@ -312,8 +310,6 @@ mod tests {
         ]"#;
         let s: Scenario = toml::from_str(text).expect("toml");
         assert_eq!(s.inputs[0].max_staleness, Staleness { count: 1, unit: StalenessUnit::Quarter });
-        assert!(
-            toml::from_str::<Scenario>("inputs = [{ dataset = \"x\", max_staleness = \"soon\" }]").is_err()
-        );
+        assert!(toml::from_str::<Scenario>("inputs = [{ dataset = \"x\", max_staleness = \"soon\" }]").is_err());
     }
 }

@@ -119,18 +119,13 @@ mod tests {
     }
 
     fn rule(toml_text: &str, kind: UpdateKind) -> DatasetRule {
-        DatasetRule {
-            schedule: toml::from_str(toml_text).expect("schedule"),
-            update_kind: kind,
-            freshness_field: None,
-        }
+        DatasetRule { schedule: toml::from_str(toml_text).expect("schedule"), update_kind: kind, freshness_field: None }
     }
 
     #[test]
     fn current_share_ignores_datasets_not_yet_due() {
         let now = ts("2026-04-03T12:00:00+07:00");
-        let monthly =
-            rule("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }", UpdateKind::Change);
+        let monthly = rule("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }", UpdateKind::Change);
         let eval = |obs: Observations| evaluate(now, &monthly, &obs).expect("evaluate");
         let received = Some(ts("2025-01-01T00:00:00Z"));
         let on_time = eval(Observations {
@@ -160,10 +155,8 @@ mod tests {
     fn department_over_twelve_periods() {
         // A weekly dataset reported every Monday at 09:00 except two Mondays, and a sync dataset
         // whose agent confirms every hour. Simulated hourly for 14 weeks, ending Monday 12:00.
-        let weekly = rule(
-            "cadence = \"weekly\"\ndeadline = { weekday = \"monday\", time = \"10:00\" }",
-            UpdateKind::Change,
-        );
+        let weekly =
+            rule("cadence = \"weekly\"\ndeadline = { weekday = \"monday\", time = \"10:00\" }", UpdateKind::Change);
         let daily = rule("cadence = \"daily\"\ndeadline = { time = \"08:00\" }", UpdateKind::Sync);
         let start = ts("2026-01-05T00:00:00+07:00"); // a Monday
         let mut now = start;
@@ -175,9 +168,7 @@ mod tests {
         while now < end {
             let local = crate::schedule::PROVINCE_OFFSET.to_datetime(now);
             let week = weekly.schedule.period_containing(now).expect("week").label;
-            if local.weekday() == jiff::civil::Weekday::Monday
-                && local.hour() == 9
-                && !skipped.contains(&week.as_str())
+            if local.weekday() == jiff::civil::Weekday::Monday && local.hour() == 9 && !skipped.contains(&week.as_str())
             {
                 w_change = Some(now);
             }
@@ -190,11 +181,8 @@ mod tests {
             let w = evaluate(now, &weekly, &obs).expect("weekly");
             w_log.extend(transition(w_last.as_ref(), &w));
             w_last = Some(w);
-            let obs = Observations {
-                first_received_at: Some(start),
-                last_sync_at: Some(now),
-                ..Observations::default()
-            };
+            let obs =
+                Observations { first_received_at: Some(start), last_sync_at: Some(now), ..Observations::default() };
             let d = evaluate(now, &daily, &obs).expect("daily");
             d_log.extend(transition(d_last.as_ref(), &d));
             d_last = Some(d);

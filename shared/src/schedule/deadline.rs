@@ -32,8 +32,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Cadence, MAX_INTERVAL, MIN_INTERVAL, Period, ScheduleError, add_days, end_of_day, local_date,
-    local_instant, out_of_range,
+    Cadence, MAX_INTERVAL, MIN_INTERVAL, Period, ScheduleError, add_days, end_of_day, local_date, local_instant,
+    out_of_range,
 };
 
 /// Longest accepted grace period.
@@ -155,19 +155,12 @@ impl Schedule {
             Cadence::Monthly | Cadence::Quarterly => {
                 let what = format!("a {} cadence", c.name());
                 not_with("deadline.weekday", d.weekday.is_some(), &what);
-                not_with(
-                    "deadline.month",
-                    d.month.is_some(),
-                    &format!("{what} (day counts in the next month)"),
-                );
+                not_with("deadline.month", d.month.is_some(), &format!("{what} (day counts in the next month)"));
             }
             Cadence::Yearly => {
                 not_with("deadline.weekday", d.weekday.is_some(), "a yearly cadence");
                 if d.day.is_some() && d.month.is_none() {
-                    errs.push(FieldError::new(
-                        "deadline.month",
-                        "is required with deadline.day for a yearly cadence",
-                    ));
+                    errs.push(FieldError::new("deadline.month", "is required with deadline.day for a yearly cadence"));
                 }
                 if d.month.is_some() && d.day.is_none() {
                     errs.push(FieldError::new("deadline.day", "is required with deadline.month"));
@@ -336,8 +329,7 @@ mod tests {
 
     #[test]
     fn grace_extends_the_deadline() {
-        let s =
-            schedule("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }\ngrace = \"2days\"");
+        let s = schedule("cadence = \"monthly\"\ndeadline = { day = 5, time = \"17:00\" }\ngrace = \"2days\"");
         let p = s.period_containing(ts("2026-03-10T00:00:00Z")).expect("period");
         assert_eq!(s.overdue_after(&p).expect("od"), ts("2026-04-07T17:00:00+07:00"));
     }
@@ -361,10 +353,7 @@ mod tests {
         assert_eq!(errors("cadence = \"daily\"\ndeadline = { days_after = 2 }").len(), 1);
         assert_eq!(errors("cadence = \"daily\"\ndeadline = { day = 1 }").len(), 1);
         assert_eq!(errors("cadence = \"weekly\"\ndeadline = { day = 1 }").len(), 1);
-        assert_eq!(
-            errors("cadence = \"weekly\"\ndeadline = { weekday = \"monday\", days_after = 2 }").len(),
-            1
-        );
+        assert_eq!(errors("cadence = \"weekly\"\ndeadline = { weekday = \"monday\", days_after = 2 }").len(), 1);
         assert_eq!(
             errors("cadence = \"yearly\"\ndeadline = { day = 31 }"),
             ["deadline.month: is required with deadline.day for a yearly cadence"]
@@ -375,10 +364,7 @@ mod tests {
             errors("cadence = { every = \"6h\" }\ndeadline = { time = \"08:00\" }"),
             ["deadline.time: not allowed with an interval cadence (use grace for slack)"]
         );
-        assert_eq!(
-            errors("cadence = { every = \"5s\" }"),
-            ["cadence.every: must be between 1 minute and 366 days"]
-        );
+        assert_eq!(errors("cadence = { every = \"5s\" }"), ["cadence.every: must be between 1 minute and 366 days"]);
         assert_eq!(errors("cadence = \"daily\"\ngrace = \"400days\""), ["grace: must be at most 366 days"]);
         // An invalid schedule computes nothing rather than guessing.
         let s: Schedule = toml::from_str("cadence = \"monthly\"\ndeadline = { day = 40 }").expect("parses");
@@ -403,13 +389,10 @@ mod tests {
 
     #[test]
     fn schedule_round_trips_through_toml_and_json() {
-        let s = schedule(
-            "cadence = \"weekly\"\ndeadline = { weekday = \"monday\", time = \"10:00\" }\ngrace = \"2h\"",
-        );
+        let s = schedule("cadence = \"weekly\"\ndeadline = { weekday = \"monday\", time = \"10:00\" }\ngrace = \"2h\"");
         let back: Schedule = toml::from_str(&toml::to_string(&s).expect("toml")).expect("reparse");
         assert_eq!(back, s);
-        let back: Schedule =
-            serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("reparse");
+        let back: Schedule = serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("reparse");
         assert_eq!(back, s);
     }
 

@@ -13,9 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kho_tests::pgwh::PgWarehouse;
-use kho_tests::procs::{
-    AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, cpu_seconds, rss_kib, wait_for,
-};
+use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, DatasetSpec, HubProc, cpu_seconds, rss_kib, wait_for};
 use kho_tests::source::SourceDb;
 
 fn main() -> anyhow::Result<()> {
@@ -36,45 +34,21 @@ fn main() -> anyhow::Result<()> {
 
     let mut base_db = PgWarehouse::create();
     let baseline = baseline_copy(&src.path, &dir.join("ho_so.csv"), &mut base_db)?;
-    println!(
-        "baseline  psql \\copy from CSV:        {:.2} s ({:.0} rows/s)",
-        baseline,
-        rows as f64 / baseline
-    );
+    println!("baseline  psql \\copy from CSV:        {:.2} s ({:.0} rows/s)", baseline, rows as f64 / baseline);
     drop(base_db);
 
     let mut pg = PgWarehouse::create();
-    let spec = AgentSpec {
-        id: "bench".into(),
-        token: "bench-token".into(),
-        datasets: vec!["ho_so".into()],
-    };
-    let hub = HubProc::start_with_warehouse(
-        &dir.join("hub"),
-        std::slice::from_ref(&spec),
-        &pg.hub_toml(writers),
-    );
+    let spec = AgentSpec { id: "bench".into(), token: "bench-token".into(), datasets: vec!["ho_so".into()] };
+    let hub = HubProc::start_with_warehouse(&dir.join("hub"), std::slice::from_ref(&spec), &pg.hub_toml(writers));
     let ds = DatasetSpec {
         name: "ho_so".into(),
         table: "ho_so".into(),
         key: vec!["id".into()],
         cursor: Some("updated_at".into()),
     };
-    let opts = AgentOptions {
-        batch_max_changes: batch,
-        poll_interval: "1s",
-        ..AgentOptions::default()
-    };
+    let opts = AgentOptions { batch_max_changes: batch, poll_interval: "1s", ..AgentOptions::default() };
     let t = Instant::now();
-    let agent = AgentProc::start(
-        &dir.join("agent"),
-        &spec,
-        &hub.url(),
-        &hub.ca_path(),
-        &src.path,
-        &[ds],
-        &opts,
-    );
+    let agent = AgentProc::start(&dir.join("agent"), &spec, &hub.url(), &hub.ca_path(), &src.path, &[ds], &opts);
     let (hub_pid, agent_pid) = (hub.pid().unwrap_or(0), agent.pid().unwrap_or(0));
     let mut peak = (0u64, 0u64);
     wait_for(
@@ -89,29 +63,17 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let sync = t.elapsed().as_secs_f64();
-    let (hub_cpu, agent_cpu) = (
-        cpu_seconds(hub_pid).unwrap_or(0.0),
-        cpu_seconds(agent_pid).unwrap_or(0.0),
-    );
+    let (hub_cpu, agent_cpu) = (cpu_seconds(hub_pid).unwrap_or(0.0), cpu_seconds(agent_pid).unwrap_or(0.0));
     let loaded = pg.count("SELECT count(*) FROM public.ho_so");
-    anyhow::ensure!(
-        loaded as u64 == rows,
-        "warehouse holds {loaded} rows, expected {rows}"
-    );
+    anyhow::ensure!(loaded as u64 == rows, "warehouse holds {loaded} rows, expected {rows}");
     println!(
         "kho       agent → HTTPS → hub → PG:    {:.2} s ({:.0} rows/s) = {:.0}% of the raw COPY throughput",
         sync,
         rows as f64 / sync,
         100.0 * baseline / sync
     );
-    println!(
-        "CPU       hub {hub_cpu:.2} s, agent {agent_cpu:.2} s during the sync (PostgreSQL not counted)"
-    );
-    println!(
-        "peak RSS  hub {:.1} MiB, agent {:.1} MiB",
-        peak.0 as f64 / 1024.0,
-        peak.1 as f64 / 1024.0
-    );
+    println!("CPU       hub {hub_cpu:.2} s, agent {agent_cpu:.2} s during the sync (PostgreSQL not counted)");
+    println!("peak RSS  hub {:.1} MiB, agent {:.1} MiB", peak.0 as f64 / 1024.0, peak.1 as f64 / 1024.0);
     // Batches' time from entering the apply queue to commit, summed: above 100 % of the wall time
     // the next batch was always waiting while one was applied (two in flight); below, the writer
     // sometimes waited for the next batch to arrive and be decoded.
@@ -125,7 +87,10 @@ fn main() -> anyhow::Result<()> {
         .find_map(|l| l.strip_prefix("kho_hub_apply_latency_seconds_sum "))
         .and_then(|v| v.trim().parse::<f64>().ok());
     if let Some(busy) = busy {
-        println!("queue     batches queued + applying {busy:.2} s summed, {:.0}% of the sync's wall time", 100.0 * busy / sync);
+        println!(
+            "queue     batches queued + applying {busy:.2} s summed, {:.0}% of the sync's wall time",
+            100.0 * busy / sync
+        );
     }
     let logged = pg.count("SELECT count(*) FROM kho.change_log");
     println!("change log rows {logged} (every change, in the same transactions)");
@@ -136,17 +101,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
 /// Writes the source rows as CSV (not timed), creates the equivalent table and times `psql \copy`.
 fn baseline_copy(src: &Path, csv: &Path, db: &mut PgWarehouse) -> anyhow::Result<f64> {
     {
-        let conn =
-            rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conn = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let mut out = std::io::BufWriter::new(std::fs::File::create(csv)?);
         let mut stmt = conn.prepare(
             "SELECT id, ma_ho_so, linh_vuc, don_vi, trang_thai, ngay_nhan, ngay_hen_tra, so_tien, ghi_chu, updated_at FROM ho_so",
@@ -159,9 +120,7 @@ fn baseline_copy(src: &Path, csv: &Path, db: &mut PgWarehouse) -> anyhow::Result
                     rusqlite::types::ValueRef::Null => None,
                     rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
                     rusqlite::types::ValueRef::Real(f) => Some(f.to_string()),
-                    rusqlite::types::ValueRef::Text(t) => {
-                        Some(String::from_utf8_lossy(t).into_owned())
-                    }
+                    rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
                     rusqlite::types::ValueRef::Blob(_) => None,
                 };
                 fields.push(v.map_or(String::new(), |v| format!("\"{}\"", v.replace('"', "\"\""))));
@@ -181,10 +140,7 @@ fn baseline_copy(src: &Path, csv: &Path, db: &mut PgWarehouse) -> anyhow::Result
         .arg("-v")
         .arg("ON_ERROR_STOP=1")
         .arg("-c")
-        .arg(format!(
-            "\\copy ho_so FROM '{}' WITH (FORMAT csv)",
-            csv.display()
-        ))
+        .arg(format!("\\copy ho_so FROM '{}' WITH (FORMAT csv)", csv.display()))
         .status()?;
     let secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(status.success(), "psql \\copy failed");

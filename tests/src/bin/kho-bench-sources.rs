@@ -61,7 +61,8 @@ fn bench(kind: Kind, rows: i64) -> anyhow::Result<()> {
     let opts = AgentOptions { poll_interval: "1s", ..AgentOptions::default() };
     let ds = DatasetSpec { name: "ho_so".into(), table: db.table.clone(), key: vec!["id".into()], cursor: None };
     let t = Instant::now();
-    let agent = AgentProc::start_with(&dir.join("agent"), &spec, &hub.url(), &hub.ca_path(), &ds.toml(&source, &opts), &opts);
+    let agent =
+        AgentProc::start_with(&dir.join("agent"), &spec, &hub.url(), &hub.ca_path(), &ds.toml(&source, &opts), &opts);
     let (hub_pid, agent_pid) = (hub.pid().unwrap_or(0), agent.pid().unwrap_or(0));
     let mut peak = (0u64, 0u64);
     let sample = |peak: &mut (u64, u64)| {
@@ -70,10 +71,15 @@ fn bench(kind: Kind, rows: i64) -> anyhow::Result<()> {
         }
     };
     let target = rows as u64;
-    wait_for(Duration::from_secs(1_800), "the initial sync", || agent.log_tail(), || {
-        sample(&mut peak);
-        hub.ledger("bench") >= target
-    });
+    wait_for(
+        Duration::from_secs(1_800),
+        "the initial sync",
+        || agent.log_tail(),
+        || {
+            sample(&mut peak);
+            hub.ledger("bench") >= target
+        },
+    );
     let initial = t.elapsed().as_secs_f64();
     println!(
         "kho       initial sync (snapshot mode):  {initial:.2} s ({:.0} rows/s) = {:.1}x the baseline time",
@@ -86,10 +92,15 @@ fn bench(kind: Kind, rows: i64) -> anyhow::Result<()> {
     let t = Instant::now();
     db.exec("UPDATE {t} SET trang_thai = 'Đã trả kết quả (bench)' WHERE id % 100 = 7");
     let target = target + changed as u64;
-    wait_for(Duration::from_secs(1_800), "the 1 % diff pass", || agent.log_tail(), || {
-        sample(&mut peak);
-        hub.ledger("bench") >= target
-    });
+    wait_for(
+        Duration::from_secs(1_800),
+        "the 1 % diff pass",
+        || agent.log_tail(),
+        || {
+            sample(&mut peak);
+            hub.ledger("bench") >= target
+        },
+    );
     let diff = t.elapsed().as_secs_f64();
     println!(
         "kho       1 % changed, snapshot diff:   {diff:.2} s ({:.0} rows read/s, {changed} changes) = {:.1}x the baseline time",
@@ -148,7 +159,17 @@ fn dump_to_null(db: &RemoteDb) -> anyhow::Result<f64> {
             .args([&db.url, "-q", "-c", &format!("\\copy (SELECT * FROM {}) TO '/dev/null'", db.table)])
             .status()?,
         Kind::Mysql => Command::new("mariadb")
-            .args(["-h", "127.0.0.1", "-u", "root", "--quick", "--batch", "test", "-e", &format!("SELECT * FROM {}", db.table)])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "--quick",
+                "--batch",
+                "test",
+                "-e",
+                &format!("SELECT * FROM {}", db.table),
+            ])
             .stdout(std::process::Stdio::null())
             .status()?,
     };

@@ -59,8 +59,11 @@ impl PgSource {
             source: RemoteError::Postgres(e),
         })?;
         let server = server_name(&config);
-        let connect_err = |source| SourceError::Connect { dataset: dataset.to_string(), server: server.clone(), source };
-        if let Some(pw) = remote.password().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })? {
+        let connect_err =
+            |source| SourceError::Connect { dataset: dataset.to_string(), server: server.clone(), source };
+        if let Some(pw) =
+            remote.password().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })?
+        {
             config.password(pw);
         }
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -86,10 +89,7 @@ impl PgSource {
     }
 
     fn discover_columns(&mut self) -> Result<(), SourceError> {
-        let stmt = self
-            .client
-            .prepare(&format!("SELECT * FROM {} AS q", self.from))
-            .map_err(|e| self.query_err(e))?;
+        let stmt = self.client.prepare(&format!("SELECT * FROM {} AS q", self.from)).map_err(|e| self.query_err(e))?;
         self.columns = stmt.columns().iter().map(|c| (c.name().to_string(), c.type_().clone())).collect();
         Ok(())
     }

@@ -32,7 +32,8 @@ pub fn connect(settings: &Settings, role: &str) -> Result<Client, WarehouseError
     let mut config: postgres::Config = settings.url.parse().map_err(err)?;
     config.application_name(&format!("kho-hub {role}"));
     config.connect_timeout(CONNECT_TIMEOUT);
-    let unreachable = |e: postgres::Error| WarehouseError::Unreachable { context: format!("connect ({role})"), source: Box::new(e) };
+    let unreachable =
+        |e: postgres::Error| WarehouseError::Unreachable { context: format!("connect ({role})"), source: Box::new(e) };
     let mut client = match config.get_ssl_mode() {
         SslMode::Require => config.connect(tls_connector(settings)?).map_err(unreachable)?,
         _ => config.connect(NoTls).map_err(unreachable)?,

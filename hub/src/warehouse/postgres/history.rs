@@ -172,7 +172,13 @@ mod tests {
         let changes = [
             up(4, "khac", json!({"id": 1})),
             up(5, "ho_so", json!({"id": 7, "ten": "a\u{0}b"})),
-            Change { seq: 6, dataset: "ho_so".into(), op: Op::Delete, key: json!({"id": 7}).as_object().cloned(), row: None },
+            Change {
+                seq: 6,
+                dataset: "ho_so".into(),
+                op: Op::Delete,
+                key: json!({"id": 7}).as_object().cloned(),
+                row: None,
+            },
         ];
         let (text, first, last) = encode(&schema, &changes).expect("changes");
         assert_eq!((first, last), (5, 6));

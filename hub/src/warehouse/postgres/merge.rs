@@ -100,7 +100,10 @@ impl PostgresWarehouse {
                 Err(e) => {
                     // Usually a key already in the table; anything else the staging path reports again.
                     tracing::debug!(dataset, error = %e, "direct load refused; merging through staging");
-                    self.exec("ROLLBACK TO SAVEPOINT kho_direct; RELEASE SAVEPOINT kho_direct", "rollback to savepoint")?;
+                    self.exec(
+                        "ROLLBACK TO SAVEPOINT kho_direct; RELEASE SAVEPOINT kho_direct",
+                        "rollback to savepoint",
+                    )?;
                     self.direct.entry(dataset.to_string()).or_default().missed();
                 }
             }

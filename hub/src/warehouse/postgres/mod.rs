@@ -48,8 +48,8 @@ mod history;
 mod merge;
 mod quality;
 mod reader;
-mod schema;
 mod rows;
+mod schema;
 mod table;
 mod values;
 
@@ -81,7 +81,6 @@ pub const DDL_LOCK: i64 = 0x6b_68_6f;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// COPY data is streamed to the server in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
-
 
 pub(super) fn db(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> WarehouseError {
     let context = context.into();

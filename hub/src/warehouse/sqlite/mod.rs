@@ -354,8 +354,16 @@ impl Warehouse for SqliteWarehouse {
                  acked_through = excluded.acked_through, report_json = excluded.report_json, transport = excluded.transport",
             )
             .map_err(db("write heartbeat"))?;
-        stmt.execute(params![hb.agent, now, hb.version, hb.outbox_depth as i64, hb.acked_through as i64, report, transport])
-            .map_err(db("write heartbeat"))?;
+        stmt.execute(params![
+            hb.agent,
+            now,
+            hb.version,
+            hb.outbox_depth as i64,
+            hb.acked_through as i64,
+            report,
+            transport
+        ])
+        .map_err(db("write heartbeat"))?;
         drop(stmt);
         let applied = self.applied_seq(&hb.agent)?;
         freshness::record_syncs(&self.conn, &hb.agent, applied, &hb.datasets, now)

@@ -76,22 +76,14 @@ fn declared_type(schema_key: &[String], col: &Column) -> &'static str {
 
 /// `CREATE TABLE` for a new dataset.
 pub fn create_table_sql(schema: &DatasetSchema) -> String {
-    let mut cols: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| format!("{} {}", quote_ident(&c.name), declared_type(&schema.key, c)))
-        .collect();
+    let mut cols: Vec<String> =
+        schema.columns.iter().map(|c| format!("{} {}", quote_ident(&c.name), declared_type(&schema.key, c))).collect();
     cols.push("\"_kho_agent\" TEXT".into());
     cols.push("\"_kho_seq\" INTEGER".into());
     cols.push("\"_kho_applied_at\" TEXT".into());
     cols.push("\"_kho_deleted\" INTEGER NOT NULL DEFAULT 0".into());
     let key: Vec<String> = schema.key.iter().map(|k| quote_ident(k)).collect();
-    format!(
-        "CREATE TABLE {} ({}, PRIMARY KEY ({}))",
-        quote_ident(&schema.dataset),
-        cols.join(", "),
-        key.join(", ")
-    )
+    format!("CREATE TABLE {} ({}, PRIMARY KEY ({}))", quote_ident(&schema.dataset), cols.join(", "), key.join(", "))
 }
 
 /// `ALTER TABLE … ADD COLUMN` for one new, nullable column.

@@ -36,15 +36,23 @@ fn upsert_soft_delete_and_undelete() {
     let s = schema("id", &[]);
     wh.begin().expect("begin");
     wh.prepare_dataset(&s, NOW).expect("prepare");
-    let changes = [upsert(1, 1, "Lò Văn Hùng"), upsert(2, 2, "Cầm Thị Mai"), delete(3, 1), delete(4, 99), upsert(5, 2, "Cầm Thị Mai (sửa)")];
+    let changes = [
+        upsert(1, 1, "Lò Văn Hùng"),
+        upsert(2, 2, "Cầm Thị Mai"),
+        delete(3, 1),
+        delete(4, 99),
+        upsert(5, 2, "Cầm Thị Mai (sửa)"),
+    ];
     let stats = wh.apply_changes("a", std::slice::from_ref(&s), &changes, NOW).expect("apply");
     assert_eq!(stats, ApplyStats { upserts: 3, deletes: 2 });
     wh.set_applied_seq("a", 5, NOW).expect("ledger");
     wh.commit().expect("commit");
     assert_eq!(wh.applied_seq("a").expect("ledger"), 5);
     assert_eq!(count_rows(&wh.conn, "ho_so").expect("count"), (1, 1));
-    let (ten, seq): (String, i64) =
-        wh.conn.query_row("SELECT ten, _kho_seq FROM ho_so WHERE id = 2", [], |r| Ok((r.get(0)?, r.get(1)?))).expect("row");
+    let (ten, seq): (String, i64) = wh
+        .conn
+        .query_row("SELECT ten, _kho_seq FROM ho_so WHERE id = 2", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("row");
     assert_eq!((ten.as_str(), seq), ("Cầm Thị Mai (sửa)", 5));
 
     wh.begin().expect("begin");

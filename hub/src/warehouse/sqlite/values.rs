@@ -89,8 +89,8 @@ fn as_given(value: &Value) -> Bind<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use ColumnType::*;
+    use serde_json::json;
 
     #[test]
     fn values_follow_their_column_type() {
