@@ -16,7 +16,7 @@ use std::time::Duration;
 use kho_shared::pseudonym::PseudonymKey;
 use kho_tests::pgwh::PgWarehouse;
 use kho_tests::procs::{AgentOptions, AgentProc, AgentSpec, HubProc, wait_for};
-use kho_tests::security::{ENROLLED_HTTPS, add_agent, audit_rows};
+use kho_tests::security::{ENROLLED_HTTPS, add_agent, audit_rows, dashboard_login, hash_password};
 use serde_json::Value;
 
 const KEY_V1: &str = "v1:5f0c2a9e7d41b38c6e20f9a1d47b8c35e2a90f6b";
@@ -245,8 +245,11 @@ fn protected_values_never_leave_the_agent_and_tokens_join_across_departments() {
     let a = AgentSpec { id: "dan-cu".into(), token: "tok-dan-cu".into(), datasets: vec!["cong_dan".into()] };
     let b =
         AgentSpec { id: "y-te".into(), token: "tok-y-te".into(), datasets: vec!["kham_benh".into(), "lien_he".into()] };
-    let extra = "\n[catalog]\npath = \"catalog.toml\"\n\n[privacy]\nkey_file = \"pseudonym.keys\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n\n[dashboard]\npublic_view = true\n";
-    let hub = HubProc::start_with(&hub_dir, &[a.clone(), b.clone()], extra);
+    let extra = format!(
+        "\n[catalog]\npath = \"catalog.toml\"\n\n[privacy]\nkey_file = \"pseudonym.keys\"\n\n[freshness]\nevaluate_interval = \"200ms\"\n\n[dashboard]\npublic_view = true\n[[dashboard.operator]]\nname = \"ioc\"\npassword_hash = \"{}\"\n",
+        hash_password("mk")
+    );
+    let hub = HubProc::start_with(&hub_dir, &[a.clone(), b.clone()], &extra);
 
     // Two departments, each with the province key in a file (not enrolled: the file option).
     let opts = AgentOptions::default();
@@ -367,6 +370,23 @@ fn protected_values_never_leave_the_agent_and_tokens_join_across_departments() {
     );
     let (_, html) = page("cong_dan");
     assert!(html.contains("data-classes=\"personal public\"") && !html.contains("ho_ten ("), "{html}");
+    // Public view: no rows shown, nothing audited. An operator's view shows recent changes: audited
+    // for the sensitive dataset only.
+    assert_eq!(audit_rows(&hub).iter().filter(|r| r.0 == "sensitive_read").count(), 1);
+    let session = rt.block_on(dashboard_login(&hub, "ioc", "mk"));
+    let as_operator = |id: &str| {
+        let req = client.get(format!("{base}/ui/datasets/{id}")).header("cookie", &session);
+        rt.block_on(async { req.send().await.unwrap().text().await.unwrap() })
+    };
+    let html = as_operator("kham_benh");
+    assert!(html.contains("Thay đổi gần đây"), "the operator sees recent changes: {html}");
+    assert!(as_operator("cong_dan").contains("Thay đổi gần đây"));
+    let audited: Vec<_> = audit_rows(&hub).into_iter().filter(|r| r.0 == "sensitive_read").collect();
+    assert!(audited.iter().all(|r| r.2.contains("kham_benh")), "{audited:?}");
+    let by_operator: Vec<_> =
+        audited.iter().filter(|r| r.2.contains("operator:ioc") && r.2.contains("dashboard")).collect();
+    assert_eq!(by_operator.len(), 1, "{audited:?}");
+    assert_eq!(audited.len(), 2, "{audited:?}");
     let meta = rows(&wh, "SELECT value FROM _kho_meta WHERE key = 'privacy.columns:kham_benh'");
     assert!(meta.first().is_some_and(|r| r[0].as_str().unwrap_or("").contains("sensitive")), "{meta:?}");
 
