@@ -93,9 +93,8 @@ impl PseudonymKey {
     /// Appends the token of `value` (`v<version>:<hex>`) to `out`.
     pub fn write_token(&self, value: &[u8], out: &mut Vec<u8>) {
         let tag = hmac::sign(&self.key, value);
-        out.push(b'v');
-        out.extend_from_slice(self.version.to_string().as_bytes());
-        out.push(b':');
+        use std::io::Write;
+        write!(out, "v{}:", self.version).ok();
         const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in &tag.as_ref()[..TOKEN_BYTES] {
             out.push(HEX[usize::from(b >> 4)]);

@@ -172,10 +172,10 @@ pub fn write(
         Op::Pseudonymise => match key {
             Some(key) => {
                 text_form(cell, scratch);
-                let value = scratch.trim_ascii().to_vec();
-                scratch.clear();
-                key.write_token(&value, scratch);
-                json_str(out, scratch);
+                // A token is `v<digits>:<hex>`: nothing to escape.
+                out.push(b'"');
+                key.write_token(scratch.trim_ascii(), out);
+                out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
         },
@@ -206,9 +206,11 @@ pub fn write(
             let n = text.chars().count();
             // A value no longer than what would stay visible is hidden entirely.
             let shown = if n > *keep { *keep } else { 0 };
-            let mut masked: String = "*".repeat(n - shown);
-            masked.extend(text.chars().skip(n - shown));
-            json_str(out, masked.as_bytes());
+            let tail = text.char_indices().nth(n - shown).map_or("", |(i, _)| &text[i..]);
+            // `"<tail>"`, then the stars inserted after the opening quote (no allocation).
+            let start = out.len() + 1;
+            serde_json::to_writer(&mut *out, tail).ok();
+            out.splice(start..start, std::iter::repeat_n(b'*', n - shown));
         }
     }
 }
