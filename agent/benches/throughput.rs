@@ -188,6 +188,7 @@ fn capture_only() {
             source: SourceConfig::Sqlite { path: src.clone() },
             text: Default::default(),
             columns: if private { plan.clone() } else { Default::default() },
+            cdc: Default::default(),
         };
         let outbox = Outbox::open(&dir.path().join(format!("{mode:?}-{private}.sqlite"))).unwrap();
         let mut cap = Capture::new(config, outbox, u64::MAX, Default::default(), Box::new(|| {})).unwrap();

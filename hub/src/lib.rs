@@ -39,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod freshness;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod privacy;
 pub mod quality;
@@ -167,7 +168,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         let catalog = catalog.clone();
         Arc::new(move |dataset: &str| catalog.get().dataset(dataset).map(|d| d.department.clone()))
     };
-    let Some((writers, reader)) = open_warehouse(&config.warehouse, department_of, &shutdown).await? else {
+    let Some((mut writers, reader)) = open_warehouse(&config.warehouse, department_of, &shutdown).await? else {
         return Ok(());
     };
     let metrics = Arc::new(metrics::Metrics::default());
@@ -187,6 +188,24 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
             );
         }
     }
+    // Once-only work (freshness records, alerts, digests, retention) runs on the leader: with
+    // PostgreSQL, the instance holding the leader lock; with SQLite, this one.
+    let (leadership, election) = match config.warehouse.kind {
+        config::WarehouseKind::Postgres => {
+            let leadership = leader::Leadership::fixed(false);
+            let settings = Arc::new(warehouse::postgres_settings(&config.warehouse));
+            let mut election = leader::Election::new(settings, leadership.clone(), Arc::clone(&metrics));
+            election.attempt().await;
+            (leadership, Some(election))
+        }
+        config::WarehouseKind::Sqlite => {
+            metrics.set_leader(true);
+            (leader::Leadership::fixed(true), None)
+        }
+    };
+    for writer in &mut writers {
+        writer.set_leadership(leadership.clone());
+    }
     let ctx = apply::ApplierContext {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&hooks.clock),
@@ -198,6 +217,12 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     // Background tasks stop on `tasks` (cancelled with the hub, or when serving fails).
     let tasks = shutdown.child_token();
     let tracker = TaskTracker::new();
+    if config.warehouse.kind == config::WarehouseKind::Postgres {
+        // Other instances record declarations too (issue 11): pick them up.
+        let (index, reader, catalog) = (privacy_index.clone(), Arc::clone(&reader), catalog.clone());
+        let every = config.freshness.evaluate_interval;
+        tracker.spawn(privacy::refresh(index, reader, catalog, every, tasks.clone()));
+    }
     let (alert_sender, alert_task) = alerts::spawn(&config.alerts, Arc::clone(&metrics), tasks.clone())?;
     let snapshot = freshness::SnapshotCell::default();
     let mut evaluator = freshness::evaluator::Evaluator::new(
@@ -212,6 +237,10 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         alert_sender,
     );
     evaluator.digest_at = config.alerts.digest_time();
+    evaluator.leadership = leadership.clone();
+    if let Some(election) = election {
+        tracker.spawn(election.run(leader::ATTEMPT_EVERY, tasks.clone()).instrument(tracing::info_span!("leader")));
+    }
     if let Err(e) = evaluator.load_history().await {
         tracing::error!(error = %e, "cannot read the freshness history; transitions may repeat");
     }
@@ -270,6 +299,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
     let status = Arc::new(api::status::StatusService {
         reader,
         agents: config.agents.iter().map(|a| (a.id.clone(), a.datasets.clone())).collect(),
+        leadership,
     });
     let request_limits = Arc::new(server::RequestLimits {
         permits: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),

@@ -38,6 +38,8 @@ pub struct Metrics {
     open_data_rows: AtomicU64,
     dashboard_logins: AtomicU64,
     dashboard_login_failures: AtomicU64,
+    /// 1 while this instance holds the leader lock ([`crate::leader`]).
+    leader: AtomicU64,
     /// Per-dataset and per-agent freshness gauges, rendered by the evaluator after each pass.
     freshness: Mutex<String>,
     /// Data-quality counts from committed batches ([`Metrics::quality`]).
@@ -151,6 +153,11 @@ impl Metrics {
         }
     }
 
+    /// Whether this instance leads ([`crate::leader`]): the `kho_hub_leader` gauge.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(u64::from(leader), Relaxed);
+    }
+
     /// Replaces the freshness gauges with those of `s`.
     pub fn set_freshness(&self, s: &crate::freshness::Snapshot) {
         let text = freshness_gauges(s);
@@ -245,6 +252,11 @@ impl Metrics {
             "Refused dashboard logins (wrong name, password or form token).",
             self.dashboard_login_failures.load(Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP kho_hub_leader 1 if this instance does the once-only work (freshness records, alerts, retention)."
+        );
+        let _ = writeln!(out, "# TYPE kho_hub_leader gauge\nkho_hub_leader {}", self.leader.load(Relaxed));
         let _ = writeln!(out, "# HELP kho_hub_batches_refused_total Requests refused, by error code.");
         let _ = writeln!(out, "# TYPE kho_hub_batches_refused_total counter");
         for (code, n) in self.refused.lock().unwrap_or_else(|p| p.into_inner()).iter() {

@@ -110,6 +110,34 @@ impl Index {
     }
 }
 
+/// Reloads the recorded declarations every `interval` until `cancel`: with several hub instances
+/// on one PostgreSQL warehouse, another instance may have applied the batch that carried them.
+pub async fn refresh(
+    index: Index,
+    reader: Arc<dyn WarehouseReader>,
+    catalog: crate::catalog::CatalogHandle,
+    interval: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let (index, reader) = (index.clone(), Arc::clone(&reader));
+        let datasets: Vec<String> = catalog.get().datasets.iter().map(|d| d.id.clone()).collect();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut datasets = datasets;
+            datasets.extend(reader.status()?.datasets.into_iter().map(|d| d.dataset));
+            index.load(reader.as_ref(), &datasets)
+        })
+        .await;
+        if !matches!(loaded, Ok(Ok(()))) {
+            tracing::warn!("cannot reload the recorded personal-data declarations; retrying later");
+        }
+    }
+}
+
 /// Records the declarations a batch's schemas carry (in the batch's transaction) when they differ
 /// from what the index holds. Schemas without declarations (older agents) change nothing.
 pub fn record(wh: &mut dyn Warehouse, index: &Index, schemas: &[DatasetSchema]) -> Result<(), WarehouseError> {

@@ -128,8 +128,10 @@ pub fn ack_topic(agent: &str) -> String {
 }
 
 /// The hub's shared-subscription filters for a group: batches and heartbeats of every agent.
+/// An empty group means plain subscriptions (a single hub, or a broker without `$share`).
 pub fn hub_filters(group: &str) -> [String; 2] {
-    [format!("$share/{group}/{TOPIC_ROOT}/+/batches"), format!("$share/{group}/{TOPIC_ROOT}/+/heartbeat")]
+    let share = if group.is_empty() { String::new() } else { format!("$share/{group}/") };
+    [format!("{share}{TOPIC_ROOT}/+/batches"), format!("{share}{TOPIC_ROOT}/+/heartbeat")]
 }
 
 /// The agent id and message kind of an incoming topic, if it is an agent's batches or heartbeat
@@ -249,6 +251,7 @@ mod tests {
         assert_eq!(heartbeat_topic("a"), "kho/v1/a/heartbeat");
         assert_eq!(ack_topic("a"), "kho/v1/a/ack");
         assert_eq!(hub_filters("g")[0], "$share/g/kho/v1/+/batches");
+        assert_eq!(hub_filters("")[1], "kho/v1/+/heartbeat", "no group: a plain subscription");
         assert_eq!(parse_agent_topic("kho/v1/so-y-te-01/batches"), Some(("so-y-te-01", Kind::Batch)));
         assert_eq!(parse_agent_topic("kho/v1/a/heartbeat"), Some(("a", Kind::Heartbeat)));
         for bad in ["kho/v1/a/ack", "kho/v1//batches", "kho/v2/a/batches", "kho/v1/a", "kho/v1/a/batches/x", "x"] {

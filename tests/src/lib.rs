@@ -7,8 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cdc_db;
 pub mod compare;
 pub mod cut_proxy;
+pub mod loadgen;
 pub mod mosquitto;
 pub mod pgwh;
 pub mod procs;
@@ -16,6 +18,7 @@ pub mod remote;
 pub mod security;
 pub mod source;
 pub mod webdriver;
+pub mod webhook;
 
 use std::path::PathBuf;
 

@@ -64,6 +64,7 @@ impl Fixture {
             source: SourceConfig::Sqlite { path: self.src.clone() },
             text: Default::default(),
             columns: Default::default(),
+            cdc: Default::default(),
         }
     }
 

@@ -61,6 +61,7 @@ impl Folder {
             }),
             text: Default::default(),
             columns: Default::default(),
+            cdc: Default::default(),
         };
         let outbox = Outbox::open(&self.outbox).unwrap();
         Capture::new(config, outbox, u64::MAX, CancellationToken::new(), Box::new(|| {}))

@@ -110,6 +110,7 @@ impl Db {
             source: self.source(self.remote()),
             text: Default::default(),
             columns: Default::default(),
+            cdc: Default::default(),
         }
     }
 }

@@ -164,6 +164,7 @@ fn database_text_is_decoded_per_column_and_normalised() {
         source: SourceConfig::Sqlite { path: db },
         text: TextConfig::default(),
         columns: Default::default(),
+        cdc: Default::default(),
     };
     d.text.columns.insert("ten_cu".into(), Encoding::Tcvn3);
     let mut src = super::open(&d, None).unwrap();

@@ -23,6 +23,8 @@ use crate::warehouse::{AgentStatus, WarehouseReader, WarehouseStatus};
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusDocument {
     pub generated_at: String,
+    /// Whether this hub instance is the leader (records freshness, sends alerts; issue 11).
+    pub leader: bool,
     pub datasets: Vec<DatasetView>,
     pub agents: Vec<AgentView>,
 }
@@ -67,6 +69,7 @@ pub struct StatusService {
     pub reader: Arc<dyn WarehouseReader>,
     /// Configured agents and the datasets each may write.
     pub agents: Vec<(String, Vec<String>)>,
+    pub leadership: crate::leader::Leadership,
 }
 
 pub(super) async fn get_status(State(service): State<Arc<StatusService>>) -> Result<Json<StatusDocument>, ApiError> {
@@ -75,7 +78,9 @@ pub(super) async fn get_status(State(service): State<Arc<StatusService>>) -> Res
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("status task failed: {e}")))?
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    Ok(Json(build(crate::apply::now_rfc3339(), status, &service.agents)))
+    let mut doc = build(crate::apply::now_rfc3339(), status, &service.agents);
+    doc.leader = service.leadership.is_leader();
+    Ok(Json(doc))
 }
 
 /// Latest of two RFC 3339 UTC timestamps in the hub's fixed format (they order as strings).
@@ -146,7 +151,7 @@ pub fn build(generated_at: String, status: WarehouseStatus, configured: &[(Strin
             }
         })
         .collect();
-    StatusDocument { generated_at, datasets, agents }
+    StatusDocument { generated_at, leader: true, datasets, agents }
 }
 
 #[cfg(test)]
@@ -183,6 +188,7 @@ mod tests {
                     captured_through_seq: 4,
                     last_error: None,
                     null_cursor_rows: 0,
+                    cdc: None,
                 }]),
             }],
         };

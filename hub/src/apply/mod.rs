@@ -14,6 +14,7 @@
 //!   with its own connection, so different agents' batches are applied in parallel. The
 //!   exactly-once rule ([`plan`]) is the same either way: it reads the agent's ledger inside the
 //!   writer's transaction.
+//! - **Several hub instances**: a group first locks its agents' ledger rows ([`Warehouse::lock_group`]).
 //! - **Group commit**: the thread drains what is waiting (up to [`MAX_GROUP_JOBS`] jobs or
 //!   [`MAX_GROUP_CHANGES`] changes) into one transaction. Each job runs inside its own savepoint and
 //!   reads the ledger inside the transaction, so a later job of the same agent sees the earlier
@@ -28,6 +29,7 @@
 //!   scan), and the confirmation of pending syncs are written in the batch's own savepoint. The
 //!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
+mod locks;
 mod order;
 
 use std::sync::Arc;
@@ -348,6 +350,9 @@ fn commit_group(wh: &mut dyn Warehouse, group: &mut Vec<Job>, ctx: &ApplierConte
     let at_ms = ctx.clock.now().as_millisecond();
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
+        // Other hub instances may share the warehouse: lock the agents' ledger rows, in order.
+        let (agents, datasets) = locks::lock_sets(group);
+        wh.lock_group(&agents, &datasets, &now)?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut audit = Vec::new();
         for (job, tally) in group.iter().zip(tallies.iter_mut()) {

@@ -8,6 +8,7 @@
 //! client_key = "mqtt/hub.key"
 //! client_id = "kho-hub-1"          # unique per hub instance
 //! share_group = "kho-hub"          # $share/<group>/kho/v1/+/batches: instances share the load
+//!                                  # ("" = plain subscription: one hub instance only)
 //! max_in_flight = 8                # batches being checked/applied at once; more wait at the broker
 //! keep_alive = "30s"
 //! ```
@@ -87,8 +88,8 @@ impl MqttSection {
         if self.client_id.is_empty() || self.client_id.len() > 64 {
             bad("mqtt.client_id", "must be 1 to 64 characters".into());
         }
-        if self.share_group.is_empty() || self.share_group.contains(['/', '+', '#']) {
-            bad("mqtt.share_group", format!("{:?} must be non-empty without /, + or #", self.share_group));
+        if self.share_group.contains(['/', '+', '#', '$']) {
+            bad("mqtt.share_group", format!("{:?} must not contain /, +, # or $", self.share_group));
         }
         if self.max_in_flight == 0 {
             bad("mqtt.max_in_flight", "must be at least 1".into());

@@ -9,6 +9,11 @@
 //! `alerts.digest_at`, queues each department's digest; the transitions, the agent transitions
 //! and the digest's "sent on" date are written in one job, so they are stored together.
 //!
+//! **Several hub instances** ([`crate::leader`]): only the leader records transitions and sends
+//! alerts and digests. A follower evaluates each pass for its own API and dashboard, reading the
+//! history the leader recorded, and keeps its alert state in step without sending; when it becomes
+//! leader it reloads the history before it records anything, so nothing is recorded or sent twice.
+//!
 //! At start the recorded transitions (dataset and agent) and the last digest date are read back,
 //! so a restart neither loses history, nor records a duplicate transition, nor sends a digest twice.
 
@@ -52,6 +57,11 @@ pub struct Evaluator {
     pub alerts: AlertSender,
     /// Local time of the daily digest; `None` = no digest.
     pub digest_at: Option<jiff::civil::Time>,
+    /// Whether this instance does the once-only work (always, unless several instances share the
+    /// warehouse).
+    pub leadership: crate::leader::Leadership,
+    /// Leadership as of the previous pass.
+    led: bool,
     transitions: HashMap<String, Vec<Transition>>,
     agent_history: HashMap<String, Vec<AgentTransition>>,
     last_digest: Option<jiff::civil::Date>,
@@ -82,6 +92,8 @@ impl Evaluator {
             metrics,
             alerts,
             digest_at: None,
+            leadership: crate::leader::Leadership::fixed(true),
+            led: false,
             transitions: HashMap::new(),
             agent_history: HashMap::new(),
             last_digest: None,
@@ -115,6 +127,12 @@ impl Evaluator {
 
     /// One evaluation pass.
     pub async fn pass(&mut self) -> Result<(), EvaluateError> {
+        let leader = self.leadership.is_leader();
+        if !leader || !self.led {
+            // A follower shows what the leader recorded; a new leader starts from it.
+            self.load_history().await?;
+        }
+        self.led = leader;
         let reader = Arc::clone(&self.reader);
         let evidence = tokio::task::spawn_blocking(move || reader.evidence())
             .await
@@ -129,11 +147,11 @@ impl Evaluator {
             agent_transitions: new_agent_transitions(&snapshot, self.offline_after),
             meta: Vec::new(),
         };
-        let digest_day = self.digest_at.and_then(|at| digest::due(now, at, self.last_digest));
+        let digest_day = self.digest_at.filter(|_| leader).and_then(|at| digest::due(now, at, self.last_digest));
         if let Some(day) = digest_day {
             records.meta.push((digest::SENT_ON_KEY.to_string(), day.to_string()));
         }
-        if !records.is_empty() {
+        if leader && !records.is_empty() {
             self.applier.record(records.clone()).await?;
             for t in records.transitions {
                 tracing::info!(dataset = %t.dataset, status = t.transition.status.as_str(), period = %t.transition.period.label, "freshness transition");
@@ -147,7 +165,9 @@ impl Evaluator {
             snapshot.agent_history = self.agent_history.clone();
         }
         for alert in self.alert_state.observe(&snapshot) {
-            self.alerts.send(alert);
+            if leader {
+                self.alerts.send(alert);
+            }
         }
         if let Some(day) = digest_day {
             // Recorded as sent above: a crash from here loses today's digest rather than

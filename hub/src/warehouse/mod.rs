@@ -79,6 +79,15 @@ pub trait Warehouse: Send {
     /// Undoes the work since the last savepoint (and forgets any schema learned since).
     fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError>;
 
+    /// Locks the ledger rows of `agents` (creating missing ones at 0 first), then the metadata rows
+    /// of `datasets` (both sorted, without duplicates), until the transaction ends: no other hub
+    /// instance or writer applies these agents' batches meanwhile, and the per-dataset rows every
+    /// batch updates are taken in one global order, so groups never deadlock on them. Waits while
+    /// another transaction holds one. Called once per group, before any batch. SQLite: one process
+    /// writes the file; nothing to do.
+    fn lock_group(&mut self, _agents: &[&str], _datasets: &[&str], _now: &str) -> Result<(), WarehouseError> {
+        Ok(())
+    }
     /// The highest sequence applied for `agent` (0 if none), as of this transaction.
     fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError>;
     /// Records that `agent`'s changes up to `seq` are applied.
@@ -141,6 +150,9 @@ pub trait Warehouse: Send {
     /// Appends an audit entry inside the open transaction, so it commits (or not) with the data
     /// it records. Serialised against every other appender of the same log (hash chain).
     fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError>;
+    /// Shares whether this instance is the leader ([`crate::leader`]): a writer that also does
+    /// maintenance (PostgreSQL's change-history pruning) does it only while leading.
+    fn set_leadership(&mut self, _leadership: crate::leader::Leadership) {}
     /// Gives back memory kept only to make the next batch faster (page caches), outside any
     /// transaction. The applier calls it when batches have stopped arriving for a while.
     fn release_memory(&mut self) {}
@@ -322,15 +334,19 @@ pub fn open(
             Ok((vec![Box::new(writer)], std::sync::Arc::new(reader)))
         }
         crate::config::WarehouseKind::Postgres => {
-            let settings = postgres::Settings {
-                url: config.url.clone().unwrap_or_default(),
-                ssl_root_cert: config.ssl_root_cert.clone(),
-                history_retention: config.history_retention,
-                unassigned_schema: config.unassigned_schema.clone(),
-            };
-            let (writers, reader) = postgres::open(settings, config.writers, department_of)?;
+            let (writers, reader) = postgres::open(postgres_settings(config), config.writers, department_of)?;
             Ok((writers, reader))
         }
+    }
+}
+
+/// The connection settings of a PostgreSQL warehouse section (also used by the leader election).
+pub fn postgres_settings(config: &crate::config::WarehouseSection) -> postgres::Settings {
+    postgres::Settings {
+        url: config.url.clone().unwrap_or_default(),
+        ssl_root_cert: config.ssl_root_cert.clone(),
+        history_retention: config.history_retention,
+        unassigned_schema: config.unassigned_schema.clone(),
     }
 }
 

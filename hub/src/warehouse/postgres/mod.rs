@@ -36,6 +36,9 @@
 //! reconnects.
 //!
 //! ## Concurrency
+//! Several hub instances may share one warehouse: each group first locks its agents' ledger rows
+//! and its datasets' metadata rows ([`ledger`]), so one agent's batches are never applied by two
+//! transactions at once and groups never deadlock on the rows every batch updates.
 //! Several writers ([`crate::apply::spawn_pool`]), each with its own connection, apply the batches
 //! of different agents in parallel; one agent always goes to the same writer. DDL is serialised
 //! across writers by a transaction-scoped advisory lock and by locking the dataset's
@@ -45,6 +48,7 @@
 pub mod connect;
 mod freshness;
 mod history;
+mod ledger;
 mod merge;
 mod quality;
 mod reader;
@@ -106,6 +110,8 @@ pub struct PostgresWarehouse {
     direct: HashMap<String, merge::DirectPath>,
     /// Set on the one writer that prunes the change log, with the time it last did.
     pruned_at: Option<Option<Instant>>,
+    /// Pruning happens only while this instance leads (`None`: always).
+    leadership: Option<crate::leader::Leadership>,
     /// Between `BEGIN` and `COMMIT`/`ROLLBACK`, so a rollback is only sent when one is open.
     in_transaction: bool,
     /// Columns indexed for quality lookups (the indexes outlive the connection).
@@ -132,6 +138,7 @@ impl PostgresWarehouse {
             stages: 0,
             direct: HashMap::new(),
             pruned_at: prunes.then_some(None),
+            leadership: None,
             in_transaction: false,
             quality_indexed: Default::default(),
         };
@@ -296,6 +303,7 @@ impl Warehouse for PostgresWarehouse {
             self.reload_catalogue()?;
         }
         if let Some(pruned_at) = self.pruned_at
+            && self.leadership.as_ref().is_none_or(crate::leader::Leadership::is_leader)
             && pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
         {
             self.pruned_at = Some(Some(Instant::now()));
@@ -350,6 +358,14 @@ impl Warehouse for PostgresWarehouse {
     fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError> {
         self.exec("ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch", "rollback to savepoint")?;
         self.reload_catalogue()
+    }
+
+    fn set_leadership(&mut self, leadership: crate::leader::Leadership) {
+        self.leadership = Some(leadership);
+    }
+
+    fn lock_group(&mut self, agents: &[&str], datasets: &[&str], now: &str) -> Result<(), WarehouseError> {
+        ledger::lock(&mut self.client, agents, datasets, now)
     }
 
     fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError> {
