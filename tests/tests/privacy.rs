@@ -541,3 +541,58 @@ fn postgres_warehouse_keeps_the_declarations_across_a_restart() {
     let (status, body) = get(&rt, &client, format!("{}/api/3/action/package_show?id=cong_dan", hub.url()));
     assert_eq!(status, 200, "{body}");
 }
+
+/// CDC (PostgreSQL logical replication): the initial snapshot and the streamed inserts, updates
+/// and deletes all go through the plan; deletes of a pseudonymised key carry its token.
+#[test]
+fn cdc_streams_only_transformed_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let people = citizens(8);
+    let pg = kho_tests::cdc_db::CdcDb::create();
+    let mut c = pg.client();
+    c.batch_execute("CREATE TABLE cong_dan (so_cccd text PRIMARY KEY, ho_ten text, so_dien_thoai text)").unwrap();
+    let insert = |c: &mut postgres::Client, p: &Citizen| {
+        c.execute("INSERT INTO cong_dan VALUES ($1, $2, $3)", &[&p.cccd, &p.name, &p.phone]).unwrap();
+    };
+    for p in &people[..5] {
+        insert(&mut c, p);
+    }
+    let spec = AgentSpec { id: "dan-cu-cdc".into(), token: "tok-cdc".into(), datasets: vec!["cong_dan".into()] };
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&spec));
+    let dir = tmp.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_key(&dir.join("pseudonym.key"), KEY_V1);
+    let toml = format!(
+        "\n[privacy]\nkey_file = \"pseudonym.key\"\n\n[[dataset]]\nname = \"cong_dan\"\ntable = \"cong_dan\"\n\
+         key = [\"so_cccd\"]\nmode = \"cdc\"\npoll_interval = \"1s\"\n[dataset.source]\nkind = \"postgres\"\nurl = \"{}\"\n\
+         [dataset.columns.so_cccd]\nclass = \"personal\"\naction = \"pseudonymise\"\n\
+         [dataset.columns.ho_ten]\nclass = \"personal\"\naction = \"drop\"\n\
+         [dataset.columns.so_dien_thoai]\nclass = \"personal\"\naction = \"mask\"\nkeep_last = 3\n",
+        pg.url
+    );
+    let mut agent = AgentProc::start_with(&dir, &spec, &hub.url(), &hub.ca_path(), &toml, &AgentOptions::default());
+    let logs = || format!("{}\n{}", hub.log_tail(), agent.log_tail());
+    wait_for(TIMEOUT, "the initial snapshot", logs, || live_count(&hub, "cong_dan") == 5);
+    // Streamed: three inserts, an update of a phone, a delete.
+    for p in &people[5..] {
+        insert(&mut c, p);
+    }
+    c.execute("UPDATE cong_dan SET so_dien_thoai = '0987654321' WHERE so_cccd = $1", &[&people[0].cccd]).unwrap();
+    c.execute("DELETE FROM cong_dan WHERE so_cccd = $1", &[&people[1].cccd]).unwrap();
+    let key = PseudonymKey::parse(KEY_V1).unwrap();
+    let phone_of = |cccd: &str| -> Option<Value> {
+        let sql =
+            format!("SELECT so_dien_thoai FROM cong_dan WHERE _kho_deleted = 0 AND so_cccd = '{}'", key.token(cccd));
+        rows(&hub.warehouse(), &sql).first().map(|r| r[0].clone())
+    };
+    wait_for(TIMEOUT, "the streamed changes", logs, || {
+        live_count(&hub, "cong_dan") == 7 && phone_of(&people[0].cccd) == Some(Value::from("*******321"))
+    });
+    assert_eq!(phone_of(&people[1].cccd), None, "the delete addressed the token");
+    assert_eq!(phone_of(&people[7].cccd), Some(Value::from(format!("*******{}", &people[7].phone[7..]))));
+    let mut raw: Vec<String> = people.iter().flat_map(|p| [p.cccd.clone(), p.name.clone(), p.phone.clone()]).collect();
+    raw.push("0987654321".into());
+    assert_absent(&database_files(&hub.warehouse()), &raw);
+    assert_absent(&database_files(&agent.outbox()), &raw);
+    assert!(agent.stop());
+}
