@@ -507,8 +507,7 @@ impl AgentConfig {
                 }
             }
         }
-        p.extend(crate::privacy::config::validate(self));
-        p
+        p.into_iter().chain(crate::privacy::config::validate(self)).collect()
     }
 
     fn resolve_paths(&mut self, base: &Path) {

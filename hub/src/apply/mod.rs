@@ -29,6 +29,7 @@
 //!   scan), and the confirmation of pending syncs are written in the batch's own savepoint. The
 //!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
+mod context;
 mod locks;
 mod order;
 
@@ -40,9 +41,6 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use order::{Arrival, ORDER_WAIT};
 
-use crate::catalog::CatalogHandle;
-use crate::clock::Clock;
-use crate::metrics::Metrics;
 use crate::warehouse::{AgentTransition, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
 
 /// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
@@ -228,16 +226,7 @@ impl ApplierHandle {
     }
 }
 
-/// What the writer thread needs besides the warehouse.
-#[derive(Clone)]
-pub struct ApplierContext {
-    pub metrics: Arc<Metrics>,
-    pub clock: Arc<dyn Clock>,
-    /// For each dataset's `freshness_field`.
-    pub catalog: CatalogHandle,
-    /// Personal-data declarations the batches carry (issue 14).
-    pub privacy: crate::privacy::Index,
-}
+pub use context::ApplierContext;
 
 /// Starts the writer thread. Join the returned handle after dropping every [`ApplierHandle`] to
 /// be sure the last commit finished.
