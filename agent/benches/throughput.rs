@@ -4,7 +4,8 @@
 //!   in-process hub that acks everything (`KHO_BENCH_ROWS` sets N, default 1,000,000;
 //!   `KHO_BENCH_MODE` = cursor | snapshot).
 //! - `capture_only`: capture alone, no forwarding, to separate detection cost from transport
-//!   cost (`KHO_BENCH_ROWS`, default 300,000).
+//!   cost (`KHO_BENCH_ROWS`, default 300,000); each mode also with a personal-data plan
+//!   (pseudonymised key, masked text), printed as a ratio to the plain pass.
 //!
 //! For the whole system (real hub, HTTPS, warehouse) see `tests/bench.sh`.
 
@@ -161,7 +162,20 @@ fn capture_only() {
         .unwrap();
     }
     tx.commit().unwrap();
-    for mode in [Mode::Cursor, Mode::Snapshot] {
+    // Issue 14: the same passes with a personal-data plan (the key pseudonymised, the text masked),
+    // printed as a ratio to the plain pass of the same mode.
+    let key_file = dir.path().join("pseudonym.key");
+    std::fs::write(&key_file, "v1:0123456789abcdef0123456789abcdef\n").unwrap();
+    let plan: kho_agent::privacy::Columns = toml::from_str(
+        "id = { class = \"personal\", action = \"pseudonymise\" }\n\
+         ten = { class = \"personal\", action = \"mask\", keep_last = 4 }\n",
+    )
+    .unwrap();
+    let plan = kho_agent::privacy::Columns { key_source: Some(kho_agent::privacy::KeySource::File(key_file)), ..plan };
+    let mut plain_rate = std::collections::HashMap::new();
+    for (mode, private) in
+        [(Mode::Cursor, false), (Mode::Cursor, true), (Mode::Snapshot, false), (Mode::Snapshot, true)]
+    {
         let config = DatasetConfig {
             name: "t".into(),
             table: Some("t".into()),
@@ -173,20 +187,24 @@ fn capture_only() {
             schedule: None,
             source: SourceConfig::Sqlite { path: src.clone() },
             text: Default::default(),
+            columns: if private { plan.clone() } else { Default::default() },
             cdc: Default::default(),
         };
-        let outbox = Outbox::open(&dir.path().join(format!("{mode:?}.sqlite"))).unwrap();
+        let outbox = Outbox::open(&dir.path().join(format!("{mode:?}-{private}.sqlite"))).unwrap();
         let mut cap = Capture::new(config, outbox, u64::MAX, Default::default(), Box::new(|| {})).unwrap();
         let start = Instant::now();
         let r = cap.poll().unwrap();
         let first = start.elapsed();
         let start = Instant::now();
         cap.poll().unwrap();
-        println!(
-            "{mode:?}: first poll {} rows {:.0} rows/s; idle poll {:?}",
-            r.changes,
-            rows as f64 / first.as_secs_f64(),
-            start.elapsed()
-        );
+        let rate = rows as f64 / first.as_secs_f64();
+        let label = if private { "with privacy plan" } else { "plain" };
+        println!("{mode:?} {label}: first poll {} rows {rate:.0} rows/s; idle poll {:?}", r.changes, start.elapsed());
+        if private {
+            println!("{mode:?}: privacy plan / plain throughput = {:.2}", rate / plain_rate[&mode.as_str()]);
+        } else {
+            plain_rate.insert(mode.as_str(), rate);
+        }
     }
+    println!("capture_only peak RSS {} KiB", rss_kib(std::process::id(), "VmHWM:"));
 }

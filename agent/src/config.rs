@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub forward: ForwardSection,
     #[serde(default, rename = "dataset")]
     pub datasets: Vec<DatasetConfig>,
+    #[serde(default)] // `[privacy]`: where the pseudonymisation key is ([`crate::privacy`]).
+    pub privacy: crate::privacy::PrivacySection,
     /// Where the configuration came from (a file path), for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -218,6 +220,8 @@ pub struct DatasetConfig {
     /// ([`crate::source::text`]).
     #[serde(default)]
     pub text: crate::source::text::TextConfig,
+    #[serde(default)] // `[dataset.columns.<name>]`: personal-data class and action ([`crate::privacy`]).
+    pub columns: crate::privacy::Columns,
     /// `[dataset.cdc]`: slot and publication of a `mode = "cdc"` dataset.
     #[serde(default)]
     pub cdc: crate::source::postgres::cdc::CdcConfig,
@@ -322,6 +326,7 @@ impl AgentConfig {
         }
         config.resolve_paths(base_dir);
         config.datasets.iter_mut().for_each(|d| d.cdc.resolve_names(&config.agent.id, &d.name));
+        crate::privacy::config::attach(&mut config);
         Ok(config)
     }
 
@@ -502,7 +507,7 @@ impl AgentConfig {
                 }
             }
         }
-        p
+        p.into_iter().chain(crate::privacy::config::validate(self)).collect()
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -512,7 +517,7 @@ impl AgentConfig {
             }
         };
         resolve(&mut self.agent.data_dir);
-        if let Some(p) = self.hub.token_file.as_mut() {
+        for p in self.hub.token_file.iter_mut().chain(self.privacy.key_file.iter_mut()) {
             resolve(p);
         }
         for p in [&mut self.hub.ca_cert, &mut self.hub.client_cert, &mut self.hub.client_key, &mut self.hub.signing_key]

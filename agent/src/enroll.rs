@@ -14,6 +14,11 @@
 //! current and the new key — and then renames it over `signing_key`. Interrupted at any point, it
 //! is simply run again: the pending key is reused and the hub accepts a repeat. The outbox is not
 //! touched, so buffered changes are sent, signed with the new key, when the service starts again.
+//!
+//! The enrollment answer also carries the province's pseudonymisation key when the hub has one
+//! (issue 14): it is stored (0600) in `pseudonym.key` beside the signing key, or in
+//! `privacy.key_file`. `kho-agent fetch-key` fetches the current key again after the hub rotated
+//! it; capture reads the key at each poll, so the running agent uses it from its next pass.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -91,7 +96,34 @@ pub async fn enroll(config: &AgentConfig, options: &EnrollOptions) -> Result<Enr
     if let (Some(path), Some(pem)) = (issued_cert_path(config), &reply.client_cert) {
         write_private(path, pem.as_bytes())?;
     }
+    if let Some(key) = &reply.pseudonym_key {
+        store_pseudonym_key(config, key)?;
+    }
     Ok(reply)
+}
+
+/// `kho-agent fetch-key`: fetches the hub's current pseudonymisation key and stores it; returns
+/// its version (never the secret).
+pub async fn fetch_key(config: &AgentConfig, options: &EnrollOptions) -> Result<u32, EnrollError> {
+    let url = hub_url(config, options)?;
+    let token = config.bearer_token()?;
+    let ca = options.ca_cert.as_ref().or(config.hub.ca_cert.as_ref());
+    let reply: kho_shared::protocol::PseudonymKeyReply =
+        get(&url, kho_shared::protocol::PSEUDONYM_KEY_PATH, &token, ca).await?;
+    store_pseudonym_key(config, &reply.key)
+}
+
+/// Checks and stores a key text from the hub where capture reads it; returns its version.
+fn store_pseudonym_key(config: &AgentConfig, text: &str) -> Result<u32, EnrollError> {
+    let key = kho_shared::pseudonym::PseudonymKey::parse(text)
+        .map_err(|e| EnrollError::Setup(format!("the hub sent an unusable pseudonymisation key: {e}")))?;
+    let path = crate::privacy::key::store_path(config).ok_or_else(|| {
+        EnrollError::Setup(
+            "privacy.key_env is set: put the key in that environment variable yourself (it is not stored)".into(),
+        )
+    })?;
+    crate::privacy::key::store(&path, &key).map_err(|source| EnrollError::Write { path: path.clone(), source })?;
+    Ok(key.version())
 }
 
 /// Replaces this agent's key pair (see the module comment); returns the new public key (hex).
@@ -161,12 +193,31 @@ fn hub_url(config: &AgentConfig, options: &EnrollOptions) -> Result<String, Enro
     Ok(url)
 }
 
+async fn get<T: serde::de::DeserializeOwned>(
+    url: &str,
+    path: &str,
+    bearer: &str,
+    ca: Option<&PathBuf>,
+) -> Result<T, EnrollError> {
+    request(url, path, Some(bearer), ca, None::<&()>).await
+}
+
 async fn post<T: serde::de::DeserializeOwned>(
     url: &str,
     path: &str,
     bearer: Option<&str>,
     ca: Option<&PathBuf>,
-    request: &impl serde::Serialize,
+    body: &impl serde::Serialize,
+) -> Result<T, EnrollError> {
+    request(url, path, bearer, ca, Some(body)).await
+}
+
+async fn request<T: serde::de::DeserializeOwned>(
+    url: &str,
+    path: &str,
+    bearer: Option<&str>,
+    ca: Option<&PathBuf>,
+    request: Option<&impl serde::Serialize>,
 ) -> Result<T, EnrollError> {
     crate::forward::https::install_crypto_provider();
     let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
@@ -188,8 +239,13 @@ async fn post<T: serde::de::DeserializeOwned>(
         }
         EnrollError::Network { url: url.to_string(), message }
     };
-    let body = serde_json::to_vec(request).map_err(|e| EnrollError::Setup(e.to_string()))?;
-    let mut req = client.post(&endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let mut req = match request {
+        Some(request) => {
+            let body = serde_json::to_vec(request).map_err(|e| EnrollError::Setup(e.to_string()))?;
+            client.post(&endpoint).header(reqwest::header::CONTENT_TYPE, "application/json").body(body)
+        }
+        None => client.get(&endpoint),
+    };
     if let Some(token) = bearer {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| EnrollError::Setup("the access token has characters not allowed in a header".into()))?;
@@ -212,16 +268,20 @@ async fn post<T: serde::de::DeserializeOwned>(
 
 /// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EnrollError> {
+    write_private_file(path, bytes).map_err(|source| EnrollError::Write { path: path.to_path_buf(), source })
+}
+
+/// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| EnrollError::Write { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes).and_then(|()| file.sync_all())?;
+    std::fs::rename(&tmp, path)
 }
 
 fn pkcs8_to_pem(der: &[u8]) -> String {

@@ -7,7 +7,8 @@
 //! [`forward::Transport`]; delete only on the hub's ack). [`heartbeat`] reports liveness and
 //! per-dataset capture state; [`status`] reads the outbox for operators; [`sync_once`] runs one
 //! pass now and forwards it (`kho-agent sync --once`); [`lock`] keeps one agent per data directory;
-//! [`enroll`] is the first contact with a hub (key pair, one-time token → access token).
+//! [`enroll`] is the first contact with a hub (key pair, one-time token → access token);
+//! [`privacy`] classifies, pseudonymises and minimises personal data before it reaches the outbox.
 //!
 //! Invariants: capture is atomic (changes and the source position commit together); nothing
 //! leaves the outbox unacknowledged; memory is bounded (streamed reads, bounded chunks, one batch
@@ -23,6 +24,7 @@ pub mod forward;
 pub mod heartbeat;
 pub mod lock;
 pub mod outbox;
+pub mod privacy;
 pub mod schedule;
 pub mod scheduler;
 pub mod source;

@@ -64,6 +64,16 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Fetch the province's current pseudonymisation key from the hub (after the hub rotated it)
+    /// and store it (0600) where capture reads it; the running agent uses it from its next poll.
+    FetchKey {
+        /// The hub's HTTPS base URL (default: `hub.url`; required with the MQTT transport).
+        #[arg(long)]
+        hub: Option<String>,
+        /// CA certificate to trust for the hub (default: `hub.ca_cert`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Recover a `mode = "cdc"` dataset whose replication slot or position is lost: forget its
     /// position and drop its slot (stop the agent first); the next `run` takes a new consistent
     /// snapshot — upserting changed rows, deleting vanished ones — and streams from there.
@@ -113,6 +123,10 @@ fn main() -> ExitCode {
             let options = kho_agent::enroll::EnrollOptions { hub_url: hub, token: String::new(), ca_cert: ca };
             rotate_key(&config, options)
         }
+        Command::FetchKey { hub, ca } => {
+            let options = kho_agent::enroll::EnrollOptions { hub_url: hub, token: String::new(), ca_cert: ca };
+            fetch_key(&config, options)
+        }
         Command::Sync { once: _, timeout, datasets } => sync(config, &datasets, timeout),
         Command::Resnapshot { dataset } => resnapshot(&config, &dataset),
     };
@@ -123,6 +137,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn fetch_key(config: &AgentConfig, options: kho_agent::enroll::EnrollOptions) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let version = runtime.block_on(kho_agent::enroll::fetch_key(config, &options))?;
+    println!("pseudonymisation key v{version} stored; tokens made from the next poll on start with \"v{version}:\"");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn enroll(config: &AgentConfig, options: kho_agent::enroll::EnrollOptions) -> anyhow::Result<ExitCode> {
@@ -137,6 +158,10 @@ fn enroll(config: &AgentConfig, options: kho_agent::enroll::EnrollOptions) -> an
         config.hub.signing_key.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         config.hub.token_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
     );
+    if let (Some(key), Some(path)) = (&reply.pseudonym_key, kho_agent::privacy::key::store_path(config)) {
+        let version = key.split_once(':').map_or("?", |(v, _)| v);
+        println!("pseudonymisation key ({version}): {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -330,11 +355,52 @@ fn warn_misdecoded(d: &kho_agent::config::DatasetConfig, p: &detect::profile::Pr
     }
 }
 
+/// Shows what the agent does with each declared column and checks that the plan applies (the
+/// columns exist, the pseudonymisation key can be read); returns the problems found.
+fn check_privacy(d: &kho_agent::config::DatasetConfig, schema: &kho_shared::protocol::DatasetSchema) -> usize {
+    match kho_agent::privacy::plan_for(&d.columns, schema) {
+        Ok(plan) => {
+            for (name, c) in &plan.schema.privacy {
+                println!("  personal data: {name}: {} → {}", c.class, c.action);
+            }
+            if let Some(key) = &plan.key {
+                println!("  pseudonymisation key: v{} (tokens start with \"v{}:\")", key.version(), key.version());
+            }
+            0
+        }
+        Err(e) => {
+            println!("dataset {}: PROBLEM: {e}", d.name);
+            1
+        }
+    }
+}
+
+/// Warns about columns that look like personal data but are declared `public` or not at all
+/// (issue 14): a department must not leak citizens' data by omission.
+fn warn_personal(d: &kho_agent::config::DatasetConfig, p: &detect::profile::Profile) {
+    use kho_agent::privacy::Class;
+    for (column, kind, n, sampled) in &p.personal {
+        let declared = match d.columns.policies.get(column).map(|c| c.class) {
+            None => "has no class",
+            Some(Class::Public) => "is declared public",
+            Some(_) => continue,
+        };
+        println!(
+            "dataset {}: WARNING: column {column:?} looks like {} ({n} of {sampled} sampled values) but {declared}; \
+             declare it under [dataset.columns.{column}] with class = \"personal\" and an action \
+             (pseudonymise, drop, generalise, mask)",
+            d.name,
+            kind.describe(),
+        );
+    }
+}
+
 /// Counts a dataset's rows and checks that its key identifies them; returns the problems found.
 fn check_rows(d: &kho_agent::config::DatasetConfig) -> usize {
     let profile = detect::profile::profile(d);
     if let Ok(p) = &profile {
         warn_misdecoded(d, p);
+        warn_personal(d, p);
     }
     match profile {
         Ok(p) if p.key_is_valid() => {
@@ -411,6 +477,7 @@ fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
                 for c in &schema.columns {
                     println!("  {:<32} {}", c.name, c.ty.as_str());
                 }
+                problems += check_privacy(d, &schema);
                 problems += check_rows(d);
                 if d.mode == kho_agent::config::Mode::Cdc {
                     problems += check_cdc(d);

@@ -17,6 +17,7 @@ use serde_json::json;
 fn schema() -> DatasetSchema {
     let col = |name: &str, ty| Column { name: name.into(), ty };
     DatasetSchema {
+        privacy: Default::default(),
         dataset: "ho_so".into(),
         key: vec!["id".into()],
         columns: vec![

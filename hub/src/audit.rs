@@ -30,6 +30,9 @@ pub enum Kind {
     Refused,
     /// A batch was applied (detail: dataset(s), seq range, rows, digest).
     BatchApplied,
+    /// Rows of a dataset holding `sensitive` columns were read through an API (issue 14;
+    /// detail: dataset, route, by whom).
+    SensitiveRead,
 }
 
 impl Kind {
@@ -41,6 +44,7 @@ impl Kind {
             Kind::KeyRotated => "key_rotated",
             Kind::Refused => "refused",
             Kind::BatchApplied => "batch_applied",
+            Kind::SensitiveRead => "sensitive_read",
         }
     }
 }

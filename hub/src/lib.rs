@@ -41,6 +41,7 @@ pub mod freshness;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;
+pub mod privacy;
 pub mod quality;
 pub mod ratelimit;
 pub mod registry;
@@ -171,6 +172,22 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         return Ok(());
     };
     let metrics = Arc::new(metrics::Metrics::default());
+    // Personal-data declarations (issue 14): what the warehouse recorded, then each batch's.
+    let privacy_index = privacy::Index::default();
+    {
+        let (reader, index) = (Arc::clone(&reader), privacy_index.clone());
+        let mut datasets: Vec<String> = catalog.get().datasets.iter().map(|d| d.id.clone()).collect();
+        let loaded = tokio::task::spawn_blocking(move || {
+            datasets.extend(reader.status()?.datasets.into_iter().map(|d| d.dataset));
+            index.load(reader.as_ref(), &datasets)
+        })
+        .await;
+        if !matches!(loaded, Ok(Ok(()))) {
+            tracing::error!(
+                "cannot read the recorded personal-data declarations; they are recorded again from the next batches"
+            );
+        }
+    }
     // Once-only work (freshness records, alerts, digests, retention) runs on the leader: with
     // PostgreSQL, the instance holding the leader lock; with SQLite, this one.
     let (leadership, election) = match config.warehouse.kind {
@@ -193,12 +210,19 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&hooks.clock),
         catalog: catalog.clone(),
+        privacy: privacy_index.clone(),
     };
     let (applier, applier_thread) = apply::spawn_pool(writers, ctx).map_err(HubError::Thread)?;
 
     // Background tasks stop on `tasks` (cancelled with the hub, or when serving fails).
     let tasks = shutdown.child_token();
     let tracker = TaskTracker::new();
+    if config.warehouse.kind == config::WarehouseKind::Postgres {
+        // Other instances record declarations too (issue 11): pick them up.
+        let (index, reader, catalog) = (privacy_index.clone(), Arc::clone(&reader), catalog.clone());
+        let every = config.freshness.evaluate_interval;
+        tracker.spawn(privacy::refresh(index, reader, catalog, every, tasks.clone()));
+    }
     let (alert_sender, alert_task) = alerts::spawn(&config.alerts, Arc::clone(&metrics), tasks.clone())?;
     let snapshot = freshness::SnapshotCell::default();
     let mut evaluator = freshness::evaluator::Evaluator::new(
@@ -269,6 +293,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
             clock: Arc::clone(&hooks.clock),
             agent_ca,
             refusal_budget: ingest::gate::refusal_budget(),
+            pseudonym_keys: config.privacy.key_file.clone(),
         },
         applier,
         metrics: Arc::clone(&metrics),
@@ -294,13 +319,15 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         timeout: limits.request_timeout,
     });
     let scheme = if tls_config.is_some() { "https" } else { "http" };
-    let open_data = api::opendata::OpenData::new(
+    let audit_sink = privacy::AuditSink { store: Arc::clone(&ingest.gate.store), clock: Arc::clone(&hooks.clock) };
+    let mut open_data = api::opendata::OpenData::new(
         Arc::clone(&status.reader),
         catalog.clone(),
         snapshot.clone(),
         scheme,
         Arc::clone(&metrics),
     );
+    open_data.privacy = Some((privacy_index.clone(), audit_sink.clone()));
     let dashboard = dashboard::Dashboard {
         snapshot: snapshot.clone(),
         catalog: catalog.clone(),
@@ -308,6 +335,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
         auth: Arc::new(dashboard::auth::Auth::new(&config.dashboard, tls_config.is_some())),
         metrics: Arc::clone(&metrics),
         transports: ingest.transports.clone(),
+        privacy: Some((privacy_index, audit_sink)),
     };
     let quality_api = api::quality::QualityApi { reader: Arc::clone(&status.reader), catalog: catalog.clone() };
     let fresh_api = api::freshness::FreshnessApi { snapshot, catalog };

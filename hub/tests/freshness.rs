@@ -15,6 +15,7 @@ fn ho_so(first: u64, last: u64) -> Batch {
 
 fn ngan_sach(seq: u64, ky: &str) -> Batch {
     let schema = DatasetSchema {
+        privacy: Default::default(),
         dataset: "ngan_sach".into(),
         key: vec!["id".into()],
         columns: vec![

@@ -67,6 +67,7 @@ async fn instance(db: &TestDb, writers: usize) -> ApplierHandle {
         metrics: Arc::default(),
         clock: Arc::new(kho_hub::clock::SystemClock),
         catalog: CatalogHandle::new(Catalog::default()),
+        privacy: Default::default(),
     };
     let (handle, _thread) = apply::spawn_pool(warehouses, ctx).expect("applier");
     handle
@@ -74,6 +75,7 @@ async fn instance(db: &TestDb, writers: usize) -> ApplierHandle {
 
 fn schema() -> DatasetSchema {
     DatasetSchema {
+        privacy: Default::default(),
         dataset: "ho_so_tthc".into(),
         key: vec!["ma".into()],
         columns: vec![

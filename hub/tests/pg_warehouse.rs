@@ -75,7 +75,7 @@ fn col(name: &str, ty: ColumnType) -> Column {
 fn ho_so(extra: &[Column]) -> DatasetSchema {
     let mut columns = vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)];
     columns.extend_from_slice(extra);
-    DatasetSchema { dataset: "ho_so".into(), key: vec!["id".into()], columns }
+    DatasetSchema { privacy: Default::default(), dataset: "ho_so".into(), key: vec!["id".into()], columns }
 }
 
 fn upsert(dataset: &str, seq: u64, row: Value) -> Change {
@@ -278,6 +278,7 @@ fn portable_types_land_typed_and_misfits_are_kept() {
     let db = TestDb::new();
     let (mut wh, _reader) = open(&db);
     let s = DatasetSchema {
+        privacy: Default::default(),
         dataset: "do_luong".into(),
         key: vec!["ma".into(), "ngay".into()],
         columns: vec![
@@ -364,8 +365,12 @@ fn portable_types_land_typed_and_misfits_are_kept() {
 fn schema_evolves_widens_or_refuses_only_that_dataset() {
     let db = TestDb::new();
     let (mut wh, reader) = open(&db);
-    let other =
-        DatasetSchema { dataset: "khac".into(), key: vec!["id".into()], columns: vec![col("id", ColumnType::Int)] };
+    let other = DatasetSchema {
+        privacy: Default::default(),
+        dataset: "khac".into(),
+        key: vec!["id".into()],
+        columns: vec![col("id", ColumnType::Int)],
+    };
     apply(
         &mut wh,
         "a",
@@ -421,7 +426,7 @@ fn schema_evolves_widens_or_refuses_only_that_dataset() {
     assert_eq!(status.datasets.iter().find(|d| d.dataset == "ho_so").and_then(|d| d.schema_error.clone()), None);
 
     // A key change is refused as well.
-    let rekeyed = DatasetSchema { key: vec!["ten".into()], ..ho_so(&[]) };
+    let rekeyed = DatasetSchema { privacy: Default::default(), key: vec!["ten".into()], ..ho_so(&[]) };
     assert!(apply(&mut wh, "a", &[rekeyed], &[upsert("ho_so", 5, json!({"id": 5, "ten": "v"}))]).is_err());
 }
 
@@ -431,6 +436,7 @@ fn hostile_identifiers_are_data() {
     let (mut wh, _reader) = open(&db);
     let hostile = "mã\"; DROP TABLE kho.ledger; --";
     let s = DatasetSchema {
+        privacy: Default::default(),
         dataset: "ho_so".into(),
         key: vec![hostile.into()],
         columns: vec![
@@ -506,6 +512,7 @@ fn foreign_tables_are_not_taken_over_and_history_is_pruned() {
     let mut c = db.client();
     c.batch_execute("CREATE TABLE public.cua_nguoi_khac (x int)").expect("foreign table");
     let foreign = DatasetSchema {
+        privacy: Default::default(),
         dataset: "cua_nguoi_khac".into(),
         key: vec!["id".into()],
         columns: vec![col("id", ColumnType::Int)],

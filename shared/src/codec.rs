@@ -166,6 +166,7 @@ mod tests {
 
     fn sample() -> (Vec<DatasetSchema>, Vec<Change>) {
         let schemas = vec![DatasetSchema {
+            privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["id".into()],
             columns: vec![

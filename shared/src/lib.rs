@@ -9,6 +9,7 @@
 //! - [`codec`]: batch body encoding (JSON → zstd), digest, and bounded decoding.
 //! - [`mqtt`]: the MQTT topics, message envelope (what HTTPS carries in headers) and ack message.
 //! - [`signing`]: Ed25519 batch signatures (what is signed, verification, the agent's signer).
+//! - [`pseudonym`]: versioned pseudonymisation keys and HMAC-SHA256 tokens (personal data).
 //! - [`hash`]: canonical row and key hashes used by snapshot diffing.
 //! - [`types`]: the portable column type set and its mapping from SQL declared types.
 //! - [`fields`]: configuration problems named by field, shared by both programs.
@@ -28,6 +29,7 @@ pub mod hash;
 pub mod ident;
 pub mod mqtt;
 pub mod protocol;
+pub mod pseudonym;
 pub mod schedule;
 pub mod signing;
 pub mod types;

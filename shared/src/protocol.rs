@@ -41,6 +41,15 @@ pub const BATCH_CONTENT_ENCODING: &str = "zstd";
 pub const ENROLL_PATH: &str = "/v1/enroll";
 /// `POST` [`RotateKeyRequest`] (bearer token of the enrolled agent).
 pub const ROTATE_KEY_PATH: &str = "/v1/rotate-key";
+/// `GET` the province's current pseudonymisation key, [`PseudonymKeyReply`] (bearer token).
+pub const PSEUDONYM_KEY_PATH: &str = "/v1/pseudonym-key";
+
+/// The hub's answer to `GET /v1/pseudonym-key`: the current key, `v<version>:<secret>`
+/// ([`crate::pseudonym`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PseudonymKeyReply {
+    pub key: String,
+}
 
 /// One agent's contiguous run of changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +73,28 @@ pub struct DatasetSchema {
     /// Primary-key column names, in key order.
     pub key: Vec<String>,
     pub columns: Vec<Column>,
+    /// Personal-data declarations of the agent's config, by column (issue 14): its class and
+    /// what the agent did with it (including columns it dropped, which are not in `columns`).
+    /// Absent when the dataset declares none, so older hubs and agents understand each other.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub privacy: std::collections::BTreeMap<String, ColumnPrivacy>,
+}
+
+/// A column's personal-data class and the action applied to it at the agent (issue 14).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnPrivacy {
+    /// `public`, `internal`, `personal` or `sensitive`.
+    pub class: String,
+    /// `keep`, `drop`, `pseudonymise`, `generalise` or `mask`.
+    pub action: String,
+}
+
+impl ColumnPrivacy {
+    /// A personal or sensitive column whose raw values reach the hub.
+    pub fn exposes_personal_data(&self) -> bool {
+        matches!(self.class.as_str(), "personal" | "sensitive") && self.action == "keep"
+    }
 }
 
 /// One column of a dataset.
@@ -182,6 +213,10 @@ pub struct EnrollReply {
     /// (CN = agent id), for mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<String>,
+    /// The province's current pseudonymisation key (`v<version>:<secret>`), when the hub has one
+    /// (issue 14); the agent stores it 0600 beside its signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonym_key: Option<String>,
 }
 
 /// `POST /v1/rotate-key`: an enrolled agent replaces its public key. Both signatures are over
@@ -444,6 +479,7 @@ mod tests {
 
     fn schema() -> DatasetSchema {
         DatasetSchema {
+            privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["id".into()],
             columns: vec![

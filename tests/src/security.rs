@@ -102,6 +102,7 @@ pub fn batch(agent: &str, dataset: &str, first: u64, last: u64) -> Batch {
         last_seq: last,
         created_at_ms: 0,
         schemas: vec![DatasetSchema {
+            privacy: Default::default(),
             dataset: dataset.into(),
             key: vec!["id".into()],
             columns: vec![
@@ -177,3 +178,41 @@ pub fn configure_enrolled_agent(
 /// The `[hub]` credential lines of an enrolled HTTPS agent (token, signing key, hub-issued certificate).
 pub const ENROLLED_HTTPS: &str =
     "token_file = \"secrets/access.token\"\nsigning_key = \"secrets/agent.key\"\nclient_cert = \"secrets/agent.crt\"\n";
+
+/// `kho-hub hash-password`: the argon2 hash of `password` for a `[[dashboard.operator]]`.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(crate::bin_path("kho-hub"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+}
+
+/// Logs in to `hub`'s dashboard through its form; returns the session cookie (`name=value`).
+pub async fn dashboard_login(hub: &HubProc, name: &str, password: &str) -> String {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
+    let http =
+        reqwest::Client::builder().tls_certs_only([ca]).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = |r: &reqwest::Response, prefix: &str| -> String {
+        let all = r.headers().get_all("set-cookie");
+        let c = all.iter().map(|v| v.to_str().unwrap()).find(|c| c.starts_with(prefix)).expect("cookie");
+        c.split(';').next().unwrap().to_string()
+    };
+    let form = http.get(format!("{}/ui/login", hub.url())).send().await.unwrap();
+    let login_cookie = cookie(&form, "kho_login_csrf=");
+    let csrf = login_cookie.split_once('=').unwrap().1.to_string();
+    let r = http
+        .post(format!("{}/ui/login", hub.url()))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("name={name}&password={password}&csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "dashboard login refused");
+    cookie(&r, "kho_session=")
+}

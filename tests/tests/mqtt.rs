@@ -120,6 +120,7 @@ fn forged_batch(agent_in_batch: &str, token: &str) -> (String, Vec<u8>) {
         last_seq: 1,
         created_at_ms: 0,
         schemas: vec![DatasetSchema {
+            privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["id".into()],
             columns: vec![

@@ -30,6 +30,7 @@ fn batch(seq: u64) -> Batch {
         last_seq: seq,
         created_at_ms: 0,
         schemas: vec![DatasetSchema {
+            privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["id".into()],
             columns: vec![Column { name: "id".into(), ty: ColumnType::Int }],

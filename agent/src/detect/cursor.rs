@@ -38,7 +38,13 @@ struct Position {
 }
 
 /// Runs one cursor pass over `source`.
-pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) -> Result<PollReport, DetectError> {
+/// `schema` is the source's; rows are encoded through `plan` (personal data, issue 14).
+pub fn pass(
+    cap: &mut Capture,
+    source: &mut dyn Source,
+    schema: &DatasetSchema,
+    plan: &crate::privacy::Plan,
+) -> Result<PollReport, DetectError> {
     let dataset = cap.config.name.clone();
     let column = cap.config.cursor_column.clone().unwrap_or_default();
     let cursor_idx =
@@ -73,7 +79,7 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
         dirty: false,
         rows_in_chunk: 0,
     };
-    let mut enc = RowEncoder::new(schema);
+    let mut enc = RowEncoder::with_plan(schema, plan);
     let mut failure = None;
     let range = ScanRange::CursorFrom { column: &column, from: from.as_ref() };
     source.scan(

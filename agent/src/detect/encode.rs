@@ -5,6 +5,10 @@
 //! hashed, so "the row hash changed" means exactly "the hub would receive different data". A key's
 //! canonical encoding is the JSON array of its key values in key order. The encoder reuses its
 //! buffers from row to row, so streaming a table allocates nothing per row.
+//!
+//! An encoder built [`RowEncoder::with_plan`] applies the dataset's personal-data plan
+//! ([`crate::privacy`]) while encoding: the row, its key and both hashes are those of the
+//! transformed values, so no raw value of a protected column is ever written anywhere.
 
 use std::io::Write;
 
@@ -27,6 +31,18 @@ pub struct RowEncoder {
     row: Vec<u8>,
     key_array: Vec<u8>,
     key_object: Vec<u8>,
+    /// Personal-data plan: source index and transform of each output column; `None` when every
+    /// column is sent as read.
+    plan: Option<Box<PlanState>>,
+}
+
+#[derive(Debug)]
+struct PlanState {
+    src: Vec<usize>,
+    ops: Vec<crate::privacy::transform::Op>,
+    source_types: Vec<ColumnType>,
+    key: Option<kho_shared::pseudonym::PseudonymKey>,
+    scratch: Vec<u8>,
 }
 
 impl RowEncoder {
@@ -50,7 +66,24 @@ impl RowEncoder {
             row: Vec::with_capacity(1024),
             key_array: Vec::with_capacity(64),
             key_object: Vec::with_capacity(64),
+            plan: None,
         }
+    }
+
+    /// An encoder that writes rows of `source` (the source's schema) transformed by `plan`
+    /// (its names, types and key are the plan's output schema).
+    pub fn with_plan(source: &DatasetSchema, plan: &crate::privacy::Plan) -> RowEncoder {
+        let mut enc = RowEncoder::new(&plan.schema);
+        if !plan.is_identity() {
+            enc.plan = Some(Box::new(PlanState {
+                src: plan.src.clone(),
+                ops: plan.ops.clone(),
+                source_types: source.columns.iter().map(|c| c.ty).collect(),
+                key: plan.key.clone(),
+                scratch: Vec::new(),
+            }));
+        }
+        enc
     }
 
     /// Encodes `row`; the results stay available until the next call.
@@ -64,7 +97,26 @@ impl RowEncoder {
             }
             self.row.extend_from_slice(&self.names[i]);
             let start = self.row.len();
-            write_value(&mut self.row, *ty, row.cell(i)?);
+            match self.plan.as_deref_mut() {
+                None => write_value(&mut self.row, *ty, row.cell(i)?),
+                Some(p) => {
+                    let (src, op) = (p.src[i], &p.ops[i]);
+                    let cell = row.cell(src)?;
+                    if *op == crate::privacy::transform::Op::Keep {
+                        write_value(&mut self.row, *ty, cell);
+                    } else {
+                        let source_ty = p.source_types[src];
+                        crate::privacy::transform::write(
+                            &mut self.row,
+                            &mut p.scratch,
+                            op,
+                            p.key.as_ref(),
+                            source_ty,
+                            cell,
+                        );
+                    }
+                }
+            }
             self.spans.push((start, self.row.len()));
         }
         self.row.push(b'}');
@@ -211,6 +263,7 @@ mod tests {
     #[test]
     fn rows_and_keys_are_canonical() {
         let schema = DatasetSchema {
+            privacy: Default::default(),
             dataset: "d".into(),
             key: vec!["b".into(), "a".into()],
             columns: vec![

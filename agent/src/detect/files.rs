@@ -174,12 +174,13 @@ fn capture_file(
         }
         Err(e) => return Err(e.into()),
     };
-    let schema_changed = cap.outbox.record_schema(&schema).map_err(|e| cap.outbox_err(e))?;
+    let plan = crate::privacy::plan_for(&cap.config.columns, &schema)?;
+    let schema_changed = cap.outbox.record_schema(&plan.schema).map_err(|e| cap.outbox_err(e))?;
     tracing::info!(dataset = %dataset, file = %f.path.display(), "reading dropped file");
     cap.file_done = Some(PendingFile { path: f.path.clone(), sha256: sha, stamp: f.stamp() });
     let result = match cap.config.mode {
-        Mode::Snapshot | Mode::Cdc => super::snapshot::pass(cap, &mut src, &schema),
-        Mode::Cursor => delta_pass(cap, &mut src, &schema),
+        Mode::Snapshot | Mode::Cdc => super::snapshot::pass(cap, &mut src, &schema, &plan),
+        Mode::Cursor => delta_pass(cap, &mut src, &schema, &plan),
     };
     cap.file_done = None;
     let mut report = result?;
@@ -210,6 +211,7 @@ pub fn delta_pass(
     cap: &mut Capture,
     source: &mut dyn Source,
     schema: &DatasetSchema,
+    plan: &crate::privacy::Plan,
 ) -> Result<PollReport, DetectError> {
     let dataset = cap.config.name.clone();
     let mut report = PollReport::default();
@@ -217,7 +219,7 @@ pub fn delta_pass(
         report.interrupted = true;
         return Ok(report);
     }
-    let mut enc = RowEncoder::new(schema);
+    let mut enc = RowEncoder::with_plan(schema, plan);
     let mut rows_in_chunk = 0usize;
     let mut failure: Option<DetectError> = None;
     source.scan(schema, ScanRange::KeyOrder, &mut |row| {

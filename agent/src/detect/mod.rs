@@ -61,6 +61,9 @@ pub enum DetectError {
     Source(#[from] SourceError),
     #[error("dataset {dataset}: {source}")]
     Outbox { dataset: String, source: Box<OutboxError> },
+    /// The personal-data plan cannot be applied (unknown column, no key): nothing is captured.
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PlanError),
     #[error(transparent)]
     Cdc(#[from] crate::source::postgres::cdc::CdcError),
 }
@@ -76,6 +79,7 @@ impl DetectError {
         match self {
             DetectError::Source(e) => e.is_transient(),
             DetectError::Outbox { source, .. } => source.is_transient(),
+            DetectError::Privacy(_) => false,
             DetectError::Cdc(e) => e.is_transient(),
         }
     }
@@ -241,13 +245,15 @@ impl Capture {
         };
         let mut source = source::open(&self.config, since.as_ref())?;
         let schema = source.discover(&self.config.key, self.config.cursor_column.as_deref())?;
-        let schema_changed = self.outbox.record_schema(&schema).map_err(|e| self.outbox_err(e))?;
+        // What is recorded and sent is the schema after the personal-data plan (issue 14).
+        let plan = crate::privacy::plan_for(&self.config.columns, &schema)?;
+        let schema_changed = self.outbox.record_schema(&plan.schema).map_err(|e| self.outbox_err(e))?;
         if schema_changed {
             tracing::info!(dataset = %self.config.name, columns = schema.columns.len(), "source schema recorded");
         }
         let mut report = match self.config.mode {
-            Mode::Cursor => cursor::pass(self, source.as_mut(), &schema)?,
-            Mode::Snapshot | Mode::Cdc => snapshot::pass(self, source.as_mut(), &schema)?,
+            Mode::Cursor => cursor::pass(self, source.as_mut(), &schema, &plan)?,
+            Mode::Snapshot | Mode::Cdc => snapshot::pass(self, source.as_mut(), &schema, &plan)?,
         };
         report.schema_changed = schema_changed;
         Ok(report)

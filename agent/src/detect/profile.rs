@@ -7,7 +7,9 @@
 //! counted in a private temporary SQLite database on disk (not in memory), so memory stays flat
 //! whatever the table's size. Text columns are sampled for mojibake (legacy Vietnamese text
 //! decoded with the wrong encoding, [`crate::source::text::mojibake`]) after the dataset's own
-//! decoding, so a warning means the configured encoding is still wrong.
+//! decoding, so a warning means the configured encoding is still wrong. They are also sampled for
+//! shapes of personal data ([`crate::privacy::scan`]) — on the raw values, before any transform,
+//! and reported only to the operator at the console.
 
 use std::ops::ControlFlow;
 
@@ -34,6 +36,8 @@ pub struct Profile {
     pub duplicate_examples: Vec<String>,
     /// Text columns whose values look mis-decoded, with what they look like.
     pub misdecoded: Vec<(String, Verdict)>,
+    /// Text columns that look like personal data: (column, shape, matching values, sampled).
+    pub personal: Vec<(String, crate::privacy::scan::Kind, u64, u64)>,
 }
 
 impl Profile {
@@ -68,15 +72,17 @@ pub fn profile(config: &DatasetConfig) -> Result<Profile, ProfileError> {
     let texts: Vec<usize> =
         schema.columns.iter().enumerate().filter(|(_, c)| c.ty == ColumnType::Text).map(|(i, _)| i).collect();
     let mut samples: Vec<ColumnSample> = texts.iter().map(|_| ColumnSample::default()).collect();
+    let mut scans: Vec<crate::privacy::scan::ColumnScan> = texts.iter().map(|_| Default::default()).collect();
     let mut failure: Option<ProfileError> = None;
     keys.execute_batch("BEGIN").map_err(scratch)?;
     source.scan(&schema, ScanRange::KeyOrder, &mut |row| {
         let step = (|| -> Result<(), ProfileError> {
             enc.encode(row)?;
             p.rows += 1;
-            for (sample, &i) in samples.iter_mut().zip(&texts) {
+            for ((sample, scan), &i) in samples.iter_mut().zip(scans.iter_mut()).zip(&texts) {
                 if let Cell::Text(t) = row.cell(i)? {
                     sample.observe_bytes(t);
+                    scan.observe(&String::from_utf8_lossy(t));
                 }
             }
             if enc.key_has_null() {
@@ -103,6 +109,11 @@ pub fn profile(config: &DatasetConfig) -> Result<Profile, ProfileError> {
     for (sample, &i) in samples.iter().zip(&texts) {
         if let Some(v) = sample.verdict() {
             p.misdecoded.push((schema.columns[i].name.clone(), v));
+        }
+    }
+    for (scan, &i) in scans.iter().zip(&texts) {
+        if let Some((kind, n)) = scan.verdict() {
+            p.personal.push((schema.columns[i].name.clone(), kind, n, scan.sampled));
         }
     }
     Ok(p)

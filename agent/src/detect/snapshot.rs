@@ -18,7 +18,14 @@ use super::{Capture, DetectError, PollReport};
 use crate::source::{RowView, ScanRange, Source};
 
 /// Runs one snapshot pass over `source`.
-pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) -> Result<PollReport, DetectError> {
+/// `schema` is the source's; rows are encoded through `plan` (personal data, issue 14), so the
+/// stored row hashes and keys are those of the transformed rows.
+pub fn pass(
+    cap: &mut Capture,
+    source: &mut dyn Source,
+    schema: &DatasetSchema,
+    plan: &crate::privacy::Plan,
+) -> Result<PollReport, DetectError> {
     let dataset = cap.config.name.clone();
     let mut report = PollReport::default();
     cap.outbox.seen_reset().map_err(|e| cap.outbox_err(e))?;
@@ -26,7 +33,7 @@ pub fn pass(cap: &mut Capture, source: &mut dyn Source, schema: &DatasetSchema) 
         report.interrupted = true;
         return Ok(report);
     }
-    let mut enc = RowEncoder::new(schema);
+    let mut enc = RowEncoder::with_plan(schema, plan);
     let mut rows_in_chunk = 0usize;
     let mut failure = None;
     source.scan(schema, ScanRange::KeyOrder, &mut |row| match step(

@@ -63,6 +63,7 @@ impl Fixture {
             schedule: None,
             source: SourceConfig::Sqlite { path: self.src.clone() },
             text: Default::default(),
+            columns: Default::default(),
             cdc: Default::default(),
         }
     }
@@ -398,4 +399,72 @@ fn chunk_budget_is_a_quarter_of_the_space_and_waits_below_the_minimum() {
     assert_eq!(chunk_budget(MIN_FREE_SPACE - 1), None, "too little room: wait");
     assert_eq!(chunk_budget(MIN_FREE_SPACE), Some((MIN_FREE_SPACE / 4) as usize));
     assert_eq!(chunk_budget(3 << 20), Some(3 << 18), "3 MiB free: 768 KiB chunks");
+}
+
+/// Issue 14: with a personal-data plan, cursor and snapshot passes write only transformed values
+/// — rows, delete keys, snapshot state — and a pseudonymised key still addresses updates and
+/// deletes (the same token every time).
+#[test]
+fn personal_data_is_transformed_before_the_outbox_in_both_modes() {
+    let f = Fixture::new();
+    let key_file = f.src.with_file_name("pseudonym.key");
+    std::fs::write(&key_file, "v3:0123456789abcdef0123456789abcdef\n").unwrap();
+    let key = kho_shared::pseudonym::PseudonymKey::parse("v3:0123456789abcdef0123456789abcdef").unwrap();
+    let names: Vec<String> = (1..=6).map(|i| format!("Nguyễn Văn Bí Mật {i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        f.insert(910_000 + i as i64, n, Some(&format!("2026-01-01T00:00:{i:02}.000Z")));
+    }
+    let declare = |mode, cursor| {
+        let mut c = f.config(mode, cursor);
+        let policies: crate::privacy::Columns = toml::from_str(
+            "id = { class = \"personal\", action = \"pseudonymise\" }\n\
+             name = { class = \"personal\", action = \"drop\" }\n\
+             amount = { class = \"personal\", action = \"generalise\", to = \"range\", bounds = [0, 10] }\n",
+        )
+        .unwrap();
+        c.columns =
+            crate::privacy::Columns { key_source: Some(crate::privacy::KeySource::File(key_file.clone())), ..policies };
+        c
+    };
+    let token = |id: i64| json!(key.token(&id.to_string()));
+    let mut cap = f.capture_with(
+        declare(Mode::Cursor, Some("updated_at")),
+        u64::MAX,
+        4,
+        Box::new(|| {}),
+        CancellationToken::new(),
+    );
+    assert_eq!(cap.poll().unwrap().changes, 6);
+    let c = take(&f.outbox);
+    let row = c[0].row.as_ref().unwrap();
+    assert_eq!(row["id"], token(910_000));
+    assert_eq!(row["amount"], json!("[0,10)"));
+    assert!(!row.contains_key("name"));
+    drop(cap);
+
+    // Snapshot mode on another outbox: a delete carries the token as its key.
+    let f2 = Fixture {
+        _dir: tempfile::tempdir().unwrap(),
+        src: f.src.clone(),
+        outbox: f.outbox.with_file_name("snap.sqlite"),
+    };
+    let mut snap =
+        f2.capture_with(declare(Mode::Snapshot, None), u64::MAX, 4, Box::new(|| {}), CancellationToken::new());
+    assert_eq!(snap.poll().unwrap().changes, 6);
+    f.exec("DELETE FROM t WHERE id = 910003");
+    let r = snap.poll().unwrap();
+    assert_eq!((r.changes, r.deletes), (1, 1));
+    let c = take(&f2.outbox);
+    let delete = c.iter().find(|c| c.op == Op::Delete).unwrap();
+    assert_eq!(delete.key.as_ref().unwrap()["id"], token(910_003));
+    drop(snap);
+
+    for db in [&f.outbox, &f2.outbox] {
+        for suffix in ["", "-wal"] {
+            let Ok(bytes) = std::fs::read(format!("{}{suffix}", db.display())) else { continue };
+            for raw in names.iter().map(String::as_str).chain(["910000", "910003"]) {
+                assert!(!bytes.windows(raw.len()).any(|w| w == raw.as_bytes()), "{raw} in {}{suffix}", db.display());
+            }
+        }
+    }
 }

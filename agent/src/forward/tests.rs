@@ -142,6 +142,7 @@ fn outbox_with(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let mut o = Outbox::open(&path).unwrap();
     o.prepare_dataset("ho_so", Mode::Snapshot, None).unwrap();
     o.record_schema(&DatasetSchema {
+        privacy: Default::default(),
         dataset: "ho_so".into(),
         key: vec!["id".into()],
         columns: vec![Column { name: "id".into(), ty: ColumnType::Int }],

@@ -90,6 +90,7 @@ fn verify_reports_a_missing_change() {
     let mut o = Outbox::open(&path).unwrap();
     o.prepare_dataset("ho_so", crate::config::Mode::Snapshot, None).unwrap();
     o.record_schema(&kho_shared::protocol::DatasetSchema {
+        privacy: Default::default(),
         dataset: "ho_so".into(),
         key: vec!["id".into()],
         columns: vec![kho_shared::protocol::Column { name: "id".into(), ty: kho_shared::types::ColumnType::Int }],

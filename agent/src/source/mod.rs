@@ -283,7 +283,8 @@ pub(crate) fn check_schema(
     {
         return Err(missing("cursor", c));
     }
-    let schema = DatasetSchema { dataset: dataset.to_string(), key: key.to_vec(), columns };
+    let schema =
+        DatasetSchema { privacy: Default::default(), dataset: dataset.to_string(), key: key.to_vec(), columns };
     schema.validate().map_err(|e| SourceError::Schema { dataset: dataset.to_string(), problem: e.to_string() })?;
     Ok(schema)
 }

@@ -36,7 +36,12 @@ mod tests {
     fn job(agent: &str, datasets: &[&str]) -> Job {
         let schemas = datasets
             .iter()
-            .map(|d| DatasetSchema { dataset: d.to_string(), key: vec!["id".into()], columns: vec![] })
+            .map(|d| DatasetSchema {
+                dataset: d.to_string(),
+                key: vec!["id".into()],
+                columns: vec![],
+                privacy: Default::default(),
+            })
             .collect();
         let batch =
             Batch { v: 1, agent: agent.into(), first_seq: 1, last_seq: 1, created_at_ms: 0, schemas, changes: vec![] };

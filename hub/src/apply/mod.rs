@@ -30,6 +30,7 @@
 //!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
 mod activity;
+mod context;
 mod locks;
 mod order;
 
@@ -42,9 +43,6 @@ use tokio::sync::{mpsc, oneshot};
 pub use activity::{activity, business_date};
 pub use order::{Arrival, ORDER_WAIT};
 
-use crate::catalog::CatalogHandle;
-use crate::clock::Clock;
-use crate::metrics::Metrics;
 use crate::warehouse::{AgentTransition, StoredTransition, Warehouse, WarehouseError};
 
 /// Jobs waiting for the writer. Each holds a decoded batch (up to `max_decoded_bytes` of JSON), so
@@ -238,14 +236,7 @@ impl ApplierHandle {
     }
 }
 
-/// What the writer thread needs besides the warehouse.
-#[derive(Clone)]
-pub struct ApplierContext {
-    pub metrics: Arc<Metrics>,
-    pub clock: Arc<dyn Clock>,
-    /// For each dataset's `freshness_field`.
-    pub catalog: CatalogHandle,
-}
+pub use context::ApplierContext;
 
 /// Starts the writer thread. Join the returned handle after dropping every [`ApplierHandle`] to
 /// be sure the last commit finished.
@@ -380,6 +371,7 @@ fn commit_group(
                     if let Ok(applied) = &result
                         && !applied.duplicate
                     {
+                        crate::privacy::record(wh, &ctx.privacy, &batch.schemas)?;
                         let (rows, through) = (applied.changes, applied.applied_through);
                         audit.push(crate::audit::Entry::batch_applied(batch, digest, rows, through, at_ms));
                     }

@@ -111,6 +111,9 @@ pub struct HubConfig {
     /// Ingest from an MQTT broker too (see `config/mqtt.rs`).
     #[serde(default)]
     pub mqtt: Option<MqttSection>,
+    /// The province's pseudonymisation keys (see `privacy.rs`, issue 14).
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacySection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -395,6 +398,7 @@ impl HubConfig {
             &mut self.catalog.path,
             &mut self.alerts.ca_cert,
             &mut self.warehouse.ssl_root_cert,
+            &mut self.privacy.key_file,
         ];
         for p in paths.into_iter().flatten() {
             *p = base.join(&*p);
@@ -496,6 +500,9 @@ impl HubConfig {
                     bad(&format!("agent[{i}].datasets[{j}]"), e.to_string());
                 }
             }
+        }
+        if let Some(why) = self.privacy.validate() {
+            bad("privacy.key_file", why);
         }
         out
     }

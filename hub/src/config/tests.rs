@@ -122,3 +122,17 @@ fn mqtt_section_is_optional_and_validated_by_field() {
     let typo = format!("{base}[mqtt]\nurl = \"mqtts://b\"\nca_cert = \"ca.pem\"\nshare_grup = \"x\"\n");
     assert!(parse(&typo).expect_err("unknown field").to_string().contains("share_grup"));
 }
+
+#[test]
+fn the_pseudonymisation_key_file_is_checked_without_showing_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[privacy]\nkey_file = \"keys\"\n";
+    let e = HubConfig::from_toml_str(text, dir.path(), "t").expect_err("missing file");
+    assert!(e.to_string().contains("privacy.key_file"), "{e}");
+    std::fs::write(dir.path().join("keys"), "v1:tooshort-secret-text\n").expect("write");
+    let e = HubConfig::from_toml_str(text, dir.path(), "t").expect_err("short secret");
+    assert!(e.to_string().contains("privacy.key_file") && !e.to_string().contains("tooshort-secret-text"), "{e}");
+    std::fs::write(dir.path().join("keys"), "v1:0123456789abcdef0123456789abcdef\n").expect("write");
+    let c = HubConfig::from_toml_str(text, dir.path(), "t").expect("valid");
+    assert_eq!(c.privacy.key_file, Some(dir.path().join("keys")));
+}

@@ -48,6 +48,14 @@ impl Viewer {
     pub fn is_operator(&self) -> bool {
         matches!(self, Viewer::Operator { .. })
     }
+
+    /// The operator's login name (`public` for the public view).
+    pub fn name(&self) -> &str {
+        match self {
+            Viewer::Operator { name, .. } => name,
+            Viewer::Public => "public",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

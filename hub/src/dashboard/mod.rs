@@ -49,6 +49,8 @@ pub struct Dashboard {
     pub auth: Arc<Auth>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub transports: crate::ingest::TransportBoard,
+    /// Personal-data declarations to show, and the audit log of sensitive reads (issue 14).
+    pub privacy: Option<(crate::privacy::Index, crate::privacy::AuditSink)>,
 }
 
 pub fn routes(state: Dashboard) -> Router {
@@ -188,8 +190,14 @@ async fn dataset(
         Ok(s) => s,
         Err(r) => return r,
     };
-    // Recent changes show key values (a citizen id can be a key): operators only.
+    // Recent changes show key values (a citizen id can be a key): operators only, and a read of a
+    // dataset holding sensitive columns is audited (issue 14).
     let recent = if p.viewer.is_operator() {
+        if let Some((index, audit)) = &d.privacy
+            && index.is_sensitive(&id)
+        {
+            audit.sensitive_read(&id, "dashboard", &format!("operator:{}", p.viewer.name())).await;
+        }
         let reader = Arc::clone(&d.reader);
         let dataset = id.clone();
         match tokio::task::spawn_blocking(move || reader.recent_changes(&dataset, RECENT_CHANGES)).await {
@@ -204,7 +212,8 @@ async fn dataset(
         None
     };
     let st = status.datasets.iter().find(|x| x.dataset == id);
-    let Some(content) = pages::dataset(p.lang, &s, &id, st, recent.as_deref()) else {
+    let classes = d.privacy.as_ref().map(|(index, _)| index.classes(&id)).unwrap_or_default();
+    let Some(content) = pages::dataset(p.lang, &s, &id, st, recent.as_deref(), &classes) else {
         return (StatusCode::NOT_FOUND, "no such dataset").into_response();
     };
     let title = p.lang.tr("Bộ dữ liệu", "Dataset");

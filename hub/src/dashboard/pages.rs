@@ -369,6 +369,7 @@ pub fn dataset(
     id: &str,
     status: Option<&crate::warehouse::DatasetStatus>,
     recent: Option<&[RecentChange]>,
+    classes: &[(String, Vec<String>)],
 ) -> Option<Markup> {
     let d = s.dataset(id)?;
     let dept = s.catalog.department(&d.department);
@@ -421,6 +422,17 @@ pub fn dataset(
                         td { (local_time(c.applied_at.as_deref().and_then(|t| t.parse().ok()))) }
                         td { (c.agent.as_deref().unwrap_or("—")) " #" (c.seq.map_or("—".into(), |s| s.to_string())) }
                     }
+                } }
+            }
+        }
+        h2 { (l.tr("Dữ liệu cá nhân", "Personal data")) }
+        @if classes.is_empty() {
+            p.classes { (l.tr("Agent không khai báo phân loại cột nào.", "The agent declares no column classes.")) }
+        } @else {
+            table.classes data-classes=(classes.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(" ")) {
+                thead { tr { th { (l.tr("Loại", "Class")) } th { (l.tr("Cột (xử lý tại agent)", "Columns (agent action)")) } } }
+                tbody { @for (class, cols) in classes {
+                    tr { td { (class) } td { (cols.join(", ")) } }
                 } }
             }
         }

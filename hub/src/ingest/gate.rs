@@ -40,6 +40,8 @@ pub struct Gate {
     pub agent_ca: Arc<crate::agent_ca::AgentCa>,
     /// Bounds how many refusals per second reach the audit log.
     pub refusal_budget: crate::ratelimit::RateLimiter,
+    /// The province's pseudonymisation key file (`[privacy] key_file`), read at each use.
+    pub pseudonym_keys: Option<std::path::PathBuf>,
 }
 
 /// The refusal budget a hub starts with.
@@ -130,13 +132,28 @@ impl Gate {
                 None
             }
         };
+        let pseudonym_key = self.pseudonym_key().ok().flatten();
         Ok(EnrollReply {
             agent: agent.id,
             department: agent.department,
             datasets: agent.datasets,
             access_token,
             client_cert,
+            pseudonym_key,
         })
+    }
+
+    /// The current pseudonymisation key's text, `None` when the hub has no key file. The secret
+    /// is never logged; a broken file is (without it).
+    pub fn pseudonym_key(&self) -> Result<Option<String>, ApiError> {
+        let Some(path) = &self.pseudonym_keys else { return Ok(None) };
+        match crate::privacy::current_key(path) {
+            Ok(key) => Ok(Some(key.expose())),
+            Err(e) => {
+                tracing::error!(problem = %e, "cannot read the pseudonymisation key file");
+                Err(ApiError::new(ErrorCode::Unavailable, "the hub's pseudonymisation key is unavailable; retry later"))
+            }
+        }
     }
 
     /// Replaces an enrolled agent's public key (`kho-agent rotate-key`). Idempotent: a retry after

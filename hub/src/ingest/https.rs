@@ -1,6 +1,7 @@
 //! The HTTPS transport for ingest: `POST /v1/batches`, `POST /v1/heartbeat`, `GET /v1/whoami`
 //! (who the token belongs to, for `kho-agent check`) and `POST /v1/enroll` (an agent's one-time
-//! enrollment: token + public key → access token).
+//! enrollment: token + public key → access token) and `GET /v1/pseudonym-key` (the province's
+//! current pseudonymisation key, for an authenticated agent: `kho-agent fetch-key`).
 //!
 //! The token is checked before the body is read, so an unknown caller cannot make the hub buffer
 //! anything. Bodies are read with a hard byte limit (a declared `content-length` over the limit is
@@ -18,7 +19,8 @@ use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use kho_shared::protocol::{
     Ack, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCHES_PATH, DIGEST_HEADER, ENROLL_PATH, EnrollReply,
-    EnrollRequest, ErrorCode, HEARTBEAT_PATH, ROTATE_KEY_PATH, RotateKeyRequest, WHOAMI_PATH, WhoAmI,
+    EnrollRequest, ErrorCode, HEARTBEAT_PATH, PSEUDONYM_KEY_PATH, PseudonymKeyReply, ROTATE_KEY_PATH, RotateKeyRequest,
+    WHOAMI_PATH, WhoAmI,
 };
 use kho_shared::signing::SIGNATURE_HEADER;
 
@@ -35,7 +37,35 @@ pub fn routes(ingest: Arc<Ingest>) -> Router {
         .route(WHOAMI_PATH, axum::routing::get(get_whoami))
         .route(ENROLL_PATH, post(post_enroll))
         .route(ROTATE_KEY_PATH, post(post_rotate_key))
+        .route(PSEUDONYM_KEY_PATH, axum::routing::get(get_pseudonym_key))
         .with_state(ingest)
+}
+
+/// The current pseudonymisation key for an authenticated agent (404 when the hub has none).
+async fn get_pseudonym_key(
+    State(ingest): State<Arc<Ingest>>,
+    tls: Tls,
+    headers: HeaderMap,
+) -> Result<Json<PseudonymKeyReply>, ApiError> {
+    let result = async {
+        let agent = ingest.authenticate(header_str(&headers, header::AUTHORIZATION)).await?;
+        check_peer(&ingest, &tls, &agent)?;
+        ingest.admit(&agent)?;
+        match ingest.gate.pseudonym_key()? {
+            Some(key) => {
+                tracing::info!(agent = %agent.id, "pseudonymisation key handed out");
+                Ok(PseudonymKeyReply { key })
+            }
+            None => {
+                Err(ApiError::new(ErrorCode::Forbidden, "this hub has no pseudonymisation key ([privacy] key_file)"))
+            }
+        }
+    }
+    .await;
+    result.map(Json).map_err(|e: ApiError| {
+        ingest.metrics.refused(e.code());
+        e.log()
+    })
 }
 
 fn header_str(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {

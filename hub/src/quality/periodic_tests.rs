@@ -59,7 +59,7 @@ fn the_plan_has_a_full_check_per_unique_and_reference_rule_and_a_count_of_the_la
 fn schema(dataset: &str, cols: &[&str]) -> DatasetSchema {
     let mut columns = vec![Column { name: "id".into(), ty: ColumnType::Int }];
     columns.extend(cols.iter().map(|c| Column { name: c.to_string(), ty: ColumnType::Text }));
-    DatasetSchema { dataset: dataset.into(), key: vec!["id".into()], columns }
+    DatasetSchema { dataset: dataset.into(), key: vec!["id".into()], columns, privacy: Default::default() }
 }
 
 fn up(seq: u64, dataset: &str, row: serde_json::Value) -> Change {

@@ -152,6 +152,7 @@ impl TestHub {
 
 pub fn ho_so_schema() -> DatasetSchema {
     DatasetSchema {
+        privacy: Default::default(),
         dataset: "ho_so".into(),
         key: vec!["id".into()],
         columns: vec![

@@ -75,7 +75,7 @@ pub fn schema(shape: &Shape) -> DatasetSchema {
         ],
     };
     let key = vec![columns[0].name.clone()];
-    DatasetSchema { dataset: shape.dataset.into(), key, columns }
+    DatasetSchema { dataset: shape.dataset.into(), key, columns, privacy: Default::default() }
 }
 
 const DISTRICTS: &[&str] = &["Mường La", "Thuận Châu", "Mộc Châu", "Sông Mã", "Yên Châu", "Bắc Yên", "Phù Yên"];

@@ -23,6 +23,8 @@ pub struct Table {
     pub relation: Relation,
     pub kinds: Vec<PgKind>,
     pub schema: DatasetSchema,
+    /// The schema after the dataset's personal-data plan: what is recorded and sent (issue 14).
+    pub sent: DatasetSchema,
     enc: RowEncoder,
     buf: RowBuf,
     old_key: Vec<u8>,
@@ -33,8 +35,15 @@ pub struct Table {
 
 impl Table {
     /// The table of `relation` for `dataset` with key columns `key`; text is decoded and
-    /// normalised as `text` says, like the snapshot's [`crate::source::decoded::Decoded`].
-    pub fn new(dataset: &str, key: &[String], text: &TextConfig, relation: Relation) -> Result<Table, DetectError> {
+    /// normalised as `text` says, like the snapshot's [`crate::source::decoded::Decoded`]; rows are
+    /// encoded through the personal-data plan of `privacy` (issue 14).
+    pub fn new(
+        dataset: &str,
+        key: &[String],
+        text: &TextConfig,
+        privacy: &crate::privacy::Columns,
+        relation: Relation,
+    ) -> Result<Table, DetectError> {
         let kinds: Vec<PgKind> = relation
             .columns
             .iter()
@@ -47,7 +56,8 @@ impl Table {
             .map(|(c, k)| Column { name: c.name.clone(), ty: k.portable() })
             .collect();
         let schema = crate::source::check_schema(dataset, columns, key, None)?;
-        let enc = RowEncoder::new(&schema);
+        let plan = crate::privacy::plan_for(privacy, &schema)?;
+        let enc = RowEncoder::with_plan(&schema, &plan);
         let text_plan = schema
             .columns
             .iter()
@@ -57,6 +67,7 @@ impl Table {
             relation,
             kinds,
             schema,
+            sent: plan.schema,
             enc,
             buf: RowBuf::default(),
             old_key: Vec::new(),

@@ -180,9 +180,10 @@ fn initial_snapshot(
         Box::new(Decoded::new(Box::new(pg), cap.config.text.clone(), Origin::Unicode))
     };
     let schema = source.discover(&cap.config.key, None)?;
-    let schema_changed = cap.outbox.record_schema(&schema).map_err(|e| cap.outbox_err(e))?;
+    let plan = crate::privacy::plan_for(&cap.config.columns, &schema)?;
+    let schema_changed = cap.outbox.record_schema(&plan.schema).map_err(|e| cap.outbox_err(e))?;
     cap.cdc_start = Some((slot.to_string(), point));
-    let result = super::snapshot::pass(cap, source.as_mut(), &schema);
+    let result = super::snapshot::pass(cap, source.as_mut(), &schema, &plan);
     cap.cdc_start = None;
     let mut report = result?;
     report.schema_changed = schema_changed;
@@ -352,9 +353,10 @@ impl Stream<'_> {
                 if (rel.namespace.as_str(), rel.name.as_str()) != (self.target.0.as_str(), self.target.1.as_str()) {
                     return Ok(true);
                 }
-                let table = Table::new(&self.dataset, &self.cap.config.key, &self.cap.config.text, rel)?;
-                if self.cap.outbox.record_schema(&table.schema).map_err(|e| self.cap.outbox_err(e))? {
-                    tracing::info!(dataset = %self.dataset, columns = table.schema.columns.len(), "source schema changed in the stream");
+                let config = &self.cap.config;
+                let table = Table::new(&self.dataset, &config.key, &config.text, &config.columns, rel)?;
+                if self.cap.outbox.record_schema(&table.sent).map_err(|e| self.cap.outbox_err(e))? {
+                    tracing::info!(dataset = %self.dataset, columns = table.sent.columns.len(), "source schema changed in the stream");
                     self.report.schema_changed = true;
                 }
                 self.table = Some(table);

@@ -117,6 +117,7 @@ fn cursor_scans_filter_and_sort_on_the_agent() {
     }
     src.columns = vec!["id".into(), "updated_at".into()];
     let schema = DatasetSchema {
+        privacy: Default::default(),
         dataset: "d".into(),
         key: vec!["id".into()],
         columns: vec![

@@ -63,6 +63,10 @@ pub enum CkanError {
     /// HTTP 409, `"Validation Error"`, with the bad parameters by name.
     #[error("invalid parameters")]
     Validation(BTreeMap<String, Vec<String>>),
+    /// HTTP 403, `"Authorization Error"`: a dataset the catalogue opens but that holds personal
+    /// data kept unprotected (issue 14).
+    #[error("{0}")]
+    Forbidden(String),
     /// HTTP 503: too many open-data reads at once.
     #[error("{0}")]
     Busy(String),
@@ -80,6 +84,7 @@ impl CkanError {
         match self {
             CkanError::NotFound(_) => 404,
             CkanError::Validation(_) => 409,
+            CkanError::Forbidden(_) => 403,
             CkanError::Busy(_) => 503,
             CkanError::Internal(_) => 500,
         }
@@ -98,6 +103,7 @@ impl CkanError {
                 Value::Object(obj)
             }
             CkanError::Busy(m) => json!({"__type": "Service Unavailable", "message": m}),
+            CkanError::Forbidden(m) => json!({"__type": "Authorization Error", "message": m}),
             CkanError::Internal(m) => json!({"__type": "Internal Server Error", "message": m}),
         }
     }

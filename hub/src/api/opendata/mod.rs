@@ -59,6 +59,9 @@ pub struct OpenData {
     /// `https`, or `http` in insecure dev mode: the scheme of the URLs the API publishes.
     pub scheme: &'static str,
     pub metrics: Arc<Metrics>,
+    /// Personal-data declarations (a dataset exposing personal data is refused) and the audit
+    /// log of sensitive reads (issue 14).
+    pub privacy: Option<(crate::privacy::Index, crate::privacy::AuditSink)>,
 }
 
 impl OpenData {
@@ -69,7 +72,8 @@ impl OpenData {
         scheme: &'static str,
         metrics: Arc<Metrics>,
     ) -> OpenData {
-        OpenData { reader, catalog, snapshot, reads: Arc::new(Semaphore::new(OPEN_DATA_READS)), scheme, metrics }
+        let reads = Arc::new(Semaphore::new(OPEN_DATA_READS));
+        OpenData { reader, catalog, snapshot, reads, scheme, metrics, privacy: None }
     }
 
     /// An open dataset with its department and freshness, or the 404 every other id gets.
@@ -77,6 +81,7 @@ impl OpenData {
         let catalog = self.catalog.get();
         let dataset =
             catalog.dataset(id).filter(|d| d.open_data).ok_or_else(|| CkanError::NotFound("dataset".into()))?;
+        self.refuse_personal(id)?;
         Ok(Published {
             department: catalog.department(&dataset.department).cloned(),
             view: self.snapshot.get().dataset(id).cloned(),
@@ -91,13 +96,36 @@ impl OpenData {
         catalog
             .datasets
             .iter()
-            .filter(|d| d.open_data)
+            .filter(|d| d.open_data && self.refuse_personal(&d.id).is_ok())
             .map(|d| Published {
                 department: catalog.department(&d.department).cloned(),
                 view: snapshot.dataset(&d.id).cloned(),
                 dataset: d.clone(),
             })
             .collect()
+    }
+
+    /// Refuses a dataset whose agent keeps `personal` or `sensitive` columns raw (issue 14).
+    fn refuse_personal(&self, id: &str) -> Result<(), CkanError> {
+        let Some((index, _)) = &self.privacy else { return Ok(()) };
+        let exposed = index.exposed(id);
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(CkanError::Forbidden(format!(
+            "dataset {id} is not published: its columns {} hold personal data kept unprotected; the department \
+             must pseudonymise, generalise, mask or drop them in its agent config (Decree 13/2023/ND-CP)",
+            exposed.join(", ")
+        )))
+    }
+
+    /// Writes the audit entry of a read of `id`'s rows when it holds sensitive columns.
+    async fn audit_read(&self, id: &str, route: &str) {
+        if let Some((index, audit)) = &self.privacy
+            && index.is_sensitive(id)
+        {
+            audit.sensitive_read(id, route, "open-data").await;
+        }
     }
 
     fn permit(&self) -> Result<OwnedSemaphorePermit, CkanError> {
@@ -291,7 +319,8 @@ async fn datastore_search(s: &OpenData, p: &Params) -> Result<Value, CkanError> 
         return Err(CkanError::invalid("records_format", "only \"objects\" is supported"));
     }
     let (dataset, _) = ckan::parse_resource_id(&resource_id).ok_or_else(|| CkanError::NotFound("resource".into()))?;
-    let published = s.open(dataset).map_err(|_| CkanError::NotFound("resource".into()))?;
+    let published = s.open(dataset).map_err(as_resource)?;
+    s.audit_read(dataset, "datastore_search").await;
     let limit = p.count("limit", ckan::DATASTORE_DEFAULT_LIMIT)?.min(ckan::DATASTORE_MAX_LIMIT);
     let offset = p.count("offset", 0)?;
     let include_total = flag(p, "include_total", true)?;
@@ -343,6 +372,14 @@ async fn datastore_search(s: &OpenData, p: &Params) -> Result<Value, CkanError> 
     Ok(result)
 }
 
+/// A dataset error as a resource's: not found stays not found; a refusal keeps its reason.
+fn as_resource(e: CkanError) -> CkanError {
+    match e {
+        CkanError::Forbidden(_) => e,
+        _ => CkanError::NotFound("resource".into()),
+    }
+}
+
 /// `GET /opendata/<id>.csv|json[?bom=true]`: the dataset's current rows, streamed.
 async fn download(
     State(s): State<OpenData>,
@@ -368,7 +405,8 @@ async fn start_download(s: &OpenData, file: &str, params: Params) -> Result<Resp
         Some((id, "json")) => (id, Format::Json),
         _ => return Err(CkanError::NotFound("resource".into())),
     };
-    let published = s.open(id).map_err(|_| CkanError::NotFound("resource".into()))?;
+    let published = s.open(id).map_err(as_resource)?;
+    s.audit_read(id, "download").await;
     let permit = s.permit()?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(DOWNLOAD_CHANNEL);
     let reader = Arc::clone(&s.reader);

@@ -157,6 +157,7 @@ mod tests {
     #[test]
     fn encodes_each_change_of_the_dataset_in_order() {
         let schema = DatasetSchema {
+            privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["id".into()],
             columns: vec![Column { name: "id".into(), ty: ColumnType::Int }],
@@ -189,6 +190,9 @@ mod tests {
                 {"seq": 6, "op": "delete", "key": {"id": 7}},
             ])
         );
-        assert!(encode(&DatasetSchema { dataset: "none".into(), ..schema }, &changes).is_none());
+        assert!(
+            encode(&DatasetSchema { privacy: Default::default(), dataset: "none".into(), ..schema }, &changes)
+                .is_none()
+        );
     }
 }

@@ -242,7 +242,12 @@ mod tests {
     }
 
     fn schema(key: &[&str], cols: Vec<Column>) -> DatasetSchema {
-        DatasetSchema { dataset: "ho_so".into(), key: key.iter().map(|k| k.to_string()).collect(), columns: cols }
+        DatasetSchema {
+            privacy: Default::default(),
+            dataset: "ho_so".into(),
+            key: key.iter().map(|k| k.to_string()).collect(),
+            columns: cols,
+        }
     }
 
     #[test]
@@ -286,6 +291,7 @@ mod tests {
     #[test]
     fn hostile_names_stay_inside_quotes() {
         let s = DatasetSchema {
+            privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["mã\"; DROP TABLE x; --".into()],
             columns: vec![col("mã\"; DROP TABLE x; --", Text), col("Họ tên", Text)],

@@ -143,7 +143,12 @@ mod tests {
     }
 
     fn schema(key: &[&str], cols: Vec<Column>) -> DatasetSchema {
-        DatasetSchema { dataset: "ho_so".into(), key: key.iter().map(|k| k.to_string()).collect(), columns: cols }
+        DatasetSchema {
+            privacy: Default::default(),
+            dataset: "ho_so".into(),
+            key: key.iter().map(|k| k.to_string()).collect(),
+            columns: cols,
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ fn schema(key: &str, extra: &[&str]) -> DatasetSchema {
     let mut columns =
         vec![Column { name: "id".into(), ty: ColumnType::Int }, Column { name: "ten".into(), ty: ColumnType::Text }];
     columns.extend(extra.iter().map(|c| Column { name: c.to_string(), ty: ColumnType::Decimal }));
-    DatasetSchema { dataset: "ho_so".into(), key: vec![key.into()], columns }
+    DatasetSchema { privacy: Default::default(), dataset: "ho_so".into(), key: vec![key.into()], columns }
 }
 
 fn upsert(seq: u64, id: i64, ten: &str) -> Change {
