@@ -173,6 +173,7 @@ fn capture_only() {
             schedule: None,
             source: SourceConfig::Sqlite { path: src.clone() },
             text: Default::default(),
+            cdc: Default::default(),
         };
         let outbox = Outbox::open(&dir.path().join(format!("{mode:?}.sqlite"))).unwrap();
         let mut cap = Capture::new(config, outbox, u64::MAX, Default::default(), Box::new(|| {})).unwrap();

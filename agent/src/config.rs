@@ -162,24 +162,9 @@ impl Default for ForwardSection {
     }
 }
 
-/// How changes are detected in a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Rows whose cursor column is ≥ the last value seen.
-    Cursor,
-    /// Full read compared with stored row hashes (also finds deletes).
-    Snapshot,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Cursor => "cursor",
-            Mode::Snapshot => "snapshot",
-        }
-    }
-}
+#[path = "config_mode.rs"]
+mod mode;
+pub use mode::Mode;
 
 /// Where a dataset's rows come from: a SQLite file, a PostgreSQL or MySQL/MariaDB server
 /// (`url`, `password_env`/`password_file`, `sslmode`), a drop folder of CSV/XLSX files
@@ -233,6 +218,9 @@ pub struct DatasetConfig {
     /// ([`crate::source::text`]).
     #[serde(default)]
     pub text: crate::source::text::TextConfig,
+    /// `[dataset.cdc]`: slot and publication of a `mode = "cdc"` dataset.
+    #[serde(default)]
+    pub cdc: crate::source::postgres::cdc::CdcConfig,
 }
 
 impl DatasetConfig {
@@ -333,6 +321,7 @@ impl AgentConfig {
             return Err(ConfigError::Invalid { origin: origin.to_string(), problems });
         }
         config.resolve_paths(base_dir);
+        config.datasets.iter_mut().for_each(|d| d.cdc.resolve_names(&config.agent.id, &d.name));
         Ok(config)
     }
 
@@ -466,7 +455,9 @@ impl AgentConfig {
                 ),
                 (Mode::Cursor, None) => bad(&f("cursor_column"), "required when mode = \"cursor\"".into()),
                 (Mode::Cursor, Some(c)) if c.trim().is_empty() => bad(&f("cursor_column"), "must not be empty".into()),
-                (Mode::Snapshot, Some(_)) => bad(&f("cursor_column"), "only allowed when mode = \"cursor\"".into()),
+                (Mode::Snapshot | Mode::Cdc, Some(_)) => {
+                    bad(&f("cursor_column"), "only allowed when mode = \"cursor\"".into())
+                }
                 _ => {}
             }
             if let Some(Err(e)) = d.schedule.as_deref().map(crate::schedule::CronSchedule::parse) {
@@ -475,7 +466,8 @@ impl AgentConfig {
             if d.poll_interval.is_zero() {
                 bad(&f("poll_interval"), "must be greater than zero".into());
             }
-            for (field, problem) in d.text.validate(&f("text")) {
+            let cdc = crate::source::postgres::cdc::validate(d, i);
+            for (field, problem) in d.text.validate(&f("text")).into_iter().chain(cdc) {
                 bad(&field, problem);
             }
             match &d.source {

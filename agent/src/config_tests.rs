@@ -369,6 +369,37 @@ fn the_deployment_example_is_valid() {
         });
         assert!(found, "deploy/examples/agent.toml has no {kind} dataset");
     }
+    let cdc = c.datasets.iter().find(|d| d.mode == Mode::Cdc).expect("deploy/examples/agent.toml has no cdc dataset");
+    assert_eq!(cdc.cdc.slot_name("x", "y"), format!("kho_{}_ho_so_tiep_nhan", c.agent.id.replace('-', "_")));
+}
+
+#[test]
+fn cdc_datasets_are_validated() {
+    let ds = |extra: &str| {
+        format!(
+            "{HEAD}[[dataset]]\nname = \"a\"\ntable = \"t\"\nkey = [\"id\"]\nmode = \"cdc\"\n{extra}[dataset.source]\nkind = \"postgres\"\nurl = \"postgres://u@h/db\"\n"
+        )
+    };
+    let c = parse(&ds("")).unwrap();
+    assert_eq!(c.datasets[0].mode, Mode::Cdc);
+    assert!(c.datasets[0].cdc.slot.as_deref().is_some_and(|s| s.starts_with("kho_") && s.ends_with("_a")));
+    let fields = |text: &str| -> Vec<String> {
+        parse(text).err().map(|e| e.problems().iter().map(|p| p.field.clone()).collect()).unwrap_or_default()
+    };
+    assert_eq!(fields(&ds("cursor_column = \"c\"\n")), vec!["dataset[0].cursor_column"]);
+    assert_eq!(fields(&ds("schedule = \"0 2 * * *\"\n")), vec!["dataset[0].schedule"]);
+    let sqlite = format!(
+        "{HEAD}[[dataset]]\nname = \"a\"\ntable = \"t\"\nkey = [\"id\"]\nmode = \"cdc\"\n[dataset.source]\nkind = \"sqlite\"\npath = \"x.db\"\n"
+    );
+    assert_eq!(fields(&sqlite), vec!["dataset[0].mode"]);
+    let tls = ds("").replace("url = \"postgres", "sslmode = \"require\"\nurl = \"postgres");
+    assert_eq!(fields(&tls), vec!["dataset[0].source.sslmode"]);
+    let bad_slot = ds("").replace("[dataset.source]", "[dataset.cdc]\nslot = \"Bad-Slot\"\n[dataset.source]");
+    assert_eq!(fields(&bad_slot), vec!["dataset[0].cdc.slot"]);
+    let snapshot_with_cdc = ds("")
+        .replace("mode = \"cdc\"", "mode = \"snapshot\"")
+        .replace("[dataset.source]", "[dataset.cdc]\nslot = \"s\"\n[dataset.source]");
+    assert_eq!(fields(&snapshot_with_cdc), vec!["dataset[0].cdc"]);
 }
 
 #[test]

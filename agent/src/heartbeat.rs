@@ -28,6 +28,12 @@ pub fn build(agent: &str, datasets: &[String], status: &OutboxStatus, now_ms: i6
                 captured_through_seq: d.captured_through_seq,
                 last_error: d.last_error.clone(),
                 null_cursor_rows: d.null_cursor_rows,
+                cdc: d.cdc.as_ref().map(|c| kho_shared::protocol::CdcReport {
+                    slot: c.slot.clone(),
+                    lsn: c.lsn.clone(),
+                    lag_bytes: c.lag_bytes,
+                    lag_seconds: c.lag_seconds,
+                }),
             },
             None => DatasetReport {
                 dataset: name.clone(),
@@ -35,6 +41,7 @@ pub fn build(agent: &str, datasets: &[String], status: &OutboxStatus, now_ms: i6
                 captured_through_seq: 0,
                 last_error: None,
                 null_cursor_rows: 0,
+                cdc: None,
             },
         })
         .collect();

@@ -64,6 +64,13 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Recover a `mode = "cdc"` dataset whose replication slot or position is lost: forget its
+    /// position and drop its slot (stop the agent first); the next `run` takes a new consistent
+    /// snapshot — upserting changed rows, deleting vanished ones — and streams from there.
+    Resnapshot {
+        /// The dataset.
+        dataset: String,
+    },
     /// Capture the datasets once now (all, or those named) and forward until the hub has
     /// acknowledged everything; for a first sync or a catch-up. Refuses to run beside `run`.
     Sync {
@@ -107,6 +114,7 @@ fn main() -> ExitCode {
             rotate_key(&config, options)
         }
         Command::Sync { once: _, timeout, datasets } => sync(config, &datasets, timeout),
+        Command::Resnapshot { dataset } => resnapshot(&config, &dataset),
     };
     match result {
         Ok(code) => code,
@@ -365,6 +373,30 @@ fn check_rows(d: &kho_agent::config::DatasetConfig) -> usize {
     }
 }
 
+fn resnapshot(config: &AgentConfig, dataset: &str) -> anyhow::Result<ExitCode> {
+    println!("{}", detect::cdc::ops::resnapshot(config, dataset)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the CDC prerequisites of `d` and what the DBA must change; returns the problems found.
+fn check_cdc(d: &kho_agent::config::DatasetConfig) -> usize {
+    match detect::cdc::ops::check(d) {
+        Ok(findings) => {
+            for f in &findings {
+                match &f.fix {
+                    None => println!("  cdc: ok: {}", f.what),
+                    Some(fix) => println!("dataset {}: PROBLEM: cdc: {}; the DBA must run: {fix}", d.name, f.what),
+                }
+            }
+            findings.iter().filter(|f| !f.ok).count()
+        }
+        Err(e) => {
+            println!("dataset {}: PROBLEM: cdc: {e}", d.name);
+            1
+        }
+    }
+}
+
 fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
     let mut problems = 0;
     println!("config {}: ok ({} dataset(s))", config.origin, config.datasets.len());
@@ -380,6 +412,9 @@ fn check(config: &AgentConfig) -> anyhow::Result<ExitCode> {
                     println!("  {:<32} {}", c.name, c.ty.as_str());
                 }
                 problems += check_rows(d);
+                if d.mode == kho_agent::config::Mode::Cdc {
+                    problems += check_cdc(d);
+                }
             }
             Err(e) => {
                 println!("dataset {}: PROBLEM: {e}", d.name);

@@ -75,6 +75,7 @@ pub fn report(config: &AgentConfig) -> Result<StatusReport, OutboxError> {
                 last_error: None,
                 captured_through_seq: 0,
                 null_cursor_rows: 0,
+                cdc: None,
             })
         })
         .collect();
@@ -138,6 +139,14 @@ pub fn render(r: &StatusReport) -> String {
         }
         if d.null_cursor_rows > 0 {
             let _ = writeln!(s, "  NULL cursor rows: {} (not captured)", d.null_cursor_rows);
+        }
+        if let Some(c) = &d.cdc {
+            let at = c.lsn.as_deref().unwrap_or("(initial snapshot not finished)");
+            let _ = writeln!(s, "  cdc slot:         {} at {at}", c.slot);
+            let bytes = c.lag_bytes.map_or("?".to_string(), |b| b.to_string());
+            let secs = c.lag_seconds.map_or("?".to_string(), |t| format!("{t:.1}"));
+            let at = when(c.updated_at_ms);
+            let _ = writeln!(s, "  slot lag:         {bytes} bytes of WAL, {secs} s behind ({at})");
         }
         if let Some(e) = &d.last_error {
             let _ = writeln!(s, "  last error:       {e}");

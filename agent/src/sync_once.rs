@@ -127,7 +127,9 @@ async fn sync_once_with<T: Transport>(
             let result = Outbox::open(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|outbox| {
-                    Capture::new(d, outbox, max, cancel, Box::new(move || n.notify_one())).map_err(|e| e.to_string())
+                    Capture::new(d, outbox, max, cancel, Box::new(move || n.notify_one()))
+                        .map(Capture::until_caught_up)
+                        .map_err(|e| e.to_string())
                 })
                 .and_then(|mut cap| cap.poll().map_err(|e| e.to_string()));
             (name, result)

@@ -41,6 +41,7 @@ fn report(dataset: &str, poll_at: jiff::Timestamp, captured_through_seq: u64) ->
         captured_through_seq,
         last_error: None,
         null_cursor_rows: 0,
+        cdc: None,
     }
 }
 

@@ -100,6 +100,7 @@ async fn status_shows_rows_and_last_contact_after_a_heartbeat() {
             captured_through_seq: 5,
             last_error: None,
             null_cursor_rows: 0,
+            cdc: None,
         }],
     };
     let url = format!("{}{HEARTBEAT_PATH}", hub.base);

@@ -276,6 +276,22 @@ pub struct DatasetReport {
     /// Rows whose cursor column is NULL: cursor mode cannot sync them (reported, never hidden).
     #[serde(default)]
     pub null_cursor_rows: u64,
+    /// Replication state of a `mode = "cdc"` dataset (absent for other modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<CdcReport>,
+}
+
+/// A CDC dataset's replication slot as the agent last saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdcReport {
+    pub slot: String,
+    /// Position stored in the agent's outbox (`X/Y`); none before the initial snapshot.
+    pub lsn: Option<String>,
+    /// WAL the slot holds back on the source server, in bytes.
+    pub lag_bytes: Option<u64>,
+    /// Age of the oldest source change received but not yet in the outbox, in seconds.
+    pub lag_seconds: Option<f64>,
 }
 
 /// Why a decoded batch breaks the protocol.

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cdc_db;
 pub mod compare;
 pub mod cut_proxy;
 pub mod loadgen;

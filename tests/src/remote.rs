@@ -47,6 +47,11 @@ impl RemoteDb {
                 std::env::var("KHO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
             }
         };
+        RemoteDb::create_at(kind, url)
+    }
+
+    /// Like [`RemoteDb::create`], in the database at `url` (e.g. a [`crate::cdc_db::CdcDb`]).
+    pub fn create_at(kind: Kind, url: String) -> RemoteDb {
         let conn = match kind {
             Kind::Postgres => {
                 Conn::Pg(Box::new(postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {

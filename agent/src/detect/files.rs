@@ -93,7 +93,7 @@ pub fn poll(cap: &mut Capture, config: &FolderSourceConfig) -> Result<PollReport
     let now = Instant::now();
     let mut report = PollReport::default();
     match cap.config.mode {
-        Mode::Snapshot => {
+        Mode::Snapshot | Mode::Cdc => {
             let Some(newest) = files.last() else {
                 return Ok(report);
             };
@@ -178,7 +178,7 @@ fn capture_file(
     tracing::info!(dataset = %dataset, file = %f.path.display(), "reading dropped file");
     cap.file_done = Some(PendingFile { path: f.path.clone(), sha256: sha, stamp: f.stamp() });
     let result = match cap.config.mode {
-        Mode::Snapshot => super::snapshot::pass(cap, &mut src, &schema),
+        Mode::Snapshot | Mode::Cdc => super::snapshot::pass(cap, &mut src, &schema),
         Mode::Cursor => delta_pass(cap, &mut src, &schema),
     };
     cap.file_done = None;

@@ -13,6 +13,7 @@
 //!   or more unacknowledged changes, with an ERROR log; nothing is dropped.
 //! - **Shutdown never races a commit.** Cancellation is checked only between chunks.
 
+pub mod cdc;
 pub mod cursor;
 pub mod encode;
 pub mod files;
@@ -60,6 +61,8 @@ pub enum DetectError {
     Source(#[from] SourceError),
     #[error("dataset {dataset}: {source}")]
     Outbox { dataset: String, source: Box<OutboxError> },
+    #[error(transparent)]
+    Cdc(#[from] crate::source::postgres::cdc::CdcError),
 }
 
 impl DetectError {
@@ -73,6 +76,7 @@ impl DetectError {
         match self {
             DetectError::Source(e) => e.is_transient(),
             DetectError::Outbox { source, .. } => source.is_transient(),
+            DetectError::Cdc(e) => e.is_transient(),
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct Capture {
     /// The file whose changes the running pass captures: marked processed in its last chunk.
     pub(crate) file_done: Option<files::PendingFile>,
     disk_logged: bool,
+    /// A CDC initial snapshot's slot and consistent point: stored in the pass's last chunk.
+    pub(crate) cdc_start: Option<(String, u64)>,
+    /// A CDC poll returns once caught up with the server (`sync --once`) instead of streaming on.
+    pub(crate) until_caught_up: bool,
 }
 
 impl Capture {
@@ -140,11 +148,20 @@ impl Capture {
             folder: files::FolderState::default(),
             file_done: None,
             disk_logged: false,
+            cdc_start: None,
+            until_caught_up: false,
         };
         c.outbox
             .prepare_dataset(&c.config.name, c.config.mode, c.config.cursor_column.as_deref())
             .map_err(|e| c.outbox_err(e))?;
         Ok(c)
+    }
+
+    /// Makes a CDC poll return once it has caught up with the server's WAL position at its start
+    /// (or the stream was quiet for a while), for `sync --once`; other modes are unaffected.
+    pub fn until_caught_up(mut self) -> Capture {
+        self.until_caught_up = true;
+        self
     }
 
     /// Overrides the chunk bounds (tests use tiny chunks).
@@ -211,13 +228,16 @@ impl Capture {
             let folder = folder.clone();
             return files::poll(self, &folder);
         }
+        if self.config.mode == Mode::Cdc {
+            return cdc::run(self);
+        }
         let since = match self.config.mode {
             Mode::Cursor => self
                 .outbox
                 .dataset_state(&self.config.name)
                 .map_err(|e| self.outbox_err(e))?
                 .and_then(|s| s.cursor_value),
-            Mode::Snapshot => None,
+            Mode::Snapshot | Mode::Cdc => None,
         };
         let mut source = source::open(&self.config, since.as_ref())?;
         let schema = source.discover(&self.config.key, self.config.cursor_column.as_deref())?;
@@ -227,7 +247,7 @@ impl Capture {
         }
         let mut report = match self.config.mode {
             Mode::Cursor => cursor::pass(self, source.as_mut(), &schema)?,
-            Mode::Snapshot => snapshot::pass(self, source.as_mut(), &schema)?,
+            Mode::Snapshot | Mode::Cdc => snapshot::pass(self, source.as_mut(), &schema)?,
         };
         report.schema_changed = schema_changed;
         Ok(report)
@@ -303,11 +323,15 @@ impl Capture {
         Ok(true)
     }
 
-    /// Before a pass's final commit: marks the file being captured (if any) as processed, in the
-    /// same transaction as its last changes.
+    /// Before a pass's final commit: marks the file being captured (if any) as processed, or
+    /// stores a CDC initial snapshot's starting position, in the same transaction as its last
+    /// changes.
     pub(crate) fn mark_file_done(&mut self) -> Result<(), DetectError> {
         if let Some(f) = self.file_done.take() {
             files::mark_done(self, &f)?;
+        }
+        if let Some((slot, lsn)) = self.cdc_start.take() {
+            self.outbox.cdc_store(&self.config.name, &slot, lsn, None).map_err(|e| self.outbox_err(e))?;
         }
         Ok(())
     }

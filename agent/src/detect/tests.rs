@@ -63,6 +63,7 @@ impl Fixture {
             schedule: None,
             source: SourceConfig::Sqlite { path: self.src.clone() },
             text: Default::default(),
+            cdc: Default::default(),
         }
     }
 

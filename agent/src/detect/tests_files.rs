@@ -60,6 +60,7 @@ impl Folder {
                 formats: BTreeMap::new(),
             }),
             text: Default::default(),
+            cdc: Default::default(),
         };
         let outbox = Outbox::open(&self.outbox).unwrap();
         Capture::new(config, outbox, u64::MAX, CancellationToken::new(), Box::new(|| {}))

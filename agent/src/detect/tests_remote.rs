@@ -109,6 +109,7 @@ impl Db {
             schedule: None,
             source: self.source(self.remote()),
             text: Default::default(),
+            cdc: Default::default(),
         }
     }
 }

@@ -45,6 +45,7 @@
 //! at most one chunk. Nothing is ever dropped.
 
 pub mod capture;
+pub mod cdc;
 pub use quarantine::Quarantined;
 mod files;
 mod gate;
@@ -237,7 +238,10 @@ impl Outbox {
         }
         // One transaction, so a concurrent `status` sees either no schema or all of it.
         out.conn
-            .execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+                cdc::CDC_SCHEMA
+            ))
             .map_err(|e| out.err("create tables", e))?;
         Ok(out)
     }

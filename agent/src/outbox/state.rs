@@ -29,6 +29,9 @@ pub struct DatasetState {
     pub last_error: Option<String>,
     pub captured_through_seq: u64,
     pub null_cursor_rows: u64,
+    /// Replication slot, position and lag of a `mode = "cdc"` dataset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<super::cdc::CdcStatus>,
 }
 
 /// The outbox as `status` and the heartbeat see it.
@@ -76,6 +79,7 @@ fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DatasetState> {
         last_error: r.get(6)?,
         captured_through_seq: r.get::<_, i64>(7)?.max(0) as u64,
         null_cursor_rows: r.get::<_, i64>(8)?.max(0) as u64,
+        cdc: None,
     })
 }
 
@@ -212,10 +216,13 @@ impl Outbox {
             .conn
             .prepare(&format!("SELECT {STATE_COLUMNS} FROM datasets ORDER BY name"))
             .map_err(|e| self.err("read datasets", e))?;
-        let datasets = stmt
+        let mut datasets = stmt
             .query_map([], state_from_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err("read datasets", e))?;
+        for d in datasets.iter_mut().filter(|d| d.mode == Mode::Cdc.as_str()) {
+            d.cdc = self.cdc_status(&d.dataset)?;
+        }
         let meta = Meta { next_seq, acked_through, last_ack_at_ms };
         Ok(OutboxStatus {
             depth: meta.depth(),

@@ -163,6 +163,7 @@ fn database_text_is_decoded_per_column_and_normalised() {
         schedule: None,
         source: SourceConfig::Sqlite { path: db },
         text: TextConfig::default(),
+        cdc: Default::default(),
     };
     d.text.columns.insert("ten_cu".into(), Encoding::Tcvn3);
     let mut src = super::open(&d, None).unwrap();

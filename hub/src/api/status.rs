@@ -188,6 +188,7 @@ mod tests {
                     captured_through_seq: 4,
                     last_error: None,
                     null_cursor_rows: 0,
+                    cdc: None,
                 }]),
             }],
         };

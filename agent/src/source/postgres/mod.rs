@@ -13,6 +13,7 @@
 //!   `numeric` cursor compares exactly.
 //! - TLS with `sslmode = "require"` uses rustls (ring) and verifies the server's certificate.
 
+pub mod cdc;
 pub mod decode;
 
 use std::ops::ControlFlow;
@@ -43,6 +44,35 @@ pub struct PgSource {
     client: Client,
     /// Discovered columns: name and type.
     columns: Vec<(String, Type)>,
+    /// An exported snapshot (a new replication slot's) that scans read at.
+    snapshot: Option<String>,
+}
+
+/// Connects to the server named by `remote`; returns the client and `host:port/database`.
+pub(crate) fn connect(dataset: &str, remote: &RemoteSourceConfig) -> Result<(Client, String), SourceError> {
+    let mut config: ::postgres::Config = remote.url.parse().map_err(|e| SourceError::Connect {
+        dataset: dataset.to_string(),
+        server: "PostgreSQL (bad url)".into(),
+        source: RemoteError::Postgres(e),
+    })?;
+    let server = server_name(&config);
+    let connect_err = |source| SourceError::Connect { dataset: dataset.to_string(), server: server.clone(), source };
+    if let Some(pw) =
+        remote.password().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })?
+    {
+        config.password(pw);
+    }
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("kho-agent");
+    let client = match remote.sslmode {
+        SslMode::Disable => config.ssl_mode(::postgres::config::SslMode::Disable).connect(NoTls),
+        SslMode::Require => {
+            let tls = tls_connector(remote).map_err(connect_err)?;
+            config.ssl_mode(::postgres::config::SslMode::Require).connect(tls)
+        }
+    }
+    .map_err(|e| connect_err(RemoteError::Postgres(e)))?;
+    Ok((client, server))
 }
 
 impl PgSource {
@@ -53,35 +83,19 @@ impl PgSource {
         table: Option<&str>,
         query: Option<&str>,
     ) -> Result<PgSource, SourceError> {
-        let mut config: ::postgres::Config = remote.url.parse().map_err(|e| SourceError::Connect {
-            dataset: dataset.to_string(),
-            server: "PostgreSQL (bad url)".into(),
-            source: RemoteError::Postgres(e),
-        })?;
-        let server = server_name(&config);
-        let connect_err =
-            |source| SourceError::Connect { dataset: dataset.to_string(), server: server.clone(), source };
-        if let Some(pw) =
-            remote.password().map_err(|problem| SourceError::Credential { dataset: dataset.to_string(), problem })?
-        {
-            config.password(pw);
-        }
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("kho-agent");
-        let client = match remote.sslmode {
-            SslMode::Disable => config.ssl_mode(::postgres::config::SslMode::Disable).connect(NoTls),
-            SslMode::Require => {
-                let tls = tls_connector(remote).map_err(connect_err)?;
-                config.ssl_mode(::postgres::config::SslMode::Require).connect(tls)
-            }
-        }
-        .map_err(|e| connect_err(RemoteError::Postgres(e)))?;
+        let (client, server) = connect(dataset, remote)?;
         let from = match (table, query) {
             (Some(t), _) => table_parts(t).into_iter().map(quote_ident).collect::<Vec<_>>().join("."),
             (None, Some(q)) => format!("({})", q.trim().trim_end_matches(';')),
             (None, None) => String::new(),
         };
-        Ok(PgSource { dataset: dataset.to_string(), server, from, client, columns: Vec::new() })
+        Ok(PgSource { dataset: dataset.to_string(), server, from, client, columns: Vec::new(), snapshot: None })
+    }
+
+    /// Makes every later scan read at the exported snapshot `name` (the consistent point of a
+    /// new replication slot), which its exporting session must still hold open.
+    pub fn use_snapshot(&mut self, name: &str) {
+        self.snapshot = Some(name.to_string());
     }
 
     fn query_err(&self, e: impl Into<RemoteError>) -> SourceError {
@@ -194,6 +208,10 @@ impl Source for PgSource {
             .read_only(true)
             .start()
             .map_err(|e| err(e.into()))?;
+        if let Some(name) = &self.snapshot {
+            // Snapshot names are hex digits and dashes (checked where they are received).
+            tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{name}'")).map_err(|e| err(e.into()))?;
+        }
         let params: Vec<&(dyn ToSql + Sync)> = param.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let portal = tx.bind(sql.as_str(), &params).map_err(|e| err(e.into()))?;
         let mut buf = RowBuf::default();
