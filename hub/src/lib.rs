@@ -131,6 +131,19 @@ async fn open_warehouse(
     }
 }
 
+/// Pending connections the listener queues before the hub accepts them (the kernel caps it at
+/// `net.core.somaxconn`). The standard library's 128 overflowed when thousands of agents connected
+/// at once (issue 11's 5,000-agent load test: connect timeouts while the hub idled).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listener with [`LISTEN_BACKLOG`] (address reuse as `std::net::TcpListener::bind` has).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Runs the hub with injected hooks until `shutdown` is cancelled.
 pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationToken) -> Result<(), HubError> {
     let problems = config.validate();
@@ -348,8 +361,7 @@ pub async fn run_with(config: HubConfig, hooks: Hooks, shutdown: CancellationTok
 
     let served = async {
         let addr: SocketAddr = config.listen_addr().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|source| HubError::Bind { addr: addr.to_string(), source })?;
+        let listener = bind(addr).map_err(|source| HubError::Bind { addr: addr.to_string(), source })?;
         let local = listener.local_addr().map_err(|source| HubError::Bind { addr: addr.to_string(), source })?;
         tls::write_atomic(&addr_file, format!("{local}\n").as_bytes(), 0o644).map_err(|e| match e {
             tls::TlsError::Io { path, source } => HubError::Io { path, source },
