@@ -6,7 +6,7 @@
 //! ca_cert = "mqtt/ca.pem"          # CA of the broker's certificate (required: TLS is always on)
 //! client_cert = "mqtt/hub.pem"     # the hub's identity at the broker (optional)
 //! client_key = "mqtt/hub.key"
-//! client_id = "kho-hub-1"          # unique per hub instance
+//! client_id = "kho-hub-1"          # unique per hub instance (default: kho-hub-<host name>)
 //! share_group = "kho-hub"          # $share/<group>/kho/v1/+/batches: instances share the load
 //!                                  # ("" = plain subscription: one hub instance only)
 //! max_in_flight = 8                # batches being checked/applied at once; more wait at the broker
@@ -25,7 +25,10 @@ pub const DEFAULT_MQTT_MAX_IN_FLIGHT: usize = 8;
 pub const DEFAULT_MQTT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// The shared-subscription group every hub instance joins by default.
 pub const DEFAULT_SHARE_GROUP: &str = "kho-hub";
-/// Client id when none is configured (a second instance must set its own).
+/// Client id when none is configured and the host name cannot be read. The default is
+/// `kho-hub-<host name>`, so instances on different hosts never take each other's session (the
+/// broker drops the older connection of a repeated client id); two instances on one host must
+/// each set their own.
 pub const DEFAULT_CLIENT_ID: &str = "kho-hub";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +49,19 @@ pub struct MqttSection {
 }
 
 fn default_client_id() -> String {
-    DEFAULT_CLIENT_ID.to_string()
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    client_id_for_host(host.trim())
+}
+
+/// `kho-hub-<host>`, keeping the characters brokers accept everywhere, at most 64 characters.
+fn client_id_for_host(host: &str) -> String {
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
+    if host.is_empty() {
+        return DEFAULT_CLIENT_ID.to_string();
+    }
+    let mut id = format!("{DEFAULT_CLIENT_ID}-{host}");
+    id.truncate(64);
+    id
 }
 fn default_share_group() -> String {
     DEFAULT_SHARE_GROUP.to_string()
@@ -97,5 +112,20 @@ impl MqttSection {
         if self.keep_alive < Duration::from_secs(5) {
             bad("mqtt.keep_alive", "must be at least 5s".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_client_id_names_the_host_so_instances_on_two_hosts_differ() {
+        assert_eq!(client_id_for_host("hub-a.vnpt.vn"), "kho-hub-hub-a.vnpt.vn");
+        assert_ne!(client_id_for_host("hub-a"), client_id_for_host("hub-b"));
+        assert_eq!(client_id_for_host(""), DEFAULT_CLIENT_ID);
+        assert_eq!(client_id_for_host("máy chủ/#+"), "kho-hub-mych");
+        assert_eq!(client_id_for_host(&"x".repeat(100)).len(), 64);
+        assert!(default_client_id().starts_with(DEFAULT_CLIENT_ID));
     }
 }
