@@ -397,3 +397,107 @@ fn sync_once_takes_the_snapshot_then_the_changes_since_and_returns() {
     assert_eq!(warehouse_rows(&hub.warehouse(), "ho_so", true).unwrap(), db.rows());
     assert_eq!(captured(&agent), 200 + 5 + 10);
 }
+
+#[test]
+fn type_changes_mid_stream_reach_the_warehouse_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = CdcDb::create();
+    let mut c = pg.client();
+    c.batch_execute(
+        "CREATE TABLE rong (id int PRIMARY KEY, so int, ma varchar(8)); \
+         INSERT INTO rong SELECT g, g * 1000, 'm' || g FROM generate_series(1, 50) g",
+    )
+    .unwrap();
+    let a = spec(&["rong"]);
+    let hub = HubProc::start(&tmp.path().join("hub"), std::slice::from_ref(&a));
+    let toml = dataset_toml("rong", "rong", &pg.url);
+    let mut agent = AgentProc::start_with(
+        &tmp.path().join("agent"),
+        &a,
+        &hub.url(),
+        &hub.ca_path(),
+        &toml,
+        &AgentOptions::default(),
+    );
+    let columns = ["id", "so", "ma"];
+    let source = |c: &mut postgres::Client| -> std::collections::BTreeMap<String, Vec<Option<String>>> {
+        c.query("SELECT id::text, so::text, ma::text FROM rong", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), (0..3).map(|i| r.get::<_, Option<String>>(i)).collect()))
+            .collect()
+    };
+    let wait_same = |c: &mut postgres::Client, what: &str| {
+        let want = source(c);
+        let got = std::cell::RefCell::new(Default::default());
+        wait_for(
+            CONVERGE,
+            what,
+            || format!("want {want:?}\ngot {:?}\n{}\n{}", got.borrow(), hub.log_tail(), agent.log_tail()),
+            || {
+                *got.borrow_mut() = warehouse_text_rows(&hub.warehouse(), "rong", &columns).unwrap_or_default();
+                *got.borrow() == want
+            },
+        );
+    };
+    wait_same(&mut c, "the snapshot in the warehouse");
+    // Streamed before the change, so the agent has the old relation (int4, varchar(8)) cached.
+    c.batch_execute("UPDATE rong SET ma = 'truoc' WHERE id <= 5").unwrap();
+    wait_same(&mut c, "the change before the type change");
+
+    // The type changes while the agent streams, then values only the new types can hold: beyond
+    // 32 bits, beyond f64's exact integers (2^53 + 1), i64's bounds, text longer than varchar(8).
+    c.batch_execute("ALTER TABLE rong ALTER COLUMN so TYPE bigint, ALTER COLUMN ma TYPE text").unwrap();
+    c.batch_execute("ALTER TABLE rong ALTER COLUMN id TYPE bigint").unwrap();
+    c.batch_execute(
+        "INSERT INTO rong VALUES (3000000000, 9007199254740993, 'một chuỗi dài hơn tám ký tự'), \
+         (9223372036854775807, -9223372036854775808, 'i64 lớn nhất'), \
+         (-2147483649, 2147483648, NULL); \
+         UPDATE rong SET so = so * 10000000, ma = ma || ' — đã nới rộng kiểu' WHERE id BETWEEN 1 AND 10; \
+         DELETE FROM rong WHERE id = 50",
+    )
+    .unwrap();
+    wait_same(&mut c, "the rows with widened types in the warehouse");
+
+    // Stored as 64-bit integers (not reals or text), exactly, in integer warehouse columns.
+    let conn =
+        rusqlite::Connection::open_with_flags(hub.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let (id, so, kinds): (i64, i64, String) = conn
+        .query_row(
+            "SELECT id, so, typeof(id) || ' ' || typeof(so) FROM rong WHERE id = 3000000000 AND _kho_deleted = 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((id, so, kinds.as_str()), (3_000_000_000, 9_007_199_254_740_993, "integer integer"));
+    let so: i64 = conn.query_row("SELECT so FROM rong WHERE id = 9223372036854775807", [], |r| r.get(0)).unwrap();
+    assert_eq!(so, i64::MIN);
+    let declared: Vec<(String, String)> = conn
+        .prepare("SELECT name, type FROM pragma_table_info('rong') WHERE name IN ('id', 'so', 'ma') ORDER BY cid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        declared,
+        [("id", "INT"), ("so", "INTEGER"), ("ma", "TEXT")].map(|(n, t)| (n.to_string(), t.to_string())),
+        "warehouse columns"
+    );
+    // The catalogue's portable types: `int` is already 64-bit and `text` unbounded, so bigint and
+    // text need no ALTER in the SQLite warehouse (the PostgreSQL warehouse's column is `bigint`).
+    let catalogue: String =
+        conn.query_row("SELECT columns_json FROM _kho_datasets WHERE dataset = 'rong'", [], |r| r.get(0)).unwrap();
+    let catalogue: serde_json::Value = serde_json::from_str(&catalogue).unwrap();
+    assert_eq!(
+        catalogue,
+        serde_json::json!([{"name": "id", "type": "int"}, {"name": "so", "type": "int"}, {"name": "ma", "type": "text"}])
+    );
+    // 50 snapshot rows, 5 updates, 3 inserts, 10 updates, 1 delete: a relation re-sent after the
+    // type change replays nothing.
+    let want = 50 + 5 + 3 + 10 + 1;
+    wait_for(CONVERGE, "the captured count", || agent.log_tail(), || captured(&agent) >= want);
+    assert_eq!(captured(&agent), want, "changes captured");
+    assert!(agent.stop(), "agent did not stop cleanly");
+    drop(c);
+}
