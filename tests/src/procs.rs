@@ -180,20 +180,30 @@ impl HubProc {
         Command::new(bin_path("kho-hub")).arg("--config").arg(&self.config).args(args).output().expect("run kho-hub")
     }
 
-    /// Highest sequence applied for `agent`, from the warehouse ledger (0 if none yet).
+    /// An HTTPS client that trusts only this hub's CA and does not follow redirects (a test sees
+    /// the hub's own answer).
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(&fs::read(self.ca_path()).expect("hub CA")).expect("CA PEM");
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
     /// `GET /api/v1/status` of the running hub, parsed.
     pub fn status(&self) -> serde_json::Value {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let ca = reqwest::Certificate::from_pem(&fs::read(self.ca_path()).expect("hub CA")).expect("CA PEM");
-            let client = reqwest::Client::builder().tls_certs_only([ca]).build().expect("client");
+            let client = self.client();
             let resp = client.get(format!("{}/api/v1/status", self.url())).send().await.expect("GET /api/v1/status");
             assert!(resp.status().is_success(), "GET /api/v1/status: {}", resp.status());
             serde_json::from_slice(&resp.bytes().await.expect("status body")).expect("status is JSON")
         })
     }
 
+    /// Highest sequence applied for `agent`, from the warehouse ledger (0 if none yet).
     pub fn ledger(&self, agent: &str) -> u64 {
         let Ok(conn) =
             rusqlite::Connection::open_with_flags(self.warehouse(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

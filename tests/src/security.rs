@@ -42,9 +42,7 @@ pub fn client_with_cert(hub: &HubProc, cert_pem: &str, key_pem: &str) -> reqwest
 }
 
 pub fn client(hub: &HubProc) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-    reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    hub.client()
 }
 
 pub async fn reply(resp: reqwest::Response) -> (u16, Value) {
@@ -194,9 +192,7 @@ pub fn hash_password(password: &str) -> String {
 
 /// Logs in to `hub`'s dashboard through its form; returns the session cookie (`name=value`).
 pub async fn dashboard_login(hub: &HubProc, name: &str, password: &str) -> String {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-    let http =
-        reqwest::Client::builder().tls_certs_only([ca]).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = hub.client();
     let cookie = |r: &reqwest::Response, prefix: &str| -> String {
         let all = r.headers().get_all("set-cookie");
         let c = all.iter().map(|v| v.to_str().unwrap()).find(|c| c.starts_with(prefix)).expect("cookie");

@@ -118,7 +118,7 @@ fn cursor_mode_converges_and_status_reports_it() {
         src.update((1..=3_000).skip(round as usize).step_by(211), "Quá hạn").unwrap();
         wait_converged(&src, &hub, &agent, "ho_so");
     }
-    let status = hub_status(&hub);
+    let status = hub.status();
     let ds = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "ho_so").cloned().unwrap();
     assert_eq!(ds["rows"], 3_030, "status: {status}");
     assert!(ds["last_change_at"].is_string() && ds["last_contact_at"].is_string(), "status: {status}");
@@ -163,19 +163,6 @@ fn agent_buffers_while_the_hub_is_down_then_drains() {
 /// Changes waiting in the agent's outbox, as `kho-agent status --json` reports them.
 pub fn outbox_depth(agent: &AgentProc) -> u64 {
     agent.status()["outbox"]["depth"].as_u64().expect("status has outbox.depth")
-}
-
-fn hub_status(hub: &HubProc) -> serde_json::Value {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-        let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-        let resp = client.get(format!("{}/api/v1/status", hub.url())).send().await.unwrap();
-        assert!(resp.status().is_success());
-        let body = resp.bytes().await.unwrap();
-        serde_json::from_slice(&body).unwrap()
-    })
 }
 
 #[test]

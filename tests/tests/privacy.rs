@@ -218,10 +218,8 @@ fn contains(files: &[PathBuf], needle: &str) -> bool {
 }
 
 fn http(hub: &HubProc) -> (tokio::runtime::Runtime, reqwest::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-    (rt, reqwest::Client::builder().tls_certs_only([ca]).build().unwrap())
+    (rt, hub.client())
 }
 
 fn get(rt: &tokio::runtime::Runtime, http: &reqwest::Client, url: String) -> (u16, String) {

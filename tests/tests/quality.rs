@@ -66,9 +66,7 @@ ref_column = "ten"
 "#;
 
 fn get(hub: &HubProc, path: &str) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let http = hub.client();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let resp = http.get(format!("{}{path}", hub.url())).send().await.unwrap();

@@ -71,13 +71,7 @@ struct Web {
 
 impl Web {
     fn new(hub: &HubProc) -> Web {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(hub.ca_path()).unwrap()).unwrap();
-        let http = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let http = hub.client();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Web { rt, http, base: hub.url() }
     }
