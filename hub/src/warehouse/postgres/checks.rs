@@ -40,6 +40,11 @@ impl super::PostgresWarehouse {
         Ok(())
     }
 
+    pub(super) fn count_live(&mut self, dataset: &str) -> Result<u64, WarehouseError> {
+        self.know(dataset, None)?;
+        live_rows(&mut self.client, self.tables.get(dataset), dataset)
+    }
+
     pub(super) fn run_full_check(&mut self, dataset: &str, check: &FullCheck) -> Result<Vec<Found>, WarehouseError> {
         match check {
             FullCheck::Reference { dataset: other, ref_column, column } => {

@@ -537,8 +537,7 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn live_rows(&mut self, dataset: &str) -> Result<u64, WarehouseError> {
-        self.know(dataset, None)?;
-        checks::live_rows(&mut self.client, self.tables.get(dataset), dataset)
+        self.count_live(dataset)
     }
 
     fn full_check(&mut self, dataset: &str, check: &super::FullCheck) -> Result<Vec<super::Found>, WarehouseError> {
@@ -559,7 +558,6 @@ impl Warehouse for PostgresWarehouse {
     fn rows_in_period(&mut self, ds: &str, col: Option<&str>, start: &str, end: &str) -> Result<u64, WarehouseError> {
         self.count_in_period(ds, col, start, end)
     }
-
     fn record_quality_history(&mut self, rows: &[super::QualityPeriod]) -> Result<(), WarehouseError> {
         checks::record_history(&mut self.client, rows)
     }
