@@ -117,7 +117,14 @@ pub fn build(
             })
             .collect();
         let score = rules.iter().filter_map(|r| r.passing_share).reduce(f64::min).or((known > 0).then_some(1.0));
-        let latest = data.latest.iter().filter(|v| v.dataset == d.id).cloned().collect();
+        // Violations of a rule no longer in the catalogue are not shown (they stay stored until the
+        // row is written again, and count for nothing: the counts above go by declared rules).
+        let latest = data
+            .latest
+            .iter()
+            .filter(|v| v.dataset == d.id && rules.iter().any(|r| r.rule == v.rule))
+            .cloned()
+            .collect();
         let latest_quarantined = data.latest_quarantined.iter().filter(|q| q.dataset == d.id).cloned().collect();
         datasets.push(DatasetQuality {
             dataset: d.id.clone(),
@@ -172,4 +179,58 @@ pub(super) async fn get_quality(
         }
     }
     Ok(Json(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warehouse::StoredViolation;
+
+    const CATALOG: &str = r#"
+[[department]]
+code = "so_y_te"
+name = "Sở Y tế"
+contact = { name = "Văn phòng Sở", phone = "0212 385 0010" }
+
+[[dataset]]
+id = "ho_so"
+title = "Hồ sơ"
+department = "so_y_te"
+cadence = "daily"
+update_kind = "sync"
+
+[[dataset.rule]]
+check = "not_null"
+column = "ma"
+"#;
+
+    fn violation(rule: &str) -> StoredViolation {
+        StoredViolation {
+            dataset: "ho_so".into(),
+            rule: rule.into(),
+            column: Some("x".into()),
+            key: "{\"id\":1}".into(),
+            value: None,
+            seq: 1,
+            at: "2026-12-03T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn violations_of_a_rule_removed_from_the_catalogue_are_not_listed() {
+        let catalog = Catalog::from_toml_str(CATALOG, "test").expect("catalogue");
+        let data = QualityData {
+            open: vec![("ho_so".into(), "not_null:ma".into(), 1), ("ho_so".into(), "unique:so".into(), 5)],
+            latest: vec![violation("not_null:ma"), violation("unique:so")],
+            ..QualityData::default()
+        };
+        let doc = build("now".into(), &catalog, &WarehouseStatus::default(), &data, None);
+        let ho_so = &doc.datasets[0];
+        let listed: Vec<&str> = ho_so.latest.iter().map(|v| v.rule.as_str()).collect();
+        assert_eq!(listed, ["not_null:ma"]);
+        assert_eq!(
+            ho_so.rules.iter().map(|r| (r.rule.as_str(), r.violations)).collect::<Vec<_>>(),
+            [("not_null:ma", 1)]
+        );
+    }
 }
