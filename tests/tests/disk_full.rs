@@ -120,3 +120,49 @@ fn full_disk_under_the_log_too_loses_nothing() {
     );
     assert!(agent.is_running(), "the agent must survive a full disk under its log");
 }
+
+/// The livelock CI once hit: the disk filled to the last byte while changes were in flight, so the
+/// ack's own delete could not be written, nothing was freed, and the agent resent the same batch
+/// for ever. The outbox's disk reserve makes that ack possible: it is released, the ack deletes
+/// the changes, and the reserve is written back once there is room.
+#[test]
+fn an_ack_on_a_disk_full_to_the_last_byte_frees_space() {
+    use kho_agent::outbox::{OUTBOX_FILE, Outbox, now_ms, reserve};
+    use kho_shared::protocol::Op;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let _disk = Tmpfs::mount(&dir, "4m");
+    let path = dir.join(OUTBOX_FILE);
+    let mut outbox = Outbox::open(&path).unwrap();
+    assert_eq!(reserve::missing(&path), 0, "the reserve is written when the outbox is opened");
+    outbox.prepare_dataset("ho_so", kho_agent::config::Mode::Snapshot, None).unwrap();
+    let body = format!("{{\"id\":1,\"ghi_chu\":\"{}\"}}", "x".repeat(300));
+    let mut last = 0;
+    for _ in 0..4 {
+        outbox.begin_chunk(now_ms()).unwrap();
+        for _ in 0..500 {
+            last = outbox.push_change("ho_so", Op::Upsert, body.as_bytes()).unwrap();
+        }
+        outbox.commit_chunk().unwrap();
+        outbox.checkpoint().unwrap(); // as capture does on a tight disk
+    }
+    // Fill whatever is left, to the last byte.
+    let filler = dir.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[b'x'; 4096]).is_ok() {}
+        while f.write_all(b"x").is_ok() {}
+    }
+    let deleted = outbox.ack(last, now_ms()).expect("an ack on a full disk must succeed");
+    assert_eq!(deleted, last, "every acknowledged change deleted");
+    assert_eq!(outbox.depth().unwrap(), 0);
+    assert!(outbox.space().unwrap() > 0, "the deleted changes are room for capture again");
+    // With the filler gone there is room: the reserve, if the ack spent it, is written back.
+    std::fs::remove_file(&filler).unwrap();
+    outbox.begin_chunk(now_ms()).unwrap();
+    let seq = outbox.push_change("ho_so", Op::Upsert, body.as_bytes()).unwrap();
+    outbox.commit_chunk().unwrap();
+    outbox.ack(seq, now_ms()).unwrap();
+    assert_eq!(reserve::missing(&path), 0, "the reserve is written back once the disk has room");
+}

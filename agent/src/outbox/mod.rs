@@ -42,7 +42,9 @@
 //! ## Bound
 //! `max_changes` bounds the number of unacknowledged changes. Capture checks the depth before
 //! each chunk and waits while the outbox is full (logging an ERROR); it may overshoot the bound by
-//! at most one chunk. Nothing is ever dropped.
+//! at most one chunk. Nothing is ever dropped. On disk, capture also pauses while little space
+//! is left, and a 512 KiB reserve file beside the outbox keeps an ack possible on a disk filled
+//! to the last byte ([`reserve`]).
 
 pub mod capture;
 pub mod cdc;
@@ -50,6 +52,7 @@ pub use quarantine::Quarantined;
 mod files;
 mod gate;
 mod quarantine;
+pub mod reserve;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +71,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes the WAL file is truncated to after a checkpoint resets it: a WAL that grew during a
 /// large sync gives its disk space back, so the database file can grow into it on a tight disk.
 const WAL_SIZE_LIMIT: u64 = 1 << 20;
+/// Changes deleted per transaction when an ack has to be written in steps on a full disk.
+const ACK_STEP_CHANGES: u64 = 512;
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -130,7 +135,9 @@ pub enum OutboxError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("outbox {path} does not exist (has the agent run yet?)")]
     Missing { path: PathBuf },
-    #[error("outbox {path}: disk full; the chunk was rolled back and will be captured again: {source}")]
+    #[error(
+        "outbox {path}: disk full; the write was rolled back whole and will be retried (nothing is lost): {source}"
+    )]
     DiskFull { path: PathBuf, source: rusqlite::Error },
     #[error("cannot read the free space under {path}: {source}")]
     Space { path: PathBuf, source: std::io::Error },
@@ -243,6 +250,10 @@ impl Outbox {
                 cdc::CDC_SCHEMA
             ))
             .map_err(|e| out.err("create tables", e))?;
+        if reserve::missing(path) > 0 {
+            let _pass = gate::enter_ack();
+            out.restore_reserve();
+        }
         Ok(out)
     }
 
@@ -293,9 +304,53 @@ impl Outbox {
 
     /// Deletes every change with `seq ≤ applied_through` and records the ack, in one transaction.
     /// Returns the number of rows deleted. An ack at or below `acked_through` changes nothing.
+    ///
+    /// On a disk so full that this delete cannot be written, the disk reserve is released and the
+    /// changes are deleted in steps ([`Outbox::ack_in_steps`]): an ack must always be possible,
+    /// or the space it would free is never freed. See [`reserve`].
     pub fn ack(&mut self, applied_through: u64, now_ms: i64) -> Result<u64, OutboxError> {
-        let path = self.path.clone();
         let _pass = gate::enter_ack();
+        let deleted = match self.ack_once(applied_through, now_ms) {
+            Err(OutboxError::DiskFull { .. }) => {
+                let freed = reserve::release(&self.path);
+                tracing::warn!(
+                    outbox = %self.path.display(),
+                    released_bytes = freed,
+                    "outbox disk full while deleting acknowledged changes; released the disk reserve, deleting in steps"
+                );
+                self.ack_in_steps(applied_through, now_ms)?
+            }
+            other => other?,
+        };
+        if reserve::missing(&self.path) > 0 {
+            self.restore_reserve();
+        }
+        Ok(deleted)
+    }
+
+    /// Deleting a row rewrites its page into the WAL, so an ack of N changes needs about their
+    /// size in new WAL frames — more than a full disk may have. Deletes in steps instead, the WAL
+    /// checkpointed and truncated after each, so it never holds more than one step; a step that
+    /// still does not fit is halved, down to a single change.
+    fn ack_in_steps(&mut self, applied_through: u64, now_ms: i64) -> Result<u64, OutboxError> {
+        let mut step = ACK_STEP_CHANGES;
+        let mut deleted = 0;
+        loop {
+            let acked = self.meta()?.acked_through;
+            if acked >= applied_through {
+                return Ok(deleted);
+            }
+            let _ = self.truncate_wal();
+            match self.ack_once(applied_through.min(acked + step), now_ms) {
+                Ok(n) => deleted += n,
+                Err(OutboxError::DiskFull { .. }) if step > 1 => step /= 2,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn ack_once(&mut self, applied_through: u64, now_ms: i64) -> Result<u64, OutboxError> {
+        let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -318,20 +373,52 @@ impl Outbox {
         Ok(deleted as u64)
     }
 
-    /// Bytes the outbox can still grow by: free space on its file system (for this process)
-    /// plus the database's free pages, which new rows reuse without growing the file.
-    pub fn space(&self) -> Result<u64, OutboxError> {
+    /// Checkpoints the whole WAL into the database and truncates the WAL file to zero bytes,
+    /// giving its space back to the file system.
+    fn truncate_wal(&self) -> Result<(), OutboxError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| self.err("checkpoint", e))
+    }
+
+    /// Writes the disk reserve back if the file system has room for it (after truncating the
+    /// WAL, whose bytes are otherwise held until the next reset). Best effort: a reserve that
+    /// cannot be written yet is tried again after the next ack.
+    fn restore_reserve(&self) {
+        let Ok(free) = self.fs_free() else { return };
+        let free = if free < reserve::RESERVE_BYTES * 2 && self.truncate_wal().is_ok() {
+            self.fs_free().unwrap_or(free)
+        } else {
+            free
+        };
+        match reserve::restore(&self.path, free) {
+            Ok(true) => tracing::info!(outbox = %self.path.display(), "outbox disk reserve written back"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(outbox = %self.path.display(), error = %e, "cannot write the outbox disk reserve yet")
+            }
+        }
+    }
+
+    /// Free bytes on the outbox's file system, for this process.
+    fn fs_free(&self) -> Result<u64, OutboxError> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let vfs =
             rustix::fs::statvfs(dir).map_err(|e| OutboxError::Space { path: dir.to_path_buf(), source: e.into() })?;
-        let fs_free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+    }
+
+    /// Bytes the outbox can still grow by: free space on its file system (for this process)
+    /// plus the database's free pages, which new rows reuse without growing the file, less what
+    /// the disk reserve lacks (that room is owed to the reserve, see [`reserve`]).
+    pub fn space(&self) -> Result<u64, OutboxError> {
+        let fs_free = self.fs_free()?;
         let pages: (i64, i64) = self
             .conn
             .query_row("SELECT freelist_count, page_size FROM pragma_freelist_count(), pragma_page_size()", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(|e| self.err("read free pages", e))?;
-        Ok(fs_free.saturating_add(u64::try_from(pages.0.saturating_mul(pages.1)).unwrap_or(0)))
+        let free_pages = u64::try_from(pages.0.saturating_mul(pages.1)).unwrap_or(0);
+        Ok(fs_free.saturating_add(free_pages).saturating_sub(reserve::missing(&self.path)))
     }
 
     /// Copies committed WAL pages into the database without waiting for readers. On a tight
