@@ -88,6 +88,8 @@ fn two_hubs_one_killed_mid_load_lose_nothing_and_alert_once() {
         interval: Duration::from_millis(100),
         deadline: Duration::from_secs(90),
         mqtt_ack_timeout: Duration::from_secs(3),
+        // Heartbeats too, so their sync evidence crosses the instances and the kill as well.
+        heartbeat: Some(Duration::from_secs(2)),
     };
 
     // A canary agent sends a little and falls silent: the leader (A) reports it offline, once.
@@ -137,8 +139,8 @@ fn two_hubs_one_killed_mid_load_lose_nothing_and_alert_once() {
     // The warehouse holds exactly what was sent.
     let expect: Vec<verify::Expect<'_>> = canary
         .iter()
-        .map(|a| verify::Expect { agent: &a.id, shape: a.shape, sent: 10 })
-        .chain(sims.iter().map(|a| verify::Expect { agent: &a.id, shape: a.shape, sent: CHANGES }))
+        .map(|a| verify::Expect { agent: &a.id, shape: a.shape, dataset: &a.dataset, sent: 10 })
+        .chain(sims.iter().map(|a| verify::Expect { agent: &a.id, shape: a.shape, dataset: &a.dataset, sent: CHANGES }))
         .collect();
     let verdict = verify::check(&pg.url(), "public", &expect).expect("verify");
     assert!(verdict.is_exact(), "warehouse differs from what was sent: {verdict:?}");

@@ -1,28 +1,24 @@
 //! What an applier group locks before its first batch (several hub instances, issue 11): the
-//! ledger rows of its batches' agents and the metadata rows of every dataset its batches and
-//! heartbeats touch, each list sorted and without duplicates, so every writer of every instance
-//! takes them in one global order ([`crate::warehouse::Warehouse::lock_group`]).
+//! ledger rows of its batches' agents, sorted and without duplicates, so every writer of every
+//! instance takes them in one global order ([`crate::warehouse::Warehouse::lock_group`]). The
+//! per-dataset metadata rows are not locked here: they are written at the end of the group
+//! ([`crate::warehouse::Warehouse::finish_group`]), so groups do not hold them while applying.
 
 use super::Job;
 
-/// The agents and the datasets of `group`, sorted, without duplicates. Pure.
-pub(super) fn lock_sets(group: &[Job]) -> (Vec<&str>, Vec<&str>) {
-    let (mut agents, mut datasets) = (Vec::new(), Vec::new());
-    for job in group {
-        match job {
-            Job::Batch { batch, .. } => {
-                agents.push(batch.agent.as_str());
-                datasets.extend(batch.schemas.iter().map(|s| s.dataset.as_str()));
-            }
-            Job::Heartbeat { heartbeat, .. } => datasets.extend(heartbeat.datasets.iter().map(|d| d.dataset.as_str())),
-            Job::Records { .. } => {}
-        }
-    }
-    for v in [&mut agents, &mut datasets] {
-        v.sort_unstable();
-        v.dedup();
-    }
-    (agents, datasets)
+/// The agents of `group`'s batches, sorted (bytewise, as PostgreSQL's `C` collation), without
+/// duplicates. Pure.
+pub(super) fn lock_set(group: &[Job]) -> Vec<&str> {
+    let mut agents: Vec<&str> = group
+        .iter()
+        .filter_map(|job| match job {
+            Job::Batch { batch, .. } => Some(batch.agent.as_str()),
+            Job::Heartbeat { .. } | Job::Records { .. } => None,
+        })
+        .collect();
+    agents.sort_unstable();
+    agents.dedup();
+    agents
 }
 
 #[cfg(test)]
@@ -50,11 +46,9 @@ mod tests {
     }
 
     #[test]
-    fn lock_sets_are_sorted_without_duplicates() {
+    fn the_lock_set_is_sorted_without_duplicates() {
         let group = [job("xa-b", &["tiem_chung", "ho_so"]), job("xa-a", &["ho_so"]), job("xa-b", &["b_dataset"])];
-        let (agents, datasets) = lock_sets(&group);
-        assert_eq!(agents, ["xa-a", "xa-b"]);
-        assert_eq!(datasets, ["b_dataset", "ho_so", "tiem_chung"]);
-        assert_eq!(lock_sets(&[]), (vec![], vec![]));
+        assert_eq!(lock_set(&group), ["xa-a", "xa-b"]);
+        assert!(lock_set(&[]).is_empty());
     }
 }

@@ -14,7 +14,9 @@
 //!   with its own connection, so different agents' batches are applied in parallel. The
 //!   exactly-once rule ([`plan`]) is the same either way: it reads the agent's ledger inside the
 //!   writer's transaction.
-//! - **Several hub instances**: a group first locks its agents' ledger rows ([`Warehouse::lock_group`]).
+//! - **Several hub instances**: a group first locks its agents' ledger rows ([`Warehouse::lock_group`])
+//!   and writes the per-dataset metadata rows (last change, freshness evidence) only after its last
+//!   job ([`Warehouse::finish_group`]), so groups of different agents overlap their work.
 //! - **Group commit**: the thread drains what is waiting (up to [`MAX_GROUP_JOBS`] jobs or
 //!   [`MAX_GROUP_CHANGES`] changes) into one transaction. Each job runs inside its own savepoint and
 //!   reads the ledger inside the transaction, so a later job of the same agent sees the earlier
@@ -358,8 +360,7 @@ fn commit_group(
     let result = (|| -> Result<Vec<Outcome>, WarehouseError> {
         wh.begin()?;
         // Other hub instances may share the warehouse: lock the agents' ledger rows, in order.
-        let (agents, datasets) = locks::lock_sets(group);
-        wh.lock_group(&agents, &datasets, &now)?;
+        wh.lock_group(&locks::lock_set(group), &now)?;
         let mut outcomes = Vec::with_capacity(group.len());
         let mut audit = Vec::new();
         for (job, tally) in group.iter().zip(tallies.iter_mut()) {
@@ -399,6 +400,8 @@ fn commit_group(
             }
             outcomes.push(outcome);
         }
+        // The per-dataset metadata rows, in one order, so they are locked only from here on.
+        wh.finish_group()?;
         // Last, so the chain's lock (PostgreSQL: shared by every writer) is held only until COMMIT.
         // An entry that cannot be written fails the whole group: nothing is applied unaudited.
         for entry in &audit {

@@ -20,14 +20,20 @@ pub const ORDER_WAIT: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct Lines {
     line: Arc<Mutex<Line>>,
-    /// Woken whenever a batch leaves its line.
-    moved: Arc<Notify>,
 }
 
 #[derive(Default)]
 struct Line {
     next: u64,
-    waiting: HashMap<String, Vec<u64>>,
+    waiting: HashMap<String, Queue>,
+}
+
+/// One agent's batches between arrival and queue, and the wakeup of that agent's waiters only:
+/// with thousands of agents, waking every waiting request on every departure (one shared
+/// `Notify`) made each departure cost as much as all the agents' lines together.
+struct Queue {
+    ids: Vec<u64>,
+    moved: Arc<Notify>,
 }
 
 impl Lines {
@@ -36,8 +42,20 @@ impl Lines {
         let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
         line.next += 1;
         let id = line.next;
-        line.waiting.entry(agent.to_string()).or_default().push(id);
+        let queue = line
+            .waiting
+            .entry(agent.to_string())
+            .or_insert_with(|| Queue { ids: Vec::with_capacity(2), moved: Arc::new(Notify::new()) });
+        queue.ids.push(id);
         Arrival { agent: agent.to_string(), id, lines: self.clone() }
+    }
+
+    /// Whether `arrival` is first of its agent's line, and the agent's wakeup if it is not.
+    fn first(&self, arrival: &Arrival) -> Option<Arc<Notify>> {
+        let line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = line.waiting.get(&arrival.agent)?;
+        let first = queue.ids.first().copied()?;
+        (first < arrival.id).then(|| Arc::clone(&queue.moved))
     }
 }
 
@@ -51,18 +69,16 @@ pub struct Arrival {
 impl Arrival {
     /// Returns once no batch of the same agent that arrived earlier is still waiting.
     pub async fn turn(&self) {
-        loop {
-            let moved = self.lines.moved.notified();
-            tokio::pin!(moved);
-            moved.as_mut().enable();
-            let first = {
-                let line = self.lines.line.lock().unwrap_or_else(|p| p.into_inner());
-                line.waiting.get(&self.agent).and_then(|ids| ids.first().copied())
-            };
-            if first.is_none_or(|first| first >= self.id) {
+        // The agent's queue holds this arrival, so its `Notify` stays the same while we wait.
+        while let Some(moved) = self.lines.first(self) {
+            let notified = moved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // A departure between the check and `enable` would otherwise be missed.
+            if self.lines.first(self).is_none() {
                 return;
             }
-            moved.await;
+            notified.await;
         }
     }
 }
@@ -70,14 +86,13 @@ impl Arrival {
 impl Drop for Arrival {
     fn drop(&mut self) {
         let mut line = self.lines.line.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ids) = line.waiting.get_mut(&self.agent) {
-            ids.retain(|&id| id != self.id);
-            if ids.is_empty() {
-                line.waiting.remove(&self.agent);
-            }
+        let Some(queue) = line.waiting.get_mut(&self.agent) else { return };
+        queue.ids.retain(|&id| id != self.id);
+        if queue.ids.is_empty() {
+            line.waiting.remove(&self.agent);
+        } else {
+            queue.moved.notify_waiters();
         }
-        drop(line);
-        self.lines.moved.notify_waiters();
     }
 }
 

@@ -12,11 +12,19 @@
 //! readable envelope) are logged and counted, and get no answer.
 //!
 //! Backpressure: acks to the broker are manual and sent only after the verdict is published, and
-//! at most `max_in_flight` messages are processed at once; while all permits are taken the event
-//! loop stops reading, so further messages wait at the broker (whose own in-flight window stops
-//! sending to a client that does not acknowledge). A message lost with a hub crash is simply not
-//! answered; the agent re-sends it after its ack timeout and the ledger makes that harmless.
+//! at most `max_in_flight` messages are processed at once. Messages read while all permits are
+//! taken wait in the hub, up to [`MAX_WAITING`]; only then does the event loop stop reading, so
+//! further messages wait at the broker (whose own in-flight window stops sending to a client that
+//! does not acknowledge). The event loop keeps being polled while handlers run: it is what sends
+//! the verdicts and acks they queue and answers the broker's keep-alive. (It used to stop at the
+//! first message without a permit; a burst the client had already read — e.g. the load of a killed
+//! instance moving to this one — then filled the request channel with verdicts nobody sent, the
+//! handlers waited for room forever, and the broker dropped the hub for a missed keep-alive: found
+//! by the issue-11 kill test once its agents sent heartbeats.) A message lost with a hub crash is
+//! simply not answered; the agent re-sends it after its ack timeout and the ledger makes that
+//! harmless.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +34,7 @@ use kho_shared::backoff::Backoff;
 use kho_shared::mqtt::{self, AckMessage, Kind};
 use kho_shared::protocol::{BATCH_CONTENT_ENCODING, ErrorCode};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -39,6 +47,8 @@ use crate::error::ApiError;
 const MAX_OUTGOING: usize = 64 * 1024;
 /// Envelope header room on top of the body limit.
 const ENVELOPE_ROOM: usize = mqtt::MAX_HEADER_BYTES + 8;
+/// Messages read from the broker that may wait for a permit before the event loop stops reading.
+pub const MAX_WAITING: usize = 64;
 /// How long shutdown keeps the connection open so in-flight verdicts reach the broker.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
@@ -63,10 +73,11 @@ impl MqttIngest {
         let tls = tls::client_config(ca, client, ("mqtt.ca_cert", "mqtt.client_cert", "mqtt.client_key"))
             .map_err(MqttSetupError)?;
         let mut options = MqttOptions::new(config.client_id.clone(), addr.host, addr.port);
-        // Each message in flight queues at most two requests (its verdict and its PUBACK). The
-        // event loop may be parked waiting for a permit while they queue, so the channel must hold
-        // them all: otherwise a handler could wait for room the parked loop never makes.
-        let queue = config.max_in_flight * 4 + 16;
+        // Each message queues at most two requests (its verdict and its PUBACK). The event loop
+        // stops reading once MAX_WAITING messages wait, and may then not drain the channel until a
+        // handler finishes, so the channel must hold the requests of every message in the hub:
+        // otherwise a handler could wait for room the loop never makes.
+        let queue = (config.max_in_flight + MAX_WAITING) * 2 + 16;
         options
             .set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)))
             .set_keep_alive(config.keep_alive)
@@ -85,10 +96,17 @@ impl MqttIngest {
         let handlers = TaskTracker::new();
         let backoff = Backoff::default();
         let mut failures: u32 = 0;
+        let mut waiting: VecDeque<Publish> = VecDeque::new();
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
-                e = eventloop.poll() => e,
+                // The oldest waiting message takes the next free permit.
+                permit = Arc::clone(&permits).acquire_owned(), if !waiting.is_empty() => {
+                    let (Ok(permit), Some(publish)) = (permit, waiting.pop_front()) else { break };
+                    spawn_handler(&handlers, &ingest, &client, publish, permit);
+                    continue;
+                }
+                e = eventloop.poll(), if waiting.len() < MAX_WAITING => e,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -106,25 +124,23 @@ impl MqttIngest {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     ingest.metrics.mqtt_message();
-                    let permit = tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        p = Arc::clone(&permits).acquire_owned() => p,
-                    };
-                    let Ok(permit) = permit else { break };
-                    let (ingest, client) = (Arc::clone(&ingest), client.clone());
-                    let span =
-                        tracing::info_span!("mqtt_message", topic = %publish.topic, agent = tracing::field::Empty);
-                    handlers.spawn(
-                        async move {
-                            handle(&ingest, &client, publish).await;
-                            drop(permit);
-                        }
-                        .instrument(span),
-                    );
+                    match Arc::clone(&permits).try_acquire_owned() {
+                        Ok(permit) if waiting.is_empty() => spawn_handler(&handlers, &ingest, &client, publish, permit),
+                        _ => waiting.push_back(publish),
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     ingest.metrics.mqtt_connection_failed();
+                    // The session is clean: those messages' acks would name packets of the old
+                    // connection. Their agents re-send them after their ack timeout.
+                    if !waiting.is_empty() {
+                        tracing::info!(
+                            messages = waiting.len(),
+                            "dropping unprocessed MQTT messages of the lost connection"
+                        );
+                        waiting.clear();
+                    }
                     let delay = backoff.delay(failures, fastrand::f64());
                     if failures >= 3 {
                         tracing::warn!(error = %e, failures, retry_in = ?delay, "MQTT connection failed");
@@ -157,6 +173,25 @@ impl MqttIngest {
         let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
         tracing::info!("MQTT ingest stopped");
     }
+}
+
+/// Processes `publish` in a task of its own, holding `permit` until it is answered.
+fn spawn_handler(
+    handlers: &TaskTracker,
+    ingest: &Arc<Ingest>,
+    client: &AsyncClient,
+    publish: Publish,
+    permit: OwnedSemaphorePermit,
+) {
+    let (ingest, client) = (Arc::clone(ingest), client.clone());
+    let span = tracing::info_span!("mqtt_message", topic = %publish.topic, agent = tracing::field::Empty);
+    handlers.spawn(
+        async move {
+            handle(&ingest, &client, publish).await;
+            drop(permit);
+        }
+        .instrument(span),
+    );
 }
 
 /// Processes one message, publishes the verdict when it can be correlated, then acknowledges the

@@ -79,13 +79,17 @@ pub trait Warehouse: Send {
     /// Undoes the work since the last savepoint (and forgets any schema learned since).
     fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError>;
 
-    /// Locks the ledger rows of `agents` (creating missing ones at 0 first), then the metadata rows
-    /// of `datasets` (both sorted, without duplicates), until the transaction ends: no other hub
-    /// instance or writer applies these agents' batches meanwhile, and the per-dataset rows every
-    /// batch updates are taken in one global order, so groups never deadlock on them. Waits while
-    /// another transaction holds one. Called once per group, before any batch. SQLite: one process
-    /// writes the file; nothing to do.
-    fn lock_group(&mut self, _agents: &[&str], _datasets: &[&str], _now: &str) -> Result<(), WarehouseError> {
+    /// Locks the ledger rows of `agents` (sorted, without duplicates; missing ones are created at 0
+    /// first) until the transaction ends: no other hub instance or writer applies these agents'
+    /// batches meanwhile. Waits while another transaction holds one. Called once per group,
+    /// before any batch. SQLite: one process writes the file; nothing to do.
+    fn lock_group(&mut self, _agents: &[&str], _now: &str) -> Result<(), WarehouseError> {
+        Ok(())
+    }
+    /// Writes what the group deferred (PostgreSQL: the per-dataset metadata rows every batch
+    /// updates, in one global row order, so concurrent groups hold those locks only until their
+    /// `COMMIT`). Called once per group, after its last job; `commit` also does it.
+    fn finish_group(&mut self) -> Result<(), WarehouseError> {
         Ok(())
     }
     /// The highest sequence applied for `agent` (0 if none), as of this transaction.

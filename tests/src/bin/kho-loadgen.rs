@@ -6,10 +6,17 @@
 //! kho-loadgen agents-toml --agents 1000 [--mqtt 500] [--prefix lg]      # [[agent]] entries for hub.toml
 //! kho-loadgen run --agents 1000 --hub https://h1:8443=ca1.pem [--hub https://h2:8443=ca2.pem]
 //!                 [--mqtt 500 --broker mqtts://b:8883 --broker-ca ca.pem --broker-pki dir]
-//!                 [--changes 200 --batch 20 --interval-ms 1000 --deadline-s 300]
+//!                 [--changes 200 --batch 20 --interval-ms 1000 --deadline-s 300 --heartbeat-s 10]
+//!                 [--shared-datasets]
 //!                 [--verify-pg postgres://…/warehouse [--schema public]]
 //! kho-loadgen bench --agents 1000 [--hubs 2] [--mqtt 0] [--changes 200 --batch 20 --interval-ms 0]
+//!                   [--heartbeat-s 10] [--shared-datasets]
 //! ```
+//!
+//! Each agent writes its own dataset (`ho_so_tthc_lg_00042`: in the province every dataset has
+//! one owning agent); `--shared-datasets` makes all agents of a shape share one (`ho_so_tthc`),
+//! the contention case. Agents send a heartbeat every `--heartbeat-s` (the agent's default, 10 s;
+//! 0: none).
 //!
 //! `bench` sets everything up itself: a fresh PostgreSQL database, one or two `kho-hub` processes
 //! on it (the HTTPS agents alternate between them), optionally a Mosquitto; then it runs the load,
@@ -46,6 +53,7 @@ fn load(args: &[String], hubs: Vec<HubTarget>, broker: Option<BrokerTarget>) -> 
         interval: Duration::from_millis(num(args, "--interval-ms", 1000)?),
         deadline: Duration::from_secs(num(args, "--deadline-s", 600)?),
         mqtt_ack_timeout: Duration::from_secs(num(args, "--mqtt-ack-timeout-s", 30)?),
+        heartbeat: Some(Duration::from_secs(num(args, "--heartbeat-s", 10)?)).filter(|d| !d.is_zero()),
     })
 }
 
@@ -54,7 +62,12 @@ fn main() -> anyhow::Result<()> {
     let agents = num(&args, "--agents", 100usize)?;
     let mqtt = num(&args, "--mqtt", 0usize)?;
     let prefix = arg(&args, "--prefix").unwrap_or("lg");
-    let sims = loadgen::agents(prefix, agents, mqtt);
+    let ownership = if args.iter().any(|a| a == "--shared-datasets") {
+        loadgen::Ownership::Shared
+    } else {
+        loadgen::Ownership::Own
+    };
+    let sims = loadgen::agents_with(prefix, agents, mqtt, ownership);
     match args.get(1).map(String::as_str) {
         Some("agents-toml") => {
             print!("{}", loadgen::hub_agents_toml(&sims));
@@ -101,7 +114,7 @@ fn check(url: &str, schema: &str, sims: &[loadgen::SimAgent], report: &loadgen::
     let expect: Vec<verify::Expect<'_>> = sims
         .iter()
         .zip(&report.acked)
-        .map(|(a, (_, acked))| verify::Expect { agent: &a.id, shape: a.shape, sent: *acked })
+        .map(|(a, (_, acked))| verify::Expect { agent: &a.id, shape: a.shape, dataset: &a.dataset, sent: *acked })
         .collect();
     let v = verify::check(url, schema, &expect)?;
     println!(
@@ -117,6 +130,10 @@ fn check(url: &str, schema: &str, sims: &[loadgen::SimAgent], report: &loadgen::
     }
     anyhow::ensure!(v.is_exact(), "the warehouse does not hold exactly what was acknowledged");
     Ok(())
+}
+
+fn ownership_shared(sims: &[loadgen::SimAgent]) -> bool {
+    sims.first().is_some_and(|a| a.dataset == a.shape.dataset)
 }
 
 /// CPU seconds used so far by the PostgreSQL processes: the backends serving `db`, and all.
@@ -163,13 +180,15 @@ fn bench(args: &[String], sims: &[loadgen::SimAgent]) -> anyhow::Result<()> {
     let broker_target = broker.as_ref().map(|b| BrokerTarget { url: b.url(), ca: b.ca_path(), pki: b.dir.join("pki") });
     let load = load(args, targets, broker_target)?;
     println!(
-        "kho-loadgen bench: {} agents ({} MQTT), {} hub instance(s) with {writers} writers each, one PostgreSQL database; {} changes per agent in batches of {}, interval {:?}",
+        "kho-loadgen bench: {} agents ({} MQTT, {}), {} hub instance(s) with {writers} writers each, one PostgreSQL database; {} changes per agent in batches of {}, interval {:?}, heartbeat {:?}",
         sims.len(),
         mqtt_ids.len(),
+        if ownership_shared(sims) { "sharing 5 datasets" } else { "one dataset each" },
         n_hubs,
         load.changes,
         load.batch,
-        load.interval
+        load.interval,
+        load.heartbeat
     );
     let cpu_before = postgres_cpu(&pg.name);
     let hub_cpu_before: f64 = hubs.iter().filter_map(|h| h.pid().and_then(cpu_seconds)).sum();

@@ -4,17 +4,20 @@
 //! in flight (HTTPS 2, MQTT 1), answers taken in order, a gap or a failure restarts after the last
 //! acknowledged change. An HTTPS agent alternates its batches over the hub URLs it is given, as a
 //! round-robin load balancer would, and like a balancer's health check it leaves out for
-//! [`DOWN_FOR`] an instance it could not connect to.
+//! [`DOWN_FOR`] an instance it could not connect to. Beside its batches it sends a heartbeat
+//! every [`Plan::heartbeat`], as a real agent does, reporting a poll that captured everything sent
+//! so far (so the hub confirms it at once or keeps it pending until the ledger gets there).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kho_agent::forward::https::HttpsTransport;
 use kho_agent::forward::mqtt::MqttTransport;
 use kho_agent::forward::{Delivery, Transport, TransportError};
 use kho_shared::codec::{self, EncodedBody};
-use kho_shared::protocol::Batch;
+use kho_shared::protocol::{Batch, DatasetReport, Heartbeat};
 use tokio::task::JoinHandle;
 
 use super::datasets::{self, Shape};
@@ -23,6 +26,7 @@ use super::datasets::{self, Shape};
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
 
 /// How a simulated agent reaches the hub.
+#[derive(Clone)]
 pub enum Link {
     /// One transport per hub URL; batch `k` goes to `urls[k % len]`.
     Https(Vec<Arc<HttpsTransport>>),
@@ -44,6 +48,13 @@ impl Link {
         }
     }
 
+    async fn heartbeat(&self, target: usize, heartbeat: &Heartbeat) -> Result<(), TransportError> {
+        match self {
+            Link::Https(ts) => ts[target % ts.len()].send_heartbeat(heartbeat).await,
+            Link::Mqtt(t) => t.send_heartbeat(heartbeat).await,
+        }
+    }
+
     fn send(&self, target: usize, body: Arc<EncodedBody>) -> JoinHandle<Result<Delivery, TransportError>> {
         match self {
             Link::Https(ts) => {
@@ -62,6 +73,10 @@ impl Link {
 pub struct Plan {
     pub id: String,
     pub shape: &'static Shape,
+    /// The dataset it writes (of `shape`).
+    pub dataset: String,
+    /// Time between heartbeats; `None`: none.
+    pub heartbeat: Option<Duration>,
     /// Changes to send in all (sequences `1..=total`).
     pub total: u64,
     /// Changes per batch.
@@ -82,6 +97,51 @@ pub struct Outcome {
     /// Gap replies (a batch that overtook its predecessor, e.g. across two hub instances).
     pub gaps: u64,
     pub last_error: Option<String>,
+    /// Heartbeats the hub stored, and heartbeats that failed.
+    pub heartbeats: u64,
+    pub heartbeat_errors: u64,
+}
+
+/// What the batch loop shares with the heartbeat task.
+#[derive(Default)]
+struct Shared {
+    acked: AtomicU64,
+    captured: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Sends a heartbeat every `every` (the first after one period), alternating over the targets.
+async fn heartbeats(plan_id: String, dataset: String, total: u64, every: Duration, link: Link, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for target in 0.. {
+        tick.tick().await;
+        let acked = shared.acked.load(Ordering::Relaxed);
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now_ms = i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX);
+        let heartbeat = Heartbeat {
+            v: kho_shared::protocol::PROTOCOL_VERSION,
+            agent: plan_id.clone(),
+            version: "kho-loadgen".into(),
+            sent_at_ms: now_ms,
+            outbox_depth: total.saturating_sub(acked),
+            acked_through: acked,
+            datasets: vec![DatasetReport {
+                dataset: dataset.clone(),
+                last_ok_poll_at_ms: Some(now_ms),
+                captured_through_seq: shared.captured.load(Ordering::Relaxed),
+                last_error: None,
+                null_cursor_rows: 0,
+                cdc: None,
+            }],
+        };
+        let counter = match link.heartbeat(target, &heartbeat).await {
+            Ok(()) => &shared.sent,
+            Err(_) => &shared.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct InFlight {
@@ -99,8 +159,8 @@ fn encode(plan: &Plan, first: u64, last: u64) -> Result<EncodedBody, String> {
         first_seq: first,
         last_seq: last,
         created_at_ms: 0,
-        schemas: vec![datasets::schema(plan.shape)],
-        changes: (first..=last).map(|s| datasets::change(plan.shape, &plan.id, s)).collect(),
+        schemas: vec![datasets::schema(plan.shape, &plan.dataset)],
+        changes: (first..=last).map(|s| datasets::change(plan.shape, &plan.dataset, &plan.id, s)).collect(),
     };
     codec::encode(&batch).map_err(|e| e.to_string())
 }
@@ -121,6 +181,11 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
     let mut failures: u32 = 0;
     // Per target: left out until this instant (the balancer's health check).
     let mut down: Vec<Option<Instant>> = vec![None; link.targets()];
+    let shared = Arc::new(Shared::default());
+    let beat = plan.heartbeat.filter(|d| !d.is_zero()).map(|every| {
+        let (id, dataset, link, shared) = (plan.id.clone(), plan.dataset.clone(), link.clone(), Arc::clone(&shared));
+        tokio::spawn(heartbeats(id, dataset, plan.total, every, link, shared))
+    });
     while out.acked_through < plan.total && Instant::now() < deadline {
         let due = start + plan.interval * sent_batches;
         let can_send = flight.len() < window && next_from <= plan.total;
@@ -139,6 +204,7 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
                     turn += 1;
                     sent_batches += 1;
                     next_from = last + 1;
+                    shared.captured.fetch_max(last, Ordering::Relaxed);
                 }
                 Err(e) => {
                     out.errors += 1;
@@ -162,6 +228,7 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
             Ok(Delivery::Applied { through, .. }) if through >= done.first => {
                 out.latencies_ms.push(done.sent.elapsed().as_secs_f64() * 1000.0);
                 out.acked_through = out.acked_through.max(through.min(done.last));
+                shared.acked.store(out.acked_through, Ordering::Relaxed);
                 failures = 0;
                 // The batches behind it must start right after what is acknowledged.
                 flight.front().is_some_and(|f| f.first != out.acked_through + 1)
@@ -198,5 +265,10 @@ pub async fn run(plan: Plan, link: Link, deadline: Instant) -> Outcome {
         }
     }
     abort_all(&mut flight);
+    if let Some(beat) = beat {
+        beat.abort();
+    }
+    out.heartbeats = shared.sent.load(Ordering::Relaxed);
+    out.heartbeat_errors = shared.failed.load(Ordering::Relaxed);
     out
 }

@@ -7,6 +7,31 @@ use kho_shared::protocol::{Change, Column, DatasetSchema, Op};
 use kho_shared::types::ColumnType;
 use serde_json::{Map, Value, json};
 
+/// Which datasets the simulated agents write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ownership {
+    /// Each agent its own datasets (`ho_so_tthc_<agent>`), as in the province, where every dataset
+    /// has one owning agent (../shared/demo-catalogue.md). The default.
+    #[default]
+    Own,
+    /// All agents of a shape share one dataset (`ho_so_tthc`): the contention case, where every
+    /// batch of those agents updates the same metadata rows.
+    Shared,
+}
+
+/// The dataset agent `agent` writes with `shape`.
+pub fn dataset_name(shape: &Shape, agent: &str, ownership: Ownership) -> String {
+    match ownership {
+        Ownership::Shared => shape.dataset.to_string(),
+        // Dataset names are `[a-z][a-z0-9_]*`; agent ids are `<prefix>-<n>`.
+        Ownership::Own => {
+            let suffix: String =
+                agent.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+            format!("{}_{suffix}", shape.dataset)
+        }
+    }
+}
+
 /// One simulated dataset shape.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -36,8 +61,9 @@ fn col(name: &str, ty: ColumnType) -> Column {
     Column { name: name.into(), ty }
 }
 
-/// The dataset's schema: a text key unique per agent and sequence, then typed business columns.
-pub fn schema(shape: &Shape) -> DatasetSchema {
+/// The schema of `dataset` (of `shape`): a text key unique per agent and sequence, then typed
+/// business columns.
+pub fn schema(shape: &Shape, dataset: &str) -> DatasetSchema {
     let columns = match shape.dataset {
         "ho_so_tthc" => vec![
             col("ma_ho_so", ColumnType::Text),
@@ -75,7 +101,7 @@ pub fn schema(shape: &Shape) -> DatasetSchema {
         ],
     };
     let key = vec![columns[0].name.clone()];
-    DatasetSchema { dataset: shape.dataset.into(), key, columns, privacy: Default::default() }
+    DatasetSchema { dataset: dataset.into(), key, columns, privacy: Default::default() }
 }
 
 const DISTRICTS: &[&str] = &["Mường La", "Thuận Châu", "Mộc Châu", "Sông Mã", "Yên Châu", "Bắc Yên", "Phù Yên"];
@@ -85,8 +111,8 @@ pub fn key_of(agent: &str, seq: u64) -> String {
     format!("{agent}:{seq}")
 }
 
-/// `agent`'s change number `seq`: an upsert of a new row.
-pub fn change(shape: &Shape, agent: &str, seq: u64) -> Change {
+/// `agent`'s change number `seq` to `dataset` (of `shape`): an upsert of a new row.
+pub fn change(shape: &Shape, dataset: &str, agent: &str, seq: u64) -> Change {
     let district = DISTRICTS[(seq as usize) % DISTRICTS.len()];
     let day = format!("2026-{:02}-{:02}", 1 + seq % 12, 1 + seq % 28);
     let key = key_of(agent, seq);
@@ -105,10 +131,27 @@ pub fn change(shape: &Shape, agent: &str, seq: u64) -> Change {
             "so_tien": format!("{}.{:02}", 1_000_000 + seq * 137 % 900_000, seq % 100), "ky": day}),
     };
     let row: Map<String, Value> = row.as_object().cloned().unwrap_or_default();
-    Change { seq, dataset: shape.dataset.into(), op: Op::Upsert, key: None, row: Some(row) }
+    Change { seq, dataset: dataset.into(), op: Op::Upsert, key: None, row: Some(row) }
 }
 
 /// The table column that holds a dataset's key.
 pub fn key_column(shape: &Shape) -> String {
-    schema(shape).key[0].clone()
+    schema(shape, shape.dataset).key[0].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_datasets_are_valid_names_one_per_agent() {
+        let shape = shape_of(0);
+        let (a, b) = (dataset_name(shape, "lg-00001", Ownership::Own), dataset_name(shape, "lg-00002", Ownership::Own));
+        assert_eq!(a, "ho_so_tthc_lg_00001");
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            kho_shared::ident::check_dataset_name(name).expect("valid dataset name");
+        }
+        assert_eq!(dataset_name(shape, "lg-00001", Ownership::Shared), "ho_so_tthc");
+    }
 }

@@ -18,6 +18,7 @@ use kho_agent::forward::mqtt::MqttTransport;
 use serde_json::json;
 
 pub use agent::Outcome;
+pub use datasets::Ownership;
 use datasets::Shape;
 
 /// One simulated agent's identity.
@@ -26,17 +27,27 @@ pub struct SimAgent {
     pub id: String,
     pub token: String,
     pub shape: &'static Shape,
+    /// The dataset it writes (of `shape`): its own, or shared ([`Ownership`]).
+    pub dataset: String,
     pub mqtt: bool,
 }
 
-/// `n` agents named `<prefix>-<i>`; the first `mqtt` of them use MQTT. Tokens are derived from
-/// the id, so a generated hub config and a later run agree without sharing a file.
+/// `n` agents named `<prefix>-<i>`, each writing its own dataset; the first `mqtt` of them use
+/// MQTT. Tokens are derived from the id, so a generated hub config and a later run agree without
+/// sharing a file.
 pub fn agents(prefix: &str, n: usize, mqtt: usize) -> Vec<SimAgent> {
+    agents_with(prefix, n, mqtt, Ownership::Own)
+}
+
+/// [`agents`], choosing whether they own their datasets or share five.
+pub fn agents_with(prefix: &str, n: usize, mqtt: usize, ownership: Ownership) -> Vec<SimAgent> {
     (0..n)
         .map(|i| {
             let id = format!("{prefix}-{i:05}");
             let token = format!("lg-{}", &kho_shared::codec::sha256_hex(format!("kho-loadgen {id}").as_bytes())[..40]);
-            SimAgent { id, token, shape: datasets::shape_of(i), mqtt: i < mqtt }
+            let shape = datasets::shape_of(i);
+            let dataset = datasets::dataset_name(shape, &id, ownership);
+            SimAgent { id, token, shape, dataset, mqtt: i < mqtt }
         })
         .collect()
 }
@@ -47,7 +58,7 @@ pub fn hub_agents_toml(agents: &[SimAgent]) -> String {
     for a in agents {
         out.push_str(&format!(
             "\n[[agent]]\nid = \"{}\"\ntoken = \"{}\"\ndatasets = [\"{}\"]\n",
-            a.id, a.token, a.shape.dataset
+            a.id, a.token, a.dataset
         ));
     }
     out
@@ -83,6 +94,8 @@ pub struct Load {
     pub deadline: Duration,
     /// MQTT agents resend a batch whose ack has not come within this.
     pub mqtt_ack_timeout: Duration,
+    /// Time between an agent's heartbeats (the agent's default is 10 s); `None`: none.
+    pub heartbeat: Option<Duration>,
 }
 
 /// The run's numbers.
@@ -98,6 +111,9 @@ pub struct Report {
     pub max_ms: f64,
     pub errors: u64,
     pub gaps: u64,
+    /// Heartbeats stored by the hub, and heartbeats that failed (not counted in `errors`).
+    pub heartbeats: u64,
+    pub heartbeat_errors: u64,
     /// Per agent: id and acknowledged-through sequence.
     pub acked: Vec<(String, u64)>,
     /// A few distinct error messages.
@@ -111,7 +127,7 @@ impl Report {
 
     pub fn print(&self, label: &str) {
         println!(
-            "{label}: {} agents, {}/{} changes acknowledged in {:.1} s = {:.0} changes/s; {} batches, ack latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} errors, {} gap replies",
+            "{label}: {} agents, {}/{} changes acknowledged in {:.1} s = {:.0} changes/s; {} batches, ack latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} errors, {} gap replies; {} heartbeats ({} failed)",
             self.agents,
             self.changes_acked,
             self.changes_sent,
@@ -122,7 +138,9 @@ impl Report {
             self.p99_ms,
             self.max_ms,
             self.errors,
-            self.gaps
+            self.gaps,
+            self.heartbeats,
+            self.heartbeat_errors
         );
         for e in &self.error_samples {
             println!("  error: {e}");
@@ -175,6 +193,8 @@ pub async fn run(agents: &[SimAgent], load: &Load) -> Result<Report, String> {
         let plan = agent::Plan {
             id: a.id.clone(),
             shape: a.shape,
+            dataset: a.dataset.clone(),
+            heartbeat: load.heartbeat,
             total: load.changes,
             batch: load.batch.max(1),
             interval: load.interval,
@@ -190,6 +210,8 @@ pub async fn run(agents: &[SimAgent], load: &Load) -> Result<Report, String> {
         report.changes_acked += out.acked_through;
         report.errors += out.errors;
         report.gaps += out.gaps;
+        report.heartbeats += out.heartbeats;
+        report.heartbeat_errors += out.heartbeat_errors;
         report.batches_acked += out.latencies_ms.len();
         latencies.extend_from_slice(&out.latencies_ms);
         if let Some(e) = out.last_error

@@ -3,10 +3,11 @@
 
 use super::datasets::{self, Shape};
 
-/// One agent's expectation: it sent changes `1..=sent` of `shape`.
+/// One agent's expectation: it sent changes `1..=sent` of `shape` to `dataset`.
 pub struct Expect<'a> {
     pub agent: &'a str,
     pub shape: &'static Shape,
+    pub dataset: &'a str,
     pub sent: u64,
 }
 
@@ -42,7 +43,7 @@ pub fn check(url: &str, schema: &str, expect: &[Expect<'_>]) -> Result<Verdict, 
         if ledger.get(e.agent).copied().unwrap_or(0) != i64::try_from(e.sent).unwrap_or(i64::MAX) {
             v.ledger_mismatches.push(format!("{}: ledger {:?}, sent {}", e.agent, ledger.get(e.agent), e.sent));
         }
-        let table = (e.shape.dataset, datasets::key_column(e.shape));
+        let table = (e.dataset, datasets::key_column(e.shape));
         if !per_table.contains_key(&table) {
             // Live rows per agent whose key is one this agent sent (`<agent>:<seq>`, seq ≥ 1).
             let sql = format!(

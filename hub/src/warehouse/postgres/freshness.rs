@@ -1,7 +1,8 @@
 //! Freshness evidence and status history in the PostgreSQL warehouse — the same rules as the
 //! SQLite one (see `warehouse/sqlite/freshness.rs`): two clocks per dataset, pending syncs
 //! confirmed only when the ledger reaches them, every value only moving forward (`greatest`
-//! ignores NULL), all written in the applier's transaction with the batch it describes.
+//! ignores NULL), all written in the applier's transaction with the batch it describes — at the
+//! end of the group, in one row order ([`super::deferred`]).
 //!
 //! Tables: `kho.observations`, `kho.freshness_history`, `kho.agent_history` (agent liveness
 //! transitions) and `kho.meta` (hub bookkeeping, e.g. the last daily digest's date); see
@@ -12,77 +13,41 @@ use kho_shared::protocol::DatasetReport;
 use kho_shared::schedule::Period;
 use postgres::GenericClient;
 
+use super::deferred::{Deferred, Op};
 use super::{db, rfc3339};
 use crate::warehouse::{AgentTransition, DatasetActivity, DatasetEvidence, Evidence, StoredTransition, WarehouseError};
 
-fn ensure_row(c: &mut impl GenericClient, dataset: &str, now: &str) -> Result<(), WarehouseError> {
-    c.execute(
-        "INSERT INTO kho.observations (dataset, first_received_at) VALUES ($1, $2::text::timestamptz) \
-         ON CONFLICT DO NOTHING",
-        &[&dataset, &now],
-    )
-    .map_err(db("write observations"))?;
-    Ok(())
-}
-
-pub(super) fn record_activity(
-    c: &mut impl GenericClient,
-    activity: &[DatasetActivity],
-    now: &str,
-) -> Result<(), WarehouseError> {
+/// Notes what a batch changed, per dataset; written at the end of the group ([`Deferred`]).
+pub(super) fn record_activity(notes: &mut Deferred, activity: &[DatasetActivity], now: &str) {
     for a in activity {
-        ensure_row(c, &a.dataset, now)?;
-        c.execute(
-            "UPDATE kho.observations SET last_change_at = greatest(last_change_at, $2::text::timestamptz), \
-             max_business_date = greatest(max_business_date, $3::text::date) WHERE dataset = $1",
-            &[&a.dataset, &now, &a.max_business_date],
-        )
-        .map_err(db("write observations"))?;
+        notes.push(Op::Activity {
+            dataset: a.dataset.clone(),
+            at: now.to_string(),
+            max_business_date: a.max_business_date.clone(),
+        });
     }
-    Ok(())
 }
 
-pub(super) fn record_syncs(
-    c: &mut impl GenericClient,
-    agent: &str,
-    applied: u64,
-    reports: &[DatasetReport],
-    now: &str,
-) -> Result<(), WarehouseError> {
+/// Notes a heartbeat's sync evidence: confirmed at once when the ledger (`applied`, read in this
+/// transaction) already holds the poll, else pending until it does.
+pub(super) fn record_syncs(notes: &mut Deferred, agent: &str, applied: u64, reports: &[DatasetReport], now: &str) {
     for r in reports {
         let Some(at) = r.last_ok_poll_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) else {
             continue;
         };
-        let at = format!("{at:.3}");
-        ensure_row(c, &r.dataset, now)?;
-        if r.captured_through_seq <= applied {
-            c.execute(
-                "UPDATE kho.observations SET last_sync_at = greatest(last_sync_at, $2::text::timestamptz) WHERE dataset = $1",
-                &[&r.dataset, &at],
-            )
+        let (dataset, seen, poll_at) = (r.dataset.clone(), now.to_string(), format!("{at:.3}"));
+        notes.push(if r.captured_through_seq <= applied {
+            Op::Synced { dataset, seen, poll_at }
         } else {
             let seq = i64::try_from(r.captured_through_seq).unwrap_or(i64::MAX);
-            c.execute(
-                "UPDATE kho.observations SET pending_sync_at = $2::text::timestamptz, pending_sync_seq = $3, \
-                 pending_agent = $4 WHERE dataset = $1",
-                &[&r.dataset, &at, &seq, &agent],
-            )
-        }
-        .map_err(db("write sync"))?;
+            Op::Pending { dataset, seen, poll_at, seq, agent: agent.to_string() }
+        });
     }
-    Ok(())
 }
 
-pub(super) fn promote_syncs(c: &mut impl GenericClient, agent: &str, applied: u64) -> Result<(), WarehouseError> {
-    let applied = i64::try_from(applied).unwrap_or(i64::MAX);
-    c.execute(
-        "UPDATE kho.observations SET last_sync_at = greatest(last_sync_at, pending_sync_at), \
-         pending_sync_at = NULL, pending_sync_seq = NULL, pending_agent = NULL \
-         WHERE pending_agent = $1 AND pending_sync_seq <= $2",
-        &[&agent, &applied],
-    )
-    .map_err(db("promote sync"))?;
-    Ok(())
+/// Notes that `agent`'s ledger reached `applied`, confirming its pending polls up to it.
+pub(super) fn promote_syncs(notes: &mut Deferred, agent: &str, applied: u64) {
+    notes.push(Op::Promote { agent: agent.to_string(), applied: i64::try_from(applied).unwrap_or(i64::MAX) });
 }
 
 pub(super) fn record_transitions(c: &mut impl GenericClient, rows: &[StoredTransition]) -> Result<(), WarehouseError> {

@@ -20,11 +20,10 @@ use postgres::Client;
 use super::db;
 use crate::warehouse::WarehouseError;
 
-/// Creates the missing ledger rows of `agents` at 0 and locks them, then the existing metadata
-/// rows of `datasets`, until the transaction ends. Both must be sorted and without duplicates.
-pub(super) fn lock(client: &mut Client, agents: &[&str], datasets: &[&str], now: &str) -> Result<(), WarehouseError> {
-    let sorted = |v: &[&str]| v.windows(2).all(|w| w[0] < w[1]);
-    debug_assert!(sorted(agents) && sorted(datasets), "locks must be taken in order");
+/// Creates the missing ledger rows of `agents` at 0 and locks them until the transaction ends.
+/// `agents` must be sorted and without duplicates.
+pub(super) fn lock(client: &mut Client, agents: &[&str], now: &str) -> Result<(), WarehouseError> {
+    debug_assert!(agents.windows(2).all(|w| w[0] < w[1]), "locks must be taken in order");
     if !agents.is_empty() {
         let agents: Vec<&str> = agents.to_vec();
         client
@@ -41,15 +40,6 @@ pub(super) fn lock(client: &mut Client, agents: &[&str], datasets: &[&str], now:
                 &[&agents],
             )
             .map_err(db("lock ledger rows"))?;
-    }
-    if !datasets.is_empty() {
-        let datasets: Vec<&str> = datasets.to_vec();
-        for table in ["kho.datasets", "kho.observations"] {
-            let sql = format!(
-                "SELECT dataset FROM {table} WHERE dataset = ANY($1::text[]) ORDER BY dataset COLLATE \"C\" FOR UPDATE"
-            );
-            client.query(&sql, &[&datasets]).map_err(db("lock dataset rows"))?;
-        }
     }
     Ok(())
 }

@@ -37,8 +37,9 @@
 //!
 //! ## Concurrency
 //! Several hub instances may share one warehouse: each group first locks its agents' ledger rows
-//! and its datasets' metadata rows ([`ledger`]), so one agent's batches are never applied by two
-//! transactions at once and groups never deadlock on the rows every batch updates.
+//! ([`ledger`]), so one agent's batches are never applied by two transactions at once; the
+//! per-dataset metadata rows every batch updates are written at the end of the group, in one row
+//! order ([`deferred`]), so groups overlap their `COPY`s and never deadlock on those rows.
 //! Several writers ([`crate::apply::spawn_pool`]), each with its own connection, apply the batches
 //! of different agents in parallel; one agent always goes to the same writer. DDL is serialised
 //! across writers by a transaction-scoped advisory lock and by locking the dataset's
@@ -47,6 +48,7 @@
 
 mod checks;
 pub mod connect;
+mod deferred;
 mod freshness;
 mod history;
 mod ledger;
@@ -62,7 +64,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kho_shared::protocol::{Change, Column, DatasetSchema, Heartbeat, Op};
+use kho_shared::protocol::{Change, DatasetSchema, Heartbeat, Op};
 use postgres::{Client, GenericClient};
 
 pub use connect::Settings;
@@ -119,6 +121,8 @@ pub struct PostgresWarehouse {
     quality_indexed: std::collections::HashSet<(String, String)>,
     /// Datasets whose catalogue row was re-read in this transaction for a quality lookup.
     refreshed: std::collections::HashSet<String>,
+    /// Metadata writes of this transaction, made just before `COMMIT` ([`deferred`]).
+    notes: deferred::Deferred,
 }
 
 impl PostgresWarehouse {
@@ -131,7 +135,7 @@ impl PostgresWarehouse {
         prunes: bool,
     ) -> Result<PostgresWarehouse, WarehouseError> {
         let mut client = connect::connect(&settings, "writer")?;
-        create_metadata(&mut client)?;
+        schema::create_metadata(&mut client)?;
         let mut wh = PostgresWarehouse {
             client,
             settings,
@@ -145,6 +149,7 @@ impl PostgresWarehouse {
             in_transaction: false,
             quality_indexed: Default::default(),
             refreshed: Default::default(),
+            notes: Default::default(),
         };
         wh.reload_catalogue()?;
         Ok(wh)
@@ -158,7 +163,7 @@ impl PostgresWarehouse {
         let mut tables = HashMap::new();
         for row in rows {
             let dataset: String = row.get(0);
-            match parse_table(row.get(1), row.get(2), row.get(3)) {
+            match schema::parse_table(row.get(1), row.get(2), row.get(3)) {
                 Ok(info) => {
                     tables.insert(dataset, info);
                 }
@@ -183,10 +188,11 @@ impl PostgresWarehouse {
             )
             .map_err(db("read catalogue"))?;
         let Some(row) = row else { return Ok(None) };
-        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
-            dataset: dataset.to_string(),
-            problem: format!("unreadable kho.datasets row: {e}"),
-        })?;
+        let info =
+            schema::parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
+                dataset: dataset.to_string(),
+                problem: format!("unreadable kho.datasets row: {e}"),
+            })?;
         self.tables.insert(dataset.to_string(), info.clone());
         Ok(Some(info))
     }
@@ -283,23 +289,6 @@ impl PostgresWarehouse {
     }
 }
 
-fn parse_table(schema: String, key_json: String, columns_json: String) -> Result<TableInfo, serde_json::Error> {
-    let key: Vec<String> = serde_json::from_str(&key_json)?;
-    let columns: Vec<Column> = serde_json::from_str(&columns_json)?;
-    Ok(TableInfo { schema, key, columns })
-}
-
-fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
-    let mut tx = client.transaction().map_err(db("create metadata tables"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
-    tx.batch_execute(schema::METADATA).map_err(db("create metadata tables"))?;
-    tx.batch_execute(history::SCHEMA).map_err(db("create the change history"))?;
-    tx.batch_execute(quality::SCHEMA).map_err(db("create the quality tables"))?;
-    tx.batch_execute(checks::SCHEMA).map_err(db("create the quality tables"))?;
-    tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
-    tx.commit().map_err(db("create metadata tables"))
-}
-
 impl Warehouse for PostgresWarehouse {
     fn begin(&mut self) -> Result<(), WarehouseError> {
         self.refreshed.clear();
@@ -322,13 +311,14 @@ impl Warehouse for PostgresWarehouse {
             }
         }
         self.stages = 0;
+        self.notes.clear();
         self.exec("BEGIN", "begin")?;
         self.in_transaction = true;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), WarehouseError> {
-        let result = self.exec("COMMIT", "commit");
+        let result = self.finish_group().and_then(|()| self.exec("COMMIT", "commit"));
         self.in_transaction = false;
         if result.is_err() {
             // Forget what this transaction taught the catalogue cache.
@@ -346,6 +336,7 @@ impl Warehouse for PostgresWarehouse {
             tracing::error!(error = %e, "rollback failed");
         }
         self.in_transaction = false;
+        self.notes.clear();
         if !self.client.is_closed()
             && let Err(e) = self.reload_catalogue()
         {
@@ -354,6 +345,7 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn savepoint(&mut self) -> Result<(), WarehouseError> {
+        self.notes.savepoint();
         self.exec("SAVEPOINT kho_batch", "savepoint")
     }
 
@@ -362,6 +354,7 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<(), WarehouseError> {
+        self.notes.rollback_to_savepoint();
         self.exec("ROLLBACK TO SAVEPOINT kho_batch; RELEASE SAVEPOINT kho_batch", "rollback to savepoint")?;
         self.reload_catalogue()
     }
@@ -370,8 +363,12 @@ impl Warehouse for PostgresWarehouse {
         self.leadership = Some(leadership);
     }
 
-    fn lock_group(&mut self, agents: &[&str], datasets: &[&str], now: &str) -> Result<(), WarehouseError> {
-        ledger::lock(&mut self.client, agents, datasets, now)
+    fn lock_group(&mut self, agents: &[&str], now: &str) -> Result<(), WarehouseError> {
+        ledger::lock(&mut self.client, agents, now)
+    }
+
+    fn finish_group(&mut self) -> Result<(), WarehouseError> {
+        self.notes.flush(&mut self.client)
     }
 
     fn applied_seq(&mut self, agent: &str) -> Result<u64, WarehouseError> {
@@ -449,14 +446,9 @@ impl Warehouse for PostgresWarehouse {
                 }
                 return Err(e);
             }
-            let last_seq = picked.last().map_or(0, |&i| changes[i].seq);
-            self.client
-                .execute(
-                    "UPDATE kho.datasets SET last_change_at = $2::text::timestamptz, last_seq = $3, last_agent = $4 \
-                     WHERE dataset = $1",
-                    &[dataset, &now, &i64::try_from(last_seq).unwrap_or(i64::MAX), &agent],
-                )
-                .map_err(db("write catalogue"))?;
+            let seq = i64::try_from(picked.last().map_or(0, |&i| changes[i].seq)).unwrap_or(i64::MAX);
+            let (dataset, at, agent) = (dataset.to_string(), now.to_string(), agent.to_string());
+            self.notes.push(deferred::Op::LastChange { dataset, at, seq, agent });
         }
         history::append(&mut self.client, agent, schemas, changes, now)?;
         Ok(stats)
@@ -476,15 +468,18 @@ impl Warehouse for PostgresWarehouse {
             )
             .map_err(db("write heartbeat"))?;
         let applied = self.applied_seq(&hb.agent)?;
-        freshness::record_syncs(&mut self.client, &hb.agent, applied, &hb.datasets, now)
+        freshness::record_syncs(&mut self.notes, &hb.agent, applied, &hb.datasets, now);
+        Ok(())
     }
 
     fn record_activity(&mut self, activity: &[DatasetActivity], now: &str) -> Result<(), WarehouseError> {
-        freshness::record_activity(&mut self.client, activity, now)
+        freshness::record_activity(&mut self.notes, activity, now);
+        Ok(())
     }
 
     fn promote_syncs(&mut self, agent: &str, applied: u64) -> Result<(), WarehouseError> {
-        freshness::promote_syncs(&mut self.client, agent, applied)
+        freshness::promote_syncs(&mut self.notes, agent, applied);
+        Ok(())
     }
 
     fn record_transitions(&mut self, rows: &[StoredTransition]) -> Result<(), WarehouseError> {

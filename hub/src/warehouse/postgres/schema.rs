@@ -1,6 +1,13 @@
 //! The `kho` schema's metadata tables (ledger, catalogue, agents, freshness evidence),
 //! created at start under the DDL lock; additions to older warehouses are `ADD COLUMN IF NOT EXISTS`.
 
+use kho_shared::protocol::Column;
+use postgres::Client;
+
+use super::table::TableInfo;
+use super::{DDL_LOCK, db};
+use crate::warehouse::WarehouseError;
+
 pub(super) const METADATA: &str = "
 CREATE SCHEMA IF NOT EXISTS kho;
 CREATE TABLE IF NOT EXISTS kho.ledger (
@@ -59,3 +66,24 @@ CREATE TABLE IF NOT EXISTS kho.meta (
     value text NOT NULL
 );
 ";
+
+pub(super) fn parse_table(
+    schema: String,
+    key_json: String,
+    columns_json: String,
+) -> Result<TableInfo, serde_json::Error> {
+    let key: Vec<String> = serde_json::from_str(&key_json)?;
+    let columns: Vec<Column> = serde_json::from_str(&columns_json)?;
+    Ok(TableInfo { schema, key, columns })
+}
+
+pub(super) fn create_metadata(client: &mut Client) -> Result<(), WarehouseError> {
+    let mut tx = client.transaction().map_err(db("create metadata tables"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK]).map_err(db("DDL lock"))?;
+    tx.batch_execute(METADATA).map_err(db("create metadata tables"))?;
+    tx.batch_execute(super::history::SCHEMA).map_err(db("create the change history"))?;
+    tx.batch_execute(super::quality::SCHEMA).map_err(db("create the quality tables"))?;
+    tx.batch_execute(super::checks::SCHEMA).map_err(db("create the quality tables"))?;
+    tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
+    tx.commit().map_err(db("create metadata tables"))
+}
