@@ -140,8 +140,24 @@ pub fn convert(enc: Encoding, origin: Origin, nfc: bool, bytes: &[u8]) -> Result
 
 /// `s` in NFC, borrowed when it already is (the common case costs one scan).
 pub fn normalize(s: Cow<'_, str>) -> Cow<'_, str> {
-    // ASCII is always NFC, and `is_ascii` is far cheaper than the per-character quick check.
-    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes { s } else { Cow::Owned(s.nfc().collect()) }
+    // ASCII is always NFC, and `is_ascii` is far cheaper than the per-character quick check;
+    // so is a range compare per character for NFC Vietnamese (see `plainly_nfc`).
+    if s.is_ascii() || plainly_nfc(&s) || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+        s
+    } else {
+        Cow::Owned(s.nfc().collect())
+    }
+}
+
+/// Whether every character of `s` lies in a block where each character is its own NFC form and
+/// composes with nothing before it (NFC_Quick_Check = Yes, canonical combining class 0), which
+/// makes the string NFC: everything below U+0300 (ASCII, Latin-1, Latin Extended-A/B, IPA), Latin
+/// Extended Additional (U+1E00–U+1EFF, every precomposed Vietnamese letter) and the dashes,
+/// quotes and dots of General Punctuation (U+2010–U+2027). Vietnamese typed in NFC stays in these
+/// blocks, and checking them is a compare per character instead of the quick check's two table
+/// lookups (which were ~7 % of the agent's CPU on a Vietnamese initial sync).
+fn plainly_nfc(s: &str) -> bool {
+    s.chars().all(|c| c < '\u{300}' || ('\u{1E00}'..='\u{1EFF}').contains(&c) || ('\u{2010}'..='\u{2027}').contains(&c))
 }
 
 /// Whether `bytes` mean the same in `enc` as in ASCII (TCVN3 puts capitals in control codes).

@@ -77,3 +77,29 @@ fn config_defaults_and_overrides() {
     assert!(TextConfig { nfc: false, ..TextConfig::default() }.is_identity());
     assert!(!TextConfig::default().is_identity());
 }
+
+/// The fast path of `normalize` claims strings made only of its blocks are NFC: every character
+/// of those blocks is checked against the Unicode tables (quick check Yes, combining class 0,
+/// its own NFC form), and random strings of them are NFC by the full algorithm too.
+#[test]
+fn the_fast_nfc_blocks_hold_only_characters_that_are_their_own_nfc_and_compose_with_nothing() {
+    use unicode_normalization::char::canonical_combining_class;
+    let blocks = ['\0'..='\u{2FF}', '\u{1E00}'..='\u{1EFF}', '\u{2010}'..='\u{2027}'];
+    let chars: Vec<char> = blocks.iter().flat_map(|r| r.clone()).collect();
+    for &c in &chars {
+        let s = c.to_string();
+        assert!(plainly_nfc(&s), "{c:?}");
+        assert_eq!(is_nfc_quick(s.chars()), IsNormalized::Yes, "{c:?}");
+        assert_eq!(canonical_combining_class(c), 0, "{c:?}");
+        assert_eq!(s.nfc().collect::<String>(), s, "{c:?}");
+    }
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..2_000 {
+        let s: String = (0..rng.usize(1..12)).map(|_| chars[rng.usize(..chars.len())]).collect();
+        assert_eq!(s.nfc().collect::<String>(), s, "{s:?}");
+    }
+    // Outside the blocks the full check still runs: decomposed Vietnamese is composed.
+    assert!(!plainly_nfc("Nguye\u{302}\u{303}n"));
+    assert_eq!(normalize(Cow::Borrowed("Nguye\u{302}\u{303}n")), "Nguyễn");
+    assert!(matches!(normalize(Cow::Borrowed("Hồ sơ “đúng hạn” – Sơn La")), Cow::Borrowed(_)));
+}
