@@ -35,18 +35,22 @@ pub fn activity<'a>(changes: &[Change], field_of: impl Fn(&str) -> Option<&'a st
 /// A `freshness_field` value as a `YYYY-MM-DD` date: a date or timestamp (`2026-02-01`,
 /// `2026-02-01T08:00:00Z`), a month (`2026-02` → its first day) or a year (`2026` → 1 January).
 pub fn business_date(value: &serde_json::Value) -> Option<String> {
-    let text = match value {
-        serde_json::Value::String(s) => s.trim().to_string(),
-        serde_json::Value::Number(n) => n.as_i64()?.to_string(),
-        _ => return None,
-    };
+    let found = match value {
+        serde_json::Value::String(s) => business_day(s.trim()),
+        serde_json::Value::Number(n) => business_day(&n.as_i64()?.to_string()),
+        _ => None,
+    }?;
+    Some(found.to_string())
+}
+
+/// [`business_date`] of text, as a date: what `range` rules compare, with no allocation for a
+/// plain `YYYY-MM-DD…` value.
+pub fn business_day(text: &str) -> Option<jiff::civil::Date> {
     let date = |s: &str| s.parse::<jiff::civil::Date>().ok();
-    let found = text
-        .get(..10)
+    text.get(..10)
         .and_then(date)
         .or_else(|| text.get(..7).and_then(|m| date(&format!("{m}-01"))))
-        .or_else(|| text.get(..4).filter(|_| text.len() == 4).and_then(|y| date(&format!("{y}-01-01"))))?;
-    Some(found.to_string())
+        .or_else(|| text.get(..4).filter(|_| text.len() == 4).and_then(|y| date(&format!("{y}-01-01"))))
 }
 
 #[cfg(test)]

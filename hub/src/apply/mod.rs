@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use kho_shared::protocol::{Batch, Change, Heartbeat};
 use tokio::sync::{mpsc, oneshot};
 
-pub use activity::{activity, business_date};
+pub use activity::{activity, business_date, business_day};
 pub use order::{Arrival, ORDER_WAIT};
 
 use crate::warehouse::{AgentTransition, StoredTransition, Warehouse, WarehouseError};

@@ -2,9 +2,13 @@
 //! passes today's date), and whatever the warehouse must answer (`reference`, `unique` against
 //! rows already loaded) goes through [`Lookup`], so every rule is unit-tested with a map.
 //!
-//! Incremental by construction: only the batch's upserted rows are looked at, each once; a
-//! lookup is one indexed probe per value, never a scan of the table.
+//! Incremental by construction: only the batch's upserted rows are looked at, each once. What
+//! the warehouse must answer is asked once per rule and batch ([`Lookup::existing`], the batch's
+//! distinct values at once), not once per row: on a large sync the per-row probes, not the rules
+//! themselves, were the cost (issue 12's benchmark). Only a `unique` value the warehouse already
+//! holds needs a second, exact question (held by *another* row?), e.g. when a row is updated.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use kho_shared::protocol::{Change, Op};
@@ -19,6 +23,12 @@ pub trait Lookup {
     fn exists(&mut self, dataset: &str, column: &str, value: &str) -> bool;
     /// Whether a live row of `dataset` other than the one with key `key` holds `value` in `column`.
     fn taken_by_other(&mut self, dataset: &str, column: &str, value: &str, key: &Map<String, Value>) -> bool;
+    /// For each of `values`, whether `dataset.column` holds it in a live row ([`Lookup::exists`]
+    /// for a whole batch): a warehouse answers with one set-based query instead of a probe per
+    /// value. Must agree with `exists` and with `taken_by_other` (a value held by another row exists).
+    fn existing(&mut self, dataset: &str, column: &str, values: &[&str]) -> Vec<bool> {
+        values.iter().map(|v| self.exists(dataset, column, v)).collect()
+    }
 }
 
 /// A lookup that knows nothing (every reference misses, every value is free): for datasets
@@ -145,45 +155,55 @@ impl Checker {
         today: jiff::civil::Date,
         lookup: &mut dyn Lookup,
     ) -> Vec<RowVerdict> {
-        let mut verdicts = Vec::new();
-        // `unique` within the batch: value → key of the first row holding it.
-        let mut seen: HashMap<(usize, String), String> = HashMap::new();
+        let mine: Vec<(usize, &Change, &Map<String, Value>)> = changes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.dataset == self.dataset)
+            .filter_map(|(i, c)| Some((i, c, c.key_source()?)))
+            .collect();
         let in_batch = self.referenced_in_batch(changes);
-        for (index, c) in changes.iter().enumerate() {
-            if c.dataset != self.dataset {
-                continue;
-            }
-            let Some(source) = c.key_source() else { continue };
-            let key_map: Map<String, Value> =
-                key_columns.iter().map(|k| (k.clone(), source.get(k).cloned().unwrap_or(Value::Null))).collect();
-            let key = Value::Object(key_map.clone()).to_string();
+        let known = self.known_values(&mine, &in_batch, lookup);
+        let mut verdicts: Vec<RowVerdict> = Vec::with_capacity(mine.len());
+        // `unique` within the batch, per rule: value → index (in `verdicts`) of the first row holding it.
+        let mut seen: Vec<HashMap<Cow<'_, str>, usize>> = self.rules.iter().map(|_| HashMap::new()).collect();
+        // The key columns in the order a JSON object keeps them, so each row's key text is
+        // written directly, as `Value::Object(key map).to_string()` would, without a map per row.
+        let key_template: Map<String, Value> = key_columns.iter().map(|k| (k.clone(), Value::Null)).collect();
+        let key_order: Vec<&String> = key_template.keys().collect();
+        let key_map = |source: &Map<String, Value>| -> Map<String, Value> {
+            key_columns.iter().map(|k| (k.clone(), source.get(k).cloned().unwrap_or(Value::Null))).collect()
+        };
+        for &(index, c, source) in &mine {
+            let key = key_text(&key_order, source);
             let mut failures = Vec::new();
             if c.op == Op::Upsert {
                 for (i, rule) in self.rules.iter().enumerate() {
                     let value = source.get(&rule.column).and_then(text);
-                    let broken = match (&rule.kind, value.as_deref()) {
+                    let broken = match (&rule.kind, &value) {
                         (Kind::NotNull, v) => v.is_none(),
                         (_, None) => false,
-                        (Kind::Unique, Some(v)) => match seen.get(&(i, v.to_string())) {
-                            Some(first) => first != &key,
+                        (Kind::Unique, Some(v)) => match seen[i].get(v.as_ref()) {
+                            Some(&first) => verdicts[first].key != key,
                             None => {
-                                seen.insert((i, v.to_string()), key.clone());
-                                lookup.taken_by_other(&self.dataset, &rule.column, v, &key_map)
+                                seen[i].insert(v.clone(), verdicts.len());
+                                // A value no live row holds is free; one that is held may be this row's own.
+                                known[i].contains(v.as_ref())
+                                    && lookup.taken_by_other(&self.dataset, &rule.column, v, &key_map(source))
                             }
                         },
                         (Kind::Range { min, max }, Some(v)) => !in_range(v, *min, *max, today),
                         (Kind::Pattern(re), Some(v)) => !re.is_match(v),
-                        (Kind::Allowed(values), Some(v)) => !values.contains(v),
+                        (Kind::Allowed(values), Some(v)) => !values.contains(v.as_ref()),
                         (Kind::Reference { dataset, column }, Some(v)) => {
-                            !in_batch.contains(&(dataset.as_str(), column.as_str(), v))
-                                && !lookup.exists(dataset, column, v)
+                            !in_batch.contains(&(dataset.as_str(), column.as_str(), v.as_ref()))
+                                && !known[i].contains(v.as_ref())
                         }
                     };
                     if broken {
                         failures.push(Failure {
                             rule: rule.id.clone(),
                             column: Some(rule.column.clone()),
-                            value,
+                            value: value.map(Cow::into_owned),
                             policy: rule.policy,
                         });
                     }
@@ -192,6 +212,45 @@ impl Checker {
             verdicts.push(RowVerdict { index, seq: c.seq, key, delete: c.op == Op::Delete, failures });
         }
         verdicts
+    }
+
+    /// Per rule, the values of the batch's upserts that the warehouse already holds where the
+    /// rule looks (`unique`: this dataset's column; `reference`: the referenced column, except
+    /// values the batch itself provides): one [`Lookup::existing`] per rule, each distinct value
+    /// once. Other rules get an empty set.
+    fn known_values<'a>(
+        &self,
+        mine: &[(usize, &'a Change, &'a Map<String, Value>)],
+        in_batch: &HashSet<(&str, &str, &str)>,
+        lookup: &mut dyn Lookup,
+    ) -> Vec<HashSet<Cow<'a, str>>> {
+        let mut out = Vec::with_capacity(self.rules.len());
+        for rule in &self.rules {
+            let (dataset, column, reference) = match &rule.kind {
+                Kind::Unique => (self.dataset.as_str(), rule.column.as_str(), false),
+                Kind::Reference { dataset, column } => (dataset.as_str(), column.as_str(), true),
+                _ => {
+                    out.push(HashSet::new());
+                    continue;
+                }
+            };
+            let mut wanted: HashSet<Cow<'a, str>> = HashSet::new();
+            for (_, _, row) in mine.iter().filter(|(_, c, _)| c.op == Op::Upsert) {
+                let Some(v) = row.get(&rule.column).and_then(text) else { continue };
+                if !(reference && in_batch.contains(&(dataset, column, v.as_ref()))) {
+                    wanted.insert(v);
+                }
+            }
+            let wanted: Vec<Cow<'a, str>> = wanted.into_iter().collect();
+            let found = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                let values: Vec<&str> = wanted.iter().map(AsRef::as_ref).collect();
+                lookup.existing(dataset, column, &values)
+            };
+            out.push(wanted.into_iter().zip(found).filter_map(|(v, held)| held.then_some(v)).collect());
+        }
+        out
     }
 
     /// `(dataset, column, value)` of the batch's upserts that `reference` rules point at.
@@ -209,13 +268,32 @@ impl Checker {
     }
 }
 
-/// A value as text; `None` for missing, null and blank text.
-pub fn text(value: &Value) -> Option<String> {
+/// A row's key as JSON text: `{"col":value,…}` over `order` (missing columns as `null`),
+/// byte for byte what serialising the key's `Map` writes.
+fn key_text(order: &[&String], source: &Map<String, Value>) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(32);
+    out.push(b'{');
+    for (i, k) in order.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string or a JSON value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, source.get(*k).unwrap_or(&Value::Null));
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A value as text; `None` for missing, null and blank text. Borrowed for text values (the
+/// common case: no allocation per rule and row).
+pub fn text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null => None,
         Value::String(s) if s.trim().is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -227,9 +305,7 @@ fn in_range(value: &str, min: Option<Limit>, max: Option<Limit>, today: jiff::ci
         let below = |l: Option<Limit>| !matches!(l, Some(Limit::Number(m)) if n > m);
         return above(min) && below(max);
     }
-    let Some(date) = crate::apply::business_date(&Value::String(value.to_string()))
-        .and_then(|d| d.parse::<jiff::civil::Date>().ok())
-    else {
+    let Some(date) = crate::apply::business_day(value.trim()) else {
         return false;
     };
     let resolve = |l: Option<Limit>| match l {

@@ -110,6 +110,12 @@ impl Lookup for WarehouseLookup<'_> {
         let r = self.wh.value_taken(dataset, column, value, key);
         self.keep(r)
     }
+    fn existing(&mut self, dataset: &str, column: &str, values: &[&str]) -> Vec<bool> {
+        self.wh.values_exist(dataset, column, values).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            vec![false; values.len()]
+        })
+    }
 }
 
 /// Checks `changes` (about to be applied) of every dataset that has rules. Lookups see the

@@ -88,12 +88,13 @@ fn allowed_values_is_a_code_list() {
     assert_eq!(failing(r, &rows, &mut NoLookup), [k("b")]);
 }
 
-/// Values the warehouse "holds", as a lookup would find them.
+/// Values the warehouse "holds", as a lookup would find them: `(dataset, column, value)` and, for
+/// `unique`, `("column=value", key of the row holding it)` (such a value exists too).
 struct Held(HashSet<(String, String, String)>, Vec<(String, String)>);
 
 impl Lookup for Held {
     fn exists(&mut self, d: &str, c: &str, v: &str) -> bool {
-        self.0.contains(&(d.into(), c.into(), v.into()))
+        self.0.contains(&(d.into(), c.into(), v.into())) || self.1.iter().any(|(cv, _)| cv == &format!("{c}={v}"))
     }
     fn taken_by_other(&mut self, _: &str, c: &str, v: &str, key: &Map<String, Value>) -> bool {
         let me = key.get("ma").and_then(Value::as_str).unwrap_or_default();
@@ -239,4 +240,59 @@ fn a_row_written_twice_in_a_batch_is_recorded_as_its_last_write() {
     assert_eq!(super::ingest::rejected(std::slice::from_ref(&checked)), [0].into(), "the failing write is not loaded");
     let last: Vec<(u64, bool)> = checked.last_per_key().iter().map(|v| (v.seq, v.rejected())).collect();
     assert_eq!(last, [(2, false), (3, false)], "but a is recorded as its clean last write");
+}
+
+/// Records what the checker asks the warehouse; values in `held` exist.
+#[derive(Default)]
+struct Asked {
+    held: Vec<&'static str>,
+    batches: Vec<(String, Vec<String>)>,
+    exact: Vec<String>,
+}
+
+impl Lookup for Asked {
+    fn exists(&mut self, _: &str, _: &str, v: &str) -> bool {
+        panic!("asked about {v:?} alone: lookups go per batch")
+    }
+    fn taken_by_other(&mut self, _: &str, _: &str, v: &str, _: &Map<String, Value>) -> bool {
+        self.exact.push(v.into());
+        false
+    }
+    fn existing(&mut self, d: &str, c: &str, values: &[&str]) -> Vec<bool> {
+        let mut asked: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        asked.sort();
+        self.batches.push((format!("{d}.{c}"), asked));
+        values.iter().map(|v| self.held.contains(v)).collect()
+    }
+}
+
+#[test]
+fn lookups_are_asked_once_per_rule_and_batch_and_exactly_only_for_held_values() {
+    let r = "[[rule]]\ncheck='unique'\ncolumn='so'\n\
+             [[rule]]\ncheck='reference'\ncolumn='dv'\ndataset='don_vi'\nref_column='ma_dv'";
+    let rows = [
+        json!({"ma":"a","so":1,"dv":"UB"}),
+        json!({"ma":"b","so":2,"dv":"UB"}),
+        json!({"ma":"c","so":3,"dv":"UB"}),
+        json!({"ma":"d","so":1,"dv":"XX"}), // a's number, and an unknown unit
+        json!({"ma":"e","dv":"  "}),        // blank: nothing to look up
+    ];
+    let mut asked = Asked { held: vec!["2", "UB"], ..Asked::default() };
+    assert_eq!(failing(r, &rows, &mut asked), [k("d")]);
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        asked.batches,
+        [("ho_so.so".to_string(), strings(&["1", "2", "3"])), ("don_vi.ma_dv".to_string(), strings(&["UB", "XX"]))]
+    );
+    assert_eq!(asked.exact, ["2"], "only a value the warehouse holds may belong to another row");
+}
+
+#[test]
+fn keys_are_written_as_json_objects_of_the_key_columns() {
+    let checker = Checker::new("ho_so", &rules("[[rule]]\ncheck='not_null'\ncolumn='ten'"));
+    let row = json!({"so": 7, "ma": "a\"b\\c ư\n", "ten": "x"});
+    let key_columns = ["so".to_string(), "ma".to_string(), "thieu".to_string()];
+    let v = checker.check(&[up(1, row)], &key_columns, TODAY, &mut NoLookup);
+    let expected = json!({"so": 7, "ma": "a\"b\\c ư\n", "thieu": null}).to_string();
+    assert_eq!(v[0].key, expected);
 }

@@ -142,6 +142,12 @@ pub trait Warehouse: Send {
     /// Whether a live row of `dataset` holds `value` in `column` (a `reference` rule); an indexed
     /// probe, never a scan. `false` when the table or column does not exist (yet).
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError>;
+    /// For each of `values`, [`Warehouse::value_exists`]: a batch's lookups at once, so a backend
+    /// can answer with one set-based query instead of one probe per row. The default asks value
+    /// by value.
+    fn values_exist(&mut self, dataset: &str, column: &str, values: &[&str]) -> Result<Vec<bool>, WarehouseError> {
+        values.iter().map(|v| self.value_exists(dataset, column, v)).collect()
+    }
     /// Whether a live row of `dataset` other than the one keyed `key` holds `value` in `column`
     /// (a `unique` rule); an indexed probe.
     fn value_taken(

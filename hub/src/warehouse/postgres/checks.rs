@@ -40,6 +40,18 @@ impl super::PostgresWarehouse {
         Ok(())
     }
 
+    /// [`crate::warehouse::Warehouse::values_exist`]: a batch's lookups in a few queries.
+    pub(super) fn values_existing(
+        &mut self,
+        dataset: &str,
+        column: &str,
+        values: &[&str],
+    ) -> Result<Vec<bool>, WarehouseError> {
+        self.know(dataset, Some(column))?;
+        let table = self.tables.get(dataset);
+        super::quality::existing(&mut self.client, &mut self.quality_indexed, table, dataset, column, values)
+    }
+
     pub(super) fn count_live(&mut self, dataset: &str) -> Result<u64, WarehouseError> {
         self.know(dataset, None)?;
         live_rows(&mut self.client, self.tables.get(dataset), dataset)

@@ -72,6 +72,7 @@ pub use reader::PostgresReader;
 use table::TableInfo;
 
 use super::{AgentTransition, ApplyStats, DatasetActivity, StoredTransition, Warehouse, WarehouseError};
+use crate::quality::eval::RowVerdict;
 
 /// The catalogue's department for a dataset, if it has one.
 pub type DepartmentOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -494,12 +495,7 @@ impl Warehouse for PostgresWarehouse {
         freshness::set_meta(&mut self.client, key, value)
     }
 
-    fn record_quality(
-        &mut self,
-        dataset: &str,
-        verdicts: &[&crate::quality::eval::RowVerdict],
-        now: &str,
-    ) -> Result<(), WarehouseError> {
+    fn record_quality(&mut self, dataset: &str, verdicts: &[&RowVerdict], now: &str) -> Result<(), WarehouseError> {
         quality::record(&mut self.client, dataset, verdicts, now)
     }
 
@@ -515,9 +511,11 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {
-        self.know(dataset, Some(column))?;
-        let table = self.tables.get(dataset);
-        quality::exists(&mut self.client, &mut self.quality_indexed, table, dataset, column, value)
+        Ok(self.values_existing(dataset, column, &[value])?.contains(&true))
+    }
+
+    fn values_exist(&mut self, dataset: &str, column: &str, values: &[&str]) -> Result<Vec<bool>, WarehouseError> {
+        self.values_existing(dataset, column, values)
     }
 
     fn value_taken(

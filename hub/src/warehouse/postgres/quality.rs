@@ -3,6 +3,7 @@
 //! SQLite's, see `warehouse::sqlite::quality`). Lookups compare the column as text through an
 //! expression index `(column::text)` created the first time a rule needs it.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use postgres::{Client, GenericClient};
@@ -83,7 +84,7 @@ pub(super) fn record(
     now: &str,
 ) -> Result<(), WarehouseError> {
     let clear = client
-        .prepare("DELETE FROM kho.quality_violations WHERE dataset = $1 AND key = $2")
+        .prepare("DELETE FROM kho.quality_violations WHERE dataset = $1 AND key = ANY($2)")
         .map_err(db("clear violations"))?;
     let insert = client
         .prepare(
@@ -101,10 +102,16 @@ pub(super) fn record(
         )
         .map_err(db("read violations"))?
         .is_some();
+    // A batch's keys in a few statements, not a round trip per row.
+    let to_clear: Vec<&str> = verdicts
+        .iter()
+        .map(|v| v.key.as_str())
+        .filter(|k| any || k.starts_with(crate::warehouse::DATASET_LEVEL))
+        .collect();
+    for chunk in to_clear.chunks(VALUES_PER_QUERY) {
+        client.execute(&clear, &[&dataset, &chunk]).map_err(db("clear violations"))?;
+    }
     for v in verdicts {
-        if any || v.key.starts_with(crate::warehouse::DATASET_LEVEL) {
-            client.execute(&clear, &[&dataset, &v.key]).map_err(db("clear violations"))?;
-        }
         for f in &v.failures {
             let seq = v.seq as i64;
             client
@@ -140,22 +147,41 @@ pub(super) fn ensure_index(
     Ok(())
 }
 
-pub(super) fn exists(
+/// Most values or keys in one array parameter: small enough that the planner keeps probing the
+/// index per value rather than hashing a scan of the whole table.
+const VALUES_PER_QUERY: usize = 1_000;
+
+/// For each of `values`, whether a live row of `dataset` holds it in `column`, compared as text
+/// (like the `(column::text)` index): one query per [`VALUES_PER_QUERY`] values of a batch
+/// instead of a round trip per row.
+pub(super) fn existing(
     client: &mut Client,
     indexed: &mut HashSet<(String, String)>,
     table: Option<&TableInfo>,
     dataset: &str,
     column: &str,
-    value: &str,
-) -> Result<bool, WarehouseError> {
-    let Some(table) = table.filter(|t| t.column_type(column).is_some()) else { return Ok(false) };
+    values: &[&str],
+) -> Result<Vec<bool>, WarehouseError> {
+    let mut out = vec![false; values.len()];
+    let Some(table) = table.filter(|t| t.column_type(column).is_some()) else { return Ok(out) };
     ensure_index(client, indexed, table, dataset, column)?;
     let sql = format!(
-        "SELECT 1 FROM {} WHERE {}::text = $1 AND NOT \"_kho_deleted\" LIMIT 1",
+        "SELECT u.i FROM unnest($1::text[]) WITH ORDINALITY AS u(v, i) WHERE EXISTS \
+         (SELECT 1 FROM {} t WHERE t.{}::text = u.v AND NOT t.\"_kho_deleted\")",
         table.qualified(dataset),
         quote_ident(column)
     );
-    Ok(client.query_opt(&sql, &[&value]).map_err(db("quality lookup"))?.is_some())
+    let stmt = client.prepare(&sql).map_err(db("quality lookup"))?;
+    for (n, chunk) in values.chunks(VALUES_PER_QUERY).enumerate() {
+        for row in client.query(&stmt, &[&chunk]).map_err(db("quality lookup"))? {
+            let i: i64 = row.get(0);
+            let at = usize::try_from(i - 1).ok().map(|i| n * VALUES_PER_QUERY + i);
+            if let Some(slot) = at.and_then(|i| out.get_mut(i)) {
+                *slot = true;
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn taken_by_other(
@@ -170,7 +196,7 @@ pub(super) fn taken_by_other(
     let Some(table) = table.filter(|t| t.column_type(column).is_some()) else { return Ok(false) };
     ensure_index(client, indexed, table, dataset, column)?;
     let texts: Vec<Option<String>> =
-        table.key.iter().map(|k| key.get(k).and_then(crate::quality::eval::text)).collect();
+        table.key.iter().map(|k| key.get(k).and_then(crate::quality::eval::text).map(Cow::into_owned)).collect();
     let same_key: Vec<String> = table
         .key
         .iter()
@@ -262,7 +288,7 @@ fn live_version(tx: &mut impl GenericClient, dataset: &str, key: &str) -> Result
         super::table::qualified(&schema, dataset),
         cond.join(" AND ")
     );
-    let texts: Vec<Option<String>> = key.values().map(crate::quality::eval::text).collect();
+    let texts: Vec<Option<String>> = key.values().map(|v| crate::quality::eval::text(v).map(Cow::into_owned)).collect();
     let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
         texts.iter().map(|t| t as &(dyn postgres::types::ToSql + Sync)).collect();
     // In the reader's read-only transaction: a failed probe (a key column the table lacks) must

@@ -419,6 +419,10 @@ impl Warehouse for SqliteWarehouse {
         quality::exists(&self.conn, &mut self.quality_indexed, self.tables.get(dataset), dataset, column, value)
     }
 
+    fn values_exist(&mut self, dataset: &str, column: &str, values: &[&str]) -> Result<Vec<bool>, WarehouseError> {
+        quality::existing(&self.conn, &mut self.quality_indexed, self.tables.get(dataset), dataset, column, values)
+    }
+
     fn value_taken(
         &mut self,
         dataset: &str,

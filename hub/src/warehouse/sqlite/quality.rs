@@ -99,7 +99,9 @@ pub(super) fn record(
         .and_then(|mut s| s.query_row([dataset], |r| r.get(0)))
         .map_err(db("read violations"))?;
     let mut clear = conn
-        .prepare_cached("DELETE FROM _kho_quality_violations WHERE dataset = ?1 AND key = ?2")
+        .prepare_cached(
+            "DELETE FROM _kho_quality_violations WHERE dataset = ?1 AND key IN (SELECT value FROM json_each(?2))",
+        )
         .map_err(db("clear violations"))?;
     let mut insert = conn
         .prepare_cached(
@@ -107,10 +109,19 @@ pub(super) fn record(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(db("record violations"))?;
+    let to_clear: Vec<&str> = verdicts
+        .iter()
+        .map(|v| v.key.as_str())
+        .filter(|k| any || k.starts_with(crate::warehouse::DATASET_LEVEL))
+        .collect();
+    let to_clear = with_violations(conn, dataset, to_clear)?;
+    // One statement for the whole batch: the keys go in as a JSON array and SQLite probes the
+    // primary key for each, instead of one DELETE per row.
+    for chunk in to_clear.chunks(KEYS_PER_STATEMENT) {
+        let keys = serde_json::to_string(chunk).map_err(|e| WarehouseError::database("encode a JSON array", e))?;
+        clear.execute(params![dataset, keys]).map_err(db("clear violations"))?;
+    }
     for v in verdicts {
-        if any || v.key.starts_with(crate::warehouse::DATASET_LEVEL) {
-            clear.execute(params![dataset, v.key]).map_err(db("clear violations"))?;
-        }
         for f in &v.failures {
             insert
                 .execute(params![dataset, v.key, f.rule, f.column, f.value, v.seq as i64, now])
@@ -119,6 +130,41 @@ pub(super) fn record(
     }
     Ok(())
 }
+
+/// How many open violations of a dataset, per key of a batch, are still read in one pass.
+const SCAN_PER_KEY: usize = 4;
+
+/// The keys among `keys` that have open violations in `dataset`, found by reading the dataset's
+/// violation keys in index order when there are at most [`SCAN_PER_KEY`] per key (a sequential
+/// read costs a fraction of a primary-key probe per key, and most rows of a batch have nothing to
+/// clear); otherwise `keys` unchanged, for the probing `DELETE` to sort out.
+fn with_violations<'a>(conn: &Connection, dataset: &str, keys: Vec<&'a str>) -> Result<Vec<&'a str>, WarehouseError> {
+    if keys.is_empty() {
+        return Ok(keys);
+    }
+    let limit = keys.len().saturating_mul(SCAN_PER_KEY);
+    let wanted: HashSet<&str> = keys.iter().copied().collect();
+    let mut stmt = conn
+        .prepare_cached("SELECT DISTINCT key FROM _kho_quality_violations WHERE dataset = ?1 LIMIT ?2")
+        .map_err(db("read violations"))?;
+    let mut rows = stmt.query(params![dataset, (limit + 1) as i64]).map_err(db("read violations"))?;
+    let (mut read, mut found) = (0, HashSet::new());
+    while let Some(row) = rows.next().map_err(db("read violations"))? {
+        read += 1;
+        if read > limit {
+            return Ok(keys);
+        }
+        if let Some(key) = row.get_ref(0).ok().and_then(|v| v.as_str().ok())
+            && let Some(k) = wanted.get(key)
+        {
+            found.insert(*k);
+        }
+    }
+    Ok(keys.into_iter().filter(|k| found.contains(k)).collect())
+}
+
+/// Most values or keys sent to SQLite in one JSON array (bounds the statement's memory).
+const KEYS_PER_STATEMENT: usize = 10_000;
 
 /// Creates the index a lookup on `dataset.column` uses, once per connection.
 pub(super) fn ensure_index(
@@ -171,6 +217,55 @@ pub(super) fn exists(
     let found =
         stmt.query_row([bind_for(table, column, value)], |_| Ok(())).optional().map_err(db("quality lookup"))?;
     Ok(found.is_some())
+}
+
+/// For each of `values`, whether a live row of `dataset` holds it in `column`: [`exists`] for a
+/// whole batch, as one query per [`KEYS_PER_STATEMENT`] values. The values go in as a JSON array
+/// of the types [`bind_for`] would bind (integers for an integer column), and are compared with
+/// `=` against the column exactly as a bound value is, through the same index. A `REAL` column
+/// (rarely a lookup target) is asked value by value: a float need not survive the JSON round trip.
+pub(super) fn existing(
+    conn: &Connection,
+    indexed: &mut HashSet<(String, String)>,
+    table: Option<&TableInfo>,
+    dataset: &str,
+    column: &str,
+    values: &[&str],
+) -> Result<Vec<bool>, WarehouseError> {
+    let Some(table) = table.filter(|t| t.columns.iter().any(|c| c.name == column)) else {
+        return Ok(vec![false; values.len()]);
+    };
+    let ty = table.columns.iter().find(|c| c.name == column).map_or(ColumnType::Text, |c| c.ty);
+    if ty == ColumnType::Float {
+        return values.iter().map(|v| exists(conn, indexed, Some(table), dataset, column, v)).collect();
+    }
+    ensure_index(conn, indexed, dataset, column)?;
+    let sql = format!(
+        "SELECT j.key FROM json_each(?1) j WHERE EXISTS (SELECT 1 FROM {} t WHERE t.{} = j.value \
+         AND t.\"_kho_deleted\" = 0)",
+        quote_ident(dataset),
+        quote_ident(column)
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(db("quality lookup"))?;
+    let mut out = vec![false; values.len()];
+    for (n, chunk) in values.chunks(KEYS_PER_STATEMENT).enumerate() {
+        let typed: Vec<Value> = chunk
+            .iter()
+            .map(|v| match bind_for(table, column, v) {
+                Bind::Int(i) => Value::from(i),
+                _ => Value::from(*v),
+            })
+            .collect();
+        let array = serde_json::to_string(&typed).map_err(|e| WarehouseError::database("encode a JSON array", e))?;
+        let found = stmt.query_map([array], |r| r.get::<_, i64>(0)).map_err(db("quality lookup"))?;
+        for i in found {
+            let i = i.map_err(db("quality lookup"))?;
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(n * KEYS_PER_STATEMENT + i)) {
+                *slot = true;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a live row of `dataset` other than the one keyed `key` holds `value` in `column`.

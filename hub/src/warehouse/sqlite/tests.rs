@@ -106,3 +106,62 @@ fn reopening_keeps_catalogue_and_ledger() {
     assert_eq!(s.datasets[0].dataset, "ho_so");
     assert_eq!(s.agents[0].applied_through, 42);
 }
+
+#[test]
+fn batch_lookups_agree_with_single_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wh = SqliteWarehouse::open(&dir.path().join("w.sqlite")).expect("open");
+    let s = schema("id", &[]);
+    wh.begin().expect("begin");
+    wh.prepare_dataset(&s, NOW).expect("prepare");
+    let changes = [upsert(1, 5, "Mai"), upsert(2, 6, "Hùng \"A\""), delete(3, 6), upsert(4, 7, "7")];
+    wh.apply_changes("a", std::slice::from_ref(&s), &changes, NOW).expect("apply");
+    for column in ["id", "ten", "khong_co"] {
+        let values = ["5", "6", "7", "Mai", "Hùng \"A\"", "x", "05", " 5"];
+        let batch = wh.values_exist("ho_so", column, &values).expect("batch lookup");
+        let single: Vec<bool> = values.iter().map(|v| wh.value_exists("ho_so", column, v).expect("lookup")).collect();
+        assert_eq!(batch, single, "{column}");
+    }
+    assert_eq!(wh.values_exist("ho_so", "id", &["5", "6", "7"]).expect("lookup"), [true, false, true]);
+    assert_eq!(wh.values_exist("khong_co", "id", &["5"]).expect("lookup"), [false]);
+    wh.commit().expect("commit");
+}
+
+#[test]
+fn recording_a_batch_clears_exactly_its_rows_earlier_violations() {
+    use crate::quality::Policy;
+    use crate::quality::eval::{Failure, RowVerdict};
+    let verdict = |key: &str, failing: bool| RowVerdict {
+        index: 0,
+        seq: 1,
+        key: key.into(),
+        delete: false,
+        failures: if failing {
+            vec![Failure { rule: "not_null:ten".into(), column: Some("ten".into()), value: None, policy: Policy::Warn }]
+        } else {
+            vec![]
+        },
+    };
+    let open = |wh: &SqliteWarehouse| -> Vec<String> {
+        let mut stmt = wh.conn.prepare("SELECT key FROM _kho_quality_violations ORDER BY key").expect("prepare");
+        stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wh = SqliteWarehouse::open(&dir.path().join("w.sqlite")).expect("open");
+    wh.begin().expect("begin");
+    let keys: Vec<String> = (0..12).map(|i| format!("{{\"id\":{i:02}}}")).collect();
+    let all: Vec<RowVerdict> = keys.iter().map(|k| verdict(k, true)).collect();
+    wh.record_quality("ho_so", &all.iter().collect::<Vec<_>>(), NOW).expect("record");
+    assert_eq!(open(&wh).len(), 12);
+    // Few keys in the batch, many open violations: the clearing falls back to probing.
+    let (fixed, again) = (verdict(&keys[0], false), verdict(&keys[1], true));
+    wh.record_quality("ho_so", &[&fixed, &again], NOW).expect("record");
+    assert_eq!(open(&wh), keys[1..].to_vec());
+    // A batch as large as the open violations: read in one pass.
+    let batch: Vec<RowVerdict> =
+        keys.iter().enumerate().map(|(i, k)| verdict(k, i % 3 == 0)).chain([verdict("{\"id\":99}", false)]).collect();
+    wh.record_quality("ho_so", &batch.iter().collect::<Vec<_>>(), NOW).expect("record");
+    let expected: Vec<String> = keys.iter().step_by(3).cloned().collect();
+    assert_eq!(open(&wh), expected);
+    wh.commit().expect("commit");
+}
