@@ -84,7 +84,14 @@ pub(super) fn record(
     now: &str,
 ) -> Result<(), WarehouseError> {
     let clear = client
-        .prepare("DELETE FROM kho.quality_violations WHERE dataset = $1 AND key = ANY($2)")
+        // A join with the keys rather than `key = ANY($2)`: the prepared statement's generic plan
+        // for `ANY` scanned the dataset's violations once per statement and compared each with
+        // every key (half of a 200k-row sync's time once a dataset had 14k violations); the join
+        // probes the primary key once per key.
+        .prepare(
+            "DELETE FROM kho.quality_violations q USING unnest($2::text[]) AS u(k) \
+             WHERE q.dataset = $1 AND q.key = u.k",
+        )
         .map_err(db("clear violations"))?;
     let insert = client
         .prepare(
