@@ -63,6 +63,12 @@ impl PgWarehouse {
             .map_or(0, |r| r.get::<_, i64>(0).max(0) as u64)
     }
 
+    /// Runs a query returning (text, bigint) rows, e.g. counts per group.
+    pub fn counts(&mut self, sql: &str) -> Vec<(String, i64)> {
+        let rows = self.client.query(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
     /// Runs a query returning one bigint.
     pub fn count(&mut self, sql: &str) -> i64 {
         self.client.query_one(sql, &[]).map(|r| r.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
