@@ -42,6 +42,55 @@ async fn batch_over_https_is_applied_once_and_acked_again() {
     hub.stop().await;
 }
 
+/// The ack of a batch whose rows a `reject` rule held lists them; if that ack is lost, the
+/// resent batch's ack (a duplicate) lists them again, or `kho-agent status` would never show them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_batch_is_acked_with_its_quarantined_rows_again() {
+    let catalog = r#"
+[[department]]
+code = "so_y_te"
+name = "Sở Y tế"
+contact = { name = "Văn phòng Sở", phone = "0212 385 0010" }
+
+[[dataset]]
+id = "ho_so"
+title = "Hồ sơ thủ tục hành chính"
+department = "so_y_te"
+cadence = "daily"
+update_kind = "sync"
+
+[[dataset.rule]]
+check = "allowed_values"
+column = "trang_thai"
+values = ["Đã tiếp nhận"]
+policy = "reject"
+"#;
+    let hub = TestHub::start_with_catalog(catalog).await;
+    let mut batch = ho_so_batch("so-y-te-01", 1, 5);
+    for seq in [2, 4] {
+        batch.changes[seq - 1].row.as_mut().expect("row").insert("trang_thai".into(), json!("?"));
+    }
+    let held = json!([
+        {"dataset": "ho_so", "key": "{\"id\":2}", "reason": "allowed_values:trang_thai=\"?\""},
+        {"dataset": "ho_so", "key": "{\"id\":4}", "reason": "allowed_values:trang_thai=\"?\""},
+    ]);
+    let (status, first) = hub.post(TOKEN_A, &batch).await;
+    assert_eq!((status, &first["applied_through"], &first["quarantined"]), (200, &json!(5), &held), "{first}");
+    assert_eq!(hub.rows("ho_so"), Some((3, 0)), "the clean rows are loaded");
+    let (status, again) = hub.post(TOKEN_A, &batch).await;
+    assert_eq!((status, &again["applied_through"], &again["quarantined"]), (200, &json!(5), &held), "{again}");
+    assert_eq!(hub.rows("ho_so"), Some((3, 0)));
+
+    // Held again by a later batch: that batch's ack reports it, not a resend of the first.
+    let mut later = ho_so_batch("so-y-te-01", 6, 6);
+    later.changes[0].row = json!({"id": 2, "trang_thai": "??", "so_tien": "1"}).as_object().cloned();
+    let (status, body) = hub.post(TOKEN_A, &later).await;
+    assert_eq!((status, body["quarantined"][0]["key"].as_str()), (200, Some("{\"id\":2}")), "{body}");
+    let (_, again) = hub.post(TOKEN_A, &batch).await;
+    assert_eq!(again["quarantined"], json!([held[1]]), "{again}");
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlap_applies_only_the_new_part_and_gaps_are_refused() {
     let hub = TestHub::start(false).await;

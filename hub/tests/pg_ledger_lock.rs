@@ -8,56 +8,23 @@
 //! "Batch `n` in flight elsewhere" is a third connection holding the agent's ledger row in an open
 //! transaction, exactly what another instance's group does between its lock and its COMMIT.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use kho_hub::apply::{self, ApplierContext, ApplierHandle, ApplyError};
 use kho_hub::catalog::{Catalog, CatalogHandle};
-use kho_hub::warehouse::postgres::{self, DepartmentOf, Settings};
+use kho_hub::warehouse::postgres::{self, DepartmentOf};
 use kho_shared::protocol::{Batch, Change, Column, DatasetSchema, Op};
 use kho_shared::types::ColumnType;
 use serde_json::json;
 
-const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    fn new() -> TestDb {
-        let name = format!("kho_t_{:016x}", fastrand::u64(..));
-        let mut admin = ::postgres::Client::connect(ADMIN_URL, ::postgres::NoTls)
-            .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, trust) is required for these tests");
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
-        TestDb { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-
-    fn client(&self) -> ::postgres::Client {
-        ::postgres::Client::connect(&self.url(), ::postgres::NoTls).expect("connect")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = ::postgres::Client::connect(ADMIN_URL, ::postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
-}
+use common::pg::TestDb;
 
 /// One hub instance's applier: `writers` connections of its own to the shared database.
 async fn instance(db: &TestDb, writers: usize) -> ApplierHandle {
-    let settings = Settings {
-        url: db.url(),
-        ssl_root_cert: None,
-        history_retention: Duration::from_secs(90 * 24 * 3600),
-        unassigned_schema: "public".into(),
-    };
+    let settings = db.settings();
     let departments: DepartmentOf = Arc::new(|_: &str| None);
     let (warehouses, _reader) =
         tokio::task::spawn_blocking(move || postgres::open(settings, writers, departments).expect("open warehouse"))

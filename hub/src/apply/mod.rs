@@ -479,7 +479,13 @@ fn apply_batch(
                 applied,
                 "duplicate batch acknowledged again"
             );
-            Ok(Applied { applied_through: applied, changes: 0, duplicate: true, quarantined: vec![], released: vec![] })
+            // The first ack may be the one that was lost: say again which of its rows are held.
+            let quarantined = if crate::quality::ingest::may_hold(catalog, &batch.schemas) {
+                wh.quarantined_from(agent, batch.first_seq, batch.last_seq, crate::quality::ingest::MAX_ACK_ROWS)?
+            } else {
+                Vec::new()
+            };
+            Ok(Applied { applied_through: applied, changes: 0, duplicate: true, quarantined, released: vec![] })
         }
         Plan::Gap { expected } => Err(ApplyError::Gap { expected }),
         Plan::Apply { skip } => {

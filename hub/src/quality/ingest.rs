@@ -34,6 +34,14 @@ pub struct Checked {
 /// Most quarantined rows listed in one ack (the warehouse holds them all).
 pub const MAX_ACK_ROWS: usize = 1000;
 
+/// Whether a `reject` rule of one of `schemas`' datasets may have held rows in quarantine.
+pub fn may_hold(catalog: &Catalog, schemas: &[DatasetSchema]) -> bool {
+    schemas
+        .iter()
+        .filter_map(|s| catalog.dataset(&s.dataset))
+        .any(|d| d.rules.iter().any(|r| r.policy == Policy::Reject))
+}
+
 /// Indexes (into the checked changes) of the rows a `reject` rule holds back.
 pub fn rejected(checked: &[Checked]) -> std::collections::HashSet<usize> {
     checked.iter().flat_map(|c| c.verdicts.iter().filter(|v| v.rejected()).map(|v| v.index)).collect()

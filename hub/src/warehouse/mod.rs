@@ -139,6 +139,16 @@ pub trait Warehouse: Send {
         clean: &[&str],
         now: &str,
     ) -> Result<Vec<String>, WarehouseError>;
+    /// The rows `agent` wrote with sequences `first_seq..=last_seq` that are in quarantine now
+    /// (at most `limit`, in sequence order): what a duplicate batch's ack says again, since the
+    /// first ack may be the one that was lost.
+    fn quarantined_from(
+        &mut self,
+        agent: &str,
+        first_seq: u64,
+        last_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<kho_shared::protocol::QuarantinedRow>, WarehouseError>;
     /// Whether a live row of `dataset` holds `value` in `column` (a `reference` rule); an indexed
     /// probe, never a scan. `false` when the table or column does not exist (yet).
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError>;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fresh;
+pub mod pg;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,7 +37,21 @@ impl TestHub {
 
     /// Starts a hub with the given body limits.
     pub async fn start_with(tls: bool, max_body: usize, max_decoded: usize) -> TestHub {
+        TestHub::start_full(tls, max_body, max_decoded, None).await
+    }
+
+    /// Starts a hub whose catalogue is `catalog` (TOML, written to `catalog.toml`).
+    pub async fn start_with_catalog(catalog: &str) -> TestHub {
+        TestHub::start_full(true, MAX_BODY, MAX_DECODED, Some(catalog)).await
+    }
+
+    async fn start_full(tls: bool, max_body: usize, max_decoded: usize, catalog: Option<&str>) -> TestHub {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog_section = String::new();
+        if let Some(text) = catalog {
+            std::fs::write(dir.path().join("catalog.toml"), text).expect("catalog");
+            catalog_section = "[catalog]\npath = \"catalog.toml\"\n".into();
+        }
         let text = format!(
             r#"
             [hub]
@@ -55,6 +70,7 @@ impl TestHub {
             id = "so-tai-chinh"
             token = "{TOKEN_B}"
             datasets = ["ngan_sach"]
+            {catalog_section}
             "#,
             insecure = !tls
         );
@@ -68,7 +84,9 @@ impl TestHub {
                 addr = t.trim().to_string();
                 break;
             }
-            assert!(!task.is_finished(), "hub stopped during startup");
+            if task.is_finished() {
+                panic!("hub stopped during startup: {:?}", task.await);
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert!(!addr.is_empty(), "hub did not write {}", addr_file.display());

@@ -38,6 +38,9 @@ pub const DIRECT_RETRY_AFTER: u32 = 16;
 pub struct DirectPath {
     /// Batches still to apply through staging before trying again.
     skip: u32,
+    /// The current batch's rows of the dataset all went in by the direct `COPY`: keys new to the
+    /// table, so none has a violation recorded unless it is quarantined ([`super::quality::record`]).
+    pub loaded_new: bool,
 }
 
 impl DirectPath {
@@ -96,7 +99,10 @@ impl PostgresWarehouse {
         if rows.all_upserts && self.direct.entry(dataset.to_string()).or_default().try_now() {
             self.exec("SAVEPOINT kho_direct", "savepoint")?;
             match self.copy_direct(&qualified, &rows, agent, now) {
-                Ok(()) => return self.exec("RELEASE SAVEPOINT kho_direct", "release savepoint"),
+                Ok(()) => {
+                    self.direct.entry(dataset.to_string()).or_default().loaded_new = true;
+                    return self.exec("RELEASE SAVEPOINT kho_direct", "release savepoint");
+                }
                 Err(e) => {
                     // Usually a key already in the table; anything else the staging path reports again.
                     tracing::debug!(dataset, error = %e, "direct load refused; merging through staging");

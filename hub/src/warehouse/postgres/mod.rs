@@ -64,7 +64,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kho_shared::protocol::{Change, DatasetSchema, Heartbeat, Op};
+use kho_shared::protocol::{Change, DatasetSchema, Heartbeat, Op, QuarantinedRow};
 use postgres::{Client, GenericClient};
 
 pub use connect::Settings;
@@ -313,6 +313,7 @@ impl Warehouse for PostgresWarehouse {
         }
         self.stages = 0;
         self.notes.clear();
+        self.direct.values_mut().for_each(|d| d.loaded_new = false);
         self.exec("BEGIN", "begin")?;
         self.in_transaction = true;
         Ok(())
@@ -347,6 +348,7 @@ impl Warehouse for PostgresWarehouse {
 
     fn savepoint(&mut self) -> Result<(), WarehouseError> {
         self.notes.savepoint();
+        self.direct.values_mut().for_each(|d| d.loaded_new = false);
         self.exec("SAVEPOINT kho_batch", "savepoint")
     }
 
@@ -496,7 +498,8 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn record_quality(&mut self, dataset: &str, verdicts: &[&RowVerdict], now: &str) -> Result<(), WarehouseError> {
-        quality::record(&mut self.client, dataset, verdicts, now)
+        let loaded_new = self.direct.get(dataset).is_some_and(|d| d.loaded_new);
+        quality::record(&mut self.client, dataset, verdicts, now, loaded_new)
     }
 
     fn quarantine(
@@ -508,6 +511,16 @@ impl Warehouse for PostgresWarehouse {
         now: &str,
     ) -> Result<Vec<String>, WarehouseError> {
         quality::quarantine(&mut self.client, dataset, agent, held, clean, now)
+    }
+
+    fn quarantined_from(
+        &mut self,
+        agent: &str,
+        first: u64,
+        last: u64,
+        limit: usize,
+    ) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+        quality::quarantined_from(&mut self.client, agent, first, last, limit)
     }
 
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {

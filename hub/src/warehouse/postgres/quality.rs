@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 
 use super::table::TableInfo;
 use super::{DDL_LOCK, db, rfc3339};
+use kho_shared::protocol::QuarantinedRow;
+
 use crate::quality::eval::{Failure, RowVerdict};
 use crate::warehouse::{HeldRow, QualityData, StoredQuarantine, StoredViolation, WarehouseError, quote_ident};
 
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS kho.quarantine (
     row_json jsonb,
     PRIMARY KEY (dataset, key)
 );
+CREATE INDEX IF NOT EXISTS quarantine_by_agent ON kho.quarantine (agent, seq);
 ";
 
 pub(super) fn quarantine(
@@ -70,11 +73,7 @@ pub(super) fn quarantine(
         )
         .map_err(db("release quarantined rows"))?;
     let mut released = Vec::new();
-    let any = client
-        .query_opt("SELECT 1 FROM kho.quarantine WHERE dataset = $1 LIMIT 1", &[&dataset])
-        .map_err(db("read quarantine"))?
-        .is_some();
-    if any {
+    if quarantined_any(client, dataset)? {
         let mut gone = HashSet::new();
         for chunk in clean.chunks(VALUES_PER_QUERY) {
             for row in client.query(&release, &[&dataset, &chunk]).map_err(db("release quarantined rows"))? {
@@ -87,11 +86,42 @@ pub(super) fn quarantine(
     Ok(released)
 }
 
+/// See `Warehouse::quarantined_from`.
+pub(super) fn quarantined_from(
+    client: &mut Client,
+    agent: &str,
+    first: u64,
+    last: u64,
+    limit: usize,
+) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+    let (first, last) = (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
+    let rows = client
+        .query(
+            "SELECT dataset, key, reason FROM kho.quarantine WHERE agent = $1 AND seq BETWEEN $2 AND $3 \
+             ORDER BY seq, dataset, key LIMIT $4",
+            &[&agent, &first, &last, &(limit as i64)],
+        )
+        .map_err(db("read quarantine"))?;
+    Ok(rows.iter().map(|r| QuarantinedRow { dataset: r.get(0), key: r.get(1), reason: r.get(2) }).collect())
+}
+
+/// Whether `dataset` has rows in quarantine.
+fn quarantined_any(client: &mut Client, dataset: &str) -> Result<bool, WarehouseError> {
+    let row = client
+        .query_opt("SELECT 1 FROM kho.quarantine WHERE dataset = $1 LIMIT 1", &[&dataset])
+        .map_err(db("read quarantine"))?;
+    Ok(row.is_some())
+}
+
+/// Replaces the violations of `verdicts`' keys with theirs. `loaded_new`: the batch's rows of
+/// `dataset` all went in by the direct `COPY` ([`super::merge`]), so they are keys the table did
+/// not hold.
 pub(super) fn record(
     client: &mut Client,
     dataset: &str,
     verdicts: &[&RowVerdict],
     now: &str,
+    loaded_new: bool,
 ) -> Result<(), WarehouseError> {
     let clear = client
         // A join with the keys rather than `key = ANY($2)`: the prepared statement's generic plan
@@ -121,11 +151,17 @@ pub(super) fn record(
         )
         .map_err(db("read violations"))?
         .is_some();
+    // Violations are recorded only for keys in the table or in quarantine (a rejected row), so a
+    // key the direct `COPY` just inserted has none unless the dataset holds quarantined rows:
+    // an initial sync clears nothing (this `DELETE` was a sixth of a 1M-row sync with rules, one
+    // fruitless primary-key probe per row). Rejected rows and deletes were not loaded: cleared.
+    let fresh = |v: &RowVerdict| loaded_new && !v.delete && !v.rejected();
+    let skip_fresh = any && loaded_new && !quarantined_any(client, dataset)?;
     // A batch's keys in a few statements, not a round trip per row.
     let to_clear: Vec<&str> = verdicts
         .iter()
+        .filter(|v| v.key.starts_with(crate::warehouse::DATASET_LEVEL) || (any && !(skip_fresh && fresh(v))))
         .map(|v| v.key.as_str())
-        .filter(|k| any || k.starts_with(crate::warehouse::DATASET_LEVEL))
         .collect();
     for chunk in to_clear.chunks(VALUES_PER_QUERY) {
         client.execute(&clear, &[&dataset, &chunk]).map_err(db("clear violations"))?;

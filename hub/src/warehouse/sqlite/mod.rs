@@ -33,7 +33,7 @@ mod values;
 use std::collections::HashMap;
 use std::path::Path;
 
-use kho_shared::protocol::{Change, DatasetSchema, Heartbeat, Op};
+use kho_shared::protocol::{Change, DatasetSchema, Heartbeat, Op, QuarantinedRow};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use reader::SqliteReader;
@@ -413,6 +413,16 @@ impl Warehouse for SqliteWarehouse {
         now: &str,
     ) -> Result<Vec<String>, WarehouseError> {
         quality::quarantine(&self.conn, dataset, agent, held, clean, now)
+    }
+
+    fn quarantined_from(
+        &mut self,
+        agent: &str,
+        first: u64,
+        last: u64,
+        limit: usize,
+    ) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+        quality::quarantined_from(&self.conn, agent, first, last, limit)
     }
 
     fn value_exists(&mut self, dataset: &str, column: &str, value: &str) -> Result<bool, WarehouseError> {

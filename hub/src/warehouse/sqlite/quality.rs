@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use kho_shared::protocol::QuarantinedRow;
 use kho_shared::types::ColumnType;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS _kho_quarantine (
     row_json TEXT,
     PRIMARY KEY (dataset, key)
 );
+CREATE INDEX IF NOT EXISTS _kho_quarantine_by_agent ON _kho_quarantine (agent, seq);
 ";
 
 /// Holds and releases rows (see `Warehouse::quarantine`).
@@ -79,6 +81,29 @@ pub(super) fn quarantine(
         }
     }
     Ok(released)
+}
+
+/// See `Warehouse::quarantined_from`.
+pub(super) fn quarantined_from(
+    conn: &Connection,
+    agent: &str,
+    first: u64,
+    last: u64,
+    limit: usize,
+) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT dataset, key, reason FROM _kho_quarantine WHERE agent = ?1 AND seq BETWEEN ?2 AND ?3 \
+             ORDER BY seq, dataset, key LIMIT ?4",
+        )
+        .map_err(db("read quarantine"))?;
+    let (first, last) = (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
+    let rows = stmt
+        .query_map(params![agent, first, last, limit as i64], |r| {
+            Ok(QuarantinedRow { dataset: r.get(0)?, key: r.get(1)?, reason: r.get(2)? })
+        })
+        .map_err(db("read quarantine"))?;
+    rows.collect::<Result<_, _>>().map_err(db("read quarantine"))
 }
 
 /// Replaces the recorded violations of each row in `verdicts`. While the dataset has no row
