@@ -97,3 +97,46 @@ fn quarantined_rows_are_found_by_agent_and_sequence_range() {
     wh.commit().expect("commit");
     assert_eq!(keys(wh.quarantined_from("a", 1, 10, 100).expect("read")), pairs(&[(r#"{"id":7}"#, "r at 7")]));
 }
+
+/// `row_count` counts a period's rows by the `freshness_field`: full dates and timestamps by
+/// range, a month (`2026-02`) or a year (`2026`, text or number) by its first day — as text
+/// `2026-02` sorts before `2026-02-01`, which counted it in January.
+#[test]
+fn rows_per_period_count_months_and_years_in_the_period_of_their_first_day() {
+    let db = TestDb::new();
+    let (mut wh, _reader) = open(&db);
+    let mut s = schema();
+    s.dataset = "bao_cao".into();
+    s.columns.push(Column { name: "ky".into(), ty: ColumnType::Text });
+    s.columns.push(Column { name: "nam".into(), ty: ColumnType::Int });
+    let kys = ["2026-01-15", "2026-02", "2026-02-01", "2026", "2026-03-01T08:00:00Z", "tháng 2", "2026-02-20"];
+    let row = |id: usize, ky: &str, nam: i64| json!({"id": id, "ky": ky, "nam": nam}).as_object().cloned();
+    let mut changes: Vec<Change> = kys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Change {
+            seq: i as u64 + 1,
+            dataset: "bao_cao".into(),
+            op: Op::Upsert,
+            key: None,
+            row: row(i, k, 2026),
+        })
+        .collect();
+    changes.push(Change {
+        seq: 8,
+        dataset: "bao_cao".into(),
+        op: Op::Upsert,
+        key: None,
+        row: row(10, "2025-12", 2025),
+    });
+    let gone = json!({"id": 6}).as_object().cloned();
+    changes.push(Change { seq: 9, dataset: "bao_cao".into(), op: Op::Delete, key: gone, row: None });
+    apply(&mut wh, "a", &[s], &changes).expect("apply");
+    let mut count = |column, start, end| wh.rows_in_period("bao_cao", Some(column), start, end).expect("count");
+    assert_eq!(count("ky", "2026-02-01", "2026-03-01"), 2, "2026-02 and 2026-02-01 (2026-02-20 is deleted)");
+    assert_eq!(count("ky", "2026-01-01", "2026-04-01"), 5, "the quarter, with the year 2026");
+    assert_eq!(count("ky", "2025-12-01", "2026-01-01"), 1);
+    assert_eq!(count("nam", "2026-01-01", "2027-01-01"), 6, "a number year (one row is deleted)");
+    assert_eq!(count("nam", "2025-01-01", "2026-01-01"), 1);
+    assert_eq!(count("nam", "2026-02-01", "2026-03-01"), 0);
+}

@@ -53,9 +53,47 @@ pub fn business_day(text: &str) -> Option<jiff::civil::Date> {
         .or_else(|| text.get(..4).filter(|_| text.len() == 4).and_then(|y| date(&format!("{y}-01-01"))))
 }
 
+/// The month (`YYYY-MM`) and year (`YYYY`) spellings of a [`business_date`] whose date — the
+/// month's or the year's first day — falls in `[start, end)` (`YYYY-MM-DD` dates): with the
+/// full dates in that range, the `freshness_field` values a period's `row_count` counts. (A text
+/// comparison alone puts `2026-02` before `2026-02-01`, in January.) At most 100 years' worth.
+pub fn short_business_dates(start: &str, end: &str) -> Vec<String> {
+    let (Ok(start), Ok(end)) = (start.parse::<jiff::civil::Date>(), end.parse::<jiff::civil::Date>()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut month = start.first_of_month();
+    for _ in 0..1200 {
+        if month >= end {
+            break;
+        }
+        if month >= start {
+            out.push(format!("{:04}-{:02}", month.year(), month.month()));
+            if month.month() == 1 {
+                out.push(format!("{:04}", month.year()));
+            }
+        }
+        let Ok(next) = month.checked_add(jiff::Span::new().months(1)) else { break };
+        month = next;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_spellings_belong_to_the_period_holding_their_first_day() {
+        assert_eq!(short_business_dates("2026-02-01", "2026-03-01"), ["2026-02"]);
+        assert_eq!(short_business_dates("2026-01-01", "2027-01-01").len(), 13, "12 months and the year");
+        assert!(short_business_dates("2026-01-01", "2027-01-01").contains(&"2026".to_string()));
+        assert_eq!(short_business_dates("2026-01-01", "2026-04-01"), ["2026-01", "2026", "2026-02", "2026-03"]);
+        // A week holding no first of a month has none; one holding 1 March has March.
+        assert!(short_business_dates("2026-02-09", "2026-02-16").is_empty());
+        assert_eq!(short_business_dates("2026-02-23", "2026-03-02"), ["2026-03"]);
+        assert!(short_business_dates("bad", "2026-03-02").is_empty());
+    }
 
     #[test]
     fn business_dates_from_dates_months_and_years() {

@@ -31,7 +31,7 @@
 //!   scan), and the confirmation of pending syncs are written in the batch's own savepoint. The
 //!   evaluator's status transitions go through this same thread, as the warehouse's only writer.
 
-mod activity;
+pub(crate) mod activity;
 mod context;
 mod locks;
 mod order;

@@ -261,3 +261,30 @@ fn the_department_quality_column_averages_its_datasets() {
     let none = crate::freshness::views::department_quality(&document(), "khac");
     assert_eq!((none.score, none.datasets_with_rules), (None, 0));
 }
+
+/// `row_count` counts a period's rows by the `freshness_field`: full dates and timestamps by
+/// range, a month (`2026-02`) or a year (`2026`, text or number) by its first day — as text
+/// `2026-02` sorts before `2026-02-01`, which counted it in January.
+#[test]
+fn rows_per_period_count_months_and_years_in_the_period_of_their_first_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wh = SqliteWarehouse::open(&dir.path().join("w.sqlite")).expect("open");
+    let mut s = schema("bao_cao", &["ky"]);
+    s.columns.push(Column { name: "nam".into(), ty: ColumnType::Int });
+    let kys = ["2026-01-15", "2026-02", "2026-02-01", "2026", "2026-03-01T08:00:00Z", "tháng 2", "2026-02-20"];
+    let mut changes: Vec<Change> = kys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| up(i as u64 + 1, "bao_cao", json!({"id": i, "ky": k, "nam": 2026})))
+        .collect();
+    changes.push(up(8, "bao_cao", json!({"id": 10, "ky": "2025-12", "nam": 2025})));
+    changes.push(del(9, "bao_cao", 6));
+    apply(&mut wh, &s, &changes);
+    let mut count = |column, start, end| wh.rows_in_period("bao_cao", Some(column), start, end).expect("count");
+    assert_eq!(count("ky", "2026-02-01", "2026-03-01"), 2, "2026-02 and 2026-02-01 (2026-02-20 is deleted)");
+    assert_eq!(count("ky", "2026-01-01", "2026-04-01"), 5, "the quarter, with the year 2026");
+    assert_eq!(count("ky", "2025-12-01", "2026-01-01"), 1);
+    assert_eq!(count("nam", "2026-01-01", "2027-01-01"), 6, "a number year (one row is deleted)");
+    assert_eq!(count("nam", "2025-01-01", "2026-01-01"), 1);
+    assert_eq!(count("nam", "2026-02-01", "2026-03-01"), 0);
+}

@@ -214,15 +214,19 @@ pub(super) fn rows_in_period(
     end: &str,
 ) -> Result<u64, WarehouseError> {
     let Some(table) = table else { return Ok(0) };
+    let mut short = Vec::new();
     let sql = match column {
         Some(c) if table.column_type(c).is_none() => return Ok(0),
         Some(c) => {
             // Text comparison over the `(column::text)` index: dates, timestamps and text dates
-            // all start with YYYY-MM-DD.
+            // all start with YYYY-MM-DD; a month or a year (`2026-02`, `2026`) by its spelling,
+            // since as text it sorts before its own first day.
             ensure_index(client, indexed, table, dataset, c)?;
+            short = crate::apply::activity::short_business_dates(start, end);
             let c = quote_ident(c);
             format!(
-                "SELECT count(*) FROM {} WHERE {c}::text >= $1 AND {c}::text < $2 AND NOT \"_kho_deleted\"",
+                "SELECT count(*) FROM {} WHERE (({c}::text >= $1 AND {c}::text < $2 AND length({c}::text) >= 10) \
+                 OR {c}::text = ANY($3::text[])) AND NOT \"_kho_deleted\"",
                 table.qualified(dataset)
             )
         }
@@ -232,7 +236,11 @@ pub(super) fn rows_in_period(
             table.qualified(dataset)
         ),
     };
-    let n: i64 = client.query_one(&sql, &[&start, &end]).map_err(db(format!("count {dataset} per period")))?.get(0);
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&start, &end];
+    if column.is_some() {
+        params.push(&short);
+    }
+    let n: i64 = client.query_one(&sql, &params).map_err(db(format!("count {dataset} per period")))?.get(0);
     Ok(n.max(0) as u64)
 }
 

@@ -189,17 +189,24 @@ pub(super) fn rows_in_period(
     end: &str,
 ) -> Result<u64, WarehouseError> {
     let Some(table) = table else { return Ok(0) };
-    let column = match column {
+    let (column, short) = match column {
         Some(c) if !table.columns.iter().any(|x| x.name == c) => return Ok(0),
-        Some(c) => c,
-        None => "_kho_applied_at",
+        Some(c) => (c, crate::apply::activity::short_business_dates(start, end)),
+        None => ("_kho_applied_at", Vec::new()),
     };
     ensure_index(conn, indexed, dataset, column)?;
     let c = quote_ident(column);
-    let sql =
-        format!("SELECT count(*) FROM {} WHERE {c} >= ?1 AND {c} < ?2 AND \"_kho_deleted\" = 0", quote_ident(dataset));
-    let n: i64 =
-        conn.query_row(&sql, params![start, end], |r| r.get(0)).map_err(db(format!("count {dataset} per period")))?;
+    // Full dates and timestamps by range; a month or a year (`2026-02`, `2026` as text or number)
+    // by its spelling, since as text it sorts before its own first day.
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE (({c} >= ?1 AND {c} < ?2 AND length({c}) >= 10) \
+         OR {c} IN (SELECT value FROM json_each(?3))) AND \"_kho_deleted\" = 0",
+        quote_ident(dataset)
+    );
+    let short = serde_json::to_string(&short).unwrap_or_else(|_| "[]".into());
+    let n: i64 = conn
+        .query_row(&sql, params![start, end, short], |r| r.get(0))
+        .map_err(db(format!("count {dataset} per period")))?;
     Ok(n.max(0) as u64)
 }
 
