@@ -381,7 +381,7 @@ fn commit_group(
                 Job::Heartbeat { heartbeat, transport, .. } => {
                     let mut stored = || -> Result<(), WarehouseError> {
                         wh.record_heartbeat(heartbeat, transport, &now)?;
-                        if !syncs.is_empty() {
+                        if syncs.watching(wh, &catalog, &heartbeat.agent)? {
                             let applied = wh.applied_seq(&heartbeat.agent)?;
                             syncs.close(wh, heartbeat, applied, &now)?;
                         }

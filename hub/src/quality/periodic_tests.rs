@@ -288,3 +288,53 @@ fn rows_per_period_count_months_and_years_in_the_period_of_their_first_day() {
     assert_eq!(count("nam", "2025-01-01", "2026-01-01"), 1);
     assert_eq!(count("nam", "2026-02-01", "2026-03-01"), 0);
 }
+
+/// The open syncs are stored with the batches that count them: a hub restarted in the middle of
+/// a sync (a fresh `Syncs`, the warehouse reopened) goes on counting it, and flags it.
+#[test]
+fn a_sync_in_progress_is_counted_across_a_hub_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("w.sqlite");
+    let cat = catalog(rules());
+    let ho_so = schema("ho_so", &["ma", "dv"]);
+    let mut tally = Tally::default();
+    let batch = |wh: &mut SqliteWarehouse, syncs: &mut Syncs, tally: &mut Tally, changes: &[Change]| {
+        wh.begin().expect("begin");
+        wh.prepare_dataset(&ho_so, NOW).expect("prepare");
+        syncs.add(wh, &cat, "a", changes, NOW, tally).expect("count");
+        wh.apply_changes("a", std::slice::from_ref(&ho_so), changes, NOW).expect("apply");
+        wh.commit().expect("commit");
+    };
+    {
+        let mut wh = SqliteWarehouse::open(&path).expect("open");
+        let mut syncs = Syncs::default();
+        let first: Vec<Change> = (1..=10).map(|i| up(i, "ho_so", json!({"id": i, "ma": format!("M{i}")}))).collect();
+        batch(&mut wh, &mut syncs, &mut tally, &first);
+        wh.begin().expect("begin");
+        syncs.close(&mut wh, &heartbeat(10), 10, NOW).expect("close");
+        wh.commit().expect("commit");
+        // A sync's first batch: 3 of 10 rows.
+        let some: Vec<Change> = (1..=3).map(|i| up(10 + i, "ho_so", json!({"id": i, "ma": format!("N{i}")}))).collect();
+        batch(&mut wh, &mut syncs, &mut tally, &some);
+    }
+    // Restarted: 3 more rows make 6 of the 10 the sync started from (60 % > 50 %).
+    let mut wh = SqliteWarehouse::open(&path).expect("reopen");
+    let mut syncs = Syncs::default();
+    wh.begin().expect("begin");
+    assert!(syncs.watching(&mut wh, &cat, "a").expect("read"), "the sync is still open");
+    wh.commit().expect("commit");
+    let more: Vec<Change> = (4..=6).map(|i| up(10 + i, "ho_so", json!({"id": i, "ma": format!("N{i}")}))).collect();
+    batch(&mut wh, &mut syncs, &mut tally, &more);
+    let flagged = open_violations(&path, "max_change_share");
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(flagged[0].1.as_deref().is_some_and(|v| v.starts_with("60.0% of 10 rows changed by one sync (from seq 11)")), "{flagged:?}");
+    // Its close is stored too: after another restart nothing is open.
+    wh.begin().expect("begin");
+    syncs.close(&mut wh, &heartbeat(16), 16, NOW).expect("close");
+    wh.commit().expect("commit");
+    drop(wh);
+    let mut wh = SqliteWarehouse::open(&path).expect("reopen");
+    wh.begin().expect("begin");
+    assert!(!Syncs::default().watching(&mut wh, &cat, "a").expect("read"));
+    wh.commit().expect("commit");
+}

@@ -11,10 +11,11 @@
 //! A flagged sync is an open violation of the dataset's `max_change_share` rule, keyed
 //! `{"_kho_sync":"<agent>"}`, recorded in the batch's transaction and counted in
 //! `kho_hub_quality_violations_total`. It stays open until a later sync of the same agent closes
-//! within the limit. The open syncs live in the writer thread's memory: after a hub restart the
-//! sync in progress is counted from the first batch after the restart.
+//! within the limit. The open syncs live in the writer thread's memory and, per agent, in the
+//! warehouse's meta table (`quality.open_syncs.<agent>`, written in the batch's or heartbeat's
+//! transaction): after a hub restart the sync in progress goes on counting from where it was.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kho_shared::protocol::{Change, Heartbeat};
 
@@ -26,7 +27,7 @@ use crate::catalog::Catalog;
 use crate::warehouse::{Warehouse, WarehouseError};
 
 /// One sync in progress.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SyncTally {
     pub first_seq: u64,
     pub rows_before: u64,
@@ -38,6 +39,12 @@ pub struct SyncTally {
 #[derive(Debug, Clone, Default)]
 pub struct Syncs {
     open: HashMap<(String, String), SyncTally>,
+    /// Agents whose stored open syncs have been read since the hub started.
+    loaded: HashSet<String>,
+}
+
+fn meta_key(agent: &str) -> String {
+    format!("quality.open_syncs.{agent}")
 }
 
 fn limit_of(catalog: &Catalog, dataset: &str) -> Option<f64> {
@@ -82,6 +89,11 @@ impl Syncs {
                 None => per_dataset.push((c.dataset.as_str(), 1, c.seq)),
             }
         }
+        per_dataset.retain(|(dataset, _, _)| limit_of(catalog, dataset).is_some());
+        if per_dataset.is_empty() {
+            return Ok(());
+        }
+        self.load(wh, agent)?;
         for (dataset, n, first_seq) in per_dataset {
             let Some(max_percent) = limit_of(catalog, dataset) else { continue };
             let key = (agent.to_string(), dataset.to_string());
@@ -111,7 +123,44 @@ impl Syncs {
                 }
             }
         }
+        self.save(wh, agent)
+    }
+
+    /// Whether `agent` has syncs open (read from the warehouse the first time the agent is asked
+    /// about since the hub started); only then does its heartbeat need [`Syncs::close`].
+    pub fn watching(&mut self, wh: &mut dyn Warehouse, catalog: &Catalog, agent: &str) -> Result<bool, WarehouseError> {
+        let any_rule = catalog.datasets.iter().any(|d| d.rules.iter().any(|r| r.check == Check::MaxChangeShare));
+        if !any_rule && self.open.is_empty() {
+            return Ok(false);
+        }
+        self.load(wh, agent)?;
+        Ok(self.open.keys().any(|(a, _)| a == agent))
+    }
+
+    /// Reads `agent`'s stored open syncs once per hub start. An unreadable record is logged
+    /// and dropped: its syncs count afresh from the next batch, as before they were stored.
+    fn load(&mut self, wh: &mut dyn Warehouse, agent: &str) -> Result<(), WarehouseError> {
+        if !self.loaded.insert(agent.to_string()) {
+            return Ok(());
+        }
+        let Some(text) = wh.meta(&meta_key(agent))? else { return Ok(()) };
+        match serde_json::from_str::<BTreeMap<String, SyncTally>>(&text) {
+            Ok(stored) => {
+                for (dataset, sync) in stored {
+                    self.open.entry((agent.to_string(), dataset)).or_insert(sync);
+                }
+            }
+            Err(e) => tracing::warn!(agent, error = %e, "unreadable stored open syncs; counting afresh"),
+        }
         Ok(())
+    }
+
+    /// Stores `agent`'s open syncs (in the current transaction).
+    fn save(&self, wh: &mut dyn Warehouse, agent: &str) -> Result<(), WarehouseError> {
+        let mine: BTreeMap<&str, &SyncTally> =
+            self.open.iter().filter(|((a, _), _)| a == agent).map(|((_, d), s)| (d.as_str(), s)).collect();
+        let text = serde_json::to_string(&mine).unwrap_or_else(|_| "{}".into());
+        wh.set_meta(&meta_key(agent), &text)
     }
 
     /// Closes the syncs `heartbeat` reports as captured and applied (`applied`: the agent's
@@ -123,6 +172,8 @@ impl Syncs {
         applied: u64,
         now: &str,
     ) -> Result<(), WarehouseError> {
+        self.load(wh, &heartbeat.agent)?;
+        let before = self.open.len();
         for report in &heartbeat.datasets {
             let key = (heartbeat.agent.clone(), report.dataset.clone());
             let Some(sync) = self.open.get(&key) else { continue };
@@ -135,7 +186,10 @@ impl Syncs {
             }
             self.open.remove(&key);
         }
-        Ok(())
+        if self.open.len() == before {
+            return Ok(());
+        }
+        self.save(wh, &heartbeat.agent)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -120,6 +120,8 @@ pub trait Warehouse: Send {
     /// Sets a hub bookkeeping value (e.g. the date of the last daily digest), so it survives a
     /// restart and is shared by every hub instance using this warehouse.
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError>;
+    /// A bookkeeping value written by [`Warehouse::set_meta`], read inside the open transaction.
+    fn meta(&mut self, key: &str) -> Result<Option<String>, WarehouseError>;
     /// Replaces the recorded quality violations of each row a batch wrote to `dataset` (empty
     /// failures clear them), in the batch's transaction.
     fn record_quality(

@@ -156,48 +156,6 @@ impl PostgresWarehouse {
         Ok(wh)
     }
 
-    fn reload_catalogue(&mut self) -> Result<(), WarehouseError> {
-        let rows = self
-            .client
-            .query("SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets", &[])
-            .map_err(db("read catalogue"))?;
-        let mut tables = HashMap::new();
-        for row in rows {
-            let dataset: String = row.get(0);
-            match schema::parse_table(row.get(1), row.get(2), row.get(3)) {
-                Ok(info) => {
-                    tables.insert(dataset, info);
-                }
-                // A hand-edited catalogue row: refuse that dataset's batches rather than guess.
-                Err(e) => {
-                    tracing::error!(dataset, error = %e, "unreadable kho.datasets row; its batches will fail")
-                }
-            }
-        }
-        self.tables = tables;
-        Ok(())
-    }
-
-    /// Re-reads one dataset's catalogue row, locking it until the transaction ends (so two
-    /// writers never evolve the same table from different views).
-    fn lock_table(&mut self, dataset: &str) -> Result<Option<TableInfo>, WarehouseError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT schema_name, key_json::text, columns_json::text FROM kho.datasets WHERE dataset = $1 FOR UPDATE",
-                &[&dataset],
-            )
-            .map_err(db("read catalogue"))?;
-        let Some(row) = row else { return Ok(None) };
-        let info =
-            schema::parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
-                dataset: dataset.to_string(),
-                problem: format!("unreadable kho.datasets row: {e}"),
-            })?;
-        self.tables.insert(dataset.to_string(), info.clone());
-        Ok(Some(info))
-    }
-
     fn exec(&mut self, sql: &str, context: &str) -> Result<(), WarehouseError> {
         self.client.batch_execute(sql).map_err(db(context))
     }
@@ -495,6 +453,10 @@ impl Warehouse for PostgresWarehouse {
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), WarehouseError> {
         freshness::set_meta(&mut self.client, key, value)
+    }
+
+    fn meta(&mut self, key: &str) -> Result<Option<String>, WarehouseError> {
+        freshness::read_meta(&mut self.client, key)
     }
 
     fn record_quality(&mut self, dataset: &str, verdicts: &[&RowVerdict], now: &str) -> Result<(), WarehouseError> {

@@ -1,5 +1,6 @@
 //! The `kho` schema's metadata tables (ledger, catalogue, agents, freshness evidence),
 //! created at start under the DDL lock; additions to older warehouses are `ADD COLUMN IF NOT EXISTS`.
+//! And the writer's cache of the catalogue rows (`kho.datasets`) as table shapes.
 
 use kho_shared::protocol::Column;
 use postgres::Client;
@@ -86,4 +87,47 @@ pub(super) fn create_metadata(client: &mut Client) -> Result<(), WarehouseError>
     tx.batch_execute(super::checks::SCHEMA).map_err(db("create the quality tables"))?;
     tx.batch_execute(crate::registry::postgres::AUDIT_SCHEMA).map_err(db("create the audit table"))?;
     tx.commit().map_err(db("create metadata tables"))
+}
+
+impl super::PostgresWarehouse {
+    pub(super) fn reload_catalogue(&mut self) -> Result<(), WarehouseError> {
+        let rows = self
+            .client
+            .query("SELECT dataset, schema_name, key_json::text, columns_json::text FROM kho.datasets", &[])
+            .map_err(db("read catalogue"))?;
+        let mut tables = std::collections::HashMap::new();
+        for row in rows {
+            let dataset: String = row.get(0);
+            match parse_table(row.get(1), row.get(2), row.get(3)) {
+                Ok(info) => {
+                    tables.insert(dataset, info);
+                }
+                // A hand-edited catalogue row: refuse that dataset's batches rather than guess.
+                Err(e) => {
+                    tracing::error!(dataset, error = %e, "unreadable kho.datasets row; its batches will fail")
+                }
+            }
+        }
+        self.tables = tables;
+        Ok(())
+    }
+
+    /// Re-reads one dataset's catalogue row, locking it until the transaction ends (so two
+    /// writers never evolve the same table from different views).
+    pub(super) fn lock_table(&mut self, dataset: &str) -> Result<Option<TableInfo>, WarehouseError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT schema_name, key_json::text, columns_json::text FROM kho.datasets WHERE dataset = $1 FOR UPDATE",
+                &[&dataset],
+            )
+            .map_err(db("read catalogue"))?;
+        let Some(row) = row else { return Ok(None) };
+        let info = parse_table(row.get(0), row.get(1), row.get(2)).map_err(|e| WarehouseError::SchemaConflict {
+            dataset: dataset.to_string(),
+            problem: format!("unreadable kho.datasets row: {e}"),
+        })?;
+        self.tables.insert(dataset.to_string(), info.clone());
+        Ok(Some(info))
+    }
 }

@@ -387,6 +387,10 @@ impl Warehouse for SqliteWarehouse {
         freshness::set_meta(&self.conn, key, value)
     }
 
+    fn meta(&mut self, key: &str) -> Result<Option<String>, WarehouseError> {
+        freshness::read_meta(&self.conn, key)
+    }
+
     fn append_audit(&mut self, entry: &crate::audit::Entry) -> Result<(), WarehouseError> {
         crate::registry::sqlite::append_audit_in(&self.conn, entry).map(drop).map_err(db("append to the audit log"))
     }
