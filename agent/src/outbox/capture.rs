@@ -8,6 +8,10 @@
 //! before the commit, all of it disappears together and the next poll reads the same source rows
 //! again. Sequence numbers come from `meta.next_seq` read inside the transaction, so they are
 //! gapless and never reused.
+//!
+//! Changes are stored in blocks ([`Block`]): a run of up to [`BLOCK_CHANGES`] changes of one
+//! dataset (at most about [`BLOCK_BYTES`]) is one row of `change_blocks`, so a million-row sync
+//! writes, reads back and deletes a few thousand rows instead of a million.
 
 use std::io::Write;
 
@@ -32,11 +36,63 @@ pub(crate) struct ChunkState {
     /// Approximate bytes the chunk adds to the database (change payloads, snapshot hashes).
     bytes: usize,
     captured_at_ms: i64,
+    block: Block,
+}
+
+/// Most changes one `change_blocks` row holds.
+pub(crate) const BLOCK_CHANGES: usize = 1024;
+/// A block is closed once its payload reaches this many bytes.
+pub(crate) const BLOCK_BYTES: usize = 256 * 1024;
+/// Bytes a stored change costs beyond its payload (its length in the block's `lens`).
+const CHANGE_OVERHEAD: usize = 4;
+
+/// The block being filled: consecutive changes of one dataset, written as one `change_blocks`
+/// row when it is full, when the next change is of another dataset, or when the chunk commits.
+#[derive(Debug, Default)]
+struct Block {
+    dataset: String,
+    first_seq: u64,
+    /// Each change's payload length, `u32` little-endian.
+    lens: Vec<u8>,
+    /// The changes' JSON, concatenated.
     payload: Vec<u8>,
 }
 
-/// Per-row bytes a stored change or hash costs beyond its payload (row header, b-tree cell,
-/// sequence and dataset columns), for the chunk's byte estimate.
+impl Block {
+    fn len(&self) -> usize {
+        self.lens.len() / 4
+    }
+
+    fn is_full_for(&self, dataset: &str) -> bool {
+        self.len() > 0 && (self.dataset != dataset || self.len() >= BLOCK_CHANGES || self.payload.len() >= BLOCK_BYTES)
+    }
+
+    /// Inserts the block (inside the open chunk's transaction) and empties it.
+    fn flush(&mut self, conn: &rusqlite::Connection, captured_at_ms: i64) -> rusqlite::Result<()> {
+        if self.len() == 0 {
+            return Ok(());
+        }
+        let last_seq = self.first_seq + self.len() as u64 - 1;
+        conn.prepare_cached(
+            "INSERT INTO change_blocks (first_seq, last_seq, dataset, captured_at_ms, lens, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            self.first_seq as i64,
+            last_seq as i64,
+            self.dataset,
+            captured_at_ms,
+            self.lens,
+            self.payload
+        ])?;
+        self.lens.clear();
+        self.payload.clear();
+        Ok(())
+    }
+}
+
+/// Per-row bytes a stored snapshot hash costs beyond its contents (row header, b-tree cell,
+/// dataset column), for the chunk's byte estimate.
 const ROW_OVERHEAD: usize = 48;
 
 fn hash32(v: Vec<u8>) -> Option<RowHash> {
@@ -64,7 +120,7 @@ impl Outbox {
             changes: 0,
             bytes: 0,
             captured_at_ms: now_ms,
-            payload: Vec::with_capacity(1024),
+            block: Block::default(),
         });
         Ok(())
     }
@@ -87,12 +143,22 @@ impl Outbox {
     /// Appends a change to the open chunk; `body` is the row object (upsert) or key object
     /// (delete), already JSON. Returns its sequence number.
     pub fn push_change(&mut self, dataset: &str, op: Op, body: &[u8]) -> Result<u64, OutboxError> {
-        let Some(chunk) = self.capture.as_mut() else {
-            return Err(self.err("add change", rusqlite::Error::InvalidQuery));
+        let Outbox { conn, path, capture } = self;
+        let Some(chunk) = capture.as_mut() else {
+            return Err(super::sql_err(path, "add change", rusqlite::Error::InvalidQuery));
         };
         let seq = chunk.next_seq;
-        let p = &mut chunk.payload;
-        p.clear();
+        let block = &mut chunk.block;
+        if block.is_full_for(dataset) {
+            block.flush(conn, chunk.captured_at_ms).map_err(|e| super::sql_err(path, "insert changes", e))?;
+        }
+        if block.len() == 0 {
+            block.dataset.clear();
+            block.dataset.push_str(dataset);
+            block.first_seq = seq;
+        }
+        let p = &mut block.payload;
+        let start = p.len();
         p.extend_from_slice(b"{\"seq\":");
         // Writing into a Vec cannot fail.
         write!(p, "{seq}").ok();
@@ -105,25 +171,26 @@ impl Outbox {
         });
         p.extend_from_slice(body);
         p.push(b'}');
-        let captured_at = chunk.captured_at_ms;
-        let mut stmt = self
-            .conn
-            .prepare_cached("INSERT INTO changes (seq, dataset, captured_at_ms, payload) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(|e| super::sql_err(&self.path, "prepare insert", e))?;
-        stmt.execute(params![seq as i64, dataset, captured_at, p.as_slice()])
-            .map_err(|e| super::sql_err(&self.path, "insert change", e))?;
+        let len = p.len() - start;
+        let Ok(len32) = u32::try_from(len) else {
+            p.truncate(start);
+            return Err(super::sql_err(path, "add change", rusqlite::Error::ToSqlConversionFailure("change over 4 GiB".into())));
+        };
+        block.lens.extend_from_slice(&len32.to_le_bytes());
         chunk.next_seq += 1;
         chunk.changes += 1;
-        chunk.bytes += p.len() + ROW_OVERHEAD;
+        chunk.bytes += len + CHANGE_OVERHEAD;
         Ok(seq)
     }
 
     /// Commits the open chunk (sequence counter included). Nothing happens without an open chunk.
     pub fn commit_chunk(&mut self) -> Result<(), OutboxError> {
-        let Some(chunk) = self.capture.take() else { return Ok(()) };
+        let Some(mut chunk) = self.capture.take() else { return Ok(()) };
         // A chunk without changes leaves the counter alone, so an idle poll writes nothing.
         let result = if chunk.changes > 0 {
-            self.conn.execute("UPDATE meta SET next_seq = ?1 WHERE id = 1", [chunk.next_seq as i64]).map(|_| ())
+            chunk.block.flush(&self.conn, chunk.captured_at_ms).and_then(|_| {
+                self.conn.execute("UPDATE meta SET next_seq = ?1 WHERE id = 1", [chunk.next_seq as i64]).map(|_| ())
+            })
         } else {
             Ok(())
         }

@@ -6,9 +6,14 @@
 //!
 //! - `meta` (one row): `next_seq` (the next sequence number to allocate), `acked_through` (the
 //!   highest sequence the hub acknowledged), `last_ack_at_ms`.
-//! - `changes(seq, dataset, captured_at_ms, payload)`: one row per captured change; `payload` is
-//!   the JSON encoding of a [`kho_shared::protocol::Change`] including its `seq`, so the forwarder
-//!   builds a batch by concatenation.
+//! - `change_blocks(first_seq, last_seq, dataset, captured_at_ms, lens, payload)`: captured
+//!   changes, one row per block of consecutive changes of one dataset (up to
+//!   [`capture::BLOCK_CHANGES`]). `payload` concatenates each change's JSON encoding of a
+//!   [`kho_shared::protocol::Change`] including its `seq`, so the forwarder builds a batch by
+//!   concatenation; `lens` holds each change's length (`u32` little-endian). One row per change
+//!   cost a third of the agent's CPU on a large sync: every change was inserted, read back and
+//!   deleted as its own row, and each delete rewrote its page into the WAL. Schema version 1
+//!   had that `changes(seq, …)` table; opening such an outbox moves its rows into blocks.
 //! - `datasets(name, mode, cursor_column, schema_json, cursor_value, last_poll_at_ms,
 //!   last_ok_poll_at_ms, last_error, captured_through_seq, null_cursor_rows)`: per-dataset capture
 //!   state. `cursor_value` has no declared type, so it keeps the exact SQLite value (integer, real
@@ -29,8 +34,10 @@
 //! snapshot hashes ([`capture`]), with a sequence number taken from `meta.next_seq` inside that
 //! transaction, so sequences are gapless and never reused, even across crashes. **In flight**:
 //! read (never removed) by the forwarder and sent, possibly several times. **Acknowledged**: the
-//! hub answered `applied_through ≥ seq`. **Deleted**: [`Outbox::ack`] deletes every row
-//! `≤ applied_through` and stores `acked_through` in one transaction. Nothing else deletes rows.
+//! hub answered `applied_through ≥ seq`. **Deleted**: [`Outbox::ack`] deletes every block whose
+//! changes are all `≤ applied_through` and stores `acked_through` in one transaction; a block
+//! acknowledged only in part stays until the rest of it is, and reads skip its acknowledged
+//! head. Nothing else deletes changes.
 //!
 //! ## Crash story
 //! After kill -9, SQLite's WAL recovery leaves exactly the committed transactions: a capture
@@ -46,6 +53,7 @@
 //! is left, and a 512 KiB reserve file beside the outbox keeps an ack possible on a disk filled
 //! to the last byte ([`reserve`]).
 
+mod blocks;
 pub mod capture;
 pub mod cdc;
 pub use quarantine::Quarantined;
@@ -74,8 +82,8 @@ const WAL_SIZE_LIMIT: u64 = 1 << 20;
 /// Changes deleted per transaction when an ack has to be written in steps on a full disk.
 const ACK_STEP_CHANGES: u64 = 512;
 
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version` (1: one `changes` row per change; 2: blocks).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -85,10 +93,12 @@ CREATE TABLE IF NOT EXISTS meta (
     last_ack_at_ms INTEGER
 );
 INSERT OR IGNORE INTO meta (id, next_seq, acked_through, last_ack_at_ms) VALUES (1, 1, 0, NULL);
-CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS change_blocks (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
     dataset TEXT NOT NULL,
     captured_at_ms INTEGER NOT NULL,
+    lens BLOB NOT NULL,
     payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS datasets (
@@ -244,12 +254,15 @@ impl Outbox {
             return Err(OutboxError::NewerSchema { path: path.to_path_buf(), found: version });
         }
         // One transaction, so a concurrent `status` sees either no schema or all of it.
-        out.conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
-                cdc::CDC_SCHEMA
-            ))
+        let tx = rusqlite::Transaction::new_unchecked(&out.conn, rusqlite::TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                tx.execute_batch(&format!("{SCHEMA} {}", cdc::CDC_SCHEMA))?;
+                blocks::migrate_v1(&tx)?;
+                tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+                Ok(tx)
+            })
             .map_err(|e| out.err("create tables", e))?;
+        tx.commit().map_err(|e| out.err("create tables", e))?;
         if reserve::missing(path) > 0 {
             let _pass = gate::enter_ack();
             out.restore_reserve();
@@ -303,7 +316,8 @@ impl Outbox {
     }
 
     /// Deletes every change with `seq ≤ applied_through` and records the ack, in one transaction.
-    /// Returns the number of rows deleted. An ack at or below `acked_through` changes nothing.
+    /// Returns the number of changes acknowledged. An ack at or below `acked_through` changes
+    /// nothing.
     ///
     /// On a disk so full that this delete cannot be written, the disk reserve is released and the
     /// changes are deleted in steps ([`Outbox::ack_in_steps`]): an ack must always be possible,
@@ -361,8 +375,7 @@ impl Outbox {
         if applied_through as i64 <= acked {
             return Ok(0);
         }
-        let deleted = tx
-            .execute("DELETE FROM changes WHERE seq <= ?1", [applied_through as i64])
+        tx.execute("DELETE FROM change_blocks WHERE first_seq <= ?1 AND last_seq <= ?1", [applied_through as i64])
             .map_err(|e| sql_err(&path, "delete acknowledged changes", e))?;
         tx.execute(
             "UPDATE meta SET acked_through = ?1, last_ack_at_ms = ?2 WHERE id = 1",
@@ -370,7 +383,7 @@ impl Outbox {
         )
         .map_err(|e| sql_err(&path, "record ack", e))?;
         tx.commit().map_err(|e| sql_err(&path, "commit ack", e))?;
-        Ok(deleted as u64)
+        Ok(applied_through - acked as u64)
     }
 
     /// Checkpoints the whole WAL into the database and truncates the WAL file to zero bytes,
@@ -428,65 +441,11 @@ impl Outbox {
         self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(|e| self.err("checkpoint", e))
     }
 
-    /// Reads up to `max_changes` contiguous changes starting at `from_seq`, stopping before the
-    /// total payload would exceed `max_bytes` (at least one change is always read). Stops early at
-    /// a gap in the sequence (which [`Outbox::verify`] reports).
-    pub fn read_pending(
-        &self,
-        from_seq: u64,
-        max_changes: usize,
-        max_bytes: usize,
-        out: &mut Pending,
-    ) -> Result<(), OutboxError> {
-        out.first_seq = from_seq;
-        out.last_seq = from_seq.saturating_sub(1);
-        out.datasets.clear();
-        out.bytes.clear();
-        out.ends.clear();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, dataset, payload FROM changes WHERE seq >= ?1 ORDER BY seq LIMIT ?2")
-            .map_err(|e| self.err("prepare read", e))?;
-        let mut rows = stmt
-            .query(params![from_seq as i64, max_changes as i64])
-            .map_err(|e| sql_err(&self.path, "read changes", e))?;
-        while let Some(row) = rows.next().map_err(|e| sql_err(&self.path, "read changes", e))? {
-            let seq = row.get::<_, i64>(0).map_err(|e| sql_err(&self.path, "read seq", e))? as u64;
-            if out.is_empty() {
-                out.first_seq = seq;
-            } else if seq != out.last_seq + 1 {
-                break;
-            }
-            let payload = row.get_ref(2).map_err(|e| sql_err(&self.path, "read payload", e))?;
-            let payload = payload.as_bytes().map_err(|e| sql_err(&self.path, "read payload", e.into()))?;
-            if !out.is_empty() && out.bytes.len() + payload.len() > max_bytes {
-                break;
-            }
-            let dataset = row.get_ref(1).map_err(|e| sql_err(&self.path, "read dataset", e))?;
-            let dataset = dataset.as_str().map_err(|e| sql_err(&self.path, "read dataset", e.into()))?;
-            if !out.datasets.iter().any(|d| d == dataset) {
-                out.datasets.push(dataset.to_string());
-            }
-            out.bytes.extend_from_slice(payload);
-            out.ends.push(out.bytes.len());
-            out.last_seq = seq;
-        }
-        Ok(())
-    }
-
     /// Hands the connection's page cache back to the allocator. Called when a burst of work is
     /// over (the outbox drained, a poll finished), so an idle agent does not keep a cache sized
     /// for a million-row sync.
     pub fn release_memory(&self) -> Result<(), OutboxError> {
         self.conn.execute_batch("PRAGMA shrink_memory").map_err(|e| self.err("release cache memory", e))
-    }
-
-    /// Sequence of the oldest change still held, if any.
-    pub fn oldest_seq(&self) -> Result<Option<u64>, OutboxError> {
-        self.conn
-            .query_row("SELECT min(seq) FROM changes", [], |r| r.get::<_, Option<i64>>(0))
-            .map(|v| v.map(|s| s as u64))
-            .map_err(|e| self.err("read oldest change", e))
     }
 
     pub(crate) fn dataset_schema_json(&self, dataset: &str) -> Result<Option<String>, OutboxError> {

@@ -207,9 +207,12 @@ impl Outbox {
         let Meta { next_seq, acked_through, last_ack_at_ms } = self.meta()?;
         let oldest: Option<(i64, i64)> = self
             .conn
-            .query_row("SELECT seq, captured_at_ms FROM changes ORDER BY seq LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT max(first_seq, ?1 + 1), captured_at_ms FROM change_blocks
+                 WHERE last_seq > ?1 ORDER BY first_seq LIMIT 1",
+                [acked_through as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.err("read oldest change", e))?;
         let mut stmt = self
@@ -249,13 +252,50 @@ impl Outbox {
             problems.extend(lines.into_iter().take(20).map(|l| format!("integrity_check: {l}")));
         }
         let meta = self.meta()?;
-        let (count, min, max): (i64, Option<i64>, Option<i64>) = self
+        let mut count = 0u64;
+        let mut pending: Vec<String> = Vec::new();
+        let mut next = None::<u64>;
+        let mut stmt = self
             .conn
-            .query_row("SELECT count(*), min(seq), max(seq) FROM changes", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| self.err("count changes", e))?;
-        let count = count.max(0) as u64;
+            .prepare("SELECT first_seq, last_seq, dataset, lens, length(payload) FROM change_blocks ORDER BY first_seq")
+            .map_err(|e| self.err("read change blocks", e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err("read change blocks", e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err("read change blocks", e))? {
+            let block = (|| -> rusqlite::Result<_> {
+                Ok((
+                    row.get::<_, i64>(0)? as u64,
+                    row.get::<_, i64>(1)? as u64,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, i64>(4)? as usize,
+                ))
+            })()
+            .map_err(|e| self.err("read change blocks", e))?;
+            let (first, last, dataset, lens, payload_len) = block;
+            if let Some(problem) = super::blocks::block_problem(first, last, &lens, payload_len) {
+                problems.push(problem);
+            }
+            match next {
+                None if first > meta.acked_through + 1 || last <= meta.acked_through => problems.push(format!(
+                    "oldest change block holds seq {first}..={last}, expected one holding {}",
+                    meta.acked_through + 1
+                )),
+                Some(want) if first != want => {
+                    problems.push(format!("sequence has gaps: seq {want} is followed by block {first}..={last}"))
+                }
+                _ => {}
+            }
+            count += (last + 1).saturating_sub(first.max(meta.acked_through + 1));
+            next = Some(last + 1);
+            if !pending.contains(&dataset) {
+                pending.push(dataset);
+            }
+        }
+        if let Some(next) = next
+            && next != meta.next_seq
+        {
+            problems.push(format!("newest change is seq {}, but next_seq is {}", next - 1, meta.next_seq));
+        }
         if count != meta.depth() {
             problems.push(format!(
                 "holds {count} changes but meta says {} (acked_through {}, next_seq {})",
@@ -264,24 +304,6 @@ impl Outbox {
                 meta.next_seq
             ));
         }
-        if let (Some(min), Some(max)) = (min, max) {
-            let (min, max) = (min as u64, max as u64);
-            if min != meta.acked_through + 1 {
-                problems.push(format!("oldest change is seq {min}, expected {}", meta.acked_through + 1));
-            }
-            if max + 1 != meta.next_seq {
-                problems.push(format!("newest change is seq {max}, but next_seq is {}", meta.next_seq));
-            }
-            if max - min + 1 != count {
-                problems.push(format!("sequence has gaps: {count} changes between {min} and {max}"));
-            }
-        }
-        let mut stmt =
-            self.conn.prepare("SELECT DISTINCT dataset FROM changes").map_err(|e| self.err("list datasets", e))?;
-        let pending: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err("list datasets", e))?;
         for d in pending {
             if let Err(e) = self.schemas(std::slice::from_ref(&d)) {
                 problems.push(e.to_string());

@@ -96,11 +96,125 @@ fn verify_reports_a_missing_change() {
         columns: vec![kho_shared::protocol::Column { name: "id".into(), ty: kho_shared::types::ColumnType::Int }],
     })
     .unwrap();
-    capture(&mut o, 5);
+    capture(&mut o, 2);
+    capture(&mut o, 1);
+    capture(&mut o, 2);
     assert!(o.verify().unwrap().problems.is_empty());
-    rusqlite::Connection::open(&path).unwrap().execute("DELETE FROM changes WHERE seq = 3", []).unwrap();
+    rusqlite::Connection::open(&path).unwrap().execute("DELETE FROM change_blocks WHERE first_seq = 3", []).unwrap();
     let report = Outbox::open_read_only(&path).unwrap().verify().unwrap();
     assert!(report.problems.iter().any(|p| p.contains("gaps")), "{:?}", report.problems);
+    assert!(report.problems.iter().any(|p| p.contains("holds 4 changes but meta says 5")), "{:?}", report.problems);
+    let mut p = Pending::default();
+    o.read_pending(1, 100, 1 << 20, &mut p).unwrap();
+    assert_eq!((p.first_seq, p.last_seq), (1, 2), "a read stops at the gap");
+}
+
+#[test]
+fn verify_reports_a_block_whose_lengths_do_not_match_its_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(OUTBOX_FILE);
+    let mut o = Outbox::open(&path).unwrap();
+    capture(&mut o, 3);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute("UPDATE change_blocks SET lens = substr(lens, 1, 8)", []).unwrap();
+    let problems = o.verify().unwrap().problems;
+    assert!(problems.iter().any(|p| p.contains("holds 2 changes for seq 1..=3")), "{problems:?}");
+    db.execute("UPDATE change_blocks SET lens = x'0100000001000000010000'", []).unwrap();
+    let problems = o.verify().unwrap().problems;
+    assert!(problems.iter().any(|p| p.contains("not a multiple of 4")), "{problems:?}");
+    let mut p = Pending::default();
+    o.read_pending(1, 100, 1 << 20, &mut p).unwrap();
+    assert!(p.is_empty(), "a malformed block is not sent");
+}
+
+/// A large chunk is stored as several blocks; reads and acks cross block boundaries, and a
+/// block acknowledged in part is read from its first unacknowledged change.
+#[test]
+fn changes_span_blocks_and_partial_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(OUTBOX_FILE);
+    let mut o = Outbox::open(&path).unwrap();
+    let n = 2 * capture::BLOCK_CHANGES + 100;
+    capture(&mut o, n);
+    let blocks = || -> i64 {
+        rusqlite::Connection::open(&path).unwrap().query_row("SELECT count(*) FROM change_blocks", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(blocks(), 3);
+    let mut p = Pending::default();
+    o.read_pending(1000, 100, 1 << 20, &mut p).unwrap();
+    assert_eq!((p.first_seq, p.last_seq, p.len()), (1000, 1099, 100), "a read crosses a block boundary");
+    let seqs: Vec<u64> = p.payloads().map(|b| serde_json::from_slice::<Change>(b).unwrap().seq).collect();
+    assert_eq!(seqs, (1000..1100).collect::<Vec<_>>());
+    assert_eq!(o.ack(1500, 0).unwrap(), 1500);
+    assert_eq!(blocks(), 2, "the first block is gone, the second is acknowledged in part");
+    assert_eq!(o.oldest_seq().unwrap(), Some(1501));
+    assert_eq!(o.status().unwrap().oldest_pending_seq, Some(1501));
+    assert_eq!(held(&o), (1501..=n as u64).collect::<Vec<_>>());
+    assert!(o.verify().unwrap().problems.iter().all(|p| p.contains("no schema stored")));
+    drop(o);
+    let mut o = Outbox::open(&path).unwrap();
+    assert_eq!(o.ack(n as u64, 0).unwrap(), n as u64 - 1500);
+    assert_eq!(blocks(), 0);
+    assert_eq!(o.oldest_seq().unwrap(), None);
+}
+
+/// A block holds one dataset: a chunk alternating between two datasets stores a block per run,
+/// and a read lists each dataset once, in first-seen order.
+#[test]
+fn a_chunk_of_two_datasets_keeps_each_change_with_its_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(&dir.path().join(OUTBOX_FILE)).unwrap();
+    o.begin_chunk(0).unwrap();
+    for (i, d) in ["b", "b", "a", "b", "a", "a"].iter().enumerate() {
+        o.push_change(d, Op::Upsert, format!("{{\"id\":{i}}}").as_bytes()).unwrap();
+    }
+    o.commit_chunk().unwrap();
+    let mut p = Pending::default();
+    o.read_pending(1, 100, 1 << 20, &mut p).unwrap();
+    assert_eq!(p.datasets, ["b", "a"]);
+    let got: Vec<(u64, String)> =
+        p.payloads().map(|b| serde_json::from_slice::<Change>(b).unwrap()).map(|c| (c.seq, c.dataset)).collect();
+    let want: Vec<(u64, String)> =
+        [(1, "b"), (2, "b"), (3, "a"), (4, "b"), (5, "a"), (6, "a")].iter().map(|(s, d)| (*s, d.to_string())).collect();
+    assert_eq!(got, want);
+}
+
+/// An outbox written by an agent before blocks (schema version 1, one `changes` row per change)
+/// is moved into blocks when opened: nothing pending is lost, and sequences continue.
+#[test]
+fn a_version_1_outbox_is_moved_into_blocks_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(OUTBOX_FILE);
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), next_seq INTEGER NOT NULL,
+                 acked_through INTEGER NOT NULL, last_ack_at_ms INTEGER);
+             INSERT INTO meta VALUES (1, 8, 4, 77);
+             CREATE TABLE changes (seq INTEGER PRIMARY KEY, dataset TEXT NOT NULL,
+                 captured_at_ms INTEGER NOT NULL, payload BLOB NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for seq in 5..8 {
+            let payload = format!(r#"{{"seq":{seq},"dataset":"ho_so","op":"upsert","row":{{"id":{seq}}}}}"#);
+            db.execute("INSERT INTO changes VALUES (?1, 'ho_so', ?2, ?3)", params![seq, 1000 + seq, payload.as_bytes()])
+                .unwrap();
+        }
+    }
+    let mut o = Outbox::open(&path).unwrap();
+    assert_eq!(held(&o), [5, 6, 7]);
+    let status = o.status().unwrap();
+    assert_eq!((status.depth, status.oldest_pending_seq, status.oldest_pending_captured_at_ms), (3, Some(5), Some(1005)));
+    assert_eq!(capture(&mut o, 2), [8, 9]);
+    assert!(o.verify().unwrap().problems.iter().all(|p| p.contains("no schema stored")));
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let old: i64 =
+        db.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'changes'", [], |r| r.get(0)).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!((old, version), (0, SCHEMA_VERSION));
+    drop(o);
+    assert_eq!(held(&Outbox::open(&path).unwrap()), [5, 6, 7, 8, 9], "opening again changes nothing");
 }
 
 proptest! {
@@ -109,7 +223,7 @@ proptest! {
     /// Whatever mix of captures, acks, rollbacks and reopens: held changes are exactly
     /// acked_through+1 ..= next_seq-1, and sequence numbers are never reused.
     #[test]
-    fn seq_and_ack_invariants(ops in prop::collection::vec((0u8..4, 0usize..7), 1..30)) {
+    fn seq_and_ack_invariants(ops in prop::collection::vec((0u8..5, 0usize..7), 1..30)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(OUTBOX_FILE);
         let mut o = Outbox::open(&path).unwrap();
@@ -117,6 +231,11 @@ proptest! {
         for (op, n) in ops {
             match op {
                 0 => issued.extend(capture(&mut o, n)),
+                4 => {
+                    o.begin_chunk(0).unwrap();
+                    for i in 0..n { issued.push(o.push_change(["a", "b"][i % 2], Op::Delete, b"{\"id\":1}").unwrap()); }
+                    o.commit_chunk().unwrap();
+                }
                 1 => {
                     let m = o.meta().unwrap();
                     let target = m.acked_through + (n as u64).min(m.depth());
@@ -127,7 +246,8 @@ proptest! {
                     for _ in 0..n { o.push_change("d", Op::Delete, b"{\"id\":1}").unwrap(); }
                     o.rollback_chunk();
                 }
-                _ => { drop(o); o = Outbox::open(&path).unwrap(); }
+                3 => { drop(o); o = Outbox::open(&path).unwrap(); }
+                _ => unreachable!(),
             }
             let m = o.meta().unwrap();
             let want: Vec<u64> = (m.acked_through + 1..m.next_seq).collect();
