@@ -185,6 +185,56 @@ fn an_older_per_change_history_is_migrated_into_the_view() {
     assert_eq!(kind, "v", "the old table is gone, the view took its name");
 }
 
+/// A warehouse written by a hub that stored each batch's history as `json` (validated by the
+/// server on every insert) has the column converted to `text` at start; old and new batches read
+/// the same through the view, and pruning still counts the changes it removes.
+#[test]
+fn a_json_history_column_is_converted_to_text() {
+    let db = TestDb::new();
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE SCHEMA kho; CREATE TABLE kho.change_batches (dataset text NOT NULL, agent text NOT NULL, \
+         first_seq bigint NOT NULL, last_seq bigint NOT NULL, applied_at timestamptz NOT NULL, changes json NOT NULL); \
+         CREATE VIEW kho.change_log AS SELECT b.dataset, (c->'key')::jsonb AS key, c->>'op' AS op, \
+         (c->'row')::jsonb AS row, b.agent, (c->>'seq')::bigint AS seq, b.applied_at \
+         FROM kho.change_batches b, json_array_elements(b.changes) c; \
+         INSERT INTO kho.change_batches VALUES ('ho_so', 'a', 1, 2, now() - interval '1 day', \
+         '[{\"seq\":1,\"op\":\"upsert\",\"key\":{\"id\":1},\"row\":{\"id\":1,\"ten\":\"cũ\"}}, \
+           {\"seq\":2,\"op\":\"delete\",\"key\":{\"id\":1}}]')",
+    )
+    .expect("old history");
+    let (mut wh, _reader) = open(&db);
+    apply(&mut wh, "a", &[ho_so(&[])], &[upsert("ho_so", 3, json!({"id": 2, "ten": "mới"}))]).expect("apply");
+    let ty: String = c
+        .query_one(
+            "SELECT atttypid::regtype::text FROM pg_attribute \
+             WHERE attrelid = 'kho.change_batches'::regclass AND attname = 'changes'",
+            &[],
+        )
+        .expect("type")
+        .get(0);
+    assert_eq!(ty, "text");
+    let log: Vec<(String, String, i64)> = c
+        .query("SELECT key::text, op, seq FROM kho.change_log ORDER BY seq", &[])
+        .expect("log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let want = [("{\"id\": 1}", "upsert", 1), ("{\"id\": 1}", "delete", 2), ("{\"id\": 2}", "upsert", 3)];
+    assert_eq!(log, want.map(|(k, o, s)| (k.to_string(), o.to_string(), s)).to_vec());
+    c.batch_execute(
+        "INSERT INTO kho.change_batches VALUES ('ho_so', 'a', 0, 0, now() - interval '400 days', \
+         '[{\"seq\":0,\"op\":\"delete\",\"key\":{\"id\":0}}, {\"seq\":0,\"op\":\"delete\",\"key\":{\"id\":0}}]')",
+    )
+    .expect("old text row");
+    // The 400-day-old row (2 changes) and the batch applied at the tests' fixed date (1 change).
+    assert_eq!(wh.prune_history().expect("prune"), 3, "pruning counts the changes of the text rows it removes");
+    drop(wh);
+    let (_wh, _reader) = open(&db);
+    let n: i64 = c.query_one("SELECT count(*) FROM kho.change_log", &[]).expect("log").get(0);
+    assert_eq!(n, 2, "opening again keeps the converted history");
+}
+
 #[test]
 fn portable_types_land_typed_and_misfits_are_kept() {
     let db = TestDb::new();

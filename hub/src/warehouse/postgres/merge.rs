@@ -27,7 +27,7 @@ use kho_shared::types::ColumnType;
 use serde_json::{Map, Value};
 
 use super::table::{self, TableInfo};
-use super::{COPY_CHUNK, PostgresWarehouse, db, values};
+use super::{COPY_CHUNK, PostgresWarehouse, db, deferred, values};
 use crate::warehouse::{WarehouseError, quote_ident};
 
 /// Batches of a dataset applied through staging after a failed direct attempt, before the next try.
@@ -78,6 +78,36 @@ struct Picked<'a> {
 }
 
 impl PostgresWarehouse {
+    /// Writes each dataset's changes (`by_dataset`: indices into `changes`) into its table.
+    pub(super) fn write_datasets(
+        &mut self,
+        agent: &str,
+        schemas: &[DatasetSchema],
+        changes: &[Change],
+        by_dataset: &[(&str, Vec<usize>)],
+        now: &str,
+    ) -> Result<(), WarehouseError> {
+        for (dataset, picked) in by_dataset {
+            let Some(schema) = schemas.iter().find(|s| s.dataset == *dataset) else {
+                // Batch::validate guarantees a schema; keep going safely if it ever did not.
+                return Err(WarehouseError::SchemaConflict {
+                    dataset: dataset.to_string(),
+                    problem: "no schema in batch".into(),
+                });
+            };
+            if let Err(e) = self.apply_dataset(agent, schema, changes, picked, now) {
+                if let WarehouseError::SchemaConflict { problem, .. } = &e {
+                    self.note_conflict(dataset, problem);
+                }
+                return Err(e);
+            }
+            let seq = i64::try_from(picked.last().map_or(0, |&i| changes[i].seq)).unwrap_or(i64::MAX);
+            let (dataset, at, agent) = (dataset.to_string(), now.to_string(), agent.to_string());
+            self.notes.push(deferred::Op::LastChange { dataset, at, seq, agent });
+        }
+        Ok(())
+    }
+
     /// Writes one dataset's changes (indices into `changes`, in order) into its table.
     pub(super) fn apply_dataset(
         &mut self,

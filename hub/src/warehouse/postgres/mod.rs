@@ -89,6 +89,8 @@ pub const DDL_LOCK: i64 = 0x6b_68_6f;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// COPY data is streamed to the server in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
+/// Batches with at least this many changes encode their history on a second thread.
+const PARALLEL_HISTORY_CHANGES: usize = 2000;
 
 pub(super) fn db(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> WarehouseError {
     let context = context.into();
@@ -393,25 +395,21 @@ impl Warehouse for PostgresWarehouse {
                 None => by_dataset.push((c.dataset.as_str(), vec![i])),
             }
         }
-        for (dataset, picked) in &by_dataset {
-            let Some(schema) = schemas.iter().find(|s| s.dataset == *dataset) else {
-                // Batch::validate guarantees a schema; keep going safely if it ever did not.
-                return Err(WarehouseError::SchemaConflict {
-                    dataset: dataset.to_string(),
-                    problem: "no schema in batch".into(),
-                });
+        // The history's text is encoded on a second thread while the rows are written: neither
+        // depends on the other, and the batch's transaction otherwise waits for both in turn.
+        let history = std::thread::scope(|scope| {
+            let encoding = (changes.len() >= PARALLEL_HISTORY_CHANGES)
+                .then(|| scope.spawn(|| history::encode_all(schemas, changes)));
+            let written = self.write_datasets(agent, schemas, changes, &by_dataset, now);
+            // Joined whatever `written` says, so a panic of the encoder (a bug) is not re-raised
+            // when the scope ends; it is encoded again here instead, where a panic is reported.
+            let rows = match encoding.map(|h| h.join()) {
+                Some(Ok(rows)) => rows,
+                _ => history::encode_all(schemas, changes),
             };
-            if let Err(e) = self.apply_dataset(agent, schema, changes, picked, now) {
-                if let WarehouseError::SchemaConflict { problem, .. } = &e {
-                    self.note_conflict(dataset, problem);
-                }
-                return Err(e);
-            }
-            let seq = i64::try_from(picked.last().map_or(0, |&i| changes[i].seq)).unwrap_or(i64::MAX);
-            let (dataset, at, agent) = (dataset.to_string(), now.to_string(), agent.to_string());
-            self.notes.push(deferred::Op::LastChange { dataset, at, seq, agent });
-        }
-        history::append(&mut self.client, agent, schemas, changes, now)?;
+            written.map(|()| rows)
+        })?;
+        history::append(&mut self.client, agent, &history, now)?;
         Ok(stats)
     }
 
