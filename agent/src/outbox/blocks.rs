@@ -8,7 +8,9 @@ use super::{Outbox, OutboxError, Pending, sql_err};
 /// The payload lengths stored in a block's `lens` column, or `None` if the column is not a
 /// whole number of `u32`s.
 fn lengths(lens: &[u8]) -> Option<impl Iterator<Item = usize> + '_> {
-    (lens.len() % 4 == 0).then(|| lens.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize))
+    lens.len()
+        .is_multiple_of(4)
+        .then(|| lens.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize))
 }
 
 /// What is wrong with one block's shape, if anything: `lens` must hold one length per change of
@@ -97,9 +99,11 @@ impl Outbox {
     pub fn oldest_seq(&self) -> Result<Option<u64>, OutboxError> {
         let acked = self.meta()?.acked_through;
         self.conn
-            .query_row("SELECT max(min(first_seq), ?1 + 1) FROM change_blocks WHERE last_seq > ?1", [acked as i64], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
+            .query_row(
+                "SELECT max(min(first_seq), ?1 + 1) FROM change_blocks WHERE last_seq > ?1",
+                [acked as i64],
+                |r| r.get::<_, Option<i64>>(0),
+            )
             .map(|v| v.map(|s| s as u64))
             .map_err(|e| self.err("read oldest change", e))
     }
@@ -109,11 +113,10 @@ impl Outbox {
 /// and drops the old table. Does nothing if there is no such table (a new or already moved
 /// outbox). Runs inside the transaction that sets the schema version.
 pub(super) fn migrate_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    let exists: bool = tx.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'changes'",
-        [],
-        |r| r.get(0),
-    )?;
+    let exists: bool =
+        tx.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'changes'", [], |r| {
+            r.get(0)
+        })?;
     if !exists {
         return Ok(());
     }

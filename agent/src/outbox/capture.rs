@@ -174,7 +174,11 @@ impl Outbox {
         let len = p.len() - start;
         let Ok(len32) = u32::try_from(len) else {
             p.truncate(start);
-            return Err(super::sql_err(path, "add change", rusqlite::Error::ToSqlConversionFailure("change over 4 GiB".into())));
+            return Err(super::sql_err(
+                path,
+                "add change",
+                rusqlite::Error::ToSqlConversionFailure("change over 4 GiB".into()),
+            ));
         };
         block.lens.extend_from_slice(&len32.to_le_bytes());
         chunk.next_seq += 1;

@@ -137,7 +137,10 @@ fn changes_span_blocks_and_partial_acks() {
     let n = 2 * capture::BLOCK_CHANGES + 100;
     capture(&mut o, n);
     let blocks = || -> i64 {
-        rusqlite::Connection::open(&path).unwrap().query_row("SELECT count(*) FROM change_blocks", [], |r| r.get(0)).unwrap()
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM change_blocks", [], |r| r.get(0))
+            .unwrap()
     };
     assert_eq!(blocks(), 3);
     let mut p = Pending::default();
@@ -198,19 +201,24 @@ fn a_version_1_outbox_is_moved_into_blocks_on_open() {
         .unwrap();
         for seq in 5..8 {
             let payload = format!(r#"{{"seq":{seq},"dataset":"ho_so","op":"upsert","row":{{"id":{seq}}}}}"#);
-            db.execute("INSERT INTO changes VALUES (?1, 'ho_so', ?2, ?3)", params![seq, 1000 + seq, payload.as_bytes()])
-                .unwrap();
+            db.execute(
+                "INSERT INTO changes VALUES (?1, 'ho_so', ?2, ?3)",
+                params![seq, 1000 + seq, payload.as_bytes()],
+            )
+            .unwrap();
         }
     }
     let mut o = Outbox::open(&path).unwrap();
     assert_eq!(held(&o), [5, 6, 7]);
     let status = o.status().unwrap();
-    assert_eq!((status.depth, status.oldest_pending_seq, status.oldest_pending_captured_at_ms), (3, Some(5), Some(1005)));
+    assert_eq!(
+        (status.depth, status.oldest_pending_seq, status.oldest_pending_captured_at_ms),
+        (3, Some(5), Some(1005))
+    );
     assert_eq!(capture(&mut o, 2), [8, 9]);
     assert!(o.verify().unwrap().problems.iter().all(|p| p.contains("no schema stored")));
     let db = rusqlite::Connection::open(&path).unwrap();
-    let old: i64 =
-        db.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'changes'", [], |r| r.get(0)).unwrap();
+    let old: i64 = db.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'changes'", [], |r| r.get(0)).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!((old, version), (0, SCHEMA_VERSION));
     drop(o);

@@ -327,7 +327,10 @@ fn a_sync_in_progress_is_counted_across_a_hub_restart() {
     batch(&mut wh, &mut syncs, &mut tally, &more);
     let flagged = open_violations(&path, "max_change_share");
     assert_eq!(flagged.len(), 1, "{flagged:?}");
-    assert!(flagged[0].1.as_deref().is_some_and(|v| v.starts_with("60.0% of 10 rows changed by one sync (from seq 11)")), "{flagged:?}");
+    assert!(
+        flagged[0].1.as_deref().is_some_and(|v| v.starts_with("60.0% of 10 rows changed by one sync (from seq 11)")),
+        "{flagged:?}"
+    );
     // Its close is stored too: after another restart nothing is open.
     wh.begin().expect("begin");
     syncs.close(&mut wh, &heartbeat(16), 16, NOW).expect("close");

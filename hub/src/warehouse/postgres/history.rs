@@ -202,14 +202,18 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn encodes_each_change_of_the_dataset_in_order() {
-        let schema = DatasetSchema {
+    fn ho_so() -> DatasetSchema {
+        DatasetSchema {
             privacy: Default::default(),
             dataset: "ho_so".into(),
             key: vec!["id".into()],
             columns: vec![Column { name: "id".into(), ty: ColumnType::Int }],
-        };
+        }
+    }
+
+    #[test]
+    fn encodes_each_change_of_the_dataset_in_order() {
+        let schema = ho_so();
         let up = |seq, dataset: &str, row: Value| Change {
             seq,
             dataset: dataset.into(),
@@ -250,12 +254,7 @@ mod tests {
     /// each row's own sequence range; other datasets' changes do not count towards a row.
     #[test]
     fn a_large_batch_is_split_into_rows() {
-        let schema = DatasetSchema {
-            privacy: Default::default(),
-            dataset: "ho_so".into(),
-            key: vec!["id".into()],
-            columns: vec![Column { name: "id".into(), ty: ColumnType::Int }],
-        };
+        let schema = ho_so();
         let n = 2 * ROW_CHANGES as u64 + 5;
         let changes: Vec<Change> = (1..=n + 10)
             .map(|seq| Change {
@@ -268,10 +267,8 @@ mod tests {
             .collect();
         let encoded = encode(&schema, &changes);
         let mine: Vec<u64> = changes.iter().filter(|c| c.dataset == "ho_so").map(|c| c.seq).collect();
-        let sizes: Vec<usize> = encoded
-            .iter()
-            .map(|(text, _, _)| serde_json::from_str::<Vec<Value>>(text).expect("JSON").len())
-            .collect();
+        let sizes: Vec<usize> =
+            encoded.iter().map(|(text, _, _)| serde_json::from_str::<Vec<Value>>(text).expect("JSON").len()).collect();
         assert_eq!(sizes, [ROW_CHANGES, ROW_CHANGES, mine.len() - 2 * ROW_CHANGES]);
         let seqs: Vec<u64> = encoded
             .iter()
