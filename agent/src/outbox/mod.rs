@@ -342,10 +342,11 @@ impl Outbox {
         Ok(deleted)
     }
 
-    /// Deleting a row rewrites its page into the WAL, so an ack of N changes needs about their
-    /// size in new WAL frames — more than a full disk may have. Deletes in steps instead, the WAL
-    /// checkpointed and truncated after each, so it never holds more than one step; a step that
-    /// still does not fit is halved, down to a single change.
+    /// Deleting rewrites pages into the WAL (each block's b-tree page, the free-list pages its
+    /// overflow pages join), which a disk filled to the last byte may not have room for. Deletes
+    /// in steps instead, the WAL checkpointed and truncated after each, so it never holds more
+    /// than one step; a step that still does not fit is halved, down to a single change (a step
+    /// that ends inside a block only moves `acked_through`; the block goes with a later step).
     fn ack_in_steps(&mut self, applied_through: u64, now_ms: i64) -> Result<u64, OutboxError> {
         let mut step = ACK_STEP_CHANGES;
         let mut deleted = 0;
