@@ -173,21 +173,27 @@ fn strip_nul(value: &Value) -> Value {
 }
 
 /// Appends `s` escaped for COPY text format (backslash, newline, carriage return, tab), NUL → U+FFFD.
+///
+/// One pass over the bytes, copying the runs between special characters whole: every character
+/// escaped is ASCII, so a byte equal to one is never inside a multi-byte character and the slices
+/// fall on character boundaries. (Scanning `s.contains([…])` by `char` first, then again to
+/// escape, was ~12 % of the PostgreSQL applier's CPU on a large load.)
 pub fn escape_into(out: &mut String, s: &str) {
-    if !s.contains(['\\', '\n', '\r', '\t', '\0']) {
-        out.push_str(s);
-        return;
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0 => "\u{FFFD}",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(escaped);
+        start = i + 1;
     }
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
+    out.push_str(&s[start..]);
 }
 
 #[cfg(test)]
@@ -195,6 +201,21 @@ mod tests {
     use super::*;
     use ColumnType::*;
     use serde_json::json;
+
+    #[test]
+    fn escape_into_escapes_only_the_copy_specials() {
+        let esc = |s: &str| {
+            let mut out = String::from("x");
+            escape_into(&mut out, s);
+            out
+        };
+        assert_eq!(esc(""), "x");
+        assert_eq!(esc("Nguyễn Văn Ánh"), "xNguyễn Văn Ánh");
+        assert_eq!(esc("a\\b\nc\rd\te"), "xa\\\\b\\nc\\rd\\te");
+        assert_eq!(esc("\\ễ\tữ\n"), "x\\\\ễ\\tữ\\n", "specials next to multi-byte letters");
+        assert_eq!(esc("\0đ\0"), "x\u{FFFD}đ\u{FFFD}");
+        assert_eq!(esc("\n\n"), "x\\n\\n");
+    }
 
     fn cell(ty: ColumnType, v: Value) -> Option<String> {
         let mut out = String::new();
