@@ -4,29 +4,11 @@
 
 mod common;
 
-use kho_shared::protocol::{Change, Column, DatasetSchema, Op};
+use kho_shared::protocol::DatasetSchema;
 use kho_shared::types::ColumnType;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use common::pg::{TestDb, apply, open};
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column { name: name.into(), ty }
-}
-
-fn ho_so(extra: &[Column]) -> DatasetSchema {
-    let mut columns = vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)];
-    columns.extend_from_slice(extra);
-    DatasetSchema { privacy: Default::default(), dataset: "ho_so".into(), key: vec!["id".into()], columns }
-}
-
-fn upsert(dataset: &str, seq: u64, row: Value) -> Change {
-    Change { seq, dataset: dataset.into(), op: Op::Upsert, key: None, row: row.as_object().cloned() }
-}
-
-fn delete(dataset: &str, seq: u64, key: Value) -> Change {
-    Change { seq, dataset: dataset.into(), op: Op::Delete, key: key.as_object().cloned(), row: None }
-}
+use common::pg::{TestDb, apply, col, delete, ho_so, open, upsert};
 
 /// `(key, op, row, seq)` of every change in the history, in sequence order, as jsonb text.
 fn log(c: &mut ::postgres::Client) -> Vec<(String, String, Option<String>, i64)> {

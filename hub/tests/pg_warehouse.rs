@@ -9,29 +9,11 @@ use std::time::Duration;
 
 use kho_hub::warehouse::postgres;
 use kho_hub::warehouse::{ApplyStats, DatasetActivity, Warehouse, WarehouseError, WarehouseReader};
-use kho_shared::protocol::{Change, Column, DatasetSchema, Op};
+use kho_shared::protocol::{Change, DatasetSchema};
 use kho_shared::types::ColumnType;
 use serde_json::{Value, json};
 
-use common::pg::{NOW, TestDb, apply, apply_at, departments, open};
-
-fn col(name: &str, ty: ColumnType) -> Column {
-    Column { name: name.into(), ty }
-}
-
-fn ho_so(extra: &[Column]) -> DatasetSchema {
-    let mut columns = vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)];
-    columns.extend_from_slice(extra);
-    DatasetSchema { privacy: Default::default(), dataset: "ho_so".into(), key: vec!["id".into()], columns }
-}
-
-fn upsert(dataset: &str, seq: u64, row: Value) -> Change {
-    Change { seq, dataset: dataset.into(), op: Op::Upsert, key: None, row: row.as_object().cloned() }
-}
-
-fn delete(dataset: &str, seq: u64, key: Value) -> Change {
-    Change { seq, dataset: dataset.into(), op: Op::Delete, key: key.as_object().cloned(), row: None }
-}
+use common::pg::{NOW, TestDb, apply, apply_at, col, delete, departments, ho_so, open, upsert};
 
 #[test]
 fn upserts_deletes_and_last_change_per_key_win() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use kho_hub::warehouse::postgres::{self, DepartmentOf, PostgresWarehouse, Settings};
 use kho_hub::warehouse::{ApplyStats, Warehouse, WarehouseError};
-use kho_shared::protocol::{Change, DatasetSchema};
+use kho_shared::protocol::{Change, Column, DatasetSchema, Op};
+use kho_shared::types::ColumnType;
+use serde_json::Value;
 
 pub const NOW: &str = "2026-02-01T08:00:00.000Z";
 const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -98,4 +100,23 @@ pub fn apply_at(
     }
     wh.commit()?;
     result
+}
+
+pub fn col(name: &str, ty: ColumnType) -> Column {
+    Column { name: name.into(), ty }
+}
+
+/// `ho_so(id int, ten text, …extra)`, keyed by `id`.
+pub fn ho_so(extra: &[Column]) -> DatasetSchema {
+    let mut columns = vec![col("id", ColumnType::Int), col("ten", ColumnType::Text)];
+    columns.extend_from_slice(extra);
+    DatasetSchema { privacy: Default::default(), dataset: "ho_so".into(), key: vec!["id".into()], columns }
+}
+
+pub fn upsert(dataset: &str, seq: u64, row: Value) -> Change {
+    Change { seq, dataset: dataset.into(), op: Op::Upsert, key: None, row: row.as_object().cloned() }
+}
+
+pub fn delete(dataset: &str, seq: u64, key: Value) -> Change {
+    Change { seq, dataset: dataset.into(), op: Op::Delete, key: key.as_object().cloned(), row: None }
 }
