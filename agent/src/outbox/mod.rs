@@ -157,6 +157,11 @@ pub enum OutboxError {
     BadSchema { path: PathBuf, dataset: String, source: serde_json::Error },
     #[error("outbox {path} was written by a newer agent (schema version {found}, this agent knows {SCHEMA_VERSION})")]
     NewerSchema { path: PathBuf, found: i64 },
+    #[error(
+        "outbox {path} was written by an older agent (schema version {found}); the agent upgrades it when it \
+         starts (nothing is lost): start the agent once, then ask again"
+    )]
+    OlderSchema { path: PathBuf, found: i64 },
 }
 
 impl OutboxError {
@@ -285,6 +290,13 @@ impl Outbox {
             conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| sql_err(path, "read version", e))?;
         if version == 0 {
             return Err(OutboxError::Missing { path: path.to_path_buf() });
+        }
+        // Read-only, this connection cannot move an older outbox into the current tables.
+        if version < SCHEMA_VERSION {
+            return Err(OutboxError::OlderSchema { path: path.to_path_buf(), found: version });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(OutboxError::NewerSchema { path: path.to_path_buf(), found: version });
         }
         Ok(Outbox { conn, path: path.to_path_buf(), capture: None })
     }

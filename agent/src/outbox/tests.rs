@@ -208,6 +208,8 @@ fn a_version_1_outbox_is_moved_into_blocks_on_open() {
             .unwrap();
         }
     }
+    let err = Outbox::open_read_only(&path).err().expect("read-only cannot upgrade");
+    assert!(err.to_string().contains("older agent (schema version 1)"), "{err}");
     let mut o = Outbox::open(&path).unwrap();
     assert_eq!(held(&o), [5, 6, 7]);
     let status = o.status().unwrap();
@@ -223,6 +225,7 @@ fn a_version_1_outbox_is_moved_into_blocks_on_open() {
     assert_eq!((old, version), (0, SCHEMA_VERSION));
     drop(o);
     assert_eq!(held(&Outbox::open(&path).unwrap()), [5, 6, 7, 8, 9], "opening again changes nothing");
+    assert_eq!(held(&Outbox::open_read_only(&path).unwrap()), [5, 6, 7, 8, 9], "status reads it once upgraded");
 }
 
 proptest! {
