@@ -5,8 +5,9 @@
 //! `kho.change_log(dataset, key, op, row, agent, seq, applied_at)` is a **view**: one row per
 //! change, `key` and `row` as `jsonb` (`row` is NULL for a delete), `op` `upsert` or `delete`. It
 //! expands `kho.change_batches(dataset, agent, first_seq, last_seq, applied_at, changes)`, where
-//! each applied batch writes **one row per dataset** whose `changes` is the JSON array of its
-//! changes (`[{"seq": 7, "op": "upsert", "key": {"id": 7}, "row": {…}}, …]`) as `text`,
+//! each applied batch writes, per dataset, **one row per [`ROW_CHANGES`] changes** whose
+//! `changes` is the JSON array of them (`[{"seq": 7, "op": "upsert", "key": {"id": 7}, "row":
+//! {…}}, …]`) as `text`,
 //! lz4-compressed where the server has lz4. `text` rather than `json`: PostgreSQL validates a
 //! `json` value on the way in, which cost a tenth of the server's time during a large sync, and
 //! the hub wrote the text itself with serde (a hub that stored `json` converts the column once
