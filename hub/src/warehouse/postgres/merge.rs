@@ -16,8 +16,9 @@
 //!   next [`DIRECT_RETRY_AFTER`] batches, so an update-heavy dataset wastes at most one `COPY` in
 //!   that many.
 //!
-//! Every cell goes through [`values::write_cell`] on both paths, so the stored values, the
-//! metadata columns and `_kho_invalid` are identical whichever path ran.
+//! Both paths write PostgreSQL's binary `COPY` format ([`binary`]) and check every cell with
+//! [`values::check`] first, so the stored values, the metadata columns and `_kho_invalid` are
+//! identical whichever path ran.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -27,7 +28,7 @@ use kho_shared::types::ColumnType;
 use serde_json::{Map, Value};
 
 use super::table::{self, TableInfo};
-use super::{COPY_CHUNK, PostgresWarehouse, db, deferred, values};
+use super::{COPY_CHUNK, PostgresWarehouse, binary, db, deferred, values};
 use crate::warehouse::{WarehouseError, quote_ident};
 
 /// Batches of a dataset applied through staging after a failed direct attempt, before the next try.
@@ -150,15 +151,14 @@ impl PostgresWarehouse {
     /// `COPY` straight into the dataset table; fails on the first key already there.
     fn copy_direct(&mut self, qualified: &str, rows: &Picked, agent: &str, now: &str) -> Result<(), WarehouseError> {
         let mut cols: Vec<String> = rows.columns.iter().map(|c| quote_ident(c)).collect();
-        cols.extend(
-            ["\"_kho_agent\"", "\"_kho_seq\"", "\"_kho_applied_at\"", "\"_kho_deleted\"", "\"_kho_invalid\""]
-                .map(String::from),
-        );
-        let sql = format!("COPY {qualified} ({}) FROM STDIN", cols.join(", "));
-        let mut agent_esc = String::new();
-        values::escape_into(&mut agent_esc, agent);
-        self.copy_rows(&sql, "direct copy", rows, |buf, pick| {
-            std::fmt::Write::write_fmt(buf, format_args!("{agent_esc}\t{}\t{now}\tf\t", pick.change.seq)).ok();
+        cols.extend(["\"_kho_agent\"", "\"_kho_seq\"", "\"_kho_applied_at\"", "\"_kho_deleted\""].map(String::from));
+        let sql = format!("COPY {qualified} ({}, \"_kho_invalid\") FROM STDIN WITH (FORMAT binary)", cols.join(", "));
+        let applied_at = applied_micros(now)?;
+        self.copy_rows(&sql, "direct copy", rows, 4, |buf, pick| {
+            binary::text(buf, agent);
+            binary::int8(buf, seq(pick));
+            binary::timestamp(buf, applied_at);
+            binary::boolean(buf, false);
         })
     }
 
@@ -175,10 +175,10 @@ impl PostgresWarehouse {
         self.stages += 1;
         let stage = format!("kho_stage_{}", self.stages);
         self.exec(&table::create_stage_sql(&stage, info, &rows.columns), "create staging table")?;
-        self.copy_rows(&table::copy_stage_sql(&stage, &rows.columns), "copy to staging", rows, |buf, pick| {
-            let deleted = if pick.deleted { 't' } else { 'f' };
-            let has_row = if pick.values.is_some() { 't' } else { 'f' };
-            std::fmt::Write::write_fmt(buf, format_args!("{}\t{deleted}\t{has_row}\t", pick.change.seq)).ok();
+        self.copy_rows(&table::copy_stage_sql(&stage, &rows.columns), "copy to staging", rows, 3, |buf, pick| {
+            binary::int8(buf, seq(pick));
+            binary::boolean(buf, pick.deleted);
+            binary::boolean(buf, pick.values.is_some());
         })?;
         if rows.with_values > 0 {
             let sql = table::upsert_sql(qualified, &stage, key, &rows.columns);
@@ -191,49 +191,68 @@ impl PostgresWarehouse {
         self.exec(&format!("DROP TABLE {stage}"), "drop staging table")
     }
 
-    /// Streams `rows` through `COPY … FROM STDIN` (`sql`): each row's cells, then what `tail`
-    /// writes (tab-terminated), then the row's refused cells (`_kho_invalid`).
+    /// Streams `rows` through a binary `COPY … FROM STDIN` (`sql`): each row's cells, then the
+    /// `tail` fields `tail` writes, then the row's refused cells (`_kho_invalid`).
     fn copy_rows(
         &mut self,
         sql: &str,
         context: &str,
         rows: &Picked,
-        tail: impl Fn(&mut String, &Pick),
+        tail: usize,
+        write_tail: impl Fn(&mut Vec<u8>, &Pick),
     ) -> Result<(), WarehouseError> {
         let io = |e: std::io::Error| WarehouseError::database(context.to_string(), e);
         let mut writer = self.client.copy_in(sql).map_err(db(context))?;
-        let mut buf = String::with_capacity(COPY_CHUNK + 4096);
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+        buf.extend_from_slice(binary::HEADER);
+        let fields = rows.columns.len() + tail + 1;
         let mut invalid = Map::new();
         for pick in &rows.rows {
             invalid.clear();
+            binary::row(&mut buf, fields);
             for (col, ty) in rows.columns.iter().zip(&rows.types) {
                 let value = match pick.values {
                     Some(row) => row.get(*col),
                     None => pick.change.key.as_ref().and_then(|k| k.get(*col)),
                 };
-                if !values::write_cell(&mut buf, *ty, value)
-                    && let Some(v) = value
-                {
-                    invalid.insert((*col).to_string(), v.clone());
+                match value.filter(|v| !v.is_null()).map(|v| (v, values::check(*ty, v))) {
+                    Some((_, Some(cell))) => binary::cell(&mut buf, &cell),
+                    Some((v, None)) => {
+                        binary::null(&mut buf);
+                        invalid.insert((*col).to_string(), v.clone());
+                    }
+                    None => binary::null(&mut buf),
                 }
-                buf.push('\t');
             }
-            tail(&mut buf, pick);
+            write_tail(&mut buf, pick);
             if invalid.is_empty() {
-                buf.push_str("\\N");
+                binary::null(&mut buf);
             } else {
-                values::escape_into(&mut buf, &values::json_text(&Value::Object(invalid.clone())));
+                binary::jsonb(&mut buf, &values::json_text(&Value::Object(invalid.clone())));
             }
-            buf.push('\n');
             if buf.len() >= COPY_CHUNK {
-                writer.write_all(buf.as_bytes()).map_err(io)?;
+                writer.write_all(&buf).map_err(io)?;
                 buf.clear();
             }
         }
-        writer.write_all(buf.as_bytes()).map_err(io)?;
+        buf.extend_from_slice(binary::TRAILER);
+        writer.write_all(&buf).map_err(io)?;
         writer.finish().map_err(db(context))?;
         Ok(())
     }
+}
+
+/// A change's sequence as a `bigint` (the protocol keeps sequences below 2^63).
+fn seq(pick: &Pick) -> i64 {
+    i64::try_from(pick.change.seq).unwrap_or(i64::MAX)
+}
+
+/// The hub's `now` (RFC 3339) as a binary `timestamptz`.
+fn applied_micros(now: &str) -> Result<i64, WarehouseError> {
+    values::parse_timestamp(now).map(values::pg_micros).ok_or_else(|| {
+        let bad = std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unreadable time {now:?}"));
+        WarehouseError::database("read the hub's clock", bad)
+    })
 }
 
 /// Picks the last change per key of one dataset's changes, checking every key.

@@ -46,6 +46,7 @@
 //! `kho.datasets` row, after which the writer re-reads the row, so a writer never acts on another's
 //! stale catalogue.
 
+mod binary;
 mod checks;
 pub mod connect;
 mod deferred;
@@ -53,6 +54,7 @@ mod freshness;
 mod history;
 mod ledger;
 mod merge;
+mod numeric;
 mod quality;
 mod reader;
 mod rows;

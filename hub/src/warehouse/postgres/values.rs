@@ -16,11 +16,14 @@
 //! - text cannot hold NUL in PostgreSQL: a NUL character becomes U+FFFD (text, json columns and the
 //!   change log alike).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use kho_shared::types::ColumnType;
 use serde_json::Value;
+
+pub use super::numeric::Numeric;
 
 /// The offset of timestamps written without one: Asia/Ho_Chi_Minh, which has no daylight saving.
 pub const NAIVE_TIMESTAMP_OFFSET: jiff::tz::Offset = jiff::tz::Offset::constant(7);
@@ -40,107 +43,151 @@ pub fn pg_type(ty: ColumnType) -> &'static str {
     }
 }
 
+/// A value checked against its column's type: what the cell will hold. Both the binary `COPY`
+/// ([`super::binary`]) and the text form ([`write_cell`], for keys) are written from it, so they
+/// accept and refuse exactly the same values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    Bool(bool),
+    Int(i64),
+    /// Including NaN and ±infinity.
+    Float(f64),
+    /// The source's digits, and the same number in PostgreSQL's binary form.
+    Decimal(Cow<'a, str>, Numeric),
+    /// May hold NUL, which every writer turns into U+FFFD.
+    Text(Cow<'a, str>),
+    Bytes(Vec<u8>),
+    Date(jiff::civil::Date),
+    Timestamp(jiff::Timestamp),
+    /// JSON text without NUL ([`json_text`]).
+    Json(String),
+}
+
+/// `value` as a cell of a column of type `ty`; `None` when it does not fit (or PostgreSQL could
+/// not store it: a date before 4714 BC, a numeric beyond its limits).
+pub fn check(ty: ColumnType, value: &Value) -> Option<Cell<'_>> {
+    Some(match (ty, value) {
+        (ColumnType::Int, Value::Number(n)) => Cell::Int(n.as_i64()?),
+        (ColumnType::Int, Value::String(s)) => Cell::Int(s.trim().parse::<i64>().ok()?),
+        (ColumnType::Float, Value::Number(n)) => Cell::Float(n.as_f64()?),
+        (ColumnType::Float, Value::String(s)) => Cell::Float(match s.as_str() {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            _ => s.trim().parse::<f64>().ok()?,
+        }),
+        (ColumnType::Decimal, Value::Number(n)) => {
+            let text = n.to_string();
+            let num = Numeric::parse(&text)?;
+            Cell::Decimal(Cow::Owned(text), num)
+        }
+        (ColumnType::Decimal, Value::String(s)) => {
+            let s = s.trim();
+            Cell::Decimal(Cow::Borrowed(s), Numeric::parse(s)?)
+        }
+        (ColumnType::Bool, Value::Bool(b)) => Cell::Bool(*b),
+        (ColumnType::Bool, Value::Number(n)) => match n.as_i64()? {
+            0 => Cell::Bool(false),
+            1 => Cell::Bool(true),
+            _ => return None,
+        },
+        (ColumnType::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "y" | "yes" => Cell::Bool(true),
+            "f" | "false" | "0" | "n" | "no" => Cell::Bool(false),
+            _ => return None,
+        },
+        (ColumnType::Text, Value::String(s)) => Cell::Text(Cow::Borrowed(s)),
+        (ColumnType::Text, v) => Cell::Text(Cow::Owned(json_text(v))),
+        (ColumnType::Json, v) => Cell::Json(json_text(v)),
+        (ColumnType::Bytes, Value::String(s)) => Cell::Bytes(base64::engine::general_purpose::STANDARD.decode(s).ok()?),
+        (ColumnType::Date, Value::String(s)) => {
+            let date = s.trim().parse::<jiff::civil::Date>().ok()?;
+            (pg_days(date) >= PG_MIN_DAYS).then_some(Cell::Date(date))?
+        }
+        (ColumnType::Timestamp, Value::String(s)) => {
+            let ts = parse_timestamp(s.trim())?;
+            (pg_micros(ts) >= PG_MIN_MICROS).then_some(Cell::Timestamp(ts))?
+        }
+        _ => return None,
+    })
+}
+
 /// Appends the COPY text form of `value` for a column of type `ty` (`\N` for NULL or absent).
-/// Returns `false`, having appended `\N`, when the value does not fit the type.
+/// Returns `false`, having appended `\N`, when the value does not fit the type ([`check`]).
 pub fn write_cell(out: &mut String, ty: ColumnType, value: Option<&Value>) -> bool {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         out.push_str("\\N");
         return true;
     };
-    let start = out.len();
-    if encode(out, ty, value).is_some() {
-        true
-    } else {
-        out.truncate(start);
-        out.push_str("\\N");
-        false
+    match check(ty, value) {
+        Some(cell) => {
+            write_text(out, &cell);
+            true
+        }
+        None => {
+            out.push_str("\\N");
+            false
+        }
     }
 }
 
-fn encode(out: &mut String, ty: ColumnType, value: &Value) -> Option<()> {
-    match (ty, value) {
-        (ColumnType::Int, Value::Number(n)) => write!(out, "{}", n.as_i64()?).ok(),
-        (ColumnType::Int, Value::String(s)) => write!(out, "{}", s.trim().parse::<i64>().ok()?).ok(),
-        (ColumnType::Float, Value::Number(n)) => write_float(out, n.as_f64()?),
-        (ColumnType::Float, Value::String(s)) => match s.as_str() {
-            "NaN" | "Infinity" | "-Infinity" => {
-                out.push_str(s);
-                Some(())
-            }
-            _ => write_float(out, s.trim().parse::<f64>().ok()?),
-        },
-        (ColumnType::Decimal, Value::Number(n)) => write!(out, "{n}").ok(),
-        (ColumnType::Decimal, Value::String(s)) => {
-            let s = s.trim();
-            if is_decimal(s) { put(out, s) } else { None }
+/// The COPY text form of a checked cell.
+fn write_text(out: &mut String, cell: &Cell) {
+    match cell {
+        Cell::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+        Cell::Int(n) => {
+            write!(out, "{n}").ok();
         }
-        (ColumnType::Bool, Value::Bool(b)) => put(out, if *b { "t" } else { "f" }),
-        (ColumnType::Bool, Value::Number(n)) => match n.as_i64()? {
-            0 => put(out, "f"),
-            1 => put(out, "t"),
-            _ => None,
-        },
-        (ColumnType::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "t" | "true" | "1" | "y" | "yes" => put(out, "t"),
-            "f" | "false" | "0" | "n" | "no" => put(out, "f"),
-            _ => None,
-        },
-        (ColumnType::Text, Value::String(s)) => {
-            escape_into(out, s);
-            Some(())
-        }
-        (ColumnType::Text | ColumnType::Json, v) => {
-            escape_into(out, &json_text(v));
-            Some(())
-        }
-        (ColumnType::Bytes, Value::String(s)) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-            // `\\x…`: the COPY escape for one backslash, then bytea's hex form.
+        Cell::Float(f) => write_float(out, *f),
+        Cell::Decimal(text, _) => out.push_str(text),
+        Cell::Text(s) => escape_into(out, s),
+        Cell::Json(s) => escape_into(out, s),
+        // `\\x…`: the COPY escape for one backslash, then bytea's hex form.
+        Cell::Bytes(b) => {
             out.push_str("\\\\x");
-            out.push_str(&hex::encode(bytes));
-            Some(())
+            out.push_str(&hex::encode(b));
         }
-        (ColumnType::Date, Value::String(s)) => write!(out, "{}", s.trim().parse::<jiff::civil::Date>().ok()?).ok(),
-        (ColumnType::Timestamp, Value::String(s)) => write!(out, "{}", parse_timestamp(s.trim())?).ok(),
-        _ => None,
+        Cell::Date(d) => {
+            write!(out, "{d}").ok();
+        }
+        Cell::Timestamp(ts) => {
+            write!(out, "{ts}").ok();
+        }
     }
 }
 
-fn put(out: &mut String, text: &str) -> Option<()> {
-    out.push_str(text);
-    Some(())
+/// PostgreSQL's epoch, 2000-01-01, in days since the Unix epoch.
+const PG_EPOCH_DAYS: i64 = 10_957;
+/// The first date PostgreSQL stores (4714-11-24 BC), in days since its epoch.
+const PG_MIN_DAYS: i64 = -2_451_545;
+/// The first instant PostgreSQL stores, in microseconds since its epoch.
+const PG_MIN_MICROS: i64 = PG_MIN_DAYS * 86_400_000_000;
+
+/// Days from 2000-01-01 to `date` (proleptic Gregorian; `days_from_civil` of H. Hinnant).
+pub fn pg_days(date: jiff::civil::Date) -> i64 {
+    let (y, m, d) = (i64::from(date.year()), i64::from(date.month()), i64::from(date.day()));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468 - PG_EPOCH_DAYS
 }
 
-fn write_float(out: &mut String, f: f64) -> Option<()> {
+/// Microseconds from 2000-01-01T00:00:00Z to `ts`.
+pub fn pg_micros(ts: jiff::Timestamp) -> i64 {
+    ts.as_microsecond() - PG_EPOCH_DAYS * 86_400_000_000
+}
+
+fn write_float(out: &mut String, f: f64) {
     if f.is_nan() {
         out.push_str("NaN");
     } else if f.is_infinite() {
         out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
         // Debug is the shortest text that reads back as the same f64, with an exponent when long.
-        write!(out, "{f:?}").ok()?;
+        write!(out, "{f:?}").ok();
     }
-    Some(())
-}
-
-/// `[+-]digits[.digits][e[+-]digits]`, or `NaN` / `[+-]Infinity` (PostgreSQL ≥ 14 numerics).
-fn is_decimal(s: &str) -> bool {
-    if matches!(s, "NaN" | "Infinity" | "-Infinity" | "+Infinity") {
-        return true;
-    }
-    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
-        None => (body, None),
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = (!int.is_empty() || !frac.is_empty()) && digits(int) && digits(frac);
-    let exponent_ok = exponent.is_none_or(|e| {
-        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
-        !e.is_empty() && digits(e)
-    });
-    mantissa_ok && exponent_ok
 }
 
 /// An instant from RFC 3339 / ISO 8601 text; without an offset, at [`NAIVE_TIMESTAMP_OFFSET`].
