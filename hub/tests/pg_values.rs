@@ -140,3 +140,51 @@ const TYPES: [(ColumnType, &str); 9] = [
 fn pg_type(ty: ColumnType) -> &'static str {
     TYPES.iter().find(|t| t.0 == ty).map_or("text", |t| t.1)
 }
+
+#[test]
+fn a_table_altered_by_hand_keeps_loading_by_text_copy() {
+    let db = TestDb::new();
+    let (mut wh, _reader) = open(&db);
+    let s = schema();
+    apply(&mut wh, "a", std::slice::from_ref(&s), &[upsert("gia_tri", 1, json!({"id": 1, "v_int": 1}))])
+        .expect("apply");
+    // An operator narrows and retypes columns Kho created; the binary forms no longer fit them.
+    db.client()
+        .batch_execute(
+            "ALTER TABLE gia_tri ALTER v_int TYPE numeric, ALTER v_timestamp TYPE timestamp, \
+             ALTER v_text TYPE varchar(50), ALTER v_decimal TYPE numeric(20, 2)",
+        )
+        .expect("alter");
+    let batch = |seq: u64, n: i64| {
+        vec![
+            upsert("gia_tri", seq, json!({"id": 2, "v_int": n, "v_decimal": "1.005"})),
+            upsert("gia_tri", seq + 1, json!({"id": 3, "v_timestamp": "2026-02-01 08:00:00", "v_text": "Sở Y tế"})),
+        ]
+    };
+    // New keys (the direct path), from the writer that had loaded the table before the change.
+    apply(&mut wh, "a", std::slice::from_ref(&s), &batch(2, 42)).expect("insert");
+    let read = |c: &mut ::postgres::Client| -> String {
+        c.query_one("SELECT v_int::text FROM gia_tri WHERE id = 2", &[]).expect("read").get(0)
+    };
+    // A bigint's eight bytes would read as a numeric 0 with 42 decimals, without any error.
+    assert_eq!(read(&mut db.client()), "42");
+    // Existing keys: the staging path, in text form too.
+    apply(&mut wh, "a", std::slice::from_ref(&s), &batch(4, 43)).expect("update");
+    let r = db
+        .client()
+        .query_one(
+            "SELECT v_decimal::text, (SELECT v_timestamp = '2026-02-01 01:00:00'::timestamp FROM gia_tri \
+             WHERE id = 3), (SELECT v_text::text FROM gia_tri WHERE id = 3), _kho_seq FROM gia_tri WHERE id = 2",
+            &[],
+        )
+        .expect("read");
+    assert_eq!(read(&mut db.client()), "43");
+    assert_eq!(r.get::<_, String>(0), "1.01", "the column's own rounding applies");
+    assert!(r.get::<_, bool>(1), "a column without zone holds the UTC time (PostgreSQL ignores the zone of the text)");
+    assert_eq!(r.get::<_, String>(2), "Sở Y tế");
+    assert_eq!(r.get::<_, i64>(3), 4);
+    // A new writer (a restarted hub) reads the altered table before its first batch.
+    let (mut fresh, _r) = open(&db);
+    apply(&mut fresh, "a", std::slice::from_ref(&s), &[upsert("gia_tri", 6, json!({"id": 5, "v_int": 5}))])
+        .expect("a fresh writer loads the altered table at once");
+}

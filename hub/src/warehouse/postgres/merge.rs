@@ -16,7 +16,8 @@
 //!   next [`DIRECT_RETRY_AFTER`] batches, so an update-heavy dataset wastes at most one `COPY` in
 //!   that many.
 //!
-//! Both paths write PostgreSQL's binary `COPY` format ([`binary`]) and check every cell with
+//! Both paths write PostgreSQL's binary `COPY` format (text for a table an operator altered,
+//! [`copy_data`]) and check every cell with
 //! [`values::check`] first, so the stored values, the metadata columns and `_kho_invalid` are
 //! identical whichever path ran.
 
@@ -27,8 +28,9 @@ use kho_shared::protocol::{Change, DatasetSchema, Op};
 use kho_shared::types::ColumnType;
 use serde_json::{Map, Value};
 
+use super::copy_data::{self, CopyData, Format};
 use super::table::{self, TableInfo};
-use super::{COPY_CHUNK, PostgresWarehouse, binary, db, deferred, values};
+use super::{COPY_CHUNK, PostgresWarehouse, db, deferred, values};
 use crate::warehouse::{WarehouseError, quote_ident};
 
 /// Batches of a dataset applied through staging after a failed direct attempt, before the next try.
@@ -127,9 +129,10 @@ impl PostgresWarehouse {
         };
         let rows = pick(schema, &info, changes, picked)?;
         let qualified = info.qualified(dataset);
+        let format = self.copy_format(dataset, &info)?;
         if rows.all_upserts && self.direct.entry(dataset.to_string()).or_default().try_now() {
             self.exec("SAVEPOINT kho_direct", "savepoint")?;
-            match self.copy_direct(&qualified, &rows, agent, now) {
+            match self.copy_direct(&qualified, format, &rows, agent, now) {
                 Ok(()) => {
                     self.direct.entry(dataset.to_string()).or_default().loaded_new = true;
                     return self.exec("RELEASE SAVEPOINT kho_direct", "release savepoint");
@@ -145,27 +148,36 @@ impl PostgresWarehouse {
                 }
             }
         }
-        self.merge_staged(&qualified, &info, &schema.key, &rows, agent, now)
+        self.merge_staged(&qualified, format, &info, &schema.key, &rows, agent, now)
     }
 
     /// `COPY` straight into the dataset table; fails on the first key already there.
-    fn copy_direct(&mut self, qualified: &str, rows: &Picked, agent: &str, now: &str) -> Result<(), WarehouseError> {
+    fn copy_direct(
+        &mut self,
+        qualified: &str,
+        format: Format,
+        rows: &Picked,
+        agent: &str,
+        now: &str,
+    ) -> Result<(), WarehouseError> {
         let mut cols: Vec<String> = rows.columns.iter().map(|c| quote_ident(c)).collect();
         cols.extend(["\"_kho_agent\"", "\"_kho_seq\"", "\"_kho_applied_at\"", "\"_kho_deleted\""].map(String::from));
-        let sql = format!("COPY {qualified} ({}, \"_kho_invalid\") FROM STDIN WITH (FORMAT binary)", cols.join(", "));
+        let sql = format!("COPY {qualified} ({}, \"_kho_invalid\") FROM STDIN{}", cols.join(", "), format.options());
         let applied_at = applied_micros(now)?;
-        self.copy_rows(&sql, "direct copy", rows, 4, |buf, pick| {
-            binary::text(buf, agent);
-            binary::int8(buf, seq(pick));
-            binary::timestamp(buf, applied_at);
-            binary::boolean(buf, false);
+        self.copy_rows(&sql, format, "direct copy", rows, 4, |data, pick| {
+            data.text(agent);
+            data.int8(seq(pick));
+            data.timestamp(applied_at, now);
+            data.boolean(false);
         })
     }
 
     /// The staging path: `COPY` into a temporary table, then merge and soft-delete from it.
+    #[allow(clippy::too_many_arguments)]
     fn merge_staged(
         &mut self,
         qualified: &str,
+        format: Format,
         info: &TableInfo,
         key: &[String],
         rows: &Picked,
@@ -175,10 +187,11 @@ impl PostgresWarehouse {
         self.stages += 1;
         let stage = format!("kho_stage_{}", self.stages);
         self.exec(&table::create_stage_sql(&stage, info, &rows.columns), "create staging table")?;
-        self.copy_rows(&table::copy_stage_sql(&stage, &rows.columns), "copy to staging", rows, 3, |buf, pick| {
-            binary::int8(buf, seq(pick));
-            binary::boolean(buf, pick.deleted);
-            binary::boolean(buf, pick.values.is_some());
+        let sql = table::copy_stage_sql(&stage, &rows.columns, format.options());
+        self.copy_rows(&sql, format, "copy to staging", rows, 3, |data, pick| {
+            data.int8(seq(pick));
+            data.boolean(pick.deleted);
+            data.boolean(pick.values.is_some());
         })?;
         if rows.with_values > 0 {
             let sql = table::upsert_sql(qualified, &stage, key, &rows.columns);
@@ -191,54 +204,97 @@ impl PostgresWarehouse {
         self.exec(&format!("DROP TABLE {stage}"), "drop staging table")
     }
 
-    /// Streams `rows` through a binary `COPY … FROM STDIN` (`sql`): each row's cells, then the
-    /// `tail` fields `tail` writes, then the row's refused cells (`_kho_invalid`).
+    /// Streams `rows` through `COPY … FROM STDIN` (`sql`) in `format`: each row's cells, then
+    /// the `tail` fields `write_tail` writes, then the row's refused cells (`_kho_invalid`).
+    #[allow(clippy::too_many_arguments)]
     fn copy_rows(
         &mut self,
         sql: &str,
+        format: Format,
         context: &str,
         rows: &Picked,
         tail: usize,
-        write_tail: impl Fn(&mut Vec<u8>, &Pick),
+        write_tail: impl Fn(&mut CopyData, &Pick),
     ) -> Result<(), WarehouseError> {
         let io = |e: std::io::Error| WarehouseError::database(context.to_string(), e);
         let mut writer = self.client.copy_in(sql).map_err(db(context))?;
-        let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
-        buf.extend_from_slice(binary::HEADER);
+        let mut data = CopyData::new(format, COPY_CHUNK + 4096);
         let fields = rows.columns.len() + tail + 1;
         let mut invalid = Map::new();
         for pick in &rows.rows {
             invalid.clear();
-            binary::row(&mut buf, fields);
+            data.row(fields);
             for (col, ty) in rows.columns.iter().zip(&rows.types) {
                 let value = match pick.values {
                     Some(row) => row.get(*col),
                     None => pick.change.key.as_ref().and_then(|k| k.get(*col)),
                 };
                 match value.filter(|v| !v.is_null()).map(|v| (v, values::check(*ty, v))) {
-                    Some((_, Some(cell))) => binary::cell(&mut buf, &cell),
+                    Some((_, Some(cell))) => data.cell(&cell),
                     Some((v, None)) => {
-                        binary::null(&mut buf);
+                        data.null();
                         invalid.insert((*col).to_string(), v.clone());
                     }
-                    None => binary::null(&mut buf),
+                    None => data.null(),
                 }
             }
-            write_tail(&mut buf, pick);
+            write_tail(&mut data, pick);
             if invalid.is_empty() {
-                binary::null(&mut buf);
+                data.null();
             } else {
-                binary::jsonb(&mut buf, &values::json_text(&Value::Object(invalid.clone())));
+                data.jsonb(&values::json_text(&Value::Object(invalid.clone())));
             }
-            if buf.len() >= COPY_CHUNK {
-                writer.write_all(&buf).map_err(io)?;
-                buf.clear();
+            data.end_row();
+            if data.bytes().len() >= COPY_CHUNK {
+                writer.write_all(data.bytes()).map_err(io)?;
+                data.clear();
             }
         }
-        buf.extend_from_slice(binary::TRAILER);
-        writer.write_all(&buf).map_err(io)?;
+        data.finish();
+        writer.write_all(data.bytes()).map_err(io)?;
         writer.finish().map_err(db(context))?;
         Ok(())
+    }
+
+    /// How `dataset`'s rows are encoded: binary while its table's columns have exactly the types
+    /// Kho gave them, else text ([`copy_data`]). Asked for every batch, in one round trip that
+    /// also takes the lock the `COPY` would, so the columns cannot change before it runs: binary
+    /// fields in a column of another type can be read as wrong values rather than refused.
+    fn copy_format(&mut self, dataset: &str, info: &TableInfo) -> Result<Format, WarehouseError> {
+        let qualified = info.qualified(dataset);
+        let sql = format!(
+            "LOCK TABLE {qualified} IN ROW EXCLUSIVE MODE; \
+             SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = '{}'::regclass AND attnum > 0 AND NOT attisdropped",
+            qualified.replace('\'', "''")
+        );
+        let actual: HashMap<String, String> = self
+            .client
+            .simple_query(&sql)
+            .map_err(db(format!("read the columns of {dataset}")))?
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some((r.get(0)?.to_string(), r.get(1)?.to_string())),
+                _ => None,
+            })
+            .collect();
+        let expected = info.columns.iter().map(|c| (c.name.as_str(), copy_data::format_type_name(c.ty))).chain([
+            ("_kho_agent", "text"),
+            ("_kho_seq", "bigint"),
+            ("_kho_applied_at", "timestamp with time zone"),
+            ("_kho_deleted", "boolean"),
+            ("_kho_invalid", "jsonb"),
+        ]);
+        let altered: Vec<String> = expected
+            .filter_map(|(name, ty)| actual.get(name).filter(|a| *a != ty).map(|a| format!("{name} is {a}, not {ty}")))
+            .collect();
+        if altered.is_empty() {
+            return Ok(Format::Binary);
+        }
+        if self.altered_tables.insert(dataset.to_string()) {
+            tracing::warn!(dataset, altered = %altered.join(", "), "table altered by hand; loading it by text COPY");
+        }
+        Ok(Format::Text)
     }
 }
 

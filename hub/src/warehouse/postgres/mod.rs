@@ -49,6 +49,7 @@
 mod binary;
 mod checks;
 pub mod connect;
+mod copy_data;
 mod deferred;
 mod freshness;
 mod history;
@@ -116,6 +117,8 @@ pub struct PostgresWarehouse {
     stages: u64,
     /// Per dataset, whether its batches are tried with a direct `COPY` first ([`merge`]).
     direct: HashMap<String, merge::DirectPath>,
+    /// Datasets whose table was found altered by hand (logged once per writer, [`merge`]).
+    altered_tables: std::collections::HashSet<String>,
     /// Set on the one writer that prunes the change log, with the time it last did.
     pruned_at: Option<Option<Instant>>,
     /// Pruning happens only while this instance leads (`None`: always).
@@ -149,6 +152,7 @@ impl PostgresWarehouse {
             tables: HashMap::new(),
             stages: 0,
             direct: HashMap::new(),
+            altered_tables: Default::default(),
             pruned_at: prunes.then_some(None),
             leadership: None,
             in_transaction: false,

@@ -179,10 +179,10 @@ pub fn create_stage_sql(stage: &str, table: &TableInfo, columns: &[&str]) -> Str
 }
 
 /// `COPY` into the staging table.
-pub fn copy_stage_sql(stage: &str, columns: &[&str]) -> String {
+pub fn copy_stage_sql(stage: &str, columns: &[&str], options: &str) -> String {
     let mut cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     cols.extend(["\"_kho_seq\"", "\"_kho_deleted\"", "\"_kho_has_row\"", "\"_kho_invalid\""].map(String::from));
-    format!("COPY {stage} ({}) FROM STDIN WITH (FORMAT binary)", cols.join(", "))
+    format!("COPY {stage} ({}) FROM STDIN{options}", cols.join(", "))
 }
 
 /// Merges the staging table's rows with values (one change per key, the last) into the dataset

@@ -132,7 +132,7 @@ pub fn write_cell(out: &mut String, ty: ColumnType, value: Option<&Value>) -> bo
 }
 
 /// The COPY text form of a checked cell.
-fn write_text(out: &mut String, cell: &Cell) {
+pub fn write_text(out: &mut String, cell: &Cell) {
     match cell {
         Cell::Bool(b) => out.push(if *b { 't' } else { 'f' }),
         Cell::Int(n) => {
