@@ -1,4 +1,5 @@
-//! JSON row values → PostgreSQL `COPY … (FORMAT text)` cells, by the column's stored type.
+//! JSON row values → checked [`Cell`]s of the column's stored type, and their `COPY` text form
+//! (the binary form is [`super::binary`]).
 //!
 //! Pure. Every cell is checked here, in Rust, against the type of the warehouse column, so a
 //! `COPY` never fails on a value: one bad cell would otherwise fail the whole transaction, the
@@ -11,8 +12,10 @@
 //! - `timestamp` with an offset (`…Z`, `…+07:00`) is that instant; without one (`2026-02-01
 //!   08:00:00`, as most department databases write local time) it is taken at
 //!   [`NAIVE_TIMESTAMP_OFFSET`] (Vietnam, no daylight saving); a bare date is midnight there.
-//! - `decimal` keeps the source's digits (never an f64 round trip); `float` accepts `NaN`,
-//!   `Infinity`, `-Infinity`.
+//! - `decimal` keeps the source's digits (never an f64 round trip, [`Numeric`]); `float` accepts
+//!   `NaN`, `Infinity`, `-Infinity`.
+//! - what PostgreSQL cannot store is refused like any misfit: a numeric beyond its scale or weight
+//!   limits, a date or timestamp before 4714 BC.
 //! - text cannot hold NUL in PostgreSQL: a NUL character becomes U+FFFD (text, json columns and the
 //!   change log alike).
 
