@@ -34,6 +34,8 @@ pub struct CopyData {
     buf: Vec<u8>,
     /// Fields written in the current row (text form: where the tabs go).
     fields: usize,
+    /// Where the current row's field count goes (binary form), filled in when it ends.
+    row_start: usize,
     scratch: String,
 }
 
@@ -43,21 +45,27 @@ impl CopyData {
         if format == Format::Binary {
             buf.extend_from_slice(binary::HEADER);
         }
-        CopyData { format, buf, fields: 0, scratch: String::new() }
+        CopyData { format, buf, fields: 0, row_start: 0, scratch: String::new() }
     }
 
-    /// Starts a row of `fields` fields.
-    pub fn row(&mut self, fields: usize) {
+    /// Starts a row.
+    pub fn row(&mut self) {
         self.fields = 0;
+        self.row_start = self.buf.len();
         if self.format == Format::Binary {
-            binary::row(&mut self.buf, fields);
+            binary::row(&mut self.buf, 0);
         }
     }
 
-    /// Ends the current row.
+    /// Ends the current row: in binary, its field count is the fields written since [`Self::row`].
     pub fn end_row(&mut self) {
-        if self.format == Format::Text {
-            self.buf.push(b'\n');
+        match self.format {
+            Format::Binary => {
+                let mut count = Vec::with_capacity(2);
+                binary::row(&mut count, self.fields);
+                self.buf[self.row_start..self.row_start + 2].copy_from_slice(&count);
+            }
+            Format::Text => self.buf.push(b'\n'),
         }
     }
 
@@ -154,7 +162,7 @@ mod tests {
 
     fn one_row(format: Format) -> Vec<u8> {
         let mut d = CopyData::new(format, 64);
-        d.row(5);
+        d.row();
         d.int8(7);
         d.text("a\tb");
         d.null();

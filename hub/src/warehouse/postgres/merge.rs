@@ -164,7 +164,7 @@ impl PostgresWarehouse {
         cols.extend(["\"_kho_agent\"", "\"_kho_seq\"", "\"_kho_applied_at\"", "\"_kho_deleted\""].map(String::from));
         let sql = format!("COPY {qualified} ({}, \"_kho_invalid\") FROM STDIN{}", cols.join(", "), format.options());
         let applied_at = applied_micros(now)?;
-        self.copy_rows(&sql, format, "direct copy", rows, 4, |data, pick| {
+        self.copy_rows(&sql, format, "direct copy", rows, |data, pick| {
             data.text(agent);
             data.int8(seq(pick));
             data.timestamp(applied_at, now);
@@ -188,7 +188,7 @@ impl PostgresWarehouse {
         let stage = format!("kho_stage_{}", self.stages);
         self.exec(&table::create_stage_sql(&stage, info, &rows.columns), "create staging table")?;
         let sql = table::copy_stage_sql(&stage, &rows.columns, format.options());
-        self.copy_rows(&sql, format, "copy to staging", rows, 3, |data, pick| {
+        self.copy_rows(&sql, format, "copy to staging", rows, |data, pick| {
             data.int8(seq(pick));
             data.boolean(pick.deleted);
             data.boolean(pick.values.is_some());
@@ -205,25 +205,22 @@ impl PostgresWarehouse {
     }
 
     /// Streams `rows` through `COPY … FROM STDIN` (`sql`) in `format`: each row's cells, then
-    /// the `tail` fields `write_tail` writes, then the row's refused cells (`_kho_invalid`).
-    #[allow(clippy::too_many_arguments)]
+    /// the fields `write_tail` writes, then the row's refused cells (`_kho_invalid`).
     fn copy_rows(
         &mut self,
         sql: &str,
         format: Format,
         context: &str,
         rows: &Picked,
-        tail: usize,
         write_tail: impl Fn(&mut CopyData, &Pick),
     ) -> Result<(), WarehouseError> {
         let io = |e: std::io::Error| WarehouseError::database(context.to_string(), e);
         let mut writer = self.client.copy_in(sql).map_err(db(context))?;
         let mut data = CopyData::new(format, COPY_CHUNK + 4096);
-        let fields = rows.columns.len() + tail + 1;
         let mut invalid = Map::new();
         for pick in &rows.rows {
             invalid.clear();
-            data.row(fields);
+            data.row();
             for (col, ty) in rows.columns.iter().zip(&rows.types) {
                 let value = match pick.values {
                     Some(row) => row.get(*col),
