@@ -426,6 +426,25 @@ impl AgentProc {
         assert!(out.status.success(), "kho-agent status failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
+
+    /// One dataset's entry in `status --json` (`Null` if the agent has none for it).
+    pub fn dataset_status(&self, dataset: &str) -> serde_json::Value {
+        let s = self.status();
+        s["datasets"].as_array().and_then(|ds| ds.iter().find(|d| d["dataset"] == dataset).cloned()).unwrap_or_default()
+    }
+
+    /// Waits (up to `timeout`) until `dataset` reports an error, and returns it. Datasets are
+    /// polled independently, so a failing one may report after the others have converged.
+    pub fn wait_dataset_error(&self, dataset: &str, timeout: Duration) -> String {
+        let error = || self.dataset_status(dataset)["last_error"].as_str().unwrap_or_default().to_string();
+        wait_for(
+            timeout,
+            &format!("an error for dataset {dataset} in the agent status"),
+            || self.log_tail(),
+            || !error().is_empty(),
+        );
+        error()
+    }
 }
 
 impl Drop for AgentProc {

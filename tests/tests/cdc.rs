@@ -66,11 +66,6 @@ fn captured(agent: &AgentProc) -> u64 {
     agent.status()["outbox"]["next_seq"].as_u64().unwrap() - 1
 }
 
-fn dataset_status(agent: &AgentProc, name: &str) -> serde_json::Value {
-    let s = agent.status();
-    s["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == name).cloned().unwrap_or_default()
-}
-
 const KIEU: &str = "CREATE TABLE kieu (id int PRIMARY KEY, b bool, f4 real, f8 double precision, n numeric(12,3), \
     d date, ts timestamp(6), tz timestamptz, j jsonb, u uuid, by bytea, iv interval, t text, vc varchar(20))";
 const KIEU_VALUES: &str = "true, 1.1, 0.30000000000000004, -12.500, '2026-01-31', '2026-01-31 12:34:56.5', \
@@ -149,7 +144,7 @@ fn inserts_updates_deletes_rollbacks_and_add_column_stream_in_commit_order() {
     assert_eq!(captured(&agent), want, "changes captured");
 
     // Status shows the slot, its position and lag; check verifies the prerequisites.
-    let st = dataset_status(&agent, "ho_so");
+    let st = agent.dataset_status("ho_so");
     assert_eq!(st["mode"], "cdc");
     assert!(st["cdc"]["lsn"].as_str().is_some_and(|l| l.contains('/')), "{st}");
     assert_eq!(st["cdc"]["slot"], format!("kho_{}_ho_so", a.id.replace('-', "_")));
@@ -157,7 +152,7 @@ fn inserts_updates_deletes_rollbacks_and_add_column_stream_in_commit_order() {
         Duration::from_secs(30),
         "slot lag in status",
         || agent.status().to_string(),
-        || dataset_status(&agent, "ho_so")["cdc"]["lag_bytes"].is_u64(),
+        || agent.dataset_status("ho_so")["cdc"]["lag_bytes"].is_u64(),
     );
     // The hub keeps the lag from the agent's heartbeats and shows it in its status API.
     wait_for(
@@ -288,7 +283,7 @@ fn dropped_slot_stops_the_dataset_loudly_and_resnapshot_recovers() {
         "the dataset to stop with a clear error",
         || agent.log_tail(),
         || {
-            error = dataset_status(&agent, "ho_so")["last_error"].as_str().unwrap_or_default().to_string();
+            error = agent.dataset_status("ho_so")["last_error"].as_str().unwrap_or_default().to_string();
             error.contains("no longer exists")
         },
     );

@@ -133,20 +133,8 @@ fn drop_folders_csv_and_xlsx_converge_and_bad_files_are_refused() {
     wait_rows(&hub, &agent, "bao_cao", &cols, &want_x);
     wait_rows(&hub, &agent, "thay_doi", &cols, &rows(1..=20, ""));
 
-    // The malformed file is reported (dataset, file, line) while the others synced. Datasets are
-    // polled independently, so the bad one's error may land after the others have converged.
-    let hong_error = || {
-        let status = agent.status();
-        let hong = status["datasets"].as_array().and_then(|ds| ds.iter().find(|d| d["dataset"] == "hong").cloned());
-        hong.and_then(|h| h["last_error"].as_str().map(str::to_string)).unwrap_or_default()
-    };
-    wait_for(
-        CONVERGE,
-        "the malformed file's error in the agent status",
-        || agent.log_tail(),
-        || !hong_error().is_empty(),
-    );
-    let err = hong_error();
+    // The malformed file is reported (dataset, file, line) while the others synced.
+    let err = agent.wait_dataset_error("hong", CONVERGE);
     assert!(err.contains("dataset hong") && err.contains("hong.csv") && err.contains("line 3"), "{err}");
     assert!(warehouse_text_rows(&hub.warehouse(), "hong", &["ma"]).map(|r| r.is_empty()).unwrap_or(true));
 

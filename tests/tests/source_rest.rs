@@ -293,12 +293,9 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
     assert!(hits.len() >= 3, "{} requests", hits.len());
     assert!(hits[1] - hits[0] >= Duration::from_millis(950), "Retry-After honoured: {:?}", hits[1] - hits[0]);
     // The HTML answer is a clear error naming dataset and URL; nothing of it reached the hub.
-    let status = agent.status();
-    let html = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "r_html").unwrap().clone();
-    let err = html["last_error"].as_str().unwrap_or_default().to_string();
+    let err = agent.wait_dataset_error("r_html", CONVERGE);
     assert!(err.contains("dataset r_html") && err.contains("/html") && err.contains("HTML"), "{err}");
-    let broken = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "r_broken").unwrap().clone();
-    let err = broken["last_error"].as_str().unwrap_or_default().to_string();
+    let err = agent.wait_dataset_error("r_broken", CONVERGE);
     assert!(err.contains("dataset r_broken") && err.contains("/broken") && err.contains("not valid JSON"), "{err}");
     let log = std::fs::read_to_string(agent.dir.join("agent.log")).unwrap_or_default();
     assert!(!log.contains(TOKEN) && !log.contains(API_KEY), "a secret reached the log");
@@ -318,7 +315,6 @@ fn rest_apis_converge_in_every_pagination_style_and_survive_bad_answers() {
     }
     // Cursor mode cannot see deletes; every served record must be there and current.
     wait_api(&hub, &agent, "r_cursor", &v2, false);
-    let st = agent.status();
-    let cur = st["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "r_cursor").unwrap().clone();
+    let cur = agent.dataset_status("r_cursor");
     assert_eq!(cur["cursor"].as_str(), Some("2026-01-03T08:00:45Z"), "{cur}");
 }

@@ -166,9 +166,7 @@ fn legacy_encodings_nfd_and_local_formats_reach_the_warehouse_exactly() {
         "the refused file to be reported",
         || agent.log_tail(),
         || {
-            let status = agent.status();
-            let d = status["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "sai").cloned();
-            let err = d.map(|d| d["last_error"].as_str().unwrap_or_default().to_string()).unwrap_or_default();
+            let err = agent.dataset_status("sai")["last_error"].as_str().unwrap_or_default().to_string();
             err.contains("sai.csv") && err.contains("line 3, column \"so_tien\"") && err.contains("1,000.5")
         },
     );
